@@ -1,0 +1,72 @@
+"""The ``vecflow`` command line: one subcommand per pipeline step, each handled by one module.
+
+Every Snakemake rule calls exactly one of these. A bad input raises ``VecflowError``; here it becomes one
+line on stderr naming the file and line or field, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from vecflow.errors import VecflowError
+
+# subcommand -> "module:function"; each function takes the remaining argv and returns an exit code or None
+COMMANDS = {
+    "fetch-model": "vecflow.fetch:main",
+    "ingest-dialogues": "vecflow.dialogues:main",
+    "synthesize": "vecflow.synthesis:main",
+    "filter-summary": "vecflow.filtering:main",
+    "chunk-articles": "vecflow.articles:main",
+    "split-articles": "vecflow.splits:main",
+    "embed": "vecflow.embeddings:main",
+    "windows": "vecflow.windows:main",
+    "diagnose": "vecflow.diagnostics:main",
+    "train-lvm": "vecflow.lvm_train:main",
+    "fivecat": "vecflow.fivecat:main",
+    "train-summarizer": "vecflow.summarizer:main_train",
+    "predict-summarizer": "vecflow.summarizer:main_predict",
+    "train-elm": "vecflow.elm:main_train",
+    "predict-elm": "vecflow.elm:main_predict",
+    "hpo-worker": "vecflow.hpo:main_worker",
+    "hpo-best": "vecflow.hpo:main_best",
+    "score": "vecflow.scoring:main",
+    "report": "vecflow.report:main",
+    "deploy": "vecflow.deploy:main",
+    "serve": "vecflow.serve:main",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: vecflow <command> [options]", "", "commands:"]
+    lines += [f"  {name}" for name in COMMANDS]
+    lines += ["", "Run 'vecflow <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from vecflow import __version__
+
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"vecflow: error: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[command].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        code = func(rest)
+    except VecflowError as exc:
+        print(f"vecflow {command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
