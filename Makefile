@@ -1,0 +1,50 @@
+# The two set-up commands: `make demo` (run the whole DAG on the embedded demo) and `make test`.
+# Both create .venv when missing and reinstall only when pyproject.toml changes.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+CORES  ?= all
+
+.PHONY: demo test install install-test browser lint format clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --configfile config/config.yaml
+	@echo ""
+	@echo "Report: $(CURDIR)/results/report/index.html"
+	@echo "Deploy bundle: $(CURDIR)/results/deploy/ (serve with: $(BIN)/vecflow serve --bundle results/deploy/vecflow-demo)"
+
+# Debian's chromium lets the report test render the page in a real browser; skipped where it can't install.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian chromium for the report browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "chromium could not be installed: the browser test will be skipped"; \
+	fi
+
+test: install-test browser
+	$(BIN)/python -m pytest
+
+lint: install-test
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+format: install-test
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+clean-results:
+	rm -rf results/* .snakemake

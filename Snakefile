@@ -1,0 +1,45 @@
+# vecflow: data -> train -> evaluate -> deploy for next-vector (LVM), seq2seq summarizer and ELM models.
+# Wiring only: every rule hands its work to one `vecflow <command>` call (scripts/vecflow/).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/config_checks.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/summary.smk"
+include: "workflow/rules/summarizer.smk"
+include: "workflow/rules/elm.smk"
+include: "workflow/rules/hpo.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/articles.smk"
+include: "workflow/rules/lvm.smk"
+include: "workflow/rules/deploy.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    split=r"[A-Za-z0-9_-]+",
+    run=r"[A-Za-z0-9_-]+",
+    model=r"[A-Za-z0-9_.-]+",
+    name=r"[A-Za-z0-9_.-]+",
+    study=r"[A-Za-z0-9_.-]+",
+    worker=r"\d+",
+    summarizer=r"seq2seq|elm",
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,
+        deploy_bundle_if_passed,

@@ -1,0 +1,474 @@
+"""``vecflow train-lvm``: train one next-vector model (a run = preset + architecture) with resumable state.
+
+    vecflow train-lvm --train-windows F --val-windows F --val-embeddings F --val-index F --settings S --out DIR
+
+Settings: ``lvm.train`` merged with the run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the
+global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the validation
+loss terms, val cosine and a mini-5CAT (offset margin, within-article R@1) on up to ``mini5cat_samples``
+validation windows; one record goes to ``history.jsonl`` (and wandb/mlflow when enabled).
+
+Resuming: after every epoch, ``DIR.partial/state.pt`` holds the model, optimizer, RNG state, best checkpoint
+and history; a rerun with the same settings and inputs continues from it. Only a finished run publishes DIR
+(atomically): ``model.safetensors`` (best epoch), ``config.json``, ``history.jsonl``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vecflow.devices import pick_device
+from vecflow.errors import VecflowError
+from vecflow.io import atomic_dir, atomic_path, iter_jsonl, load_tensors, require_fields, write_json, write_jsonl
+from vecflow.lvm_losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
+from vecflow.lvm_models import build_model, model_config, predict, save_lvm
+from vecflow.lvm_presets import resolve_schedule
+from vecflow.settings import need, seed_everything, settings_arg
+from vecflow.tracking import Tracker
+
+OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
+SELECTION_METRICS = {  # setting -> (history key, higher is better)
+    "val_margin": ("val/margin", True),
+    "val_cos": ("val/cos_sim", True),
+    "val_loss": ("val/mse", False),
+}
+# settings that do not change what a run computes, so a resumed run may differ in them
+NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+@dataclass
+class Windows:
+    contexts: np.ndarray        # (N, C, D) float32
+    targets: np.ndarray         # (N, D)
+    article_ids: np.ndarray     # (N,) int64
+    target_indices: np.ndarray  # (N,) int64: the target's own chunk index
+
+
+@dataclass
+class Bank:
+    """Embeddings of every chunk of a split with their (article, chunk) keys."""
+    embeddings: np.ndarray      # (M, D)
+    article_ids: np.ndarray     # (M,)
+    chunk_indices: np.ndarray   # (M,)
+
+
+def load_windows(path: str | Path) -> Windows:
+    """Read a windows safetensors file and check that its four tensors agree in shape."""
+    arrays = load_tensors(path, required=["contexts", "targets", "article_ids", "target_indices"])
+    contexts, targets = arrays["contexts"], arrays["targets"]
+    if contexts.ndim != 3 or len(contexts) == 0:
+        raise VecflowError(f"{path}: tensor 'contexts': expected a non-empty N x C x D array, got shape {contexts.shape}")
+    n, _, dim = contexts.shape
+    if targets.shape != (n, dim):
+        raise VecflowError(f"{path}: tensor 'targets': expected shape ({n}, {dim}), got {targets.shape}")
+    for key in ("article_ids", "target_indices"):
+        if arrays[key].shape != (n,) or not np.issubdtype(arrays[key].dtype, np.integer):
+            raise VecflowError(f"{path}: tensor '{key}': expected {n} integers, got {arrays[key].dtype} {arrays[key].shape}")
+    if not (np.isfinite(contexts).all() and np.isfinite(targets).all()):
+        raise VecflowError(f"{path}: tensor 'contexts' or 'targets': contains NaN or infinite values")
+    return Windows(contexts.astype(np.float32), targets.astype(np.float32),
+                   arrays["article_ids"].astype(np.int64), arrays["target_indices"].astype(np.int64))
+
+
+def load_bank(embeddings_path: str | Path, index_path: str | Path) -> Bank:
+    """Read ``{split}.safetensors`` (key ``embeddings``) and its ``.index.jsonl`` rows {article_id, chunk_index}."""
+    embeddings = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
+    article_ids, chunk_indices = [], []
+    for lineno, row in iter_jsonl(index_path):
+        require_fields(row, {"article_id": int, "chunk_index": int}, index_path, lineno)
+        article_ids.append(row["article_id"])
+        chunk_indices.append(row["chunk_index"])
+    if embeddings.ndim != 2 or len(embeddings) != len(article_ids):
+        raise VecflowError(f"{embeddings_path}: tensor 'embeddings': shape {embeddings.shape} does not match "
+                           f"the {len(article_ids)} rows of {index_path}")
+    return Bank(embeddings.astype(np.float32), np.asarray(article_ids, np.int64), np.asarray(chunk_indices, np.int64))
+
+
+def check_compatible(train: Windows, val: Windows, bank: Bank, paths: dict) -> None:
+    """Validation windows and bank must have the training windows' shape, and every val target a bank row."""
+    _, context_length, dim = train.contexts.shape
+    if val.contexts.shape[1:] != (context_length, dim):
+        raise VecflowError(f"{paths['val_windows']}: contexts are {val.contexts.shape[1]} x {val.contexts.shape[2]}, "
+                           f"but the training windows are {context_length} x {dim}")
+    if bank.embeddings.shape[1] != dim:
+        raise VecflowError(f"{paths['val_embeddings']}: embeddings have dimension {bank.embeddings.shape[1]}, "
+                           f"the windows {dim}")
+    keys = set(zip(bank.article_ids.tolist(), bank.chunk_indices.tolist()))
+    for row, key in enumerate(zip(val.article_ids.tolist(), val.target_indices.tolist())):
+        if key not in keys:
+            raise VecflowError(f"{paths['val_windows']}: window {row}: target (article {key[0]}, chunk {key[1]}) "
+                               f"is not in {paths['val_index']}")
+
+
+def future_window_indices(article_ids: np.ndarray, target_indices: np.ndarray, horizon: int) -> np.ndarray:
+    """(N, horizon): for each window, the row of the window whose target is chunk t+1, t+2, ... of the same
+    article, or -1 where there is none (the article has ended)."""
+    row_of = {key: row for row, key in enumerate(zip(article_ids.tolist(), target_indices.tolist()))}
+    futures = np.full((len(article_ids), horizon), -1, dtype=np.int64)
+    for row, (article, chunk) in enumerate(zip(article_ids.tolist(), target_indices.tolist())):
+        for step in range(1, horizon + 1):
+            futures[row, step - 1] = row_of.get((article, chunk + step), -1)
+    return futures
+
+
+# ----------------------------------------------------------------------------------------------- mini-5CAT
+
+def mini_fivecat(pred: np.ndarray, article_ids: np.ndarray, target_indices: np.ndarray, bank: np.ndarray,
+                 bank_article_ids: np.ndarray, bank_chunk_indices: np.ndarray) -> dict:
+    """A small 5CAT (DESIGN §6 A and B) for per-epoch monitoring.
+
+    Offsets are relative to the TARGET chunk t: c_k = mean cos(pred, chunk[t+k]) over samples where that chunk
+    exists, k = -3..+3 (k=0 is the target, k=-1 is ctx[-1]); margin = c_0 - max_{k!=0} c_k. R@1: share of
+    samples whose most similar chunk among all chunks of their article is the target. ``pred`` and ``bank``
+    are L2-normalised. Returns {"c": {k: c_k}, "margin", "peak_offset", "r1", "samples"}.
+    """
+    row_of = {key: row for row, key in enumerate(zip(bank_article_ids.tolist(), bank_chunk_indices.tolist()))}
+    rows_by_article: dict[int, list[int]] = {}
+    for row, article in enumerate(bank_article_ids.tolist()):
+        rows_by_article.setdefault(article, []).append(row)
+    sums, counts, hits = dict.fromkeys(OFFSETS, 0.0), dict.fromkeys(OFFSETS, 0), 0
+    for vector, article, target in zip(pred, article_ids.tolist(), target_indices.tolist()):
+        for k in OFFSETS:
+            row = row_of.get((article, target + k))
+            if row is not None:
+                sums[k] += float(vector @ bank[row])
+                counts[k] += 1
+        article_rows = rows_by_article.get(article, [])
+        if article_rows:
+            best_row = article_rows[int(np.argmax(bank[article_rows] @ vector))]
+            hits += int(bank_chunk_indices[best_row] == target)
+    c = {k: sums[k] / counts[k] for k in OFFSETS if counts[k]}
+    others = [value for k, value in c.items() if k != 0]
+    margin = c[0] - max(others) if 0 in c and others else float("nan")
+    return {"c": c, "margin": margin, "peak_offset": max(c, key=c.get) if c else None,
+            "r1": hits / len(pred) if len(pred) else float("nan"), "samples": len(pred)}
+
+
+def offset_key(k: int) -> str:
+    """History key of c_k: ``c_m1`` for k=-1, ``c_0``, ``c_p1`` (tracking backends reject '+' in names)."""
+    return f"c_m{-k}" if k < 0 else f"c_p{k}" if k > 0 else "c_0"
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+def run_settings(settings: dict) -> dict:
+    """Checked training settings with defaults for the optional keys."""
+    run = {
+        "seed": need(settings, "seed"),
+        "preset": need(settings, "preset"),
+        "arch": need(settings, "arch"),
+        "epochs": need(settings, "epochs"),
+        "batch_size": need(settings, "batch_size"),
+        "learning_rate": float(need(settings, "learning_rate")),
+        "weight_decay": float(settings.get("weight_decay", 0.01)),
+        "grad_clip": float(settings.get("grad_clip", 1.0)),
+        "selection_metric": settings.get("selection_metric", "val_margin"),
+        "early_stop_patience": settings.get("early_stop_patience", 0),
+        "mini5cat_samples": settings.get("mini5cat_samples", 200),
+        "stop_after_epoch": settings.get("stop_after_epoch", 0),
+    }
+    for key in ("epochs", "batch_size", "mini5cat_samples"):
+        if not isinstance(run[key], int) or run[key] < 1:
+            raise VecflowError(f"settings: field '{key}': expected a positive integer, got {run[key]!r}")
+    for key in ("early_stop_patience", "stop_after_epoch"):
+        if not isinstance(run[key], int) or run[key] < 0:
+            raise VecflowError(f"settings: field '{key}': expected an integer >= 0, got {run[key]!r}")
+    if run["selection_metric"] not in SELECTION_METRICS:
+        raise VecflowError(f"settings: field 'selection_metric': '{run['selection_metric']}' is not one of "
+                           f"{', '.join(SELECTION_METRICS)}")
+    return run
+
+
+def fingerprint(settings: dict, input_paths: dict) -> str:
+    """Identifies what a run computes: settings (minus device/tracking/...) and the inputs' sizes and times."""
+    relevant = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED}
+    files = {name: [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for name, p in sorted(input_paths.items())}
+    text = json.dumps({"settings": relevant, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- one epoch
+
+def make_batch(windows: dict, futures: torch.Tensor, rows: torch.Tensor, device) -> LossBatch:
+    """Gather rows of the (CPU) window tensors plus their future targets into a LossBatch on ``device``."""
+    future_rows = futures[rows]
+    future_mask = future_rows >= 0
+    future_targets = windows["targets"][future_rows.clamp(min=0)]
+    return LossBatch(windows["contexts"][rows].to(device), windows["targets"][rows].to(device),
+                     future_targets.to(device), future_mask.to(device))
+
+
+def drop_context_slots(contexts: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Zero each context slot with ``probability`` (seeded), so the model cannot lean on any one slot."""
+    if probability <= 0:
+        return contexts
+    keep = torch.rand(contexts.shape[:2], generator=generator) >= probability
+    return contexts * keep.unsqueeze(-1).to(contexts.device, contexts.dtype)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator for one epoch's shuffle and context drop: a function of (seed, epoch) only, so a resumed
+    run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1000 + epoch)
+
+
+def train_one_epoch(model, optimizer, windows: dict, futures: torch.Tensor, weights: dict, run: dict,
+                    generator: torch.Generator, device) -> dict:
+    """One shuffled pass; returns the mean of every loss term (unweighted) plus ``total`` and ``dir_boost``."""
+    model.train()
+    order = torch.randperm(len(windows["targets"]), generator=generator)
+    sums, seen = {}, 0
+    for start in range(0, len(order), run["batch_size"]):
+        batch = make_batch(windows, futures, order[start:start + run["batch_size"]], device)
+        batch.contexts = drop_context_slots(batch.contexts, weights["context_drop"], generator)
+        terms = compute_losses(model, batch, weights)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if run["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"])
+        optimizer.step()
+        size = len(batch.targets)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * size
+        seen += size
+    return {name: total / seen for name, total in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(model, windows: dict, futures: torch.Tensor, weights: dict, batch_size: int, device) -> dict:
+    """Mean loss terms over all validation windows (no context drop), plus ``cos_sim`` = 1 - cos term."""
+    model.eval()
+    sums, seen = {}, 0
+    for start in range(0, len(windows["targets"]), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(windows["targets"])))
+        terms = compute_losses(model, make_batch(windows, futures, rows, device), weights, rollout_with_grad=False)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
+        seen += len(rows)
+    means = {name: total / seen for name, total in sums.items()}
+    means["cos_sim"] = 1.0 - means["cos"]
+    return means
+
+
+def mini_fivecat_sample(val: Windows, max_samples: int) -> np.ndarray:
+    """Evenly spaced validation rows (deterministic, spread over articles)."""
+    count = min(max_samples, len(val.targets))
+    return np.unique(np.linspace(0, len(val.targets) - 1, count).round().astype(np.int64))
+
+
+def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, fivecat: dict,
+                 epoch_time: float, device) -> dict:
+    record = {"epoch": epoch, "device": str(device), "epoch_time_s": round(epoch_time, 4)}
+    record.update({f"train/{name}": train_terms[name] for name in (*TERMS, "total")})
+    record["train/cos_sim"] = 1.0 - train_terms["cos"]
+    record.update({f"val/{name}": val_terms[name] for name in (*TERMS, "total", "cos_sim")})
+    record.update({f"lambda/{key.removeprefix('lambda_')}": value for key, value in weights.items()})
+    record["lambda/dir_effective"] = weights["lambda_dir"] * train_terms["dir_boost"]
+    record["train/guard_to_mse"] = guard_to_mse_ratio(train_terms, weights)
+    record["val/margin"] = fivecat["margin"]
+    record["val/r1"] = fivecat["r1"]
+    record["val/peak_offset"] = fivecat["peak_offset"]
+    record.update({f"val/{offset_key(k)}": value for k, value in fivecat["c"].items()})
+    return record
+
+
+def format_epoch_line(record: dict, epochs: int) -> str:
+    return (f"[train-lvm] epoch {record['epoch']}/{epochs} train_total {record['train/total']:.5f} "
+            f"val_mse {record['val/mse']:.5f} val_cos {record['val/cos_sim']:.4f} margin {record['val/margin']:+.4f} "
+            f"R@1 {record['val/r1']:.3f} peak k={record['val/peak_offset']} guard/mse {record['train/guard_to_mse']:.3f} "
+            f"lambda_roll {record['lambda/roll']} lambda_dir {record['lambda/dir']} ({record['epoch_time_s']:.2f}s)")
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if higher_is_better else value < best)
+
+
+def fresh_state(fingerprint_text: str) -> dict:
+    return {"fingerprint": fingerprint_text, "epoch": 0, "history": [], "best_epoch": None, "best_value": None,
+            "best_model": None, "best_margin": None, "epochs_without_margin_gain": 0, "stopped_early": False}
+
+
+def load_state(path: Path, fingerprint_text: str) -> dict | None:
+    """The saved state of an interrupted run with the same fingerprint, or None."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        print(f"[train-lvm] ignoring unreadable {path} ({exc})", flush=True)
+        return None
+    if state.get("fingerprint") != fingerprint_text:
+        print(f"[train-lvm] {path} belongs to other settings or inputs: starting over", flush=True)
+        return None
+    return state
+
+
+def save_state(path: Path, state: dict, model, optimizer) -> None:
+    state = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def restore_state(state: dict, model, optimizer) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def update_best(state: dict, record: dict, model, run: dict) -> None:
+    """Keep the best checkpoint by the selection metric, and count epochs without a margin gain."""
+    key, higher = SELECTION_METRICS[run["selection_metric"]]
+    if is_better(record[key], state["best_value"], higher):
+        state["best_value"], state["best_epoch"] = record[key], record["epoch"]
+        state["best_model"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+    if is_better(record["val/margin"], state["best_margin"], True):
+        state["best_margin"], state["epochs_without_margin_gain"] = record["val/margin"], 0
+    else:
+        state["epochs_without_margin_gain"] += 1
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+def as_torch(windows: Windows) -> dict:
+    return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
+
+
+def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir) -> dict | None:
+    """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
+    on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call)."""
+    run = run_settings(settings)
+    out_dir = Path(out_dir)
+    partial_dir = out_dir.with_name(out_dir.name + ".partial")
+    paths = {"train_windows": train_path, "val_windows": val_path,
+             "val_embeddings": val_embeddings_path, "val_index": val_index_path}
+    train, val = load_windows(train_path), load_windows(val_path)
+    bank = load_bank(val_embeddings_path, val_index_path)
+    check_compatible(train, val, bank, paths)
+
+    schedule = resolve_schedule(run["preset"], settings.get("losses"), run["epochs"])
+    horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)
+    train_futures = torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon))
+    val_futures = torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon))
+    fivecat_rows = mini_fivecat_sample(val, run["mini5cat_samples"])
+
+    device = pick_device(settings.get("device", "auto"))
+    seed_everything(run["seed"])
+    _, context_length, dim = train.contexts.shape
+    model = build_model(run["arch"], dim, context_length, settings).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
+    print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
+          f"{len(train.targets)} train / {len(val.targets)} val windows, C={context_length}, D={dim}", flush=True)
+
+    state_path = partial_dir / "state.pt"
+    fingerprint_text = fingerprint(settings, paths)
+    state = load_state(state_path, fingerprint_text)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    history_path = partial_dir / "history.jsonl"
+    if state is None:
+        state = fresh_state(fingerprint_text)
+    else:
+        restore_state(state, model, optimizer)
+        write_jsonl(history_path, state["history"])  # drop records logged after the last saved state
+        print(f"[train-lvm] resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    tracker = Tracker(history_path, settings.get("run_name", f"lvm-{run['preset']}-{run['arch']}"), config=settings,
+                      backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
+
+    train_tensors, val_tensors = as_torch(train), as_torch(val)
+    for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
+        if state["stopped_early"]:
+            break
+        weights = schedule[epoch - 1]
+        started = time.perf_counter()
+        train_terms = train_one_epoch(model, optimizer, train_tensors, train_futures, weights, run,
+                                      epoch_generator(run["seed"], epoch), device)
+        val_terms = evaluate(model, val_tensors, val_futures, weights, run["batch_size"], device)
+        pred = predict(model, val.contexts[fivecat_rows], run["batch_size"], device)
+        fivecat = mini_fivecat(pred, val.article_ids[fivecat_rows], val.target_indices[fivecat_rows],
+                               bank.embeddings, bank.article_ids, bank.chunk_indices)
+        record = epoch_record(epoch, weights, train_terms, val_terms, fivecat, time.perf_counter() - started, device)
+        print(format_epoch_line(record, run["epochs"]), flush=True)
+
+        update_best(state, record, model, run)
+        patience = run["early_stop_patience"]
+        state["stopped_early"] = bool(patience and state["epochs_without_margin_gain"] >= patience)
+        state["epoch"] = epoch
+        state["history"].append(record)
+        save_state(state_path, state, model, optimizer)
+        tracker.log(record, step=epoch)
+        if state["stopped_early"]:
+            print(f"[train-lvm] early stop: no margin gain for {patience} epochs", flush=True)
+        if run["stop_after_epoch"] and epoch >= run["stop_after_epoch"] and epoch < run["epochs"]:
+            print(f"[train-lvm] stopping after epoch {epoch} (stop_after_epoch); state kept in {partial_dir}")
+            tracker.finish({})
+            return None
+
+    summary = build_summary(state, run, device, len(train.targets), len(val.targets))
+    tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    publish(out_dir, partial_dir, state, model, model_config(run["arch"], dim, context_length, settings,
+                                                               preset=run["preset"], best_epoch=state["best_epoch"]),
+            summary)
+    print(f"[train-lvm] best epoch {summary['best_epoch']} by {run['selection_metric']}: wrote {out_dir}", flush=True)
+    return summary
+
+
+def build_summary(state: dict, run: dict, device, train_count: int, val_count: int) -> dict:
+    history = state["history"]
+    best = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1])
+    times = [r["epoch_time_s"] for r in history]
+    return {
+        "arch": run["arch"], "preset": run["preset"], "device": str(device),
+        "selection_metric": run["selection_metric"], "best_epoch": best["epoch"],
+        "best": {k: v for k, v in best.items() if k != "epoch"},
+        "epochs_run": len(history), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
+        "epoch_times_s": times, "mean_epoch_time_s": sum(times) / len(times), "train_time_s": sum(times),
+        "train_windows": train_count, "val_windows": val_count,
+        "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
+    }
+
+
+def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, summary: dict) -> None:
+    """Write DIR atomically with the best checkpoint, then drop the resumable side folder."""
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    with atomic_dir(out_dir) as tmp:
+        save_lvm(tmp, model, config)
+        shutil.copyfile(partial_dir / "history.jsonl", tmp / "history.jsonl")
+        write_json(tmp / "summary.json", summary)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vecflow train-lvm", description=__doc__.split("\n")[0])
+    parser.add_argument("--train-windows", required=True, help="training windows (.safetensors)")
+    parser.add_argument("--val-windows", required=True, help="validation windows (.safetensors)")
+    parser.add_argument("--val-embeddings", required=True, help="validation chunk embeddings (.safetensors)")
+    parser.add_argument("--val-index", required=True, help="validation chunk index (.index.jsonl)")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.train + run entry, as JSON")
+    parser.add_argument("--out", required=True, help="output model folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out)
+    return 0

@@ -1,0 +1,226 @@
+"""Article-based train/val/ood splits with a leakage proof (``vecflow split-articles``).
+
+Random chunk-level splits leak (seed 002): here whole articles go to one split, either by seeded fractions of
+the article ids or by explicit inclusive id ranges. Before anything is written the split is checked: no
+article id may be in two splits, and no (whitespace-normalised) chunk text may appear in two splits. Leakage
+is an error unless ``drop_duplicate_chunks`` is set, which drops the repeated chunks from the later split
+(order train, val, ood) and reports them.
+
+Writes ``DIR/{train,val,ood}.jsonl`` (chunk rows), ``DIR/ids.json`` and ``DIR/leakage.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from vecflow.errors import VecflowError, where
+from vecflow.io import iter_jsonl, require_fields, write_json, write_jsonl
+from vecflow.settings import settings_arg
+
+SPLITS = ("train", "val", "ood")
+CHUNK_FIELDS = {"article_id": int, "title": str, "chunk_index": int, "text": str}
+MAX_EXAMPLES = 5
+
+
+def read_chunks(path: str | Path) -> list[dict]:
+    """Chunk rows, validated: fields and types, and ordered by (article, chunk) without repeats."""
+    rows, previous = [], None
+    for lineno, row in iter_jsonl(path):
+        require_fields(row, CHUNK_FIELDS, path, lineno)
+        key = (row["article_id"], row["chunk_index"])
+        if previous is not None and key <= previous:
+            raise VecflowError(
+                f"{where(path, lineno)}: chunk (article {key[0]}, chunk {key[1]}) is out of order "
+                f"after (article {previous[0]}, chunk {previous[1]}); rows must be sorted by (article, chunk)"
+            )
+        previous = key
+        rows.append(row)
+    if not rows:
+        raise VecflowError(f"{path}: no chunks")
+    return rows
+
+
+# ------------------------------------------------------------------------------------- assigning ids
+def assign_by_fractions(article_ids: list[int], fractions: dict, seed: int) -> dict[str, list[int]]:
+    """Seeded shuffle of the article ids, cut by fractions; train takes the remainder when they sum to 1."""
+    missing = [name for name in SPLITS if name not in fractions]
+    if missing:
+        raise VecflowError(f"settings: split.fractions: missing {', '.join(missing)}")
+    values = {name: float(fractions[name]) for name in SPLITS}
+    if any(v < 0 for v in values.values()) or sum(values.values()) > 1 + 1e-6:
+        raise VecflowError(f"settings: split.fractions must be >= 0 and sum to at most 1 (got {values})")
+    shuffled = np.random.default_rng(seed).permutation(sorted(article_ids)).tolist()
+    n = len(shuffled)
+    n_val, n_ood = round(values["val"] * n), round(values["ood"] * n)
+    n_train = n - n_val - n_ood if abs(sum(values.values()) - 1) < 1e-6 else round(values["train"] * n)
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train : n_train + n_val]),
+        "ood": sorted(shuffled[n_train + n_val : n_train + n_val + n_ood]),
+    }
+
+
+def parse_ranges(ranges: dict) -> dict[str, list[tuple[int, int]]]:
+    """``{split: [[low, high], ...]}`` validated; ranges of different splits must not overlap."""
+    parsed: dict[str, list[tuple[int, int]]] = {}
+    for name in SPLITS:
+        if name not in ranges:
+            raise VecflowError(f"settings: split.ranges: missing '{name}'")
+        parsed[name] = []
+        for i, pair in enumerate(ranges[name]):
+            ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(v, int) for v in pair)
+            if not ok or pair[0] > pair[1]:
+                raise VecflowError(
+                    f"settings: split.ranges.{name}[{i}]: expected [low, high] integers with low <= high, got {pair!r}"
+                )
+            parsed[name].append((pair[0], pair[1]))
+    for a_index, a in enumerate(SPLITS):
+        for b in SPLITS[a_index + 1 :]:
+            for low_a, high_a in parsed[a]:
+                for low_b, high_b in parsed[b]:
+                    if low_a <= high_b and low_b <= high_a:
+                        raise VecflowError(
+                            f"settings: split.ranges: {a} [{low_a}, {high_a}] overlaps {b} [{low_b}, {high_b}]"
+                        )
+    return parsed
+
+
+def assign_by_ranges(article_ids: list[int], ranges: dict) -> dict[str, list[int]]:
+    """Each article id goes to the split whose inclusive range contains it; ids in no range are left out."""
+    parsed = parse_ranges(ranges)
+    return {
+        name: sorted(a for a in article_ids if any(low <= a <= high for low, high in parsed[name]))
+        for name in SPLITS
+    }
+
+
+def assign_articles(article_ids: list[int], split_cfg: dict, seed: int) -> dict[str, list[int]]:
+    method = split_cfg.get("method", "fractions")
+    if method == "fractions":
+        fractions = split_cfg.get("fractions", {"train": 0.7, "val": 0.15, "ood": 0.15})
+        assigned = assign_by_fractions(article_ids, fractions, seed)
+    elif method == "ranges":
+        assigned = assign_by_ranges(article_ids, split_cfg.get("ranges", {}))
+    else:
+        raise VecflowError(f"settings: split.method: '{method}' is not one of fractions, ranges")
+    empty = [name for name in SPLITS if not assigned[name]]
+    if empty:
+        raise VecflowError(
+            f"split by {method}: {', '.join(empty)} would have 0 articles (of {len(article_ids)} articles; "
+            f"sizes {', '.join(f'{n}={len(assigned[n])}' for n in SPLITS)})"
+        )
+    return assigned
+
+
+# ---------------------------------------------------------------------------------------- leakage
+def normalise_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+def find_leakage(split_rows: dict[str, list[dict]]) -> dict:
+    """Article ids in two splits, and chunk texts (whitespace-normalised) found in more than one split."""
+    id_splits: dict[int, set[str]] = {}
+    text_splits: dict[str, set[str]] = {}
+    for name, rows in split_rows.items():
+        for row in rows:
+            id_splits.setdefault(row["article_id"], set()).add(name)
+            text_splits.setdefault(normalise_text(row["text"]), set()).add(name)
+    shared_ids = sorted(a for a, names in id_splits.items() if len(names) > 1)
+    shared_texts = [(t, sorted(names, key=SPLITS.index)) for t, names in text_splits.items() if len(names) > 1]
+    return {
+        "article_ids_in_two_splits": shared_ids,
+        "duplicate_chunk_texts": {
+            "count": len(shared_texts),
+            "examples": [{"text": t[:200], "splits": names} for t, names in shared_texts[:MAX_EXAMPLES]],
+        },
+    }
+
+
+def drop_cross_split_duplicates(split_rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Drop a chunk from a split when the same text is already in an earlier split (train, val, ood order)."""
+    seen_before: set[str] = set()
+    kept, dropped = {}, {}
+    for name in SPLITS:
+        texts_here = set()
+        kept[name] = []
+        for row in split_rows[name]:
+            text = normalise_text(row["text"])
+            if text in seen_before:
+                continue
+            kept[name].append(row)
+            texts_here.add(text)
+        dropped[name] = len(split_rows[name]) - len(kept[name])
+        seen_before |= texts_here
+    return kept, dropped
+
+
+def split_counts(split_rows: dict[str, list[dict]]) -> dict[str, dict[str, int]]:
+    return {
+        name: {"articles": len({row["article_id"] for row in rows}), "chunks": len(rows)}
+        for name, rows in split_rows.items()
+    }
+
+
+def leakage_message(path, leakage: dict) -> str:
+    parts = []
+    if leakage["article_ids_in_two_splits"]:
+        ids = leakage["article_ids_in_two_splits"]
+        parts.append(f"{len(ids)} article ids in two splits (e.g. {ids[:MAX_EXAMPLES]})")
+    duplicates = leakage["duplicate_chunk_texts"]
+    if duplicates["count"]:
+        example = duplicates["examples"][0]
+        parts.append(
+            f"{duplicates['count']} identical chunk texts in two splits (e.g. {example['text'][:60]!r} in "
+            f"{' and '.join(example['splits'])}); set lvm.split.drop_duplicate_chunks: true to drop them"
+        )
+    return f"{path}: split leaks: " + "; ".join(parts)
+
+
+def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") -> tuple[dict, dict, dict]:
+    """Return ``(split_rows, ids, leakage_report)``; raise VecflowError when the split leaks."""
+    article_ids = sorted({row["article_id"] for row in rows})
+    ids = assign_articles(article_ids, split_cfg, seed)
+    split_of = {a: name for name in SPLITS for a in ids[name]}
+    split_rows = {name: [row for row in rows if split_of.get(row["article_id"]) == name] for name in SPLITS}
+    leakage = find_leakage(split_rows)
+    dropped = {name: 0 for name in SPLITS}
+    if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_duplicate_chunks", False):
+        split_rows, dropped = drop_cross_split_duplicates(split_rows)
+        emptied = [name for name in SPLITS if not split_rows[name]]
+        if emptied:
+            raise VecflowError(f"{source}: dropping duplicate chunks leaves {', '.join(emptied)} empty")
+    remaining = find_leakage(split_rows)
+    if remaining["article_ids_in_two_splits"] or remaining["duplicate_chunk_texts"]["count"]:
+        raise VecflowError(leakage_message(source, remaining))
+    report = {
+        "method": split_cfg.get("method", "fractions"),
+        "article_ids_in_two_splits": remaining["article_ids_in_two_splits"],
+        "duplicate_chunk_texts": {**leakage["duplicate_chunk_texts"], "dropped": dropped},
+        "counts": split_counts(split_rows),
+        "unassigned_articles": len(article_ids) - len(split_of),
+    }
+    return split_rows, ids, report
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow split-articles", description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", required=True, help="chunks JSONL from chunk-articles")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+
+    rows = read_chunks(args.chunks)
+    split_cfg = args.settings.get("split", {})
+    split_rows, ids, report = split_chunks(rows, split_cfg, int(args.settings.get("seed", 0)), args.chunks)
+    out_dir = Path(args.out_dir)
+    for name in SPLITS:
+        write_jsonl(out_dir / f"{name}.jsonl", split_rows[name])
+    write_json(out_dir / "ids.json", ids)
+    write_json(out_dir / "leakage.json", report)
+    sizes = ", ".join(f"{n}: {c['articles']} articles / {c['chunks']} chunks" for n, c in report["counts"].items())
+    print(f"[vecflow] split {args.chunks} by {report['method']} -> {sizes}", flush=True)
+    return 0

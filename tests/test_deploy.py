@@ -1,0 +1,343 @@
+"""Deployment gates (``vecflow deploy decide``) and the hashed bundle (``vecflow deploy bundle``)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecflow import deploy
+from vecflow.cli import main as cli_main
+from vecflow.errors import VecflowError
+from vecflow.io import read_json, save_tensors, sha256_file, write_json, write_jsonl
+
+CONTEXT_LENGTH = 3
+
+FIVECAT = {
+    "model": {
+        "val": {"c0": 0.62, "margin": 0.15, "r1": 0.7, "r5": 0.97, "mrr": 0.82, "rollout": 0.5},
+        "ood": {"c0": 0.58, "margin": 0.11, "r1": 0.50, "r5": 0.93, "mrr": 0.77, "rollout": 0.44},
+    },
+    "baselines": {
+        "copy_last": {"val": {"c0": 0.40, "margin": -0.2}, "ood": {"c0": 0.39, "margin": -0.2}},
+        "context_mean": {"val": {"c0": 0.55, "margin": 0.05}, "ood": {"c0": 0.52, "margin": 0.04}},
+        "ridge": {"val": {"c0": 0.57, "margin": 0.08}, "ood": {"c0": 0.55, "margin": 0.07}},
+    },
+    "gates": {
+        "val": {"c0": True, "margin": True, "r1": True},
+        "ood": {"c0": True, "margin": True, "r1": False},
+        "generalisation": {"c0": True},
+    },
+    "thresholds": {
+        "val": {"c0": 0.50, "margin": 0.12, "r1": 0.60},
+        "ood": {"c0": 0.48, "margin": 0.10, "r1": 0.55},
+        "max_generalisation_gap": 0.05,
+    },
+}
+SCORES = {"rouge": {"rouge1": {"f": 0.31, "p": 0.3, "r": 0.32}, "rougeL": {"f": 0.25}}, "bertscore": {"f1": 0.86}}
+LENIENT = {
+    "lvm": {"use_fivecat_thresholds": False, "min_c0": 0.0, "min_margin": -1.0, "beat_baselines": False},
+    "summarizer": {"min_rouge1": 0.0, "min_bertscore_f1": 0.0},
+}
+
+
+def deploy_settings(gates=None, name="demo-bundle") -> dict:
+    return {"name": name, "seed": 1, "device": "cpu", "gates": copy.deepcopy(gates or LENIENT)}
+
+
+def write_eval_files(tmp_path: Path, fivecat=None, scores=None) -> tuple[Path, Path]:
+    fivecat_path, scores_path = tmp_path / "eval" / "fivecat.json", tmp_path / "eval" / "scores.json"
+    write_json(fivecat_path, fivecat or FIVECAT)
+    write_json(scores_path, scores or SCORES)
+    return fivecat_path, scores_path
+
+
+def run_decide(tmp_path: Path, gates=None, fivecat=None, scores=None) -> dict:
+    fivecat_path, scores_path = write_eval_files(tmp_path, fivecat, scores)
+    out = tmp_path / "decision.json"
+    settings = json.dumps(deploy_settings(gates))
+    code = cli_main(["deploy", "decide", "--settings", settings, "--fivecat", str(fivecat_path),
+                     "--scores", str(scores_path), "--out", str(out)])
+    assert code == 0
+    return read_json(out)
+
+
+# ---- tiny parts for a bundle (also used by test_serve.py) -------------------------------------------------
+
+
+def make_tiny_lvm(out_dir: Path, dim: int, context_length: int = CONTEXT_LENGTH, seed: int = 0) -> Path:
+    from vecflow.lvm_models import build_model, model_config, save_lvm
+    import torch
+
+    torch.manual_seed(seed)
+    sizes = {"d_model": 16, "layers": 1, "heads": 2, "dropout": 0.0}
+    model = build_model("transformer", dim, context_length, sizes)
+    save_lvm(out_dir, model, model_config("transformer", dim, context_length, sizes))
+    (out_dir / "state.pt").write_bytes(b"resume state the bundle must not carry")
+    (out_dir / "history.jsonl").write_text('{"epoch": 1}\n')
+    return out_dir
+
+
+def make_tiny_summarizer(encoder_dir: Path, out_dir: Path) -> Path:
+    """A BERT2BERT EncoderDecoderModel warm-started from the tiny encoder, with tokenizer and generation config."""
+    from transformers import AutoTokenizer, EncoderDecoderModel, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(encoder_dir), str(encoder_dir))
+    model.config.decoder_start_token_id = tokenizer.cls_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.sep_token_id
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=tokenizer.cls_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id, num_beams=1, max_new_tokens=6, do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def make_bank(out_dir: Path, encoder_dir: Path, texts_per_article: int = 4) -> tuple[Path, Path]:
+    from vecflow.encoder import SentenceEncoder
+
+    rows = [
+        {"article_id": article, "chunk_index": chunk, "text": f"article {article} chunk {chunk} about python data"}
+        for article in range(3)
+        for chunk in range(texts_per_article)
+    ]
+    vectors = SentenceEncoder(encoder_dir, device="cpu").encode([r["text"] for r in rows])
+    embeddings, index = out_dir / "bank.safetensors", out_dir / "bank.index.jsonl"
+    save_tensors(embeddings, {"embeddings": vectors})
+    write_jsonl(index, rows)
+    return embeddings, index
+
+
+def make_bundle_parts(tmp_path: Path, encoder_dir: Path, summarizer: Path | None = None) -> dict:
+    from transformers import AutoConfig
+
+    dim = AutoConfig.from_pretrained(encoder_dir).hidden_size
+    embeddings, index = make_bank(tmp_path, encoder_dir)
+    fivecat_path, scores_path = write_eval_files(tmp_path)
+    decision = deploy.decide("demo-bundle", FIVECAT, fivecat_path, SCORES, scores_path, LENIENT)
+    write_json(tmp_path / "decision.json", decision)
+    return {
+        "decision": tmp_path / "decision.json",
+        "lvm": make_tiny_lvm(tmp_path / "lvm", dim),
+        "encoder": encoder_dir,
+        "summarizer": summarizer or encoder_dir,
+        "bank_embeddings": embeddings,
+        "bank_index": index,
+        "metrics": [fivecat_path, scores_path],
+    }
+
+
+def bundle_argv(parts: dict, out: Path) -> list[str]:
+    argv = ["deploy", "bundle", "--decision", str(parts["decision"]), "--settings", json.dumps(deploy_settings()),
+            "--lvm", str(parts["lvm"]), "--encoder", str(parts["encoder"]),
+            "--bank-embeddings", str(parts["bank_embeddings"]), "--bank-index", str(parts["bank_index"]),
+            "--summarizer", str(parts["summarizer"]), "--out", str(out)]
+    for path in parts["metrics"]:
+        argv += ["--metrics", str(path)]
+    return argv
+
+
+# ---- decide -------------------------------------------------------------------------------------------------
+
+
+def test_lenient_gates_deploy_and_list_every_gate(tmp_path):
+    decision = run_decide(tmp_path)
+    assert decision["deploy"] is True
+    assert decision["failed"] == []
+    assert decision["name"] == "demo-bundle"
+    names = [(g["component"], g["gate"]) for g in decision["gates"]]
+    assert names == [("lvm", "val_c0"), ("lvm", "val_margin"), ("summarizer", "rouge1_f"), ("summarizer", "bertscore_f1")]
+    assert decision["gates"][0] == {"component": "lvm", "gate": "val_c0", "value": 0.62, "threshold": 0.0, "passed": True}
+    assert decision["reason"] == "deployed: all 4 gates passed"
+
+
+def test_failing_minimum_is_written_with_numbers_in_the_reason(tmp_path):
+    gates = copy.deepcopy(LENIENT)
+    gates["lvm"]["min_c0"] = 0.7
+    decision = run_decide(tmp_path, gates=gates)
+    assert decision["deploy"] is False
+    assert decision["failed"] == ["lvm.val_c0"]
+    assert decision["reason"] == "not deployed: lvm.val_c0 = 0.6200 (threshold 0.7000)"
+    assert "\n" not in decision["reason"]
+
+
+def test_beat_baselines_compares_with_copy_last_and_context_mean(tmp_path):
+    gates = copy.deepcopy(LENIENT)
+    gates["lvm"]["beat_baselines"] = True
+    fivecat = copy.deepcopy(FIVECAT)
+    fivecat["baselines"]["context_mean"]["val"]["margin"] = 0.2  # above the model's 0.15
+    decision = run_decide(tmp_path, gates=gates, fivecat=fivecat)
+    beats = {g["gate"]: g for g in decision["gates"] if "_beats_" in g["gate"]}
+    assert set(beats) == {"val_c0_beats_copy_last", "val_margin_beats_copy_last",
+                          "val_c0_beats_context_mean", "val_margin_beats_context_mean"}
+    assert beats["val_c0_beats_copy_last"]["threshold"] == 0.40
+    assert decision["failed"] == ["lvm.val_margin_beats_context_mean"]
+    assert decision["deploy"] is False
+
+
+def test_fivecat_thresholds_use_the_reports_gates_with_their_numbers(tmp_path):
+    gates = copy.deepcopy(LENIENT)
+    gates["lvm"]["use_fivecat_thresholds"] = True
+    decision = run_decide(tmp_path, gates=gates)
+    by_name = {g["gate"]: g for g in decision["gates"]}
+    assert by_name["fivecat_ood_r1"] == {"component": "lvm", "gate": "fivecat_ood_r1", "value": 0.5,
+                                         "threshold": 0.55, "passed": False}
+    assert by_name["fivecat_generalisation_c0"]["value"] == pytest.approx(0.04)
+    assert by_name["fivecat_generalisation_c0"]["threshold"] == 0.05
+    assert decision["failed"] == ["lvm.fivecat_ood_r1"]
+    assert "fivecat_ood_r1 = 0.5000 (threshold 0.5500)" in decision["reason"]
+
+
+def test_summarizer_gates_read_rouge1_f_and_bertscore_f1(tmp_path):
+    gates = copy.deepcopy(LENIENT)
+    gates["summarizer"] = {"min_rouge1": 0.35, "min_bertscore_f1": 0.9}
+    decision = run_decide(tmp_path, gates=gates)
+    assert decision["failed"] == ["summarizer.rouge1_f", "summarizer.bertscore_f1"]
+    assert "summarizer.rouge1_f = 0.3100 (threshold 0.3500)" in decision["reason"]
+
+
+def test_missing_score_names_file_and_field_and_writes_nothing(tmp_path, capsys):
+    scores = {"rouge": {"rouge2": {"f": 0.1}}, "bertscore": {"f1": 0.8}}
+    fivecat_path, scores_path = write_eval_files(tmp_path, scores=scores)
+    out = tmp_path / "decision.json"
+    code = cli_main(["deploy", "decide", "--settings", json.dumps(deploy_settings()), "--fivecat", str(fivecat_path),
+                     "--scores", str(scores_path), "--out", str(out)])
+    assert code == 2
+    assert f"{scores_path}: field 'rouge.rouge1.f': missing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_non_numeric_fivecat_value_is_an_error(tmp_path):
+    fivecat = copy.deepcopy(FIVECAT)
+    fivecat["model"]["val"]["c0"] = "high"
+    fivecat_path, scores_path = write_eval_files(tmp_path, fivecat=fivecat)
+    argv = ["decide", "--settings", json.dumps(deploy_settings()), "--fivecat", str(fivecat_path),
+            "--scores", str(scores_path), "--out", str(tmp_path / "decision.json")]
+    with pytest.raises(VecflowError, match=r"fivecat.json: field 'model.val.c0': expected a number, got str"):
+        deploy.main(argv)
+
+
+# ---- bundle -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory, tiny_encoder) -> dict:
+    return make_bundle_parts(tmp_path_factory.mktemp("parts"), tiny_encoder)
+
+
+def test_bundle_holds_every_part_with_a_manifest_of_hashes(parts, tmp_path):
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv(parts, out)) == 0
+    assert sorted(p.name for p in (out / "lvm").iterdir()) == ["config.json", "model.safetensors"]
+    assert (out / "encoder" / "config.json").exists() and (out / "encoder" / "vocab.txt").exists()
+    assert (out / "summarizer" / "model.safetensors").exists()
+    assert (out / "bank.index.jsonl").read_text() == parts["bank_index"].read_text()
+    assert read_json(out / "metrics" / "fivecat.json") == FIVECAT
+    assert read_json(out / "metrics" / "scores.json") == SCORES
+    manifest = read_json(out / "manifest.json")
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sorted(manifest["files"]) == [p for p in on_disk if p != "manifest.json"]
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(out / rel) == digest
+    assert manifest["components"]["lvm"]["context_length"] == CONTEXT_LENGTH
+    assert manifest["components"]["bank"] == {"path": "bank.safetensors", "rows": 12, "dim": 32}
+    assert not list(tmp_path.glob(".bundle.*")), "no temporary folder left behind"
+
+
+def test_large_files_are_hard_linked_on_one_filesystem(parts, tmp_path):
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv(parts, out)) == 0
+    assert os.stat(out / "bank.safetensors").st_ino == os.stat(parts["bank_embeddings"]).st_ino
+    assert os.stat(out / "lvm" / "model.safetensors").st_ino == os.stat(parts["lvm"] / "model.safetensors").st_ino
+
+
+def test_copy_when_hard_links_fail(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"weights")
+    deploy.link_or_copy(src, tmp_path / "sub" / "b.bin")
+    assert (tmp_path / "sub" / "b.bin").read_bytes() == b"weights"
+    assert os.stat(tmp_path / "sub" / "b.bin").st_ino != os.stat(src).st_ino
+
+
+def test_model_card_names_contents_metrics_gates_and_how_to_serve(parts, tmp_path):
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv(parts, out)) == 0
+    card = (out / "README.md").read_text()
+    for heading in ("# demo-bundle", "## What is inside", "## Deployment gates", "## Metrics", "## Intended use",
+                    "## Limits", "## How to serve"):
+        assert heading in card
+    assert "| model.val.c0 | 0.6200 |" in card
+    assert "| summarizer | rouge1_f | 0.3100 | 0.0000 | yes |" in card
+    assert "vecflow serve --bundle" in card
+
+
+def test_bundle_is_refused_when_the_decision_says_no(parts, tmp_path, capsys):
+    decision = read_json(parts["decision"])
+    decision.update(deploy=False, failed=["lvm.val_c0"], reason="not deployed: lvm.val_c0 = 0.2000 (threshold 0.5000)")
+    refused = dict(parts, decision=tmp_path / "no.json")
+    write_json(refused["decision"], decision)
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv(refused, out)) == 2
+    err = capsys.readouterr().err
+    assert "deployment refused by gate(s) lvm.val_c0" in err and "0.2000 (threshold 0.5000)" in err
+    assert not out.exists()
+
+
+def test_bank_index_must_match_the_embeddings(parts, tmp_path):
+    short_index = tmp_path / "short.index.jsonl"
+    short_index.write_text("\n".join(parts["bank_index"].read_text().splitlines()[:-1]) + "\n")
+    out = tmp_path / "bundle"
+    with pytest.raises(VecflowError, match=r"short.index.jsonl: 11 rows but .* has 12 embeddings"):
+        deploy.main(bundle_argv(dict(parts, bank_index=short_index), out)[1:])
+    assert not out.exists()
+
+
+def test_bank_index_row_without_text_names_the_line(parts, tmp_path):
+    bad_index = tmp_path / "bad.index.jsonl"
+    lines = parts["bank_index"].read_text().splitlines()
+    lines[2] = json.dumps({"article_id": 0, "chunk_index": 2})
+    bad_index.write_text("\n".join(lines) + "\n")
+    with pytest.raises(VecflowError, match=r"bad.index.jsonl:3: field 'text': missing"):
+        deploy.main(bundle_argv(dict(parts, bank_index=bad_index), tmp_path / "bundle")[1:])
+
+
+def test_lvm_dimension_must_match_the_bank(parts, tmp_path):
+    lvm = make_tiny_lvm(tmp_path / "lvm16", dim=16)
+    with pytest.raises(VecflowError, match=r"lvm16/config.json: field 'dim': 16 but the bank .* has D=32"):
+        deploy.main(bundle_argv(dict(parts, lvm=lvm), tmp_path / "bundle")[1:])
+
+
+def test_elm_adapter_needs_its_lm(parts, tmp_path):
+    argv = bundle_argv(parts, tmp_path / "bundle")[1:] + ["--elm-adapter", str(parts["lvm"])]
+    with pytest.raises(VecflowError, match="--elm-adapter and --lm go together"):
+        deploy.main(argv)
+
+
+def test_elm_and_lm_are_bundled_when_given(parts, tmp_path, tiny_causal_lm):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_tensors(adapter / "adapter.safetensors", {"w": np.zeros((2, 2), dtype=np.float32)})
+    (adapter / "adapter_config.json").write_text("{}")
+    out = tmp_path / "bundle"
+    argv = bundle_argv(parts, out) + ["--elm-adapter", str(adapter), "--lm", str(tiny_causal_lm)]
+    assert cli_main(argv) == 0
+    manifest = read_json(out / "manifest.json")
+    assert "elm/adapter.safetensors" in manifest["files"] and "lm/config.json" in manifest["files"]
+    assert set(manifest["components"]) == {"lvm", "encoder", "summarizer", "bank", "elm", "lm"}
+
+
+def test_metrics_with_the_same_file_name_are_kept_apart(tmp_path):
+    a, b = tmp_path / "seq2seq" / "scores.json", tmp_path / "elm" / "scores.json"
+    names = deploy.metrics_names([a, b])
+    assert names == {"scores.json": a, "elm_scores.json": b}

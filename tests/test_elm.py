@@ -1,0 +1,321 @@
+"""ELM adapter: prompt assembly, label masks, soft-token splicing, losses, training and prediction (tiny models)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vecflow import elm
+from vecflow.elm_losses import LossWeights, combine_losses, info_nce, text_drift
+from vecflow.errors import VecflowError
+from vecflow.io import save_tensors
+
+TEMPLATE = "Summarize the dialogue: <EMB> Summary please."
+SUMMARIES = [
+    "person one asks about the hotel room",
+    "they talk about dinner and lunch",
+    "she wants to buy a new book",
+    "the doctor tells him to work less",
+    "he needs help with his school data",
+    "they read a file and print the list",
+]
+
+
+def make_elm_data(folder: Path, dim: int = 32, seed: int = 0, train_sources: int = 6, val_sources: int = 3) -> Path:
+    """A filtered synthesis folder: two summaries per source, one unit vector per row."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_sources), ("val", val_sources)):
+        rows = []
+        for s in range(count):
+            for variation in range(2):
+                text = SUMMARIES[(s + variation) % len(SUMMARIES)]
+                rows.append({"task_type": "summary", "input_prompt_template": TEMPLATE, "embedding_index": len(rows),
+                             "target_text": text, "source_id": f"{split}-{s}", "variation": variation})
+        vectors = rng.normal(size=(len(rows), dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{split}_synthesis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        save_tensors(folder / f"{split}_embeddings.safetensors", {"embeddings": vectors})
+    return folder
+
+
+def elm_settings(**overrides) -> dict:
+    settings = {
+        "seed": 7, "device": "cpu", "soft_tokens": 3, "hidden_dim": 16, "dropout": 0.0, "residual_scale": 0.1,
+        "epochs": 1, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-3, "max_target_length": 12,
+        "max_train_samples": 0, "val_samples": 2, "contrastive_weight": 0.01, "text_drift_weight": 0.03,
+        "text_drift_target_similarity": 0.75, "generation": {"num_beams": 1, "max_new_tokens": 6},
+    }
+    settings.update(overrides)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def lm_and_tokenizer(tiny_causal_lm):
+    return elm.load_frozen_lm(tiny_causal_lm, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def elm_data(tmp_path_factory) -> Path:
+    return make_elm_data(tmp_path_factory.mktemp("elm") / "filtered")
+
+
+def small_adapter(lm, dim=32, k=3, seed=0):
+    torch.manual_seed(seed)
+    return elm.EmbeddingAdapter(dim, lm.get_input_embeddings().embedding_dim, k, 16, 0.0, 0.1).eval()
+
+
+# ------------------------------------------------------------------------------------- prompts, labels
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_label_mask_covers_exactly_the_target_tokens(lm_and_tokenizer, side):
+    _, tok = lm_and_tokenizer
+    texts = ["she wants to buy a new book", "yes"]
+    examples = [elm.make_example(tok, TEMPLATE, t, max_target_length=40) for t in texts]
+    batch = elm.collate(examples, soft_tokens=3, pad=elm.pad_id(tok), padding_side=side)
+    for row, (text, ex) in enumerate(zip(texts, examples)):
+        labelled = batch.labels[row][batch.labels[row] != -100].tolist()
+        assert labelled == tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert tok.decode(labelled, skip_special_tokens=True) == text
+        # labelled positions are the last real tokens, attended to, and hold the same ids as input_ids
+        positions = (batch.labels[row] != -100).nonzero().squeeze(1)
+        assert batch.attention_mask[row, positions].all()
+        assert batch.input_ids[row, positions].tolist() == labelled
+        assert int(batch.attention_mask[row].sum()) == len(ex.prefix) + 3 + len(ex.suffix) + len(ex.target)
+    padded_row = 1  # the shorter target
+    pads = (batch.attention_mask[padded_row] == 0).nonzero().squeeze(1).tolist()
+    assert pads and (pads[0] == 0 if side == "left" else pads[-1] == batch.input_ids.shape[1] - 1)
+
+
+def test_target_is_truncated_then_ends_with_eos(lm_and_tokenizer):
+    _, tok = lm_and_tokenizer
+    example = elm.make_example(tok, TEMPLATE, " ".join(SUMMARIES), max_target_length=5)
+    assert len(example.target) == 6 and example.target[-1] == tok.eos_token_id
+
+
+def test_prompt_is_the_chat_template_split_at_the_placeholder(lm_and_tokenizer):
+    _, tok = lm_and_tokenizer
+    prefix, suffix = elm.prompt_ids(tok, TEMPLATE)
+    assert tok.decode(prefix) == "<|im_start|>user\nSummarize the dialogue: "
+    assert tok.decode(suffix) == " Summary please.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_soft_tokens_land_at_the_emb_position(lm_and_tokenizer):
+    lm, tok = lm_and_tokenizer
+    adapter = small_adapter(lm)
+    examples = [elm.make_example(tok, TEMPLATE, t, 20) for t in ("yes", "they talk about dinner and lunch")]
+    vectors = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    for side in ("right", "left"):
+        batch = elm.collate(examples, 3, elm.pad_id(tok), side)
+        with torch.no_grad():
+            inputs_embeds, soft = elm.inputs_embeds_for(lm, adapter, batch, vectors)
+            tokens = lm.get_input_embeddings()(batch.input_ids)
+        for row in range(2):
+            start = int(batch.soft_start[row])
+            assert torch.allclose(inputs_embeds[row, start : start + 3], adapter(vectors[row : row + 1])[0], atol=1e-6)
+            assert torch.equal(inputs_embeds[row, start : start + 3], soft[row])
+            others = torch.ones(inputs_embeds.shape[1], dtype=torch.bool)
+            others[start : start + 3] = False
+            assert torch.equal(inputs_embeds[row, others], tokens[row, others])
+            # the tokens just before the soft slots are the end of the text before <EMB>
+            before = batch.input_ids[row, :start][batch.attention_mask[row, :start] == 1]
+            assert tok.decode(before.tolist()).endswith("Summarize the dialogue: ")
+
+
+def test_only_the_adapter_receives_gradients(lm_and_tokenizer):
+    lm, tok = lm_and_tokenizer
+    adapter = small_adapter(lm).train()
+    batch = elm.collate([elm.make_example(tok, TEMPLATE, "yes", 10)], 3, elm.pad_id(tok))
+    loss, parts = elm.train_step(lm, adapter, batch, torch.randn(1, 32), None, LossWeights())
+    loss.backward()
+    assert all(not p.requires_grad and p.grad is None for p in lm.parameters())
+    assert all(p.grad is not None for n, p in adapter.named_parameters() if not n.startswith("pool_head"))
+    assert parts["loss/total"] == parts["loss/cross_entropy"] > 0
+
+
+def test_left_padded_batch_generates_what_single_rows_generate(lm_and_tokenizer):
+    lm, tok = lm_and_tokenizer
+    adapter = small_adapter(lm, seed=3)
+    sources = [elm.Source("a", TEMPLATE, 0, ["x"]), elm.Source("b", "Short <EMB>", 1, ["y"])]
+    vectors = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    generation = {"num_beams": 1, "max_new_tokens": 5, "do_sample": False}
+    batched = elm.generate_texts(lm, tok, adapter, sources, vectors, generation, batch_size=2)
+    single = [elm.generate_texts(lm, tok, adapter, [s], vectors, generation, batch_size=1)[0] for s in sources]
+    assert batched == single
+    assert all(isinstance(t, str) for t in batched)
+
+
+# -------------------------------------------------------------------------------------------- losses
+
+
+def test_info_nce_is_low_on_the_diagonal():
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    aligned = info_nce(vectors, vectors, temperature=0.07)
+    shuffled = info_nce(vectors.roll(1, dims=0), vectors, temperature=0.07)
+    assert aligned < 0.1 < shuffled
+    logits = vectors @ vectors.T / 0.5
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(6))
+    assert torch.allclose(info_nce(vectors, vectors, 0.5), expected)
+
+
+def test_text_drift_uses_the_target_similarity():
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[0.6, 0.8]])  # cos = 0.6
+    loss_75, cos = text_drift(a, b, 0.75)
+    loss_90, _ = text_drift(a, b, 0.90)
+    assert float(cos) == pytest.approx(0.6)
+    assert float(loss_75) == pytest.approx(0.15) and float(loss_90) == pytest.approx(0.30)
+    assert float(text_drift(a, b, 0.6)[0]) == 0.0 and float(text_drift(a, b, 0.5)[0]) == 0.0
+    # gradient flows only while below the target
+    x = a.clone().requires_grad_(True)
+    text_drift(x, b, 0.5)[0].backward()
+    assert torch.all(x.grad == 0)
+
+
+def test_combine_losses_weights_and_reports_each_term():
+    torch.manual_seed(0)
+    pooled, vectors, targets = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+    ce = torch.tensor(2.0)
+    weights = LossWeights(contrastive=0.5, text_drift=2.0, drift_target_similarity=0.9)
+    total, parts = combine_losses(ce, pooled, vectors, targets, weights)
+    expected = 2.0 + 0.5 * parts["loss/contrastive"] + 2.0 * parts["loss/text_drift"]
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+    assert set(parts) >= {"loss/cross_entropy", "loss/contrastive", "loss/text_drift", "drift/cosine", "loss/total"}
+    higher = combine_losses(ce, pooled, vectors, targets, LossWeights(0.5, 2.0, 0.99))[1]
+    assert higher["loss/text_drift"] > parts["loss/text_drift"]
+    off, parts_off = combine_losses(ce, pooled, vectors, targets, LossWeights())
+    assert float(off) == 2.0 and "loss/contrastive" not in parts_off and "loss/text_drift" not in parts_off
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r.pop("target_text"), "train_synthesis.jsonl:2: field 'target_text': missing"),
+        (lambda r: r.update(input_prompt_template="no placeholder"), ":2: field 'input_prompt_template': must contain"),
+        (lambda r: r.update(embedding_index=99), ":2: field 'embedding_index': 99 is outside 0..11"),
+        (lambda r: r.update(task_type="topic"), ":2: field 'task_type': expected 'summary'"),
+        (lambda r: r.update(source_id=5), ":2: field 'source_id': expected str"),
+    ],
+)
+def test_bad_synthesis_rows_name_file_line_and_field(tmp_path, change, message):
+    folder = make_elm_data(tmp_path / "d")
+    path = folder / "train_synthesis.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    change(rows[1])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(VecflowError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        elm.load_split(folder, "train")
+
+
+def test_missing_embeddings_file_is_named(tmp_path):
+    folder = make_elm_data(tmp_path / "d")
+    (folder / "val_embeddings.safetensors").unlink()
+    with pytest.raises(VecflowError, match="val_embeddings.safetensors: file not found"):
+        elm.load_split(folder, "val")
+
+
+def test_group_by_source_keeps_every_reference(elm_data):
+    rows, _ = elm.load_split(elm_data, "val")
+    sources = elm.group_by_source(rows)
+    assert [s.source_id for s in sources] == ["val-0", "val-1", "val-2"]
+    assert sources[1].references == [SUMMARIES[1], SUMMARIES[2]] and sources[1].embedding_index == 2
+
+
+def test_settings_and_params_are_checked(tmp_path):
+    with pytest.raises(VecflowError, match="elm.batch_size: must be a positive integer"):
+        elm.resolve_settings(elm_settings(batch_size=0))
+    with pytest.raises(VecflowError, match="elm.generation.length_penalty: only valid with num_beams > 1"):
+        elm.resolve_settings(elm_settings(generation={"num_beams": 1, "max_new_tokens": 4, "length_penalty": 2.0}))
+    params = tmp_path / "best_params.yaml"
+    params.write_text("learning_rate: 0.01\nwarp_speed: 9\n")
+    with pytest.raises(VecflowError, match="best_params.yaml: key 'warp_speed': not an elm setting"):
+        elm.resolve_settings(elm_settings(), params)
+    params.write_text("learning_rate: 0.01\nsoft_tokens: 2\n")
+    merged = elm.resolve_settings(elm_settings(), params)
+    assert merged["learning_rate"] == 0.01 and merged["soft_tokens"] == 2
+
+
+def test_take_subset_is_seeded_and_in_file_order():
+    rows = list(range(20))
+    a, b = elm.take_subset(rows, 5, seed=1), elm.take_subset(rows, 5, seed=1)
+    assert a == b == sorted(a) and len(a) == 5
+    assert elm.take_subset(rows, 0, seed=1) == rows
+
+
+# ----------------------------------------------------------------------------------- train + predict
+
+
+def test_train_and_predict_through_the_cli(tmp_path, elm_data, tiny_causal_lm, tiny_encoder):
+    from vecflow.cli import main
+
+    out = tmp_path / "adapter"
+    params = tmp_path / "best_params.yaml"
+    params.write_text("soft_tokens: 2\nlearning_rate: 0.002\n")
+    settings = json.dumps(elm_settings(epochs=2))
+    code = main(["train-elm", "--data-dir", str(elm_data), "--lm", str(tiny_causal_lm), "--encoder",
+                 str(tiny_encoder), "--settings", settings, "--params", str(params), "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter.safetensors", "adapter_config.json", "history.jsonl", "summary.json"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["soft_tokens"] == 2 and config["embed_dim"] == 32 and config["lm"] == tiny_causal_lm.name
+    assert config["templates"] == [TEMPLATE]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    steps = [h for h in history if "loss/total" in h]
+    assert len(steps) == 2 * 3  # 12 rows, batch 4, 2 epochs
+    assert all({"loss/cross_entropy", "loss/contrastive", "loss/text_drift", "drift/cosine"} <= set(h) for h in steps)
+    epochs = [h for h in history if "val/rougeL" in h]
+    assert [h["epoch"] for h in epochs] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_metric"] == "rougeL" and summary["best_epoch"] in (1, 2)
+
+    predictions = tmp_path / "pred.jsonl"
+    code = main(["predict-elm", "--adapter", str(out), "--lm", str(tiny_causal_lm), "--data-dir", str(elm_data),
+                 "--split", "val", "--settings", settings, "--out", str(predictions)])
+    assert code == 0
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["val-0", "val-1", "val-2"]
+    assert all(len(r["references"]) == 2 and isinstance(r["prediction"], str) for r in rows)
+
+
+def test_training_is_deterministic_and_bertscore_is_used_when_given(tmp_path, elm_data, tiny_causal_lm, tiny_encoder):
+    from safetensors.torch import load_file
+
+    settings = elm_settings(max_train_samples=4, val_samples=1, contrastive_weight=0.0)
+    a = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
+    b = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
+    assert a == b and -1.0 <= a <= 1.0
+    wa, wb = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(str(tmp_path / "b" / "adapter.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["val_metric"] == "bertscore_f1"
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["train_rows"] == 4
+
+
+def test_cli_bad_input_exits_2_without_output(tmp_path, elm_data, tiny_causal_lm, tiny_encoder, capsys):
+    from vecflow.cli import main
+
+    broken = make_elm_data(tmp_path / "broken")
+    (broken / "val_synthesis.jsonl").write_text('{"task_type": "summary"}\n')
+    out = tmp_path / "adapter"
+    code = main(["train-elm", "--data-dir", str(broken), "--lm", str(tiny_causal_lm), "--encoder", str(tiny_encoder),
+                 "--settings", json.dumps(elm_settings()), "--out", str(out)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("val_synthesis.jsonl:1: field 'input_prompt_template': missing")
+    code = main(["predict-elm", "--adapter", str(tmp_path / "nope"), "--lm", str(tiny_causal_lm), "--data-dir",
+                 str(elm_data), "--split", "val", "--settings", json.dumps(elm_settings()), "--out", str(tmp_path / "p.jsonl")])
+    assert code == 2 and "adapter_config.json: file not found" in capsys.readouterr().err
+
+
+def test_encoder_dimension_mismatch_is_an_error(tmp_path, tiny_causal_lm, tiny_encoder):
+    data = make_elm_data(tmp_path / "d", dim=16)
+    with pytest.raises(VecflowError, match="encoder dimension 32 differs from the data's embedding dimension 16"):
+        elm.train_elm(elm_settings(), data, tiny_causal_lm, tiny_encoder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,395 @@
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from vecflow.baselines import NearestContextOracle, context_mean, copy_last, fit_ridge, normalise
+from vecflow.errors import VecflowError
+from vecflow.fivecat import (
+    ChunkBank,
+    Windows,
+    evaluate_split,
+    gate_counts,
+    gates,
+    beats_baselines,
+    generalisation_gaps,
+    leave_one_out,
+    load_bank,
+    load_windows,
+    offset_sweep,
+    retrieval,
+    shuffled_slots,
+    subsample,
+)
+from vecflow.io import save_tensors, write_jsonl
+
+DIM = 16
+
+
+# ------------------------------------------------------------------ synthetic ordered data
+def rotating_articles(lengths, rng, first_id=0, step=0.45, noise=0.05):
+    """Articles whose chunks walk around a random plane in order: chunk i is at angle phase + i·step."""
+    articles = {}
+    for offset, length in enumerate(lengths):
+        plane, _ = np.linalg.qr(rng.standard_normal((DIM, 2)))
+        angles = rng.uniform(0, 2 * np.pi) + step * np.arange(length)
+        points = np.cos(angles)[:, None] * plane[:, 0] + np.sin(angles)[:, None] * plane[:, 1]
+        articles[first_id + offset] = normalise(points + noise * rng.standard_normal(points.shape))
+    return articles
+
+
+def bank_of(articles, rng=None):
+    """A ChunkBank of every chunk; rows optionally shuffled so lookups cannot rely on row order."""
+    ids = np.concatenate([[a] * len(c) for a, c in articles.items()])
+    chunks = np.concatenate([np.arange(len(c)) for c in articles.values()])
+    vectors = np.concatenate(list(articles.values()))
+    order = rng.permutation(len(ids)) if rng is not None else np.arange(len(ids))
+    return ChunkBank(vectors[order], ids[order], chunks[order], source="bank.index.jsonl")
+
+
+def windows_of(articles, slots):
+    """Every window of ``slots`` consecutive chunks -> the next chunk, never crossing an article."""
+    contexts, targets, ids, indices = [], [], [], []
+    for article, chunks in articles.items():
+        for t in range(slots, len(chunks)):
+            contexts.append(chunks[t - slots:t])
+            targets.append(chunks[t])
+            ids.append(article)
+            indices.append(t)
+    return Windows(np.array(contexts, np.float32), np.array(targets, np.float32), np.array(ids, np.int64),
+                   np.array(indices, np.int64), source="val.windows.safetensors")
+
+
+def extrapolate(contexts):
+    """Order-using predictor: ŷ = normalise(2·ctx[-1] − ctx[-2])."""
+    return normalise(2 * contexts[:, -1] - contexts[:, -2])
+
+
+@pytest.fixture(scope="module")
+def ordered():
+    rng = np.random.default_rng(0)
+    train = rotating_articles([12] * 40, rng, first_id=0)
+    val = rotating_articles([10] * 12 + [4, 5], rng, first_id=1000)
+    return {"train": windows_of(train, 5), "val": windows_of(val, 3), "val_bank": bank_of(val, rng),
+            "train5": train, "val_articles": val}
+
+
+# ------------------------------------------------------------------ A: offsets
+def test_oracle_peaks_at_the_true_target_with_positive_margin_and_perfect_retrieval(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    result = evaluate_split(NearestContextOracle(windows.contexts, windows.targets), windows, bank)
+    assert result["peak_k"] == 0
+    assert result["c0"] == pytest.approx(1.0, abs=1e-5)
+    assert result["margin"] > 0.05
+    assert result["r1"] == 1.0 and result["r5"] == 1.0 and result["mrr"] == 1.0
+
+
+def test_copy_last_peaks_at_minus_one_because_k_minus_one_is_ctx_last(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    sweep = offset_sweep(copy_last(windows.contexts), windows, bank)
+    assert sweep["peak_k"] == -1
+    assert sweep["offsets"]["-1"]["c"] == pytest.approx(1.0, abs=1e-5)
+    assert sweep["margin"] < 0
+    # further from the target's predecessor, lower similarity: the sweep is ordered around k = -1
+    c = {int(k): v["c"] for k, v in sweep["offsets"].items()}
+    assert c[-1] > c[0] > c[1] > c[2] and c[-1] > c[-2] > c[-3]
+
+
+def test_offsets_near_article_edges_are_skipped_not_wrapped():
+    rng = np.random.default_rng(1)
+    articles = rotating_articles([5, 7], rng, first_id=10)
+    windows, bank = windows_of(articles, 3), bank_of(articles, rng)
+    # targets: article 10 -> t = 3, 4 ; article 11 -> t = 3, 4, 5, 6
+    sweep = offset_sweep(copy_last(windows.contexts), windows, bank)
+    n = {int(k): v["n"] for k, v in sweep["offsets"].items()}
+    assert n == {-3: 6, -2: 6, -1: 6, 0: 6, 1: 1 + 3, 2: 0 + 2, 3: 0 + 1}
+    # the only window with a chunk at t+3 is article 11's t=3 -> chunk 6 of the same article
+    expected = float(copy_last(windows.contexts[2:3])[0] @ articles[11][6])
+    assert sweep["offsets"]["3"]["c"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_offset_that_no_window_has_is_reported_as_none():
+    rng = np.random.default_rng(2)
+    articles = rotating_articles([4, 4], rng)
+    windows, bank = windows_of(articles, 3), bank_of(articles)
+    sweep = offset_sweep(windows.targets, windows, bank)
+    assert sweep["offsets"]["1"] == {"c": None, "n": 0}
+    assert sweep["peak_k"] == 0 and sweep["margin"] > 0
+
+
+# ------------------------------------------------------------------ B: retrieval
+def test_retrieval_counts_only_articles_with_at_least_six_chunks(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    ranks = retrieval(windows.targets, windows, bank)
+    assert ranks["n_articles"] == 12            # the 4- and 5-chunk articles are left out
+    assert ranks["n"] == 12 * (10 - 3)
+    assert ranks["n"] < len(windows)
+    assert ranks["r1"] == 1.0
+
+
+def test_retrieval_ranks_within_the_article():
+    rng = np.random.default_rng(3)
+    articles = rotating_articles([8], rng)
+    windows, bank = windows_of(articles, 3), bank_of(articles)
+    # predict the chunk two before the target: the target is then never first
+    predictions = articles[0][windows.target_indices - 2]
+    ranks = retrieval(predictions, windows, bank)
+    assert ranks["r1"] == 0.0
+    assert 0 < ranks["mrr"] < 1 and ranks["r5"] > 0.0
+
+
+# ------------------------------------------------------------------ C: ablations, D: rollout
+def test_predictors_that_use_order_lose_under_shuffled_and_reversed_context(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    train = ordered["train"]
+    ridge = fit_ridge(train.contexts, train.targets, ridge_lambda=0.1)
+    val5 = windows_of(ordered["val_articles"], 5)
+    for predict, data in ((extrapolate, windows), (ridge, val5)):
+        ablation = evaluate_split(predict, data, bank)["ablations"]
+        assert ablation["shuffled"] < -0.05
+        assert ablation["reversed"] < -0.05
+        assert ablation["last_repeated"] < 0
+        assert ablation["other_article"] < -0.3
+        assert ablation["leave_one_out"] < 0
+    order_blind = evaluate_split(context_mean, windows, bank)["ablations"]
+    assert order_blind["shuffled"] == pytest.approx(0.0, abs=1e-5)
+    assert order_blind["reversed"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_ridge_fitted_on_train_beats_context_mean_on_ordered_data(ordered):
+    train = ordered["train"]
+    val5 = windows_of(ordered["val_articles"], 5)
+    ridge = fit_ridge(train.contexts, train.targets, ridge_lambda=0.1)
+    ridge_result = evaluate_split(ridge, val5, ordered["val_bank"])
+    mean_result = evaluate_split(context_mean, val5, ordered["val_bank"])
+    assert ridge_result["c0"] > mean_result["c0"] + 0.1
+    assert ridge_result["peak_k"] == 0 and ridge_result["margin"] > 0
+
+
+def test_rollout_follows_the_true_future_chunks_for_the_oracle(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    result = evaluate_split(NearestContextOracle(windows.contexts, windows.targets), windows, bank,
+                            rollout_steps=3)
+    detail = result["rollout_detail"]
+    assert detail["per_step"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    # h = 3 needs chunk t+2 in the same article: 10-chunk articles lose 2 of 7 windows, 4/5-chunk lose all
+    assert detail["n_per_step"] == [len(windows), 12 * 6 + 1, 12 * 5]
+    copy = evaluate_split(copy_last, windows, bank, rollout_steps=3)
+    assert copy["rollout"] < result["rollout"]
+    assert copy["rollout_detail"]["per_step"][2] < copy["rollout_detail"]["per_step"][0]
+
+
+def test_shuffled_slots_never_keep_the_original_order_and_leave_one_out_uses_the_others():
+    rng = np.random.default_rng(4)
+    contexts = normalise(rng.standard_normal((200, 3, DIM)))
+    shuffled = shuffled_slots(contexts, np.random.default_rng(0))
+    assert not np.any(np.all(shuffled == contexts, axis=(1, 2)))
+    np.testing.assert_allclose(np.sort(shuffled, axis=1), np.sort(contexts, axis=1))
+    np.testing.assert_array_equal(shuffled, shuffled_slots(contexts, np.random.default_rng(0)))
+    ablated = leave_one_out(contexts, 1)
+    np.testing.assert_allclose(ablated[:, 1], normalise(contexts[:, [0, 2]].mean(axis=1)), atol=1e-6)
+    np.testing.assert_array_equal(ablated[:, [0, 2]], contexts[:, [0, 2]])
+
+
+# ------------------------------------------------------------------ gates, E, baselines comparison
+def _metrics(c0, margin, r1=0.9, r5=1.0, mrr=0.95, rollout=0.6):
+    return {"c0": c0, "margin": margin, "r1": r1, "r5": r5, "mrr": mrr, "rollout": rollout}
+
+
+THRESHOLDS = {
+    "val": {"c0": 0.50, "margin": 0.12, "r1": 0.60, "r5": 0.95, "mrr": 0.80, "rollout": 0.45},
+    "ood": {"c0": 0.48, "margin": 0.10, "r1": 0.55, "r5": 0.92, "mrr": 0.75, "rollout": 0.42},
+    "max_generalisation_gap": 0.05,
+}
+
+
+def test_gates_count_each_threshold_and_the_generalisation_gaps():
+    results = {"val": _metrics(0.60, 0.20), "ood": _metrics(0.52, 0.05, r1=None)}
+    verdict = gates(results, THRESHOLDS)
+    assert verdict["val"] == dict.fromkeys(["c0", "margin", "r1", "r5", "mrr", "rollout"], True)
+    assert verdict["ood"]["margin"] is False and verdict["ood"]["r1"] is False and verdict["ood"]["c0"] is True
+    gaps = generalisation_gaps(results)
+    assert gaps["c0"] == pytest.approx(0.08) and gaps["margin"] == pytest.approx(0.15) and gaps["r1"] is None
+    assert verdict["generalisation"] == {"c0": False, "margin": False, "r1": False}
+    assert set(verdict) == {"val", "ood", "generalisation"}
+    assert gate_counts(verdict) == {"passed": 6 + 4, "total": 15, "all_passed": False}
+    assert gate_counts({"val": {"c0": True}})["all_passed"] is True
+
+
+def test_beats_baselines_needs_both_higher_c0_and_margin():
+    model = {"val": _metrics(0.6, 0.1)}
+    baselines = {"copy_last": {"val": _metrics(0.5, -0.3)}, "ridge": {"val": _metrics(0.65, 0.05)}}
+    assert beats_baselines(model, baselines) == {"val": {"copy_last": True, "ridge": False}}
+
+
+def test_subsample_is_seeded_bounded_and_in_file_order(ordered):
+    windows = ordered["train"]
+    a, b = subsample(windows, 50, seed=3), subsample(windows, 50, seed=3)
+    assert len(a) == 50
+    np.testing.assert_array_equal(a.targets, b.targets)
+    assert subsample(windows, 0, seed=3) is windows
+    keys = a.article_ids * 100 + a.target_indices
+    assert np.all(np.diff(keys) > 0)
+
+
+# ------------------------------------------------------------------ files and bad input
+def write_split(tmp_path, name, articles, slots, drop_key=None):
+    windows = windows_of(articles, slots)
+    tensors = {"contexts": windows.contexts, "targets": windows.targets,
+               "article_ids": windows.article_ids, "target_indices": windows.target_indices}
+    tensors.pop(drop_key, None)
+    bank = bank_of(articles)
+    paths = (tmp_path / f"{name}.windows.safetensors", tmp_path / f"{name}.safetensors",
+             tmp_path / f"{name}.index.jsonl")
+    save_tensors(paths[0], tensors)
+    save_tensors(paths[1], {"embeddings": bank.embeddings})
+    write_jsonl(paths[2], ({"article_id": int(a), "chunk_index": int(c), "text": f"chunk {c}"}
+                           for a, chunks in articles.items() for c in range(len(chunks))))
+    return paths
+
+
+def test_windows_without_target_indices_name_the_file_and_key(tmp_path):
+    paths = write_split(tmp_path, "val", rotating_articles([7], np.random.default_rng(5)), 3,
+                        drop_key="target_indices")
+    with pytest.raises(VecflowError, match=r"val\.windows\.safetensors: missing tensor 'target_indices'"):
+        load_windows(paths[0])
+
+
+def test_a_window_whose_target_is_not_in_the_bank_is_named(tmp_path, ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    broken = Windows(windows.contexts, windows.targets, windows.article_ids,
+                     windows.target_indices.copy(), windows.source)
+    broken.target_indices[4] = 99
+    with pytest.raises(VecflowError, match=r"val\.windows\.safetensors: window 4: \(article_id=1000, "
+                                           r"target_index=99\) is not in bank\.index\.jsonl"):
+        evaluate_split(copy_last, broken, bank)
+
+
+def test_bad_bank_index_rows_name_file_line_and_field(tmp_path):
+    paths = write_split(tmp_path, "val", rotating_articles([7], np.random.default_rng(6)), 3)
+    lines = paths[2].read_text().splitlines()
+    paths[2].write_text("\n".join(lines[:2] + ['{"article_id": 0, "text": "x"}'] + lines[3:]) + "\n")
+    with pytest.raises(VecflowError, match=r"val\.index\.jsonl:3: field 'chunk_index': missing"):
+        load_bank(paths[1], paths[2])
+    paths[2].write_text("\n".join(lines[:2] + [lines[1]] + lines[3:]) + "\n")
+    with pytest.raises(VecflowError, match=r"val\.index\.jsonl:3: duplicate \(article_id=0, chunk_index=1\)"):
+        load_bank(paths[1], paths[2])
+    paths[2].write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(VecflowError, match=r"val\.index\.jsonl: 6 rows but .*val\.safetensors has 7"):
+        load_bank(paths[1], paths[2])
+
+
+def test_windows_with_inconsistent_shapes_are_rejected(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"contexts": np.zeros((4, 3, 8), np.float32), "targets": np.zeros((4, 7), np.float32),
+                        "article_ids": np.zeros(4, np.int64), "target_indices": np.zeros(4, np.int64)})
+    with pytest.raises(VecflowError, match=r"w\.safetensors: tensor 'targets': expected shape \(4, 8\)"):
+        load_windows(path)
+
+
+# ------------------------------------------------------------------ CLI
+@pytest.fixture
+def fake_lvm_models(monkeypatch):
+    """Stand-in for vecflow.lvm_models: the 'model' in DIR is the 2·ctx[-1] − ctx[-2] extrapolator."""
+    module = types.ModuleType("vecflow.lvm_models")
+    loaded = []
+
+    def load_lvm(path, device):
+        loaded.append((str(path), str(device)))
+        return extrapolate
+
+    def predict(model, contexts, batch_size, device):
+        return np.concatenate([model(contexts[i:i + batch_size]) for i in range(0, len(contexts), batch_size)])
+
+    module.load_lvm, module.predict, module.loaded = load_lvm, predict, loaded
+    monkeypatch.setitem(sys.modules, "vecflow.lvm_models", module)
+    return module
+
+
+def cli_args(tmp_path, splits, settings):
+    args = ["fivecat", "--model", str(tmp_path / "model"), "--train-windows", str(splits["train"][0])]
+    for name in ("val", "ood"):
+        args += ["--split", f"{name}=" + ",".join(str(p) for p in splits[name])]
+    return args + ["--settings", json.dumps(settings), "--out-json", str(tmp_path / "out" / "5cat.json"),
+                   "--out-plot", str(tmp_path / "out" / "5cat.png")]
+
+
+@pytest.fixture
+def split_files(tmp_path):
+    rng = np.random.default_rng(7)
+    return {"train": write_split(tmp_path, "train", rotating_articles([12] * 20, rng, 0), 3),
+            "val": write_split(tmp_path, "val", rotating_articles([10] * 6, rng, 100), 3),
+            "ood": write_split(tmp_path, "ood", rotating_articles([9] * 6, rng, 200, step=0.6), 3)}
+
+
+def test_cli_scores_model_and_baselines_and_writes_json_and_plot(tmp_path, split_files, fake_lvm_models):
+    from vecflow.cli import main
+
+    settings = {"seed": 3, "device": "cpu", "max_samples": 30, "rollout_steps": 3, "thresholds": THRESHOLDS}
+    assert main(cli_args(tmp_path, split_files, settings)) == 0
+    report = json.loads((tmp_path / "out" / "5cat.json").read_text())
+    assert fake_lvm_models.loaded == [(str(tmp_path / "model"), "cpu")]
+    assert set(report) >= {"model", "baselines", "gates", "thresholds", "beats_baselines", "settings",
+                           "generalisation", "gate_counts"}
+    assert set(report["model"]) == {"val", "ood"}
+    assert set(report["baselines"]) == {"copy_last", "context_mean", "ridge"}
+    assert report["model"]["val"]["n_windows"] == 30 and report["model"]["ood"]["n_windows"] == 30
+    assert report["model"]["val"]["peak_k"] == 0
+    assert report["baselines"]["copy_last"]["ood"]["peak_k"] == -1
+    assert report["beats_baselines"]["val"]["copy_last"] is True
+    assert report["beats_baselines"]["val"]["context_mean"] is True
+    assert report["gate_counts"]["total"] == 15 and report["thresholds"] == THRESHOLDS
+    assert all(isinstance(ok, bool) for section in report["gates"].values() for ok in section.values())
+    assert (tmp_path / "out" / "5cat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # same settings, same numbers
+    first = (tmp_path / "out" / "5cat.json").read_text()
+    assert main(cli_args(tmp_path, split_files, settings)) == 0
+    assert (tmp_path / "out" / "5cat.json").read_text() == first
+
+
+def test_cli_with_a_real_saved_lvm(tmp_path, split_files):
+    lvm_models = pytest.importorskip("vecflow.lvm_models")
+    from vecflow.cli import main
+
+    settings = {"d_model": 8, "layers": 1, "heads": 2, "dropout": 0.0}
+    model = lvm_models.build_model("mlp", DIM, 3, settings)
+    lvm_models.save_lvm(tmp_path / "model", model, lvm_models.model_config("mlp", DIM, 3, settings))
+    fivecat_settings = {"seed": 0, "device": "cpu", "max_samples": 20, "thresholds": THRESHOLDS}
+    assert main(cli_args(tmp_path, split_files, fivecat_settings)) == 0
+    report = json.loads((tmp_path / "out" / "5cat.json").read_text())
+    val = windows_of_file(split_files["val"][0], 20, seed=0)
+    expected = lvm_models.predict(lvm_models.load_lvm(tmp_path / "model"), val.contexts)
+    cos = float(np.mean(np.sum(expected * val.targets, axis=1)))
+    assert report["model"]["val"]["cos_target"] == pytest.approx(cos, abs=1e-5)
+    assert report["model"]["val"]["n_windows"] == 20
+
+
+def windows_of_file(path, max_samples, seed):
+    return subsample(load_windows(path), max_samples, seed)
+
+
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_files, fake_lvm_models, capsys):
+    from vecflow.cli import main
+
+    index = split_files["ood"][2]
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:-1]) + "\n")      # drops article 205's last chunk: a window target
+    save_tensors(split_files["ood"][1], {"embeddings": np.zeros((len(lines) - 1, DIM), np.float32)})
+    code = main(cli_args(tmp_path, split_files, {"seed": 0, "device": "cpu", "thresholds": THRESHOLDS}))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "ood.windows.safetensors: window 35: (article_id=205, target_index=8) is not in" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_a_malformed_split_argument(tmp_path, capsys):
+    from vecflow.fivecat import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "m", "--train-windows", "t", "--split", "val=a,b", "--settings", "{}",
+              "--out-json", "o.json", "--out-plot", "o.png"])
+    assert exit_info.value.code == 2
+    assert "expected NAME=WINDOWS,EMBEDDINGS,INDEX" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vecflow.errors import VecflowError
+from vecflow.lvm_models import ARCHITECTURES, build_model, load_lvm, model_config, predict, save_lvm
+
+DIM, CONTEXT = 12, 4
+SIZES = {"d_model": 16, "layers": 2, "heads": 4, "dropout": 0.1}
+
+
+def random_contexts(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    contexts = rng.normal(size=(count, CONTEXT, DIM)).astype(np.float32)
+    return contexts / np.linalg.norm(contexts, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_forward_maps_context_to_one_vector(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, DIM, CONTEXT, SIZES)
+    out = model(torch.from_numpy(random_contexts(5)))
+    assert out.shape == (5, DIM)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_output_depends_on_the_context_order(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, DIM, CONTEXT, {**SIZES, "dropout": 0.0}).eval()
+    contexts = torch.from_numpy(random_contexts(3))
+    reordered = contexts.flip(1)
+    if arch == "amn":  # the mean is order-free, but the residual is queried by the last slot
+        assert not torch.allclose(model(contexts), model(reordered))
+    else:
+        assert not torch.allclose(model(contexts), model(reordered), atol=1e-5)
+
+
+def test_transformer_attention_is_causal():
+    torch.manual_seed(0)
+    model = build_model("transformer", DIM, CONTEXT, {**SIZES, "dropout": 0.0}).eval()
+    contexts = torch.from_numpy(random_contexts(2))
+    changed = contexts.clone()
+    changed[:, -1] = torch.from_numpy(random_contexts(2, seed=9))[:, 0]
+    hidden = lambda x: model.blocks(model.input_proj(x) + model.positions, mask=model.causal_mask, is_causal=True)
+    with torch.no_grad():
+        before, after = hidden(contexts), hidden(changed)
+    assert torch.allclose(before[:, :-1], after[:, :-1], atol=1e-6)  # earlier positions never see the last slot
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_save_load_round_trip_gives_identical_predictions(arch, tmp_path):
+    torch.manual_seed(1)
+    model = build_model(arch, DIM, CONTEXT, SIZES)
+    save_lvm(tmp_path / "lvm", model, model_config(arch, DIM, CONTEXT, SIZES, preset="P1"))
+    loaded = load_lvm(tmp_path / "lvm", "cpu")
+    contexts = random_contexts(7)
+    expected = predict(model, contexts, batch_size=3)
+    np.testing.assert_array_equal(predict(loaded, contexts, batch_size=3), expected)
+    config = json.loads((tmp_path / "lvm" / "config.json").read_text())
+    assert config["arch"] == arch and config["dim"] == DIM and config["context_length"] == CONTEXT
+    assert config["d_model"] == 16 and config["preset"] == "P1"
+    assert not loaded.training
+
+
+def test_predict_returns_unit_vectors_and_keeps_training_mode():
+    torch.manual_seed(0)
+    model = build_model("mlp", DIM, CONTEXT, SIZES).train()
+    out = predict(model, random_contexts(10), batch_size=4)
+    assert out.shape == (10, DIM) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert model.training
+
+
+def test_build_model_rejects_unknown_arch_and_bad_sizes():
+    with pytest.raises(VecflowError, match="field 'arch': unknown architecture 'cnn'"):
+        build_model("cnn", DIM, CONTEXT, SIZES)
+    with pytest.raises(VecflowError, match="field 'd_model': 18 is not divisible by heads=4"):
+        build_model("transformer", DIM, CONTEXT, {**SIZES, "d_model": 18})
+    with pytest.raises(VecflowError, match="field 'layers': expected a positive integer"):
+        build_model("gru", DIM, CONTEXT, {**SIZES, "layers": 0})
+
+
+def test_load_lvm_names_the_missing_or_mismatched_file(tmp_path):
+    with pytest.raises(VecflowError, match="config.json: file not found"):
+        load_lvm(tmp_path, "cpu")
+    model = build_model("gru", DIM, CONTEXT, SIZES)
+    save_lvm(tmp_path, model, model_config("gru", DIM, CONTEXT, SIZES))
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "d_model": 32}))
+    with pytest.raises(VecflowError, match="model.safetensors: weights do not match"):
+        load_lvm(tmp_path, "cpu")
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "gru", "dim": DIM}))
+    with pytest.raises(VecflowError, match="config.json: field 'context_length': missing"):
+        load_lvm(tmp_path, "cpu")

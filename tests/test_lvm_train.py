@@ -1,0 +1,272 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from vecflow.cli import main as cli_main
+from vecflow.errors import VecflowError
+from vecflow.io import read_jsonl, save_tensors, write_jsonl
+from vecflow.lvm_models import load_lvm, predict
+from vecflow.lvm_presets import resolve_schedule
+from vecflow.lvm_train import future_window_indices, load_windows, mini_fivecat, train_lvm
+
+DIM, CONTEXT = 16, 4
+SETTINGS = {
+    "seed": 7, "device": "cpu", "preset": "P4", "arch": "transformer", "epochs": 2, "batch_size": 16,
+    "learning_rate": 3e-3, "d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0,
+    "selection_metric": "val_margin", "early_stop_patience": 0, "mini5cat_samples": 20,
+}
+
+
+# ------------------------------------------------------------------------------------------ synthetic data
+
+def rotation(dim: int, scale: float, seed: int) -> np.ndarray:
+    generator = torch.Generator().manual_seed(seed)
+    skew = torch.randn(dim, dim, generator=generator) * scale
+    return torch.linalg.matrix_exp(skew - skew.T).numpy()
+
+
+def ordered_articles(count: int, length: int, seed: int, rot: np.ndarray, noise: float = 0.05) -> list[np.ndarray]:
+    """Articles whose next chunk is a fixed rotation of the previous one plus noise (adjacent cos ~ 0.7)."""
+    rng = np.random.default_rng(seed)
+    articles = []
+    for _ in range(count):
+        chunks = [rng.normal(size=DIM)]
+        for _ in range(length - 1):
+            chunks.append(rot @ (chunks[-1] / np.linalg.norm(chunks[-1])) + noise * rng.normal(size=DIM))
+        chunks = np.array(chunks, dtype=np.float32)
+        articles.append(chunks / np.linalg.norm(chunks, axis=1, keepdims=True))
+    return articles
+
+
+def windows_of(articles: list[np.ndarray], first_id: int) -> dict:
+    contexts, targets, article_ids, target_indices = [], [], [], []
+    for offset, chunks in enumerate(articles):
+        for t in range(CONTEXT, len(chunks)):
+            contexts.append(chunks[t - CONTEXT:t])
+            targets.append(chunks[t])
+            article_ids.append(first_id + offset)
+            target_indices.append(t)
+    return {"contexts": np.array(contexts), "targets": np.array(targets),
+            "article_ids": np.array(article_ids, np.int64), "target_indices": np.array(target_indices, np.int64)}
+
+
+@pytest.fixture(scope="module")
+def lvm_data(tmp_path_factory):
+    """Train/val windows plus the val embedding bank, from the same ordered process."""
+    root = tmp_path_factory.mktemp("lvm-data")
+    rot = rotation(DIM, 0.15, seed=0)
+    train_articles, val_articles = ordered_articles(16, 14, 1, rot), ordered_articles(5, 12, 2, rot)
+    save_tensors(root / "train.safetensors", windows_of(train_articles, 0))
+    save_tensors(root / "val.safetensors", windows_of(val_articles, 100))
+    save_tensors(root / "val_bank.safetensors", {"embeddings": np.concatenate(val_articles)})
+    write_jsonl(root / "val_bank.index.jsonl", [
+        {"article_id": 100 + a, "chunk_index": i, "text": f"chunk {a}.{i}"}
+        for a, chunks in enumerate(val_articles) for i in range(len(chunks))])
+    return root
+
+
+def cli_args(data, out, settings) -> list[str]:
+    return ["train-lvm", "--train-windows", str(data / "train.safetensors"),
+            "--val-windows", str(data / "val.safetensors"), "--val-embeddings", str(data / "val_bank.safetensors"),
+            "--val-index", str(data / "val_bank.index.jsonl"), "--settings", json.dumps(settings), "--out", str(out)]
+
+
+def run_training(data, out, **overrides):
+    settings = {**SETTINGS, **overrides}
+    return train_lvm(data / "train.safetensors", data / "val.safetensors", data / "val_bank.safetensors",
+                     data / "val_bank.index.jsonl", settings, out)
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+def active(schedule, key):
+    return [weights[key] for weights in schedule]
+
+
+def test_p1_is_pure_mse_at_any_length():
+    for epochs in (4, 20):
+        schedule = resolve_schedule("P1", None, epochs)
+        assert len(schedule) == epochs
+        assert all(w["lambda_mse"] == 1.0 for w in schedule)
+        assert all(w[k] == 0 for w in schedule for k in ("lambda_dir", "lambda_fut", "lambda_roll", "lambda_ac"))
+
+
+def test_p3_warms_up_then_adds_tiny_guards():
+    long = resolve_schedule("P3", None, 20)
+    assert active(long, "lambda_dir") == [0.0] * 5 + [0.002] * 15
+    assert active(long, "lambda_fut") == [0.0] * 5 + [0.002] * 15
+    assert active(long, "context_drop") == [0.0] * 5 + [0.05] * 15
+    short = resolve_schedule("P3", None, 4)
+    assert active(short, "lambda_dir") == [0.0, 0.002, 0.002, 0.002]
+
+
+def test_p4_reproduces_seed_002_over_20_epochs_and_every_phase_over_4():
+    long = resolve_schedule("P4", None, 20)
+    assert active(long, "lambda_roll") == [0.0] * 3 + [0.05] * 3 + [0.10] * 14
+    assert active(long, "lambda_dir") == [0.0] * 5 + [0.002] * 15
+    assert active(long, "adaptive_dir") == [False] * 5 + [True] * 15
+    assert active(long, "lambda_fut") == [0.0] * 9 + [0.002] * 11
+    assert all(w["rollout_h"] == 3 and w["margin_dir"] == 0.01 and w["margin_fut"] == 0.008 for w in long)
+    short = resolve_schedule("P4", None, 4)
+    assert active(short, "lambda_roll") == [0.0, 0.05, 0.10, 0.10]
+    assert active(short, "lambda_dir") == [0.0, 0.002, 0.002, 0.002]
+    assert active(short, "lambda_fut") == [0.0, 0.0, 0.002, 0.002]
+
+
+def test_run_overrides_keep_the_preset_timing_or_replace_phases():
+    schedule = resolve_schedule("P4", {"lambda_roll": 0.2, "rollout_h": 4}, 20)
+    assert active(schedule, "lambda_roll") == [0.0] * 3 + [0.2] * 17
+    assert active(schedule, "rollout_h") == [4] * 20
+    assert active(resolve_schedule("P1", {"lambda_dir": 0.001}, 4), "lambda_dir") == [0.001] * 4
+    custom = resolve_schedule("P1", {"phases": [{"start": 0.5, "set": {"lambda_ac": 0.01}}]}, 4)
+    assert active(custom, "lambda_ac") == [0.0, 0.0, 0.01, 0.01]
+
+
+def test_bad_schedule_settings_name_the_field():
+    with pytest.raises(VecflowError, match="field 'preset': unknown preset 'P9'"):
+        resolve_schedule("P9", None, 4)
+    with pytest.raises(VecflowError, match="field 'losses.lambda_guard': unknown loss setting"):
+        resolve_schedule("P1", {"lambda_guard": 0.1}, 4)
+    with pytest.raises(VecflowError, match="field 'losses.rollout_h': expected int"):
+        resolve_schedule("P4", {"rollout_h": 2.5}, 4)
+    with pytest.raises(VecflowError, match=r"field 'losses.phases\[0\].start': expected a fraction"):
+        resolve_schedule("P1", {"phases": [{"start": 3, "set": {}}]}, 4)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def test_future_window_indices_follow_the_article_and_stop_at_its_end():
+    article_ids = np.array([1, 1, 1, 2, 2])
+    target_indices = np.array([4, 5, 6, 4, 6])
+    futures = future_window_indices(article_ids, target_indices, 2)
+    assert futures.tolist() == [[1, 2], [2, -1], [-1, -1], [-1, 4], [-1, -1]]
+
+
+def test_mini_fivecat_oracle_wins_and_copy_last_peaks_at_minus_one(lvm_data):
+    val = load_windows(lvm_data / "val.safetensors")
+    bank = load_file(str(lvm_data / "val_bank.safetensors"))["embeddings"]
+    rows = read_jsonl(lvm_data / "val_bank.index.jsonl")
+    bank_articles = np.array([r["article_id"] for r in rows])
+    bank_chunks = np.array([r["chunk_index"] for r in rows])
+    oracle = mini_fivecat(val.targets, val.article_ids, val.target_indices, bank, bank_articles, bank_chunks)
+    assert oracle["margin"] > 0 and oracle["r1"] == 1.0 and oracle["peak_offset"] == 0
+    assert oracle["c"][0] == pytest.approx(1.0, abs=1e-5)
+    copy_last = mini_fivecat(val.contexts[:, -1], val.article_ids, val.target_indices, bank, bank_articles, bank_chunks)
+    assert copy_last["peak_offset"] == -1 and copy_last["margin"] < 0 and copy_last["r1"] == 0.0
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def test_cli_trains_two_epochs_and_publishes_a_loadable_model(lvm_data, tmp_path, capsys):
+    out = tmp_path / "p4"
+    assert cli_main(cli_args(lvm_data, out, SETTINGS)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.jsonl", "model.safetensors", "summary.json"]
+    assert not (tmp_path / "p4.partial").exists()
+    history = read_jsonl(out / "history.jsonl")
+    assert [r["epoch"] for r in history] == [1, 2]
+    for record in history:
+        for key in ("train/mse", "train/roll", "val/mse", "val/dir", "val/fut", "val/roll", "val/cos_sim",
+                    "val/margin", "val/r1", "val/c_m3", "val/c_0", "val/c_p3", "lambda/roll", "lambda/dir",
+                    "train/guard_to_mse", "epoch_time_s"):
+            assert isinstance(record[key], float), key
+        assert record["device"] == "cpu"
+    assert history[0]["lambda/roll"] == 0.0 and history[1]["lambda/roll"] == 0.05  # P4 phases over 2 epochs
+    summary = json.loads((out / "summary.json").read_text())
+    best = max(history, key=lambda r: r["val/margin"])
+    assert summary["best_epoch"] == best["epoch"] and summary["val_margin"] == best["val/margin"]
+    assert len(summary["epoch_times_s"]) == 2 and summary["device"] == "cpu"
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "transformer" and config["dim"] == DIM and config["context_length"] == CONTEXT
+    model = load_lvm(out, "cpu")
+    assert predict(model, load_windows(lvm_data / "val.safetensors").contexts[:3]).shape == (3, DIM)
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "device: cpu" in printed
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(lvm_data, tmp_path):
+    settings = {"epochs": 3, "preset": "P4", "dropout": 0.1}
+    run_training(lvm_data, tmp_path / "straight", **settings)
+
+    assert run_training(lvm_data, tmp_path / "resumed", **settings, stop_after_epoch=1) is None
+    assert not (tmp_path / "resumed").exists()
+    assert (tmp_path / "resumed.partial" / "state.pt").exists()
+    assert len(read_jsonl(tmp_path / "resumed.partial" / "history.jsonl")) == 1
+    run_training(lvm_data, tmp_path / "resumed", **settings)
+
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for name in straight:
+        np.testing.assert_array_equal(straight[name], resumed[name])
+    drop_times = lambda rows: [{k: v for k, v in r.items() if "time" not in k} for r in rows]
+    assert drop_times(read_jsonl(tmp_path / "straight" / "history.jsonl")) == \
+        drop_times(read_jsonl(tmp_path / "resumed" / "history.jsonl"))
+
+
+def test_state_from_other_settings_is_not_resumed(lvm_data, tmp_path, capsys):
+    run_training(lvm_data, tmp_path / "run", epochs=2, preset="P1", stop_after_epoch=1)
+    run_training(lvm_data, tmp_path / "run", epochs=2, preset="P1", learning_rate=1e-3)
+    assert "starting over" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "history.jsonl")] == [1, 2]
+
+
+def test_trained_model_beats_copy_last_on_ordered_data(lvm_data, tmp_path):
+    summary = run_training(lvm_data, tmp_path / "p1", preset="P1", arch="mlp", epochs=12, d_model=64,
+                           learning_rate=1e-2, selection_metric="val_cos")
+    val = load_windows(lvm_data / "val.safetensors")
+    copy_last_cos = float(np.mean(np.sum(val.contexts[:, -1] * val.targets, axis=1)))
+    pred = predict(load_lvm(tmp_path / "p1", "cpu"), val.contexts)
+    model_cos = float(np.mean(np.sum(pred * val.targets, axis=1)))
+    assert model_cos > copy_last_cos + 0.1, (model_cos, copy_last_cos)
+    assert summary["val_margin"] > 0 and summary["val_cos"] == pytest.approx(model_cos, abs=1e-4)
+
+
+def test_early_stop_when_the_margin_stops_improving(lvm_data, tmp_path):
+    summary = run_training(lvm_data, tmp_path / "es", preset="P1", arch="amn", epochs=6, learning_rate=0.0,
+                           early_stop_patience=1)
+    assert summary["stopped_early"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_missing_tensor_fails_with_the_file_name_and_no_output(lvm_data, tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    windows = load_file(str(lvm_data / "train.safetensors"))
+    save_tensors(broken, {k: v for k, v in windows.items() if k != "target_indices"})
+    args = cli_args(lvm_data, tmp_path / "out", SETTINGS)
+    args[args.index("--train-windows") + 1] = str(broken)
+    assert cli_main(args) == 2
+    assert f"{broken}: missing tensor 'target_indices'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_index_row_names_file_line_and_field(lvm_data, tmp_path, capsys):
+    index = tmp_path / "bank.index.jsonl"
+    rows = read_jsonl(lvm_data / "val_bank.index.jsonl")
+    rows[2] = {"article_id": 100, "text": "no chunk index"}
+    write_jsonl(index, rows)
+    args = cli_args(lvm_data, tmp_path / "out", SETTINGS)
+    args[args.index("--val-index") + 1] = str(index)
+    assert cli_main(args) == 2
+    assert f"{index}:3: field 'chunk_index': missing" in capsys.readouterr().err
+
+
+def test_val_target_missing_from_the_bank_is_an_error(lvm_data, tmp_path):
+    index = tmp_path / "bank.index.jsonl"
+    rows = read_jsonl(lvm_data / "val_bank.index.jsonl")
+    rows[CONTEXT]["chunk_index"] = 99  # article 100's chunk 4, the first window's target
+    write_jsonl(index, rows)
+    with pytest.raises(VecflowError, match=r"val.safetensors: window 0: target \(article 100, chunk 4\) is not in"):
+        train_lvm(lvm_data / "train.safetensors", lvm_data / "val.safetensors", lvm_data / "val_bank.safetensors",
+                  index, SETTINGS, tmp_path / "out")
+
+
+def test_bad_settings_are_rejected_before_training(lvm_data, tmp_path, capsys):
+    assert cli_main(cli_args(lvm_data, tmp_path / "out", {**SETTINGS, "selection_metric": "val_r5"})) == 2
+    assert "field 'selection_metric': 'val_r5' is not one of" in capsys.readouterr().err
+    settings = {k: v for k, v in SETTINGS.items() if k != "arch"}
+    assert cli_main(cli_args(lvm_data, tmp_path / "out", settings)) == 2
+    assert "settings: missing key 'arch'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,196 @@
+import json
+import socket
+
+import pytest
+
+from vecflow.cli import main as cli_main
+from vecflow.errors import VecflowError
+from vecflow.scoring import (
+    bertscore,
+    load_bertscorer,
+    read_predictions,
+    rouge_scores,
+    score_predictions,
+    split_sentences,
+    text_stats,
+)
+
+
+def settings_for(layers=2, examples=1):
+    return {"bertscore": {"model": "tiny", "num_layers": layers, "batch_size": 4}, "examples": examples,
+            "seed": 7, "device": "cpu"}
+
+
+def write_predictions(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    {"id": "a", "prediction": "#Person1# wants to buy a book. #Person2# helps.",
+     "references": ["#Person1# wants to buy a book. #Person2# helps #Person1#.", "a friend buys a book"]},
+    {"id": "b", "prediction": "the doctor tells her to work less",
+     "references": ["the hotel room is not good"]},
+    {"id": "c", "prediction": "", "references": ["they talk about dinner"]},
+]
+
+
+# ------------------------------------------------------------------------------------------ sentences
+def test_split_sentences_on_punctuation_and_newlines():
+    text = "#Person1# asks why. #Person2# says no!  Is it?\nDone"
+    assert split_sentences(text) == ["#Person1# asks why.", "#Person2# says no!", "Is it?", "Done"]
+    assert split_sentences("no boundary here") == ["no boundary here"]
+    assert split_sentences("   ") == []
+    # a decimal point is not a boundary (no whitespace after the dot)
+    assert split_sentences("It costs 3.5 dollars. OK.") == ["It costs 3.5 dollars.", "OK."]
+
+
+# ---------------------------------------------------------------------------------------------- ROUGE
+def test_rouge_identical_is_one_and_disjoint_is_zero():
+    result = rouge_scores(["the cat sat on the mat", "alpha beta"], [["the cat sat on the mat"], ["gamma delta"]])
+    first, second = result["per_sample"]
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert first[name]["f"] == pytest.approx(1.0)
+        assert second[name]["f"] == 0.0
+        assert result["mean"][name]["f"] == pytest.approx(0.5)
+        assert set(result["mean"][name]) == {"f", "p", "r"}
+
+
+def test_rouge_multi_reference_takes_best_per_metric():
+    prediction = "the doctor tells her to rest"
+    single_bad = rouge_scores([prediction], [["a hotel room"]])["mean"]["rouge1"]["f"]
+    multi = rouge_scores([prediction], [["a hotel room", "the doctor tells her to rest"]])["mean"]["rouge1"]["f"]
+    assert single_bad == 0.0 and multi == pytest.approx(1.0)
+
+
+def test_rougelsum_uses_sentence_lines_and_differs_from_rougel():
+    # reversed sentence order: rougeL (one sequence) drops, rougeLsum (union LCS over sentences) stays at 1
+    prediction = "He went home. She bought a new car."
+    reference = "She bought a new car. He went home."
+    mean = rouge_scores([prediction], [[reference]])["mean"]
+    assert mean["rougeLsum"]["f"] == pytest.approx(1.0)
+    assert mean["rougeL"]["f"] < 0.7
+
+
+def test_rouge_tokenizer_reads_speaker_tags_as_words():
+    # '#' is dropped and text lower-cased: '#Person1#' == 'person1'
+    mean = rouge_scores(["#Person1# pays"], [["person1 pays"]])["mean"]
+    assert mean["rouge1"]["f"] == pytest.approx(1.0)
+
+
+def test_text_stats_counts_tags_words_and_empties():
+    stats = text_stats([r["prediction"] for r in ROWS], [r["references"] for r in ROWS])
+    assert stats["empty_predictions"] == 1
+    assert stats["mean_pred_words"] == pytest.approx((8 + 7 + 0) / 3)
+    assert stats["mean_ref_words"] == pytest.approx((9 + 5 + 6 + 4) / 4)
+    assert stats["speaker_tag_rate"] == {"predictions": pytest.approx(1 / 3), "references": pytest.approx(1 / 3)}
+
+
+# ------------------------------------------------------------------------------------------ BERTScore
+def test_bertscore_on_local_model_without_network(tiny_encoder, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("BERTScore tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    load_bertscorer.cache_clear()
+    scorer = load_bertscorer(str(tiny_encoder), 2, "cpu")
+    assert load_bertscorer(str(tiny_encoder), 2, "cpu") is scorer  # cached, reused
+    result = bertscore(scorer, ["the dinner is good", "", "a job at school"],
+                       [["the dinner is good"], ["x y"], ["a new book", "the hotel room"]], batch_size=2)
+    assert result["per_sample_f1"][0] == pytest.approx(1.0, abs=1e-4)
+    assert result["per_sample_f1"][1] == 0.0  # empty prediction scores 0, not a crash
+    assert 0.0 < result["per_sample_f1"][2] < 1.0
+    assert result["f1"] == pytest.approx(sum(result["per_sample_f1"]) / 3)
+    assert result["f1_std"] > 0
+
+
+def test_bertscore_multi_reference_is_max_over_references(tiny_encoder):
+    scorer = load_bertscorer(str(tiny_encoder), 2, "cpu")
+    prediction = ["the doctor tells her to rest"]
+    separate = [bertscore(scorer, prediction, [[ref]])["f1"] for ref in ("a hotel room", "money for lunch")]
+    together = bertscore(scorer, prediction, [["a hotel room", "money for lunch"]])["f1"]
+    assert together == pytest.approx(max(separate), abs=1e-5)
+
+
+def test_bertscore_truncates_long_text_at_model_max_length(tiny_encoder):
+    scorer = load_bertscorer(str(tiny_encoder), 2, "cpu")
+    assert scorer._tokenizer.model_max_length == 128
+    long_text = "the day is good and " * 200  # ~1000 tokens > 128 positions
+    result = bertscore(scorer, [long_text], [[long_text]])
+    assert result["f1"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bad_num_layers_and_non_local_model_are_errors(tiny_encoder, tmp_path):
+    rows = read_predictions(write_predictions(tmp_path / "p.jsonl", ROWS[:1]))
+    with pytest.raises(VecflowError, match=r"bertscore.num_layers.*between 1 and 2"):
+        score_predictions(rows, tiny_encoder, settings_for(layers=6))
+    with pytest.raises(VecflowError, match="not a local model folder"):
+        score_predictions(rows, "sentence-transformers/all-MiniLM-L6-v2", settings_for())
+
+
+# ---------------------------------------------------------------------------------------------- input
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ({"id": "x", "references": ["r"]}, r"p.jsonl:2: field 'prediction': missing"),
+        ({"id": "x", "prediction": "p", "references": []}, r"p.jsonl:2: field 'references': empty list"),
+        ({"id": "x", "prediction": "p", "references": "r"}, r"p.jsonl:2: field 'references': expected list"),
+        ({"id": "x", "prediction": "p", "references": ["ok", " "]}, r"p.jsonl:2: field 'references': item 1"),
+    ],
+)
+def test_bad_prediction_rows_name_file_line_and_field(tmp_path, line, message):
+    path = write_predictions(tmp_path / "p.jsonl", [ROWS[0], line])
+    with pytest.raises(VecflowError, match=message):
+        read_predictions(path)
+
+
+def test_empty_predictions_file_is_an_error(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n")
+    with pytest.raises(VecflowError, match=r"p.jsonl: no predictions"):
+        read_predictions(path)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_writes_scores_and_examples(tiny_encoder, tmp_path):
+    predictions = write_predictions(tmp_path / "p.jsonl", ROWS)
+    scores_path, examples_path = tmp_path / "out" / "scores.json", tmp_path / "out" / "examples.json"
+    code = cli_main(["score", "--predictions", str(predictions), "--bertscore-model", str(tiny_encoder),
+                     "--settings", json.dumps(settings_for()), "--out-scores", str(scores_path),
+                     "--out-examples", str(examples_path)])
+    assert code == 0
+    scores = json.loads(scores_path.read_text())
+    assert scores["n"] == 3 and scores["empty_predictions"] == 1
+    assert set(scores["rouge"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert 0 < scores["rouge"]["rouge1"]["f"] < 1
+    assert set(scores["bertscore"]) >= {"p", "r", "f1", "f1_std", "model", "num_layers"}
+    assert scores["bertscore"]["num_layers"] == 2
+    assert scores["speaker_tag_rate"]["predictions"] == pytest.approx(1 / 3)
+    examples = json.loads(examples_path.read_text())
+    assert [e["id"] for e in examples["best"]] == ["a"]
+    assert [e["id"] for e in examples["worst"]] == ["c"]  # the empty prediction
+    assert set(examples["best"][0]["scores"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1"}
+    assert examples["best"][0]["references"] == ROWS[0]["references"]
+
+
+def test_cli_bad_input_exits_2_without_output(tiny_encoder, tmp_path, capsys):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(json.dumps({"id": "x", "prediction": "p", "references": []}) + "\n")
+    scores_path = tmp_path / "scores.json"
+    code = cli_main(["score", "--predictions", str(predictions), "--bertscore-model", str(tiny_encoder),
+                     "--settings", json.dumps(settings_for()), "--out-scores", str(scores_path),
+                     "--out-examples", str(tmp_path / "e.json")])
+    assert code == 2
+    assert "p.jsonl:1: field 'references': empty list" in capsys.readouterr().err
+    assert not scores_path.exists()
+
+
+def test_dialogsum_dev_sample_scores(shared_data, tiny_encoder, tmp_path):
+    rows = []
+    with open(shared_data / "dialogsum" / "dev.jsonl") as fh:
+        for line, _ in zip(fh, range(5)):
+            record = json.loads(line)
+            rows.append({"id": record["fname"], "prediction": record["summary"], "references": [record["summary"]]})
+    scores, _ = score_predictions(rows, tiny_encoder, settings_for())
+    assert scores["rouge"]["rougeLsum"]["f"] == pytest.approx(1.0)
+    assert scores["bertscore"]["f1"] == pytest.approx(1.0, abs=1e-4)

@@ -1,0 +1,259 @@
+"""Seq2seq summarizer: preprocessing, collator, speaker round trip, train/predict CLI, resume."""
+
+import json
+
+import pytest
+import torch
+
+from test_speakers import working_encoder
+from vecflow.cli import main
+from vecflow.errors import VecflowError
+from vecflow.summarizer import (
+    generate_summaries,
+    load_base,
+    load_trained,
+    make_collator,
+    partial_dir,
+    read_dialogues,
+    tokenize_dialogues,
+    train_summarizer,
+)
+from vecflow.generation import to_generation_config
+
+DIALOGUES = [
+    ("d1", "#Person1#: can you help me book a hotel room ?\n#Person2#: yes , for today ?",
+     ["#Person1# asks #Person2# to book a hotel room."]),
+    ("d2", "#Person1#: what about dinner tomorrow ?\n#Person2#: good , my friend will buy food .",
+     ["#Person1# and #Person2# talk about dinner.", "#Person2# says a friend will buy food."]),
+    ("d3", "#Person1#: why is the doctor here ?\n#Person2#: she wants to help his friend .",
+     ["#Person2# tells #Person1# the doctor wants to help."]),
+    ("d4", "#Person1#: i need a new job .\n#Person2#: you can work at my school .\n#Person3#: yes !",
+     ["#Person1# needs a job and #Person2# has work at school."]),
+]
+
+SETTINGS = {
+    "seed": 7, "device": "cpu", "max_source_length": 64, "max_target_length": 24, "epochs": 1,
+    "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "weight_decay": 0.01, "warmup_ratio": 0.1,
+    "val_samples": 2, "bf16": False, "tracking": {"wandb": False, "mlflow": False},
+    "generation": {"num_beams": 2, "max_new_tokens": 8, "no_repeat_ngram_size": 3, "length_penalty": 1.0,
+                   "early_stopping": True},
+}
+
+
+def write_dialogues(path, rows=DIALOGUES):
+    path.write_text("".join(json.dumps({"id": i, "dialogue": d, "summaries": s, "topic": None}) + "\n"
+                            for i, d, s in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tiny_encoder, tmp_path_factory):
+    return working_encoder(tiny_encoder, tmp_path_factory.mktemp("enc"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dialogues")
+    return write_dialogues(root / "train.jsonl"), write_dialogues(root / "val.jsonl", DIALOGUES[:2])
+
+
+@pytest.fixture()
+def bert2bert(encoder_dir):
+    return load_base(encoder_dir, [d for _, d, _ in DIALOGUES])
+
+
+# ------------------------------------------------------------------------------------------ input checks
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"dialogue": "hi", "summaries": ["x"]}', "data.jsonl:2: field 'id': missing"),
+        ('{"id": "b", "summaries": ["x"]}', "data.jsonl:2: field 'dialogue': missing"),
+        ('{"id": "b", "dialogue": "hi"}', "data.jsonl:2: field 'summaries': missing"),
+        ('{"id": "b", "dialogue": "hi", "summaries": []}', "data.jsonl:2: field 'summaries': expected a non-empty list"),
+        ('{"id": "b", "dialogue": "hi", "summaries": ["ok", 3]}', "data.jsonl:2: field 'summaries': item 1"),
+        ('{"id": "a", "dialogue": "hi", "summaries": ["x"]}', "data.jsonl:2: field 'id': duplicate id 'a' (first on line 1)"),
+        ('{"id": "b", "dialogue": " ", "summaries": ["x"]}', "data.jsonl:2: field 'dialogue': expected a non-empty string"),
+        ("not json", "data.jsonl:2: invalid JSON"),
+    ],
+)
+def test_bad_dialogues_name_file_line_field(tmp_path, line, message):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"id": "a", "dialogue": "hi", "summaries": ["x"]}\n' + line + "\n")
+    with pytest.raises(VecflowError) as err:
+        read_dialogues(path)
+    assert str(err.value).startswith(f"{path.parent}/{message}")
+
+
+def test_predict_input_may_lack_summaries(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": 5, "dialogue": "hi"}\n')
+    assert read_dialogues(path, need_summaries=False) == [{"id": "5", "dialogue": "hi", "summaries": []}]
+
+
+def test_base_must_be_a_model_folder(tmp_path):
+    with pytest.raises(VecflowError, match="no config.json"):
+        load_base(tmp_path, [])
+
+
+# ------------------------------------------------------------------------------- preprocessing + collator
+def test_labels_are_unpadded_and_keep_speaker_tags(bert2bert):
+    model, tokenizer = bert2bert
+    rows = [{"id": i, "dialogue": d, "summaries": s} for i, d, s in DIALOGUES]
+    features = tokenize_dialogues(rows, tokenizer, 64, 24, model.config.decoder_start_token_id)
+    assert len({len(f["labels"]) for f in features}) > 1  # no max_length padding
+    assert all(tokenizer.pad_token_id not in f["input_ids"] for f in features)
+    first = features[0]["labels"]
+    assert first[0] != tokenizer.cls_token_id and first[-1] == tokenizer.sep_token_id
+    assert tokenizer.decode(first, skip_special_tokens=True) == "#Person1# asks #Person2# to book a hotel room."
+
+
+def test_collator_pads_labels_with_minus_100_and_inputs_with_pad(bert2bert):
+    model, tokenizer = bert2bert
+    rows = [{"id": i, "dialogue": d, "summaries": s} for i, d, s in DIALOGUES[:2]]
+    features = tokenize_dialogues(rows, tokenizer, 64, 24, model.config.decoder_start_token_id)
+    batch = make_collator(tokenizer, model)(features)
+    longest_label = max(len(f["labels"]) for f in features)
+    longest_input = max(len(f["input_ids"]) for f in features)
+    assert batch["labels"].shape == (2, longest_label)  # padded to the batch, not to max_target_length
+    assert batch["input_ids"].shape == (2, longest_input)
+    short = min(range(2), key=lambda i: len(features[i]["labels"]))
+    assert (batch["labels"][short, len(features[short]["labels"]):] == -100).all()
+    short_in = min(range(2), key=lambda i: len(features[i]["input_ids"]))
+    assert (batch["input_ids"][short_in, len(features[short_in]["input_ids"]):] == tokenizer.pad_token_id).all()
+    assert (batch["decoder_input_ids"][:, 0] == tokenizer.cls_token_id).all()
+    labels = batch["labels"].clone()
+    labels[labels == -100] = tokenizer.pad_token_id
+    decoded = tokenizer.batch_decode(labels, skip_special_tokens=True)
+    assert decoded[0] == "#Person1# asks #Person2# to book a hotel room."
+    assert decoded[1] == "#Person1# and #Person2# talk about dinner."
+    assert model(**batch).loss.isfinite()
+
+
+def test_generated_text_keeps_speaker_tags(bert2bert):
+    """Overfit one pair for a few steps: the generated summary carries the tags, in their case."""
+    model, tokenizer = bert2bert
+    torch.manual_seed(0)
+    row = {"id": "d1", "dialogue": DIALOGUES[0][1], "summaries": ["#Person1# asks #Person2#."]}
+    batch = make_collator(tokenizer, model)(tokenize_dialogues([row], tokenizer, 64, 24, tokenizer.cls_token_id))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(40):
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        optimizer.step()
+    config = to_generation_config({"num_beams": 1, "max_new_tokens": 8}, tokenizer, tokenizer.cls_token_id)
+    [prediction] = generate_summaries(model, tokenizer, [row["dialogue"]], config, 64, 1, torch.device("cpu"))
+    assert prediction == "#Person1# asks #Person2#."
+
+
+# --------------------------------------------------------------------------------------- train + predict
+def test_train_and_predict_through_the_cli(encoder_dir, data, tmp_path):
+    train, val = data
+    out = tmp_path / "model"
+    code = main(["train-summarizer", "--train", str(train), "--val", str(val), "--base", str(encoder_dir),
+                 "--settings", json.dumps(SETTINGS), "--out", str(out)])
+    assert code == 0
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "history.jsonl",
+            "summary.json"} <= {p.name for p in out.iterdir()}
+    assert not partial_dir(out).exists()
+    [record] = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert record["epoch"] == 1 and record["train/loss"] > 0
+    assert 0.0 <= record["val/rougeL"] <= 1.0 and len(record["val/examples"]) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] == 1 and summary["best_val_rougeL"] == record["val/rougeL"]
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["num_beams"] == 2 and generation["max_new_tokens"] == 8
+
+    model, tokenizer = load_trained(out)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("#Person3#", add_special_tokens=False)["input_ids"]) == ["#Person3#"]
+
+    predictions = tmp_path / "predictions.jsonl"
+    code = main(["predict-summarizer", "--model", str(out), "--dialogues", str(val),
+                 "--settings", json.dumps(SETTINGS), "--out", str(predictions)])
+    assert code == 0
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["d1", "d2"]
+    assert rows[1]["references"] == DIALOGUES[1][2]
+    assert all(isinstance(r["prediction"], str) for r in rows)
+
+
+def test_predictions_keep_speaker_tags_through_the_cli(encoder_dir, data, tmp_path):
+    """A saved model that prefers '#Person2#': the predictions file carries the tag, case preserved."""
+    model, tokenizer = load_base(encoder_dir, [])
+    tag_id = tokenizer.convert_tokens_to_ids("#Person2#")
+    with torch.no_grad():
+        model.decoder.get_output_embeddings().bias[tag_id] += 50.0
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "p.jsonl"
+    settings = SETTINGS | {"generation": {"num_beams": 1, "max_new_tokens": 3}}
+    assert main(["predict-summarizer", "--model", str(tmp_path / "model"), "--dialogues", str(data[1]),
+                 "--settings", json.dumps(settings), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["prediction"].startswith("#Person2#")
+
+
+def test_bad_generation_config_fails_before_any_work(encoder_dir, data, tmp_path, capsys):
+    settings = SETTINGS | {"generation": {"num_beams": 1, "max_new_tokens": 8, "length_penalty": 2.0}}
+    out = tmp_path / "model"
+    code = main(["train-summarizer", "--train", str(data[0]), "--val", str(data[1]), "--base", str(encoder_dir),
+                 "--settings", json.dumps(settings), "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "vecflow train-summarizer: error: summarizer.generation.length_penalty: "
+        "only valid with num_beams > 1 (num_beams is 1)"
+    )
+    assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_bad_train_file_fails_with_no_output(encoder_dir, data, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "dialogue": "hi", "summaries": ["s"]}\n{"id": "y", "dialogue": "hi"}\n')
+    out = tmp_path / "model"
+    code = main(["train-summarizer", "--train", str(bad), "--val", str(data[1]), "--base", str(encoder_dir),
+                 "--settings", json.dumps(SETTINGS), "--out", str(out)])
+    assert code == 2
+    assert f"{bad}:2: field 'summaries': missing" in capsys.readouterr().err
+    assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_resume_from_partial_state(encoder_dir, data, tmp_path):
+    """Two epochs in one go == one epoch, an interrupted publish, then a resumed second epoch."""
+    train, val = data
+    two = SETTINGS | {"epochs": 2}
+    straight = train_summarizer(train, val, encoder_dir, two, tmp_path / "straight")
+
+    out = tmp_path / "resumed"
+    first = SETTINGS | {"epochs": 2}
+
+    class Stop(Exception):
+        pass
+
+    import vecflow.summarizer as summarizer
+
+    original = summarizer.validate
+    calls = {"n": 0}
+
+    def validate_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Stop()  # dies during epoch 2, after epoch 1 was saved
+        return original(*args, **kwargs)
+
+    summarizer.validate = validate_then_stop
+    try:
+        with pytest.raises(Stop):
+            train_summarizer(train, val, encoder_dir, first, out)
+    finally:
+        summarizer.validate = original
+    partial = partial_dir(out)
+    assert torch.load(partial / "last" / "state.pt", weights_only=False)["epoch"] == 1
+    assert not out.exists()
+
+    resumed = train_summarizer(train, val, encoder_dir, two, out)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    straight_history = [json.loads(line) for line in (tmp_path / "straight" / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history[1]["train/loss"] == pytest.approx(straight_history[1]["train/loss"], rel=1e-4)
+    assert resumed["best_val_rougeL"] == pytest.approx(straight["best_val_rougeL"])
+    assert not partial.exists()

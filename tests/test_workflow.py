@@ -1,0 +1,146 @@
+"""Workflow tests through the Snakemake API: config validation, the full DAG, lint, and real tiny runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_api import REPO, SNAKEFILE, dry_run, rulegraph, run
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+ALL_RULES_BEFORE_CHECKPOINT = {
+    "fetch_model", "ingest_dialogues", "synthesize", "filter_summary", "train_summarizer",
+    "predict_summarizer", "hpo_worker", "hpo_best", "train_elm", "predict_elm", "score_summaries",
+    "chunk_articles", "split_articles", "embed_chunks", "make_windows", "diagnose_direction",
+    "train_lvm", "fivecat", "deploy_decision", "report", "all",
+}
+
+
+def tiny_config(tiny_encoder: Path, tiny_causal_lm: Path) -> dict:
+    """The demo config with tiny random models (source: local) and small sizes."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["models"] = {
+        "tiny": {"source": "local", "path": str(tiny_encoder)},
+        "tinylm": {"source": "local", "path": str(tiny_causal_lm)},
+    }
+    config["encoder"] = "tiny"
+    config["summarizer"].update({"base": "tiny", "epochs": 1, "val_samples": 2, "max_source_length": 64})
+    config["summarizer"]["generation"] = {"num_beams": 2, "max_new_tokens": 8, "early_stopping": True}
+    config["elm"].update({"lm": "tinylm", "hidden_dim": 16, "max_train_samples": 8, "val_samples": 2,
+                          "predict_samples": 3})
+    config["elm"]["generation"] = {"num_beams": 1, "max_new_tokens": 6}
+    config["evaluation"]["bertscore"] = {"model": "tiny", "num_layers": 2, "batch_size": 8}
+    config["summary"]["splits"] = {
+        "train": str(REPO / "resources" / "demo" / "dialogues_train.jsonl"),
+        "val": str(REPO / "resources" / "demo" / "dialogues_val.jsonl"),
+    }
+    config["lvm"]["articles"]["max_articles"] = 40
+    config["lvm"]["diagnostics"].update({"min_coherence": -1.0, "min_signal": -1.0})
+    config["lvm"]["train"].update({"epochs": 2, "d_model": 16, "layers": 1, "heads": 2, "mini5cat_samples": 50})
+    config["lvm"]["fivecat"]["max_samples"] = 200
+    return config
+
+
+def write_workdir(tmp_path: Path, config: dict) -> Path:
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path, tiny_encoder, tiny_causal_lm) -> Path:
+    return write_workdir(tmp_path, tiny_config(tiny_encoder, tiny_causal_lm))
+
+
+def snakemake_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [SNAKEMAKE, "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", "1", *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def test_full_dag_dry_run_has_every_stage(tiny_workdir, capsys):
+    dry_run(tiny_workdir)
+    capsys.readouterr()
+    rulegraph(tiny_workdir)
+    dot = capsys.readouterr().out
+    rules = {line.split('label = "')[1].split('"')[0] for line in dot.splitlines() if 'label = "' in line}
+    assert ALL_RULES_BEFORE_CHECKPOINT <= rules, ALL_RULES_BEFORE_CHECKPOINT - rules
+
+
+@pytest.mark.parametrize("configfile", ["config.yaml", "wikitext.yaml", "dialogsum.yaml"])
+def test_the_shipped_configs_build_a_dag(configfile):
+    if configfile != "config.yaml" and not (REPO.parent / "shared" / "data").exists():
+        pytest.skip("../shared/data not present")
+    result = subprocess.run(
+        [SNAKEMAKE, "--cores", "1", "-n", "--rulegraph", "--configfile", f"config/{configfile}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "digraph" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["lvm"].update({"epochz": 3}), "epochz"),
+        (lambda c: c["lvm"]["train"].update({"epochs": "many"}), "epochs"),
+        (lambda c: c["summarizer"]["generation"].update({"num_beams": 1, "length_penalty": 2.0}),
+         "summarizer.generation.length_penalty"),
+        (lambda c: c["elm"]["generation"].update({"num_beams": 1, "early_stopping": True}),
+         "elm.generation.early_stopping"),
+        (lambda c: c["lvm"]["split"].update({"fractions": {"train": 0.5, "val": 0.2, "ood": 0.2}}),
+         "lvm.split.fractions"),
+        (lambda c: c.update({"encoder": "nosuchmodel"}), "encoder"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, tiny_encoder, tiny_causal_lm, change, message):
+    config = tiny_config(tiny_encoder, tiny_causal_lm)
+    change(config)
+    workdir = write_workdir(tmp_path, config)
+    result = snakemake_cli(workdir, "-n")
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not (workdir / "results").exists()
+
+
+def test_lint_is_clean():
+    result = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Lints for" not in output, output[-3000:]
+
+
+def test_snakefmt_is_clean():
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    files = [str(REPO / "Snakefile")] + sorted(str(p) for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    result = subprocess.run([str(snakefmt), "--check", *files], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_slice_really_runs(tiny_workdir):
+    """ingest -> synthesize -> filter and chunk -> split -> embed -> windows -> diagnose, for real."""
+    targets = ["results/summary/filtered/stats.json", "results/lvm/diagnostics/direction.json"]
+    run(tiny_workdir, targets=targets, cores=2)
+    stats = json.loads((tiny_workdir / "results/summary/filtered/stats.json").read_text())
+    assert stats
+    direction = json.loads((tiny_workdir / "results/lvm/diagnostics/direction.json").read_text())
+    assert direction["gate"]["passed"]
+    manifest = json.loads((tiny_workdir / "resources/models/tiny/manifest.json").read_text())
+    assert manifest["files"]
+    for split in ("train", "val", "ood"):
+        assert (tiny_workdir / f"results/lvm/windows/{split}.safetensors").exists()
+    # a second run has nothing to do
+    before = {p: p.stat().st_mtime_ns for p in (tiny_workdir / "results").rglob("*") if p.is_file()}
+    run(tiny_workdir, targets=targets, cores=2)
+    after = {p: p.stat().st_mtime_ns for p in (tiny_workdir / "results").rglob("*") if p.is_file()}
+    assert before == after

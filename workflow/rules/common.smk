@@ -1,0 +1,178 @@
+# Helpers only (no rules): paths, settings passed to the `vecflow` CLI, and the target list.
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+# The rules call the `vecflow` CLI of the Python that runs Snakemake (the project's .venv); with
+# --sdm conda the rule's environment provides it. Models are never fetched from a hub at run time.
+os.environ.update(
+    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+R = config["results_dir"]
+LOGS = f"{R}/logs"
+TRACKS = config["tracks"]
+SUMMARY_SPLITS = list(config["summary"]["splits"])
+LVM_SPLITS = ["train", "val", "ood"]
+LVM_RUNS = list(config["lvm"]["runs"])
+HPO = config["hpo"]
+DEPLOY = config["deploy"]
+
+
+def settings(*path, **extra):
+    """One config section (by key path) as a JSON object, with the global seed/device/tracking added."""
+    node = config
+    for key in path:
+        node = node[key]
+    merged = {
+        "seed": config["seed"],
+        "device": config["device"],
+        "tracking": config["tracking"],
+    }
+    merged.update(node if isinstance(node, dict) else {path[-1]: node})
+    merged.update(extra)
+    return json.dumps(merged, sort_keys=True)
+
+
+def model_input(name):
+    """The file that jobs using a model depend on: its manifest (so fetch_model runs first)."""
+    if name in config["models"]:
+        return f"resources/models/{name}/manifest.json"
+    if not Path(name, "config.json").exists():
+        raise WorkflowError(
+            f"config: model '{name}' is neither a models: entry nor an HF folder with config.json"
+        )
+    return str(Path(name, "config.json"))
+
+
+def parent_of(key):
+    """A param giving the folder of a named input or output file (lint: never hard-code path prefixes)."""
+
+    def folder(wildcards, input, output):
+        files = dict(input.items())
+        files.update(output.items())
+        return os.path.dirname(files[key])
+
+    return folder
+
+
+def model_settings(wildcards):
+    return settings("models", wildcards.model, name=wildcards.model)
+
+
+def summary_split_inputs(wildcards):
+    return {split: path for split, path in config["summary"]["splits"].items()}
+
+
+def synthesis_dir():
+    return config["summary"]["synthesis_dir"] or f"{R}/summary/synthesis"
+
+
+def synthesis_inputs(wildcards):
+    base = synthesis_dir()
+    return {
+        f"{split}_{kind.split('.')[0]}": f"{base}/{split}_{kind}"
+        for split in ("train", "val")
+        for kind in ("synthesis.jsonl", "embeddings.safetensors")
+    }
+
+
+def hpo_storage():
+    return HPO["storage"] or f"sqlite:///{R}/hpo/{HPO['study']}/study.db"
+
+
+def elm_params_input(wildcards):
+    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if TRACKS["hpo"] else []
+
+
+def lvm_run_settings(wildcards):
+    run = config["lvm"]["runs"][wildcards.run]
+    return settings(
+        "lvm",
+        "train",
+        run=wildcards.run,
+        context_length=config["lvm"]["context_length"],
+        **run,
+    )
+
+
+def config_hash():
+    return hashlib.sha256(
+        json.dumps(config, sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def report_inputs(wildcards):
+    """Every metric/plot file the report shows, named KEY or KEY__NAME (becomes KEY:NAME)."""
+    files = {
+        "config": (
+            workflow.configfiles[0] if workflow.configfiles else "config/config.yaml"
+        )
+    }
+    models = {config["encoder"]}
+    if TRACKS["summary"]:
+        files["ingest_stats"] = f"{R}/summary/dialogues/stats.json"
+        files["filter_stats"] = f"{R}/summary/filtered/stats.json"
+        for split, path in config["summary"]["splits"].items():
+            files[f"data__{split}"] = path
+        files["history__seq2seq"] = f"{R}/summarizer/model/history.jsonl"
+        files["scores__seq2seq"] = f"{R}/eval/seq2seq/scores.json"
+        files["examples__seq2seq"] = f"{R}/eval/seq2seq/examples.json"
+        models.add(config["summarizer"]["base"])
+        models.add(config["evaluation"]["bertscore"]["model"])
+    if TRACKS["summary"] and TRACKS["elm"]:
+        files["history__elm"] = f"{R}/elm/adapter/history.jsonl"
+        files["scores__elm"] = f"{R}/eval/elm/scores.json"
+        files["examples__elm"] = f"{R}/eval/elm/examples.json"
+        models.add(config["elm"]["lm"])
+    if TRACKS["summary"] and TRACKS["elm"] and TRACKS["hpo"]:
+        files["hpo_trials"] = f"{R}/hpo/{HPO['study']}/trials.csv"
+        files["hpo_importance"] = f"{R}/hpo/{HPO['study']}/importance.png"
+        files["hpo_params"] = f"{R}/hpo/{HPO['study']}/best_params.yaml"
+    if TRACKS["lvm"]:
+        if config["lvm"]["articles"]["format"] != "pydoc":
+            files["data__articles"] = config["lvm"]["articles"]["input"]
+        files["leakage"] = f"{R}/lvm/splits/leakage.json"
+        files["split_ids"] = f"{R}/lvm/splits/ids.json"
+        files["direction"] = f"{R}/lvm/diagnostics/direction.json"
+        files["direction_plot"] = f"{R}/lvm/diagnostics/direction.png"
+        for run in LVM_RUNS:
+            files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}/history.jsonl"
+            files[f"fivecat__{run}"] = f"{R}/lvm/fivecat/{run}.json"
+            files[f"fivecat_plot__{run}"] = f"{R}/lvm/fivecat/{run}.png"
+    if deploy_enabled():
+        files["decision"] = f"{R}/deploy/{DEPLOY['name']}.decision.json"
+    for name in sorted(m for m in models if m in config["models"]):
+        files[f"manifest__{name}"] = f"resources/models/{name}/manifest.json"
+    return files
+
+
+def artifact_args(wildcards, input):
+    return " ".join(
+        f"--artifact {key.replace('__', ':')}={path}" for key, path in input.items()
+    )
+
+
+def deploy_enabled():
+    return TRACKS["deploy"] and TRACKS["lvm"] and TRACKS["summary"]
+
+
+def deploy_bundle_if_passed(wildcards):
+    """The bundle is a target only when the deploy_decision checkpoint says every gate passed."""
+    if not deploy_enabled():
+        return []
+    decision = checkpoints.deploy_decision.get(name=DEPLOY["name"]).output.decision
+    with open(decision) as fh:
+        passed = json.load(fh)["deploy"]
+    return [f"{R}/deploy/{DEPLOY['name']}"] if passed else []
+
+
+def all_targets(wildcards):
+    targets = [f"{R}/report/index.html"]
+    targets += list(report_inputs(wildcards).values())
+    return targets

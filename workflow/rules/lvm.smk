@@ -1,0 +1,124 @@
+rule embed_chunks:
+    input:
+        chunks=f"{R}/lvm/splits/{{split}}.jsonl",
+        encoder=model_input(config["encoder"]),
+    output:
+        vectors=f"{R}/lvm/embeddings/{{split}}.safetensors",
+        index=f"{R}/lvm/embeddings/{{split}}.index.jsonl",
+    log:
+        f"{LOGS}/embed_chunks/{{split}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        encoder=parent_of("encoder"),
+        settings=lambda w: settings("lvm", batch_size=config["lvm"]["embed_batch_size"]),
+    shell:
+        "vecflow embed --chunks {input.chunks} --encoder {params.encoder} --settings {params.settings:q} "
+        "--out {output.vectors} --index {output.index} > {log} 2>&1"
+
+
+rule make_windows:
+    input:
+        vectors=f"{R}/lvm/embeddings/{{split}}.safetensors",
+        index=f"{R}/lvm/embeddings/{{split}}.index.jsonl",
+    output:
+        windows=f"{R}/lvm/windows/{{split}}.safetensors",
+    log:
+        f"{LOGS}/make_windows/{{split}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        settings=lambda w: settings("lvm"),
+    shell:
+        "vecflow windows --embeddings {input.vectors} --index {input.index} "
+        "--settings {params.settings:q} --out {output.windows} > {log} 2>&1"
+
+
+rule diagnose_direction:
+    input:
+        windows=f"{R}/lvm/windows/train.safetensors",
+    output:
+        json=f"{R}/lvm/diagnostics/direction.json",
+        plot=report(
+            f"{R}/lvm/diagnostics/direction.png",
+            caption="../report/direction.rst",
+            category="2. Data direction",
+        ),
+    log:
+        f"{LOGS}/diagnose_direction.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        settings=lambda w: settings("lvm", "diagnostics"),
+    shell:
+        "vecflow diagnose --windows {input.windows} --settings {params.settings:q} "
+        "--out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
+
+
+rule train_lvm:
+    input:
+        gate=f"{R}/lvm/diagnostics/direction.json",
+        train=f"{R}/lvm/windows/train.safetensors",
+        val=f"{R}/lvm/windows/val.safetensors",
+        val_vectors=f"{R}/lvm/embeddings/val.safetensors",
+        val_index=f"{R}/lvm/embeddings/val.index.jsonl",
+    output:
+        model=directory(f"{R}/lvm/models/{{run}}"),
+    log:
+        f"{LOGS}/train_lvm/{{run}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        settings=lvm_run_settings,
+    shell:
+        "vecflow train-lvm --train-windows {input.train} --val-windows {input.val} "
+        "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
+        "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
+
+
+rule fivecat:
+    input:
+        model=f"{R}/lvm/models/{{run}}",
+        train=f"{R}/lvm/windows/train.safetensors",
+        windows=expand("{R}/lvm/windows/{split}.safetensors", R=R, split=["val", "ood"]),
+        vectors=expand(
+            "{R}/lvm/embeddings/{split}.safetensors", R=R, split=["val", "ood"]
+        ),
+        index=expand(
+            "{R}/lvm/embeddings/{split}.index.jsonl", R=R, split=["val", "ood"]
+        ),
+    output:
+        json=f"{R}/lvm/fivecat/{{run}}.json",
+        plot=report(
+            f"{R}/lvm/fivecat/{{run}}.png",
+            caption="../report/fivecat.rst",
+            category="3. Next-vector models",
+            subcategory="{run}",
+        ),
+    log:
+        f"{LOGS}/fivecat/{{run}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        splits=lambda w, input: " ".join(
+            f"--split {name}={win},{vec},{idx}"
+            for name, win, vec, idx in zip(
+                ["val", "ood"], input.windows, input.vectors, input.index
+            )
+        ),
+        settings=lambda w: settings("lvm", "fivecat"),
+    shell:
+        "vecflow fivecat --model {input.model} --train-windows {input.train} {params.splits} "
+        "--settings {params.settings:q} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"

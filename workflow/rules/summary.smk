@@ -1,0 +1,73 @@
+rule ingest_dialogues:
+    input:
+        unpack(summary_split_inputs),
+    output:
+        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=SUMMARY_SPLITS),
+        stats=report(
+            f"{R}/summary/dialogues/stats.json",
+            caption="../report/ingest.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{LOGS}/ingest_dialogues.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        splits=lambda w, input: " ".join(f"--split {k}={v}" for k, v in input.items()),
+        settings=lambda w: settings("summary"),
+        out_dir=parent_of("stats"),
+    shell:
+        "vecflow ingest-dialogues {params.splits} --settings {params.settings:q} "
+        "--out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
+
+
+rule synthesize:
+    input:
+        dialogues=f"{R}/summary/dialogues/{{split}}.jsonl",
+        encoder=model_input(config["encoder"]),
+    output:
+        jsonl=f"{R}/summary/synthesis/{{split}}_synthesis.jsonl",
+        embeddings=f"{R}/summary/synthesis/{{split}}_embeddings.safetensors",
+    log:
+        f"{LOGS}/synthesize/{{split}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        settings=lambda w: settings("summary"),
+        encoder=parent_of("encoder"),
+    shell:
+        "vecflow synthesize --dialogues {input.dialogues} --encoder {params.encoder} "
+        "--settings {params.settings:q} --out-jsonl {output.jsonl} "
+        "--out-embeddings {output.embeddings} > {log} 2>&1"
+
+
+rule filter_summary:
+    input:
+        unpack(synthesis_inputs),
+    output:
+        expand(
+            "{R}/summary/filtered/{split}_{kind}",
+            R=R,
+            split=["train", "val"],
+            kind=["synthesis.jsonl", "embeddings.safetensors"],
+        ),
+        stats=report(
+            f"{R}/summary/filtered/stats.json",
+            caption="../report/filter.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{LOGS}/filter_summary.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        in_dir=parent_of("train_synthesis"),
+        out_dir=parent_of("stats"),
+        settings=lambda w: settings("summary"),
+    shell:
+        "vecflow filter-summary --in-dir {params.in_dir} --splits train,val "
+        "--settings {params.settings:q} --out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
