@@ -32,7 +32,7 @@ wildcard_constraints:
     split=r"[A-Za-z0-9_-]+",
     run=r"[A-Za-z0-9_-]+",
     model=r"[A-Za-z0-9_.-]+",
-    name=r"[A-Za-z0-9_.-]+",
+    name=r"[A-Za-z0-9_-]+",
     study=r"[A-Za-z0-9_.-]+",
     worker=r"\d+",
     summarizer=r"seq2seq|elm",

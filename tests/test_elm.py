@@ -31,8 +31,16 @@ def make_elm_data(folder: Path, dim: int = 32, seed: int = 0, train_sources: int
         for s in range(count):
             for variation in range(2):
                 text = SUMMARIES[(s + variation) % len(SUMMARIES)]
-                rows.append({"task_type": "summary", "input_prompt_template": TEMPLATE, "embedding_index": len(rows),
-                             "target_text": text, "source_id": f"{split}-{s}", "variation": variation})
+                rows.append(
+                    {
+                        "task_type": "summary",
+                        "input_prompt_template": TEMPLATE,
+                        "embedding_index": len(rows),
+                        "target_text": text,
+                        "source_id": f"{split}-{s}",
+                        "variation": variation,
+                    }
+                )
         vectors = rng.normal(size=(len(rows), dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         folder.mkdir(parents=True, exist_ok=True)
@@ -43,10 +51,23 @@ def make_elm_data(folder: Path, dim: int = 32, seed: int = 0, train_sources: int
 
 def elm_settings(**overrides) -> dict:
     settings = {
-        "seed": 7, "device": "cpu", "soft_tokens": 3, "hidden_dim": 16, "dropout": 0.0, "residual_scale": 0.1,
-        "epochs": 1, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-3, "max_target_length": 12,
-        "max_train_samples": 0, "val_samples": 2, "contrastive_weight": 0.01, "text_drift_weight": 0.03,
-        "text_drift_target_similarity": 0.75, "generation": {"num_beams": 1, "max_new_tokens": 6},
+        "seed": 7,
+        "device": "cpu",
+        "soft_tokens": 3,
+        "hidden_dim": 16,
+        "dropout": 0.0,
+        "residual_scale": 0.1,
+        "epochs": 1,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "learning_rate": 1e-3,
+        "max_target_length": 12,
+        "max_train_samples": 0,
+        "val_samples": 2,
+        "contrastive_weight": 0.01,
+        "text_drift_weight": 0.03,
+        "text_drift_target_similarity": 0.75,
+        "generation": {"num_beams": 1, "max_new_tokens": 6},
     }
     settings.update(overrides)
     return settings
@@ -259,11 +280,30 @@ def test_train_and_predict_through_the_cli(tmp_path, elm_data, tiny_causal_lm, t
     params = tmp_path / "best_params.yaml"
     params.write_text("soft_tokens: 2\nlearning_rate: 0.002\n")
     settings = json.dumps(elm_settings(epochs=2))
-    code = main(["train-elm", "--data-dir", str(elm_data), "--lm", str(tiny_causal_lm), "--encoder",
-                 str(tiny_encoder), "--settings", settings, "--params", str(params), "--out", str(out)])
+    code = main(
+        [
+            "train-elm",
+            "--data-dir",
+            str(elm_data),
+            "--lm",
+            str(tiny_causal_lm),
+            "--encoder",
+            str(tiny_encoder),
+            "--settings",
+            settings,
+            "--params",
+            str(params),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter.safetensors", "adapter_config.json", "history.jsonl", "summary.json"]
+        "adapter.safetensors",
+        "adapter_config.json",
+        "history.jsonl",
+        "summary.json",
+    ]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["soft_tokens"] == 2 and config["embed_dim"] == 32 and config["lm"] == tiny_causal_lm.name
     assert config["templates"] == [TEMPLATE]
@@ -277,8 +317,23 @@ def test_train_and_predict_through_the_cli(tmp_path, elm_data, tiny_causal_lm, t
     assert summary["val_metric"] == "rougeL" and summary["best_epoch"] in (1, 2)
 
     predictions = tmp_path / "pred.jsonl"
-    code = main(["predict-elm", "--adapter", str(out), "--lm", str(tiny_causal_lm), "--data-dir", str(elm_data),
-                 "--split", "val", "--settings", settings, "--out", str(predictions)])
+    code = main(
+        [
+            "predict-elm",
+            "--adapter",
+            str(out),
+            "--lm",
+            str(tiny_causal_lm),
+            "--data-dir",
+            str(elm_data),
+            "--split",
+            "val",
+            "--settings",
+            settings,
+            "--out",
+            str(predictions),
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["val-0", "val-1", "val-2"]
@@ -292,7 +347,9 @@ def test_training_is_deterministic_and_bertscore_is_used_when_given(tmp_path, el
     a = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
     b = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
     assert a == b and -1.0 <= a <= 1.0
-    wa, wb = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(str(tmp_path / "b" / "adapter.safetensors"))
+    wa, wb = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(
+        str(tmp_path / "b" / "adapter.safetensors")
+    )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["val_metric"] == "bertscore_f1"
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["train_rows"] == 4
@@ -304,13 +361,41 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, elm_data, tiny_causal_lm
     broken = make_elm_data(tmp_path / "broken")
     (broken / "val_synthesis.jsonl").write_text('{"task_type": "summary"}\n')
     out = tmp_path / "adapter"
-    code = main(["train-elm", "--data-dir", str(broken), "--lm", str(tiny_causal_lm), "--encoder", str(tiny_encoder),
-                 "--settings", json.dumps(elm_settings()), "--out", str(out)])
+    code = main(
+        [
+            "train-elm",
+            "--data-dir",
+            str(broken),
+            "--lm",
+            str(tiny_causal_lm),
+            "--encoder",
+            str(tiny_encoder),
+            "--settings",
+            json.dumps(elm_settings()),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith("val_synthesis.jsonl:1: field 'input_prompt_template': missing")
-    code = main(["predict-elm", "--adapter", str(tmp_path / "nope"), "--lm", str(tiny_causal_lm), "--data-dir",
-                 str(elm_data), "--split", "val", "--settings", json.dumps(elm_settings()), "--out", str(tmp_path / "p.jsonl")])
+    code = main(
+        [
+            "predict-elm",
+            "--adapter",
+            str(tmp_path / "nope"),
+            "--lm",
+            str(tiny_causal_lm),
+            "--data-dir",
+            str(elm_data),
+            "--split",
+            "val",
+            "--settings",
+            json.dumps(elm_settings()),
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ]
+    )
     assert code == 2 and "adapter_config.json: file not found" in capsys.readouterr().err
 
 

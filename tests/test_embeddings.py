@@ -9,7 +9,7 @@ from vecflow.embeddings import embed_chunks, load_embeddings
 from vecflow.errors import VecflowError
 from vecflow.io import save_tensors
 
-TEXTS = ["the model reads a book", "a friend buys dinner today", "python module data file", "the doctor"]
+TEXTS = ["the model reads a book", "a friend buys dinner today at work", "python module data file", "the doctor"]
 
 
 def write_chunks(path, texts=TEXTS):

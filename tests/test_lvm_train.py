@@ -20,6 +20,15 @@ SETTINGS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and the test machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------ synthetic data
 
 def rotation(dim: int, scale: float, seed: int) -> np.ndarray:
@@ -173,7 +182,7 @@ def test_cli_trains_two_epochs_and_publishes_a_loadable_model(lvm_data, tmp_path
                     "train/guard_to_mse", "epoch_time_s"):
             assert isinstance(record[key], float), key
         assert record["device"] == "cpu"
-    assert history[0]["lambda/roll"] == 0.0 and history[1]["lambda/roll"] == 0.05  # P4 phases over 2 epochs
+    assert history[0]["lambda/roll"] == 0.0 and history[1]["lambda/roll"] == 0.10  # P4 phases over 2 epochs
     summary = json.loads((out / "summary.json").read_text())
     best = max(history, key=lambda r: r["val/margin"])
     assert summary["best_epoch"] == best["epoch"] and summary["val_margin"] == best["val/margin"]

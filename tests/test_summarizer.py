@@ -257,3 +257,24 @@ def test_resume_from_partial_state(encoder_dir, data, tmp_path):
     assert history[1]["train/loss"] == pytest.approx(straight_history[1]["train/loss"], rel=1e-4)
     assert resumed["best_val_rougeL"] == pytest.approx(straight["best_val_rougeL"])
     assert not partial.exists()
+
+
+def test_resume_state_is_ignored_when_the_run_changed(tmp_path):
+    from vecflow.summarizer import load_resume_state
+
+    partial = tmp_path / "model.partial"
+    (partial / "last").mkdir(parents=True)
+    torch.save({"epoch": 1, "fingerprint": "abc"}, partial / "last" / "state.pt")
+    assert load_resume_state(partial, "abc")["epoch"] == 1
+    assert load_resume_state(partial, "changed") is None
+    assert not partial.exists()  # a stale partial never mixes into a new run
+
+
+def test_corrupt_resume_state_is_a_clear_error(tmp_path):
+    from vecflow.summarizer import load_resume_state
+
+    partial = tmp_path / "model.partial"
+    (partial / "last").mkdir(parents=True)
+    (partial / "last" / "state.pt").write_text("garbage")
+    with pytest.raises(VecflowError, match=r"state.pt: cannot read resume state .*delete .*model.partial"):
+        load_resume_state(partial, "abc")

@@ -30,7 +30,7 @@ def rulegraph(workdir, configfiles=(), config=None, targets=()) -> str:
     """The DOT rule graph of the DAG (printed to stdout; capture it with capsys)."""
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow = _workflow(api, workdir, configfiles, config, cores=1)
-        workflow.dag(DAGSettings(targets=set(targets))).printrulegraph()
+        workflow.dag(DAGSettings(targets=set(targets), print_dag_as="dot")).printrulegraph()
 
 
 def dry_run(workdir, configfiles=(), config=None, targets=()) -> None:

@@ -99,9 +99,7 @@ def _parse_row(record: dict, path: Path, lineno: int, num_vectors: int) -> Synth
     if record["task_type"] != "summary":
         raise VecflowError(f"{where(path, lineno, 'task_type')}: expected 'summary', got '{record['task_type']}'")
     if record["input_prompt_template"].count(PLACEHOLDER) != 1:
-        raise VecflowError(
-            f"{where(path, lineno, 'input_prompt_template')}: must contain '{PLACEHOLDER}' exactly once"
-        )
+        raise VecflowError(f"{where(path, lineno, 'input_prompt_template')}: must contain '{PLACEHOLDER}' exactly once")
     if not 0 <= record["embedding_index"] < num_vectors:
         raise VecflowError(
             f"{where(path, lineno, 'embedding_index')}: {record['embedding_index']} is outside 0..{num_vectors - 1}"
@@ -151,8 +149,9 @@ class EmbeddingAdapter(nn.Module):
     representation that the contrastive and text-drift losses compare with sentence embeddings.
     """
 
-    def __init__(self, embed_dim: int, lm_hidden: int, soft_tokens: int, hidden_dim: int, dropout: float,
-                 residual_scale: float):
+    def __init__(
+        self, embed_dim: int, lm_hidden: int, soft_tokens: int, hidden_dim: int, dropout: float, residual_scale: float
+    ):
         super().__init__()
         self.soft_tokens, self.lm_hidden, self.residual_scale = soft_tokens, lm_hidden, residual_scale
         self.norm = nn.LayerNorm(embed_dim)
@@ -187,8 +186,12 @@ def adapter_config(settings: dict, embed_dim: int, lm_hidden: int) -> dict:
 
 def build_adapter(config: dict) -> EmbeddingAdapter:
     return EmbeddingAdapter(
-        config["embed_dim"], config["lm_hidden"], config["soft_tokens"], config["hidden_dim"],
-        config["dropout"], config["residual_scale"],
+        config["embed_dim"],
+        config["lm_hidden"],
+        config["soft_tokens"],
+        config["hidden_dim"],
+        config["dropout"],
+        config["residual_scale"],
     )
 
 
@@ -340,8 +343,15 @@ def read_params(path: str | Path) -> dict:
 
 
 @torch.inference_mode()
-def generate_texts(lm, tokenizer, adapter: EmbeddingAdapter, sources: list[Source], embeddings: torch.Tensor,
-                   generation: dict, batch_size: int) -> list[str]:
+def generate_texts(
+    lm,
+    tokenizer,
+    adapter: EmbeddingAdapter,
+    sources: list[Source],
+    embeddings: torch.Tensor,
+    generation: dict,
+    batch_size: int,
+) -> list[str]:
     """Generate one text per source from its embedding (left-padded batches)."""
     from transformers import GenerationConfig
 
@@ -360,22 +370,29 @@ def generate_texts(lm, tokenizer, adapter: EmbeddingAdapter, sources: list[Sourc
     return texts
 
 
-def score_texts(predictions: list[str], references: list[list[str]], bertscore_model: str | Path | None,
-                device: torch.device, settings: dict) -> tuple[str, float]:
-    """(metric name, mean score): BERTScore F1 with a local model folder, else ROUGE-L F (best reference)."""
-    if bertscore_model is not None:
-        from bert_score import score
+def score_texts(
+    predictions: list[str],
+    references: list[list[str]],
+    bertscore_model: str | Path | None,
+    device: torch.device,
+    settings: dict,
+) -> tuple[str, float]:
+    """(metric name, mean): BERTScore F1 on a local model folder, else ROUGE-L F; both as ``vecflow score`` does."""
+    from vecflow import scoring
 
-        model_dir = Path(bertscore_model)
-        layers = settings.get("bertscore_num_layers") or read_json(model_dir / "config.json")["num_hidden_layers"]
-        _, _, f1 = score(predictions, references, model_type=str(model_dir), num_layers=int(layers),
-                         batch_size=int(settings.get("bertscore_batch_size", 16)), device=str(device))
-        return "bertscore_f1", float(f1.mean())
-    from rouge_score import rouge_scorer
+    if bertscore_model is None:
+        return "rougeL", scoring.rouge_scores(predictions, references)["mean"]["rougeL"]["f"]
+    model_dir = Path(bertscore_model)
+    layers = settings.get("bertscore_num_layers") or _num_layers(model_dir)
+    model_dir = scoring.check_bertscore_model(model_dir, layers)
+    scorer = scoring.load_bertscorer(str(model_dir), layers, device.type)
+    result = scoring.bertscore(scorer, predictions, references, int(settings.get("bertscore_batch_size", 16)))
+    return "bertscore_f1", result["f1"]
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    values = [scorer.score_multi(refs, pred)["rougeL"].fmeasure for pred, refs in zip(predictions, references)]
-    return "rougeL", sum(values) / len(values)
+
+def _num_layers(model_dir: Path) -> int:
+    """All layers of a local BERTScore backbone unless ``bertscore_num_layers`` says otherwise."""
+    return int(read_json(model_dir / "config.json").get("num_hidden_layers", 1))
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -411,8 +428,9 @@ class TrainData:
     pad: int
 
 
-def run_epoch(lm, adapter, optimizer, data: TrainData, settings: dict, epoch: int, tracker: Tracker,
-              step: int) -> tuple[dict, int]:
+def run_epoch(
+    lm, adapter, optimizer, data: TrainData, settings: dict, epoch: int, tracker: Tracker, step: int
+) -> tuple[dict, int]:
     """One pass over the training data in a seeded order; logs every batch. Returns (mean of each term, step)."""
     weights = LossWeights.from_settings(settings)
     device = next(adapter.parameters()).device
@@ -439,8 +457,9 @@ def run_epoch(lm, adapter, optimizer, data: TrainData, settings: dict, epoch: in
     return {f"train/{k}": v / len(starts) for k, v in totals.items()}, step
 
 
-def prepare_train_data(tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, encoder_dir,
-                       settings: dict) -> TrainData:
+def prepare_train_data(
+    tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, encoder_dir, settings: dict
+) -> TrainData:
     examples = [make_example(tokenizer, r.template, r.target_text, int(settings["max_target_length"])) for r in rows]
     vectors = all_vectors[[r.embedding_index for r in rows]]
     target_vectors = None
@@ -449,8 +468,9 @@ def prepare_train_data(tokenizer, rows: list[SynthesisRow], all_vectors: torch.T
     return TrainData(examples, vectors, target_vectors, pad_id(tokenizer))
 
 
-def train_elm(settings: dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None, bertscore_model=None,
-              params_path=None) -> float:
+def train_elm(
+    settings: dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None, bertscore_model=None, params_path=None
+) -> float:
     """Train an adapter, validate by generation after each epoch, write the adapter folder; returns the best score.
 
     With an Optuna ``trial`` each epoch's score is reported and a pruned trial raises ``optuna.TrialPruned``
@@ -474,30 +494,50 @@ def train_elm(settings: dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None
     optimizer = torch.optim.AdamW(
         adapter.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"])
     )
-    print(f"[vecflow] train-elm: {len(data.examples)} train rows, {len(val_sources)} val sources, "
-          f"{sum(p.numel() for p in adapter.parameters())} adapter parameters", flush=True)
+    print(
+        f"[vecflow] train-elm: {len(data.examples)} train rows, {len(val_sources)} val sources, "
+        f"{sum(p.numel() for p in adapter.parameters())} adapter parameters",
+        flush=True,
+    )
 
     with atomic_dir(out_dir) as tmp:
-        tracker = Tracker(tmp / "history.jsonl", run_name=settings.get("run_name", f"elm-{Path(out_dir).name}"),
-                          config=settings, backends=settings.get("tracking", {}))
+        tracker = Tracker(
+            tmp / "history.jsonl",
+            run_name=settings.get("run_name", f"elm-{Path(out_dir).name}"),
+            config=settings,
+            backends=settings.get("tracking", {}),
+        )
         best = {"value": float("-inf"), "epoch": 0, "state": None}
         step, epochs = 0, []
         for epoch in range(1, int(settings["epochs"]) + 1):
             train_means, step = run_epoch(lm, adapter, optimizer, data, settings, epoch, tracker, step)
-            predictions = generate_texts(lm, tokenizer, adapter, val_sources, val_vectors, settings["generation"],
-                                         int(settings["batch_size"]))
-            metric, value = score_texts(predictions, [s.references for s in val_sources], bertscore_model,
-                                        device, settings)
-            record = {"epoch": epoch, "step": step, **train_means, f"val/{metric}": value,
-                      "val/example": predictions[0] if predictions else ""}
+            predictions = generate_texts(
+                lm, tokenizer, adapter, val_sources, val_vectors, settings["generation"], int(settings["batch_size"])
+            )
+            metric, value = score_texts(
+                predictions, [s.references for s in val_sources], bertscore_model, device, settings
+            )
+            record = {
+                "epoch": epoch,
+                "step": step,
+                **train_means,
+                f"val/{metric}": value,
+                "val/example": predictions[0] if predictions else "",
+            }
             tracker.log(record, step=step)
             epochs.append({k: v for k, v in record.items() if k != "val/example"})
             if best["state"] is None or value > best["value"]:
                 best = {"value": value, "epoch": epoch, "state": copy.deepcopy(adapter.state_dict())}
             if trial is not None:
                 _report_to_trial(trial, value, epoch, tracker)
-        summary = {"val_metric": metric, "best_value": best["value"], "best_epoch": best["epoch"],
-                   "epochs": epochs, "train_rows": len(data.examples), "val_sources": len(val_sources)}
+        summary = {
+            "val_metric": metric,
+            "best_value": best["value"],
+            "best_epoch": best["epoch"],
+            "epochs": epochs,
+            "train_rows": len(data.examples),
+            "val_sources": len(val_sources),
+        }
         write_adapter(tmp, best["state"], config, settings, lm_dir, train_rows)
         write_json(tmp / "summary.json", summary)
         tracker.finish({k: v for k, v in summary.items() if k != "epochs"})
@@ -518,15 +558,18 @@ def write_adapter(folder: Path, state: dict, config: dict, settings: dict, lm_di
 
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter.safetensors"))
     templates = sorted({r.template for r in train_rows})
-    write_json(folder / "adapter_config.json", {
-        **config,
-        "lm": Path(lm_dir).name,
-        "placeholder": PLACEHOLDER,
-        "prompt": "chat template, one user turn; <EMB> replaced by the soft tokens; answer = target + eos",
-        "templates": templates,
-        "max_target_length": int(settings["max_target_length"]),
-        "generation": settings["generation"],
-    })
+    write_json(
+        folder / "adapter_config.json",
+        {
+            **config,
+            "lm": Path(lm_dir).name,
+            "placeholder": PLACEHOLDER,
+            "prompt": "chat template, one user turn; <EMB> replaced by the soft tokens; answer = target + eos",
+            "templates": templates,
+            "max_target_length": int(settings["max_target_length"]),
+            "generation": settings["generation"],
+        },
+    )
 
 
 def load_adapter(adapter_dir: str | Path, device: torch.device) -> tuple[EmbeddingAdapter, dict]:
@@ -563,13 +606,17 @@ def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out) 
         )
     rows, vectors = load_split(data_dir, split)
     if vectors.shape[1] != config["embed_dim"]:
-        raise VecflowError(f"{data_dir}/{split}_embeddings.safetensors: dimension {vectors.shape[1]} "
-                           f"does not match the adapter's embed_dim {config['embed_dim']}")
+        raise VecflowError(
+            f"{data_dir}/{split}_embeddings.safetensors: dimension {vectors.shape[1]} "
+            f"does not match the adapter's embed_dim {config['embed_dim']}"
+        )
     sources = group_by_source(rows)
-    texts = generate_texts(lm, tokenizer, adapter, sources, vectors, settings["generation"],
-                           int(settings["batch_size"]))
-    return write_jsonl(out, ({"id": s.source_id, "prediction": t, "references": s.references}
-                             for s, t in zip(sources, texts)))
+    texts = generate_texts(
+        lm, tokenizer, adapter, sources, vectors, settings["generation"], int(settings["batch_size"])
+    )
+    return write_jsonl(
+        out, ({"id": s.source_id, "prediction": t, "references": s.references} for s, t in zip(sources, texts))
+    )
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -585,8 +632,15 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--bertscore-model", default=None, help="score validation with BERTScore F1 (else ROUGE-L)")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
-    value = train_elm(args.settings, args.data_dir, args.lm, args.encoder, args.out,
-                      bertscore_model=args.bertscore_model, params_path=args.params)
+    value = train_elm(
+        args.settings,
+        args.data_dir,
+        args.lm,
+        args.encoder,
+        args.out,
+        bertscore_model=args.bertscore_model,
+        params_path=args.params,
+    )
     print(f"[vecflow] train-elm: best validation score {value:.4f} -> {args.out}", flush=True)
     return 0
 

@@ -49,8 +49,9 @@ def info_nce(predicted: torch.Tensor, embeddings: torch.Tensor, temperature: flo
     return 0.5 * (F.cross_entropy(logits, positives) + F.cross_entropy(logits.T, positives))
 
 
-def text_drift(adapter_side: torch.Tensor, target_text_embeddings: torch.Tensor,
-               target_similarity: float) -> tuple[torch.Tensor, torch.Tensor]:
+def text_drift(
+    adapter_side: torch.Tensor, target_text_embeddings: torch.Tensor, target_similarity: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Hinge ``relu(target_similarity - cos)``, averaged over the batch; also returns the mean cosine."""
     cosine = F.cosine_similarity(adapter_side, target_text_embeddings, dim=-1)
     return F.relu(target_similarity - cosine).mean(), cosine.mean().detach()

@@ -60,6 +60,10 @@ def parse_splits(text: str) -> list[str]:
 def filter_summary(in_dir: Path, splits: list[str], settings: dict, out_dir: Path, stats_path: Path) -> dict:
     """Filter every split in memory first, then write all outputs (nothing is written on an error)."""
     tolerance = float(settings.get("norm_tolerance", 1e-3))
+    for split in splits:
+        for path in split_paths(in_dir, split):
+            if not path.is_file():
+                raise VecflowError(f"{path}: file not found (split '{split}')")
     results = {split: filter_split(*split_paths(in_dir, split), tolerance) for split in splits}
     for split, (records, embeddings, _) in results.items():
         synthesis_out, embeddings_out = split_paths(out_dir, split)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vecflow.baselines import Predictor, build_baselines, normalise
+from vecflow.devices import pick_device
 from vecflow.errors import VecflowError, where
 from vecflow.io import atomic_path, load_tensors, iter_jsonl, require_fields, write_json
 from vecflow.settings import seed_everything, settings_arg
@@ -460,12 +461,10 @@ def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = args.settings
-    from vecflow.devices import pick_device
-
     seed = int(settings.get("seed", 0))
     seed_everything(seed)
     splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
-    train = load_windows(args.train_windows)
+    train = subsample(load_windows(args.train_windows), int(settings.get("ridge_max_samples", 20000)), seed)
     baselines = build_baselines(train.contexts, train.targets, float(settings.get("ridge_lambda", 1.0)))
     device = pick_device(settings.get("device", "auto"))
     model = model_predictor(args.model, device, int(settings.get("batch_size", 256)))

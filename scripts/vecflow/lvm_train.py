@@ -27,13 +27,15 @@ import numpy as np
 import torch
 
 from vecflow.devices import pick_device
+from vecflow.embeddings import load_embeddings
 from vecflow.errors import VecflowError
-from vecflow.io import atomic_dir, atomic_path, iter_jsonl, load_tensors, require_fields, write_json, write_jsonl
+from vecflow.io import atomic_dir, atomic_path, write_json, write_jsonl
 from vecflow.lvm_losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
 from vecflow.lvm_models import build_model, model_config, predict, save_lvm
 from vecflow.lvm_presets import resolve_schedule
 from vecflow.settings import need, seed_everything, settings_arg
 from vecflow.tracking import Tracker
+from vecflow.windows import load_windows as read_windows_file
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 SELECTION_METRICS = {  # setting -> (history key, higher is better)
@@ -64,35 +66,16 @@ class Bank:
 
 
 def load_windows(path: str | Path) -> Windows:
-    """Read a windows safetensors file and check that its four tensors agree in shape."""
-    arrays = load_tensors(path, required=["contexts", "targets", "article_ids", "target_indices"])
-    contexts, targets = arrays["contexts"], arrays["targets"]
-    if contexts.ndim != 3 or len(contexts) == 0:
-        raise VecflowError(f"{path}: tensor 'contexts': expected a non-empty N x C x D array, got shape {contexts.shape}")
-    n, _, dim = contexts.shape
-    if targets.shape != (n, dim):
-        raise VecflowError(f"{path}: tensor 'targets': expected shape ({n}, {dim}), got {targets.shape}")
-    for key in ("article_ids", "target_indices"):
-        if arrays[key].shape != (n,) or not np.issubdtype(arrays[key].dtype, np.integer):
-            raise VecflowError(f"{path}: tensor '{key}': expected {n} integers, got {arrays[key].dtype} {arrays[key].shape}")
-    if not (np.isfinite(contexts).all() and np.isfinite(targets).all()):
-        raise VecflowError(f"{path}: tensor 'contexts' or 'targets': contains NaN or infinite values")
-    return Windows(contexts.astype(np.float32), targets.astype(np.float32),
-                   arrays["article_ids"].astype(np.int64), arrays["target_indices"].astype(np.int64))
+    """Read a windows safetensors file (checked by ``vecflow.windows.load_windows``)."""
+    arrays = read_windows_file(path)
+    return Windows(arrays["contexts"], arrays["targets"], arrays["article_ids"], arrays["target_indices"])
 
 
 def load_bank(embeddings_path: str | Path, index_path: str | Path) -> Bank:
-    """Read ``{split}.safetensors`` (key ``embeddings``) and its ``.index.jsonl`` rows {article_id, chunk_index}."""
-    embeddings = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
-    article_ids, chunk_indices = [], []
-    for lineno, row in iter_jsonl(index_path):
-        require_fields(row, {"article_id": int, "chunk_index": int}, index_path, lineno)
-        article_ids.append(row["article_id"])
-        chunk_indices.append(row["chunk_index"])
-    if embeddings.ndim != 2 or len(embeddings) != len(article_ids):
-        raise VecflowError(f"{embeddings_path}: tensor 'embeddings': shape {embeddings.shape} does not match "
-                           f"the {len(article_ids)} rows of {index_path}")
-    return Bank(embeddings.astype(np.float32), np.asarray(article_ids, np.int64), np.asarray(chunk_indices, np.int64))
+    """Read ``{split}.safetensors`` + ``{split}.index.jsonl`` (checked by ``vecflow.embeddings.load_embeddings``)."""
+    embeddings, rows = load_embeddings(embeddings_path, index_path)
+    return Bank(embeddings, np.array([row["article_id"] for row in rows], dtype=np.int64),
+                np.array([row["chunk_index"] for row in rows], dtype=np.int64))
 
 
 def check_compatible(train: Windows, val: Windows, bank: Bank, paths: dict) -> None:

@@ -39,6 +39,7 @@ ARTIFACT_KEYS = {
     "decision": False,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SPLIT_ORDER = ("train", "val", "ood")
 FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "rollout")
 NOT_PLOTTED = {"epoch", "step", "time"}
 MAX_TABLE_ROWS = 200
@@ -294,27 +295,28 @@ def history_axes(records: list[dict]) -> tuple[str, list[str]]:
     terms: list[str] = []
     for record in records:
         for key, value in record.items():
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            wanted = key.startswith(("train/", "val/")) or (numeric and key not in NOT_PLOTTED)
-            if wanted and numeric and key != x_key and key not in terms:
+            wanted = key.startswith(("train/", "val/")) or key not in NOT_PLOTTED
+            if wanted and _is_number(value) and key != x_key and key not in terms:
                 terms.append(key)
     return x_key, terms
 
 
-def plot_history(records: list[dict], x_key: str, terms: list[str], title: str) -> bytes:
-    """One PNG: a small panel per term, each against ``x_key``."""
-    import matplotlib
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot_history(records: list[dict], x_key: str, terms: list[str], title: str) -> bytes:
+    """One PNG: a small panel per term against ``x_key`` (records without ``x_key`` are skipped)."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     columns = min(3, len(terms))
     rows = -(-len(terms) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * columns, 2.8 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax, term in zip(axes.flat, terms):
         points = [(r.get(x_key, i), r[term]) for i, r in enumerate(records)
-                  if isinstance(r.get(term), (int, float)) and not isinstance(r.get(term), bool)]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+                  if _is_number(r.get(term)) and (x_key == "record" or x_key in r)]
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel(x_key, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -325,7 +327,6 @@ def plot_history(records: list[dict], x_key: str, terms: list[str], title: str) 
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -348,8 +349,10 @@ def fivecat_tables(run: str, report: dict) -> list[dict]:
     thresholds = report.get("thresholds", {}) or {}
     contenders = {"model": model, **baselines}
     blocks = []
-    for split in sorted({s for c in contenders.values() if isinstance(c, dict) for s in c}):
-        by_name = {name: (c.get(split) or {}) for name, c in contenders.items() if isinstance(c, dict)}
+    splits = {s for c in contenders.values() if isinstance(c, dict) for s, v in c.items() if isinstance(v, dict)}
+    for split in sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s)):
+        by_name = {name: c[split] for name, c in contenders.items()
+                   if isinstance(c, dict) and isinstance(c.get(split), dict)}
         blocks += fivecat_split_tables(run, split, by_name, gates.get(split, {}), thresholds.get(split, {}))
     if gates:
         blocks.append(key_value_table(gates, f"{run}: gates"))
@@ -361,21 +364,21 @@ def fivecat_tables(run: str, report: dict) -> list[dict]:
 def fivecat_split_tables(run: str, split: str, by_name: dict, gates: dict, thresholds: dict) -> list[dict]:
     scalars = [m for m in FIVECAT_METRICS if any(m in v for v in by_name.values())]
     scalars += sorted({k for v in by_name.values() for k, x in v.items()
-                       if k not in scalars and isinstance(x, (int, float)) and not isinstance(x, bool)})
-    rows = []
-    for name, values in by_name.items():
-        row = [name]
-        for metric in scalars:
-            verdict = gates.get(metric) if name == "model" and isinstance(gates, dict) else None
-            row.append(cell(values.get(metric), "num " + ("pass" if verdict else "fail")) if isinstance(verdict, bool)
-                       else values.get(metric))
-        rows.append(row)
+                       if k not in scalars and _is_number(x)})
+    gates = gates if isinstance(gates, dict) else {}
+    rows = [[name, *(gated_cell(values.get(m), gates.get(m)) if name == "model" else values.get(m) for m in scalars)]
+            for name, values in by_name.items()]
     if isinstance(thresholds, dict) and thresholds:
         rows.append(["threshold"] + [thresholds.get(metric) for metric in scalars])
     blocks = [table(["", *scalars], rows, heading=f"{run}: {split}")]
     for part in ("offsets", "ablations"):
         blocks += nested_metric_table(f"{run}: {split} {part}", {n: v.get(part) for n, v in by_name.items()})
     return blocks
+
+
+def gated_cell(value, verdict):
+    """A model metric coloured by its gate verdict when the gates give one (True/False)."""
+    return cell(value, "num pass" if verdict else "num fail") if isinstance(verdict, bool) else value
 
 
 def nested_metric_table(heading: str, by_name: dict) -> list[dict]:
@@ -476,13 +479,24 @@ def deploy_section(artifacts: dict) -> list[dict]:
 
 
 def deciding_gate(decision: dict, gates: list[dict]) -> str:
+    """The first failed gate with its value and threshold, or that all gates passed."""
     failed = decision.get("failed") or [g for g in gates if g.get("passed") is False]
     if not failed:
         return f"all {len(gates)} gates passed"
-    first = failed[0]
-    if isinstance(first, dict):
-        first = f"{first.get('component', '')} {first.get('gate', '')}: {first.get('value')} vs {first.get('threshold')}"
-    return f"deciding gate: {first}" + (f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else "")
+    first = failed[0] if isinstance(failed[0], dict) else find_gate(str(failed[0]), gates)
+    text = str(failed[0]) if first is None else (
+        f"{first.get('component', '')} {first.get('gate', '')}: value {first.get('value')}, "
+        f"threshold {first.get('threshold')}"
+    )
+    return f"deciding gate: {text}" + (f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else "")
+
+
+def find_gate(label: str, gates: list[dict]) -> dict | None:
+    """The gate named ``label`` as ``gate`` or ``component.gate``, if the list has it."""
+    for gate in gates:
+        if label in (gate.get("gate"), f"{gate.get('component')}.{gate.get('gate')}"):
+            return gate
+    return None
 
 
 SECTIONS = (  # id, title, the keys that belong to it

@@ -194,8 +194,15 @@ def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -
         },
         **text_stats(predictions, references_list),
     }
-    examples = pick_examples(rows, rouge, bert, settings.get("examples", 3))
+    examples = pick_examples(rows, rouge, bert, example_count(settings))
     return scores, examples
+
+
+def example_count(settings: dict) -> int:
+    count = settings.get("examples", 3)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise VecflowError(f"settings: field 'examples': expected a non-negative integer, got {count!r}")
+    return count
 
 
 def _device_name(requested: str) -> str:

@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from vecflow.errors import VecflowError
@@ -120,18 +121,22 @@ class Bundle:
         return self._once("summarizer", load)
 
     @property
-    def elm(self):
-        """The ELM adapter + LM through ``vecflow.elm``; an HTTP 501 when the bundle or package lacks it."""
+    def elm(self) -> dict:
+        """The ELM adapter, its config and the frozen LM (via ``vecflow.elm``); HTTP 501 when unavailable."""
         if not (self.root / "elm").is_dir():
             raise HTTPException(501, "this bundle has no ELM adapter: /summarize accepts only 'dialogue'")
         try:
             from vecflow import elm
         except ImportError:
             raise HTTPException(501, "vecflow.elm is not installed: /summarize accepts only 'dialogue'") from None
-        if not hasattr(elm, "load_elm") or not hasattr(elm, "generate_from_embeddings"):
-            raise HTTPException(501, "vecflow.elm has no load_elm/generate_from_embeddings: embeddings unsupported")
         device = self.device
-        return self._once("elm", lambda: elm.load_elm(self.root / "elm", self.root / "lm", device))
+
+        def load():
+            adapter, config = elm.load_adapter(self.root / "elm", device)
+            lm, tokenizer = elm.load_frozen_lm(self.root / "lm", device)
+            return {"adapter": adapter, "config": config, "lm": lm, "tokenizer": tokenizer}
+
+        return self._once("elm", load)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,11 +255,27 @@ def summarize_dialogue(bundle: Bundle, dialogue: str) -> str:
     return tokenizer.decode(output[0], skip_special_tokens=True).strip()
 
 
+def summary_template(templates: list[str]) -> str:
+    """The adapter's prompt for summaries: a training template that mentions a summary, else the first one."""
+    if not templates:
+        return "Summarize: <EMB>"
+    return next((t for t in templates if "summar" in t.lower()), templates[0])
+
+
 def summarize_embedding(bundle: Bundle, embedding: list[float]) -> str:
+    """Text from one sentence embedding through the ELM adapter and its frozen LM."""
+    import torch
     from vecflow import elm
 
-    vector = check_vectors([embedding], 1, bundle.dim, "embedding")
-    return elm.generate_from_embeddings(bundle.elm, vector)[0]
+    parts = bundle.elm
+    config = parts["config"]
+    vector = check_vectors([embedding], 1, int(config["embed_dim"]), "embedding")
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    source = elm.Source("request", summary_template(config.get("templates", [])), 0, [])
+    generation = config.get("generation") or {"num_beams": 1, "max_new_tokens": 48}
+    texts = elm.generate_texts(parts["lm"], parts["tokenizer"], parts["adapter"], [source],
+                               torch.from_numpy(vector), generation, batch_size=1)
+    return texts[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,6 +288,10 @@ def create_app(bundle_dir: str | Path, device: str = "auto") -> FastAPI:
     app = FastAPI(title=f"vecflow: {bundle.name}", version=bundle.manifest_sha256[:12],
                   description="Next-vector prediction, retrieval chat and dialogue summaries from a vecflow bundle.")
     app.state.bundle = bundle
+
+    @app.exception_handler(VecflowError)
+    def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"bundle component failed to load: {exc}"})
 
     @app.get("/health")
     def health() -> dict:

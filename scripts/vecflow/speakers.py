@@ -54,7 +54,7 @@ def add_speaker_tokens(tokenizer, model, tags: list[str]) -> list[str]:
     tokenizer.add_tokens([AddedToken(tag, normalized=False, special=False, single_word=False) for tag in new_tags])
     new_ids = {tag: tokenizer.convert_tokens_to_ids(tag) for tag in new_tags}
     for part in embedding_owners(model):
-        part.resize_token_embeddings(len(tokenizer))
+        part.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows are set just below
         init_rows_from_pieces(part, new_ids, pieces)
     sync_vocab_size(model, len(tokenizer))
     return new_tags

@@ -24,11 +24,12 @@ import math
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 from vecflow.errors import VecflowError, where
 from vecflow.generation import check_generation_config, to_generation_config
-from vecflow.io import atomic_dir, iter_jsonl, read_jsonl, write_json, write_jsonl
+from vecflow.io import atomic_dir, iter_jsonl, read_jsonl, sha256_file, write_json, write_jsonl
 from vecflow.settings import need, seed_everything, settings_arg
 from vecflow.speakers import add_speaker_tokens, count_speakers, speaker_tags
 
@@ -200,7 +201,9 @@ def train_one_epoch(model, features, collator, optimizer, scheduler, settings: d
     losses = []
     for step, idx in enumerate(tqdm(batches, desc=f"train epoch {epoch}", mininterval=10), start=1):
         batch = collator([features[i] for i in idx]).to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16), warnings.catch_warnings():
+            # EncoderDecoderModel warns on every call with labels that its loss changed in v4.12
+            warnings.filterwarnings("ignore", message="Version v4.12.0", category=FutureWarning)
             loss = model(**batch).loss
         (loss / grad_accum).backward()
         losses.append(loss.item())
@@ -300,17 +303,33 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_resume_state(partial: Path) -> dict | None:
-    """The state saved after the last finished epoch, or None when there is nothing to resume."""
+def run_fingerprint(settings: dict, train_path, val_path, base_dir) -> str:
+    """What a resumed run must share with the interrupted one: settings (not device/tracking), data, base."""
+    import hashlib
+    import json
+
+    kept = {k: v for k, v in settings.items() if k not in ("device", "tracking")}
+    parts = [json.dumps(kept, sort_keys=True), sha256_file(train_path), sha256_file(val_path), str(base_dir)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def load_resume_state(partial: Path, fingerprint: str) -> dict | None:
+    """The state saved after the last finished epoch of the SAME run, or None (then start afresh)."""
     import torch
 
     state_path = partial / "last" / "state.pt"
     if not state_path.exists():
         return None
     try:
-        return torch.load(state_path, weights_only=False, map_location="cpu")
+        state = torch.load(state_path, weights_only=False, map_location="cpu")
     except Exception as exc:  # a corrupt file: say so rather than silently restart
         raise VecflowError(f"{state_path}: cannot read resume state ({exc}); delete {partial} to start over") from None
+    if state.get("fingerprint") != fingerprint:
+        print(f"[vecflow] {partial}: settings, data or base changed since it was written; starting afresh",
+              flush=True)
+        shutil.rmtree(partial)
+        return None
+    return state
 
 
 def trim_history(history_path: Path, last_epoch: int) -> None:
@@ -347,7 +366,8 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
     device = pick_device(settings.get("device", "auto"))
     bf16 = use_bf16(bool(settings.get("bf16", False)), device)
 
-    resume = load_resume_state(partial)
+    fingerprint = run_fingerprint(settings, train_path, val_path, base_dir)
+    resume = load_resume_state(partial, fingerprint)
     if resume is None:
         texts = [r["dialogue"] for r in train_rows] + [s for r in train_rows for s in r["summaries"]]
         model, tokenizer = load_base(base_dir, texts, int(settings.get("min_speakers", 3)))
@@ -388,7 +408,7 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
             best = {"epoch": epoch, "rougeL": scores["rougeL"]}
             save_model_folder(partial / "best", model, tokenizer)
         state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(), "best": best}
+                 "rng": rng_state(), "best": best, "fingerprint": fingerprint}
         save_model_folder(partial / "last", model, tokenizer, state)
         record = {"epoch": epoch, "train/loss": train_loss, "lr": scheduler.get_last_lr()[0],
                   "epoch_seconds": seconds, **{f"val/{k}": v for k, v in scores.items()},

@@ -120,13 +120,13 @@ def report_inputs(wildcards):
         files["filter_stats"] = f"{R}/summary/filtered/stats.json"
         for split, path in config["summary"]["splits"].items():
             files[f"data__{split}"] = path
-        files["history__seq2seq"] = f"{R}/summarizer/model/history.jsonl"
+        files["history__seq2seq"] = f"{R}/summarizer/model"
         files["scores__seq2seq"] = f"{R}/eval/seq2seq/scores.json"
         files["examples__seq2seq"] = f"{R}/eval/seq2seq/examples.json"
         models.add(config["summarizer"]["base"])
         models.add(config["evaluation"]["bertscore"]["model"])
     if TRACKS["summary"] and TRACKS["elm"]:
-        files["history__elm"] = f"{R}/elm/adapter/history.jsonl"
+        files["history__elm"] = f"{R}/elm/adapter"
         files["scores__elm"] = f"{R}/eval/elm/scores.json"
         files["examples__elm"] = f"{R}/eval/elm/examples.json"
         models.add(config["elm"]["lm"])
@@ -142,7 +142,7 @@ def report_inputs(wildcards):
         files["direction"] = f"{R}/lvm/diagnostics/direction.json"
         files["direction_plot"] = f"{R}/lvm/diagnostics/direction.png"
         for run in LVM_RUNS:
-            files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}/history.jsonl"
+            files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}"
             files[f"fivecat__{run}"] = f"{R}/lvm/fivecat/{run}.json"
             files[f"fivecat_plot__{run}"] = f"{R}/lvm/fivecat/{run}.png"
     if deploy_enabled():
@@ -153,9 +153,13 @@ def report_inputs(wildcards):
 
 
 def artifact_args(wildcards, input):
-    return " ".join(
-        f"--artifact {key.replace('__', ':')}={path}" for key, path in input.items()
-    )
+    """--artifact KEY[:NAME]=PATH for the report; a training folder contributes its history.jsonl only."""
+    args = []
+    for key, path in input.items():
+        if key.startswith("history__"):
+            path = f"{path}/history.jsonl"
+        args.append(f"--artifact {key.replace('__', ':')}={path}")
+    return " ".join(args)
 
 
 def deploy_enabled():

@@ -1,0 +1,285 @@
+import json
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from vecflow.cli import main as cli_main
+from vecflow.errors import VecflowError
+from vecflow.report import build_report, collect_artifacts, git_revision, history_axes, parse_artifact
+
+SETTINGS = {"title": "demo <report>", "config_hash": "abc123", "seed": 1, "device": "cpu"}
+
+
+def tiny_png(width=3, height=2) -> bytes:
+    """A valid RGB PNG written by hand (no plotting library needed)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\x80\x20\x20" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def make_artifacts(root: Path) -> dict[str, Path]:
+    """One small file per report key, shaped like the pipeline's outputs; returns {spec key: path}."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def put(name, content):
+        path = root / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_text(json.dumps(content))
+        return path
+
+    history = "".join(json.dumps(r) + "\n" for r in [
+        {"epoch": 1, "train/loss": 0.9, "val/margin": 0.01, "lr": 5e-4, "time": 3.2},
+        {"epoch": 2, "train/loss": 0.5, "val/margin": 0.05, "lr": 2e-4, "time": 3.1},
+    ])
+    split_metrics = {"c0": 0.61, "margin": 0.14, "peak_k": 0, "offsets": {"-1": 0.4, "0": 0.61, "1": 0.3},
+                     "r1": 0.7, "r5": 0.97, "mrr": 0.82, "rollout": 0.5,
+                     "ablations": {"shuffled": -0.05, "reversed": -0.07}}
+    copy_last = {"c0": 0.41, "margin": -0.5, "peak_k": -1, "offsets": {"-1": 1.0, "0": 0.41, "1": 0.2}, "r1": 0.3}
+    return {
+        "config": put("config.yaml", "seed: 1234\nreport:\n  title: <demo>\n"),
+        "manifest:minilm": put("manifest.json", {"name": "minilm", "source": {"source": "pypi", "version": "0.1.0"},
+                                                 "files": {"config.json": "aa" * 32, "model.safetensors": "bb" * 32}}),
+        "data:train": put("train.jsonl", '{"id": "1"}\n'),
+        "ingest_stats": put("ingest.json", {"train": {"dialogues": 40}, "val": {"dialogues": 8}}),
+        "filter_stats": put("filter.json", {"train": {"kept": 40, "dropped": {"topic": 40}}}),
+        "leakage": put("leakage.json", {"articles": {"train": 7, "val": 2}, "overlap": []}),
+        "split_ids": put("ids.json", {"train": [0, 1, 2, 3, 4, 5, 6], "val": [7, 8]}),
+        "direction": put("direction.json", {"coherence": 0.46, "signal": 0.12,
+                                            "gate": {"passed": True, "min_coherence": 0.2}}),
+        "direction_plot": put("direction.png", tiny_png()),
+        "history:p4": put("history.jsonl", history),
+        "fivecat:p4": put("fivecat.json", {
+            "model": {"val": split_metrics, "ood": split_metrics},
+            "baselines": {"copy_last": {"val": copy_last, "ood": copy_last}},
+            "gates": {"val": {"c0": True, "margin": True, "r5": False}, "generalisation": {"c0": True}},
+            "thresholds": {"val": {"c0": 0.5, "margin": 0.12}},
+        }),
+        "fivecat_plot:p4": put("fivecat.png", tiny_png()),
+        "scores:seq2seq": put("scores.json", {
+            "n": 8, "rouge": {m: {"f": 0.3, "p": 0.3, "r": 0.3} for m in ("rouge1", "rouge2", "rougeL", "rougeLsum")},
+            "bertscore": {"p": 0.6, "r": 0.6, "f1": 0.61, "f1_std": 0.05, "model": "minilm", "num_layers": 6},
+            "empty_predictions": 0, "mean_pred_words": 12.0, "mean_ref_words": 15.5,
+            "speaker_tag_rate": {"predictions": 0.5, "references": 0.9}}),
+        "examples:seq2seq": put("examples.json", {
+            "ranked_by": "rougeL.f",
+            "best": [{"id": "d1", "prediction": "<b>#Person1#</b> buys", "references": ["#Person1# buys"],
+                      "scores": {"rougeL": 0.9, "bertscore_f1": 0.8}}],
+            "worst": [{"id": "d2", "prediction": "", "references": ["r"], "scores": {"rougeL": 0.0}}]}),
+        "hpo_trials": put("trials.csv", "number,value,params_learning_rate,state\n0,0.61,0.001,COMPLETE\n"),
+        "hpo_importance": put("importance.png", tiny_png()),
+        "hpo_params": put("best.yaml", "learning_rate: 0.001\nresidual_scale: 0.2\n"),
+        "decision": put("decision.json", {
+            "deploy": False, "name": "vecflow-demo",
+            "gates": [{"gate": "min_c0", "value": 0.3, "threshold": 0.5, "passed": False, "component": "lvm"},
+                      {"gate": "min_rouge1", "value": 0.3, "threshold": 0.0, "passed": True,
+                       "component": "summarizer"}],
+            "failed": ["lvm.min_c0"]}),
+    }
+
+
+def specs(artifacts: dict[str, Path]) -> list[str]:
+    return [f"{key}={path}" for key, path in artifacts.items()]
+
+
+def render(tmp_path, artifacts: dict[str, Path], settings=SETTINGS) -> str:
+    out = tmp_path / "out" / "report.html"
+    assert cli_main(["report", *sum((["--artifact", s] for s in specs(artifacts)), []),
+                     "--settings", json.dumps(settings), "--out", str(out)]) == 0
+    return out.read_text()
+
+
+def section(html_text: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', html_text, re.S)
+    assert match, f"section {section_id} missing"
+    return match.group(1)
+
+
+SECTION_IDS = ("lineage", "data", "diagnostics", "training", "fivecat", "summaries", "hpo", "deploy")
+
+
+# ---------------------------------------------------------------------------------------- full page
+@pytest.fixture(scope="module")
+def full_page(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    artifacts = make_artifacts(tmp / "artifacts")
+    return render(tmp, artifacts), artifacts
+
+
+def test_full_page_has_every_section_with_content(full_page):
+    html_text, artifacts = full_page
+    for section_id in SECTION_IDS:
+        assert "not run" not in section(html_text, section_id), section_id
+    assert "<title>demo &lt;report&gt;</title>" in html_text
+    lineage = section(html_text, "lineage")
+    from vecflow.io import sha256_file
+
+    assert sha256_file(artifacts["config"]) in lineage and "<details>" in lineage
+    assert "title: &lt;demo&gt;" in lineage  # config content, escaped
+    assert "abc123" in lineage and "minilm" in lineage and sha256_file(artifacts["data:train"]) in lineage
+    assert "7 items: 0, 1, 2" in section(html_text, "data")
+    assert "data-direction gate passed" in section(html_text, "diagnostics")
+    assert "train/loss" in section(html_text, "training") and "val/margin" in section(html_text, "training")
+    fivecat = section(html_text, "fivecat")
+    assert "copy_last" in fivecat and "threshold" in fivecat and "shuffled" in fivecat
+    assert 'class="num fail">0.9700' in fivecat  # r5 gate failed on val
+    summaries = section(html_text, "summaries")
+    assert "0.6100" in summaries and "&lt;b&gt;#Person1#&lt;/b&gt; buys" in summaries
+    assert "params_learning_rate" in section(html_text, "hpo") and "residual_scale" in section(html_text, "hpo")
+    deploy = section(html_text, "deploy")
+    assert "NOT DEPLOYED vecflow-demo" in deploy and "deciding gate: lvm min_c0: value 0.3, threshold 0.5" in deploy
+
+
+def test_page_is_self_contained(full_page):
+    html_text, _ = full_page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html_text)
+    assert "http://" not in html_text and "https://" not in html_text
+    assert "<script" not in html_text.lower() and "<link" not in html_text.lower()
+    sources = re.findall(r'<img src="([^"]+)"', html_text)
+    assert len(sources) == 4  # direction, training curve, 5CAT plot, HPO importance
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+def test_text_is_escaped(tmp_path):
+    root = tmp_path / "a"
+    root.mkdir()
+    evil = root / "ingest.json"
+    evil.write_text(json.dumps({"<script>alert(1)</script>": "<img src=x onerror=alert(1)>"}))
+    html_text = render(tmp_path, {"ingest_stats": evil})
+    assert "<script>alert" not in html_text and "<img src=x" not in html_text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+
+
+def test_missing_sections_say_not_run(tmp_path):
+    artifacts = make_artifacts(tmp_path / "a")
+    html_text = render(tmp_path, {"scores:seq2seq": artifacts["scores:seq2seq"]}, settings={"title": "t"})
+    for section_id in ("data", "diagnostics", "training", "fivecat", "hpo", "deploy"):
+        assert '<p class="not-run">not run</p>' in section(html_text, section_id), section_id
+    assert "config: not run" in section(html_text, "lineage")
+    assert "not run" not in section(html_text, "summaries")
+    hpo_only_trials = render(tmp_path, {"hpo_trials": artifacts["hpo_trials"]})
+    assert "importance plot: not run" in section(hpo_only_trials, "hpo")
+
+
+def test_history_axes_pick_terms_and_x():
+    records = [{"epoch": 1, "train/loss": 1.0, "lr": 1e-3, "time": 2.0, "step": 10, "note": "x", "ok": True}]
+    assert history_axes(records) == ("epoch", ["train/loss", "lr"])
+    assert history_axes([{"step": 1, "val/r1": 0.5}]) == ("step", ["val/r1"])
+
+
+def test_git_revision_in_and_outside_a_repo(tmp_path):
+    assert git_revision(tmp_path) == "unknown"
+    repo_rev = git_revision(Path(__file__).resolve().parents[1])
+    assert repo_rev == "unknown" or re.match(r"^[0-9a-f]{40}", repo_rev)
+
+
+# -------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("config", r"--artifact 'config': expected KEY=PATH"),
+        ("nonsense=x", r"unknown key 'nonsense'"),
+        ("history={path}", r"key 'history' needs a name"),
+        ("config:x={path}", r"key 'config' takes no :NAME"),
+        ("config=/no/such/file.yaml", r"--artifact 'config=/no/such/file.yaml': /no/such/file.yaml: file not found"),
+    ],
+)
+def test_malformed_artifact_args_name_the_argument(tmp_path, spec, message):
+    path = tmp_path / "f.json"
+    path.write_text("{}")
+    with pytest.raises(VecflowError, match=message):
+        parse_artifact(spec.format(path=path))
+
+
+def test_duplicate_artifact_is_an_error(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text("{}")
+    with pytest.raises(VecflowError, match="scores:a given twice"):
+        collect_artifacts([f"scores:a={path}", f"scores:a={path}"])
+
+
+def test_bad_files_are_named(tmp_path):
+    bad_png = tmp_path / "plot.png"
+    bad_png.write_text("not a png")
+    with pytest.raises(VecflowError, match=r"plot.png: not a PNG file"):
+        build_report(collect_artifacts([f"direction_plot={bad_png}"]), {})
+    bad_jsonl = tmp_path / "history.jsonl"
+    bad_jsonl.write_text('{"epoch": 1}\n{oops\n')
+    with pytest.raises(VecflowError, match=r"history.jsonl:2: invalid JSON"):
+        build_report(collect_artifacts([f"history:r={bad_jsonl}"]), {})
+
+
+def test_cli_error_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "report.html"
+    code = cli_main(["report", "--artifact", "scores:m=/missing/scores.json", "--settings", "{}", "--out", str(out)])
+    assert code == 2
+    assert "--artifact 'scores:m=/missing/scores.json': /missing/scores.json: file not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_artifacts_json_is_merged(tmp_path):
+    artifacts = make_artifacts(tmp_path / "a")
+    mapping = tmp_path / "artifacts.json"
+    mapping.write_text(json.dumps({"decision": str(artifacts["decision"])}))
+    out = tmp_path / "r.html"
+    assert cli_main(["report", "--artifacts-json", str(mapping), "--artifact", f"config={artifacts['config']}",
+                     "--settings", "{}", "--out", str(out)]) == 0
+    html_text = out.read_text()
+    assert "NOT DEPLOYED" in section(html_text, "deploy") and "config: not run" not in html_text
+
+
+# ------------------------------------------------------------------------------- reads only its inputs
+def test_report_reads_only_the_files_it_is_given(tmp_path):
+    """Run the report in a fresh interpreter with an audit hook: every file opened under tmp_path must be an
+    artifact passed on the command line (a model folder lying beside them is never touched), and neither
+    torch nor transformers is imported."""
+    artifacts = make_artifacts(tmp_path / "artifacts")
+    model_dir = tmp_path / "artifacts" / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors").write_bytes(b"\0" * 16)
+    out = tmp_path / "report.html"
+    argv = sum((["--artifact", s] for s in specs(artifacts)), []) + ["--settings", "{}", "--out", str(out)]
+    script = f"""
+import json, sys
+root = {str(tmp_path)!r}
+opened = set()
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str) and args[0].startswith(root):
+        opened.add(args[0])
+sys.addaudithook(hook)
+from vecflow.report import main
+main({json.dumps(argv)})
+print(json.dumps({{"opened": sorted(opened), "torch": "torch" in sys.modules,
+                   "transformers": "transformers" in sys.modules}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    allowed = {str(p) for p in artifacts.values()}
+    reads = {p for p in report["opened"] if not Path(p).name.startswith(".report.html")}
+    assert reads == allowed, reads ^ allowed  # each artifact read, nothing else (the hook works)
+    assert not any(str(model_dir) in p for p in report["opened"])
+    assert not report["torch"] and not report["transformers"]
+    assert out.exists()
+
+
+def test_fivecat_tolerates_partial_and_odd_structures(tmp_path):
+    odd = tmp_path / "fivecat.json"
+    odd.write_text(json.dumps({"model": {"val": {"c0": 0.5, "extra_metric": 2.0}, "note": "x"},
+                               "baselines": {"ridge": {"val": {"c0": 0.4}}, "broken": 3},
+                               "gates": {"val": {"c0": True}, "generalisation": True}}))
+    html_text = render(tmp_path, {"fivecat:r": odd})
+    fivecat = section(html_text, "fivecat")
+    assert "extra_metric" in fivecat and "ridge" in fivecat and 'class="num pass">0.5000' in fivecat

@@ -1,0 +1,87 @@
+"""synthesize: seed-003 records (summary + topic tasks) and one normalised embedding per dialogue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecflow.cli import main as cli_main
+from vecflow.errors import VecflowError
+from vecflow.io import load_tensors, read_jsonl
+from vecflow.synthesis import DEFAULT_TEMPLATES, build_records, prompt_templates, synthesize
+
+DIALOGUES = [
+    {"id": "a", "dialogue": "#Person1#: I want to buy a book.\n#Person2#: It is on the table.",
+     "summaries": ["#Person1# wants a book.", "#Person2# helps #Person1#."], "topic": "buy a book"},
+    {"id": "b", "dialogue": "#Person1#: The doctor is here today.\n#Person2#: Good.", "summaries": ["A doctor visit."],
+     "topic": None},
+    {"id": "c", "dialogue": "#Person1#: What time is dinner?\n#Person2#: Seven.", "summaries": ["Dinner at seven."],
+     "topic": "dinner"},
+]
+
+
+def _write_dialogues(path: Path, rows=DIALOGUES) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_records_per_summary_and_topic():
+    records = build_records(DIALOGUES, DEFAULT_TEMPLATES)
+    assert [(r["task_type"], r["embedding_index"], r["variation"]) for r in records] == [
+        ("summary", 0, 0), ("summary", 0, 1), ("topic", 0, 0), ("summary", 1, 0), ("summary", 2, 0), ("topic", 2, 0)]
+    assert records[1]["target_text"] == "#Person2# helps #Person1#." and records[1]["source_id"] == "a"
+    assert records[2]["target_text"] == "buy a book"
+    assert all("<EMB>" in r["input_prompt_template"] for r in records)
+    assert records[0]["input_prompt_template"] != records[2]["input_prompt_template"]
+
+
+def test_templates_from_settings_and_their_errors():
+    templates = prompt_templates({"templates": {"summary": "Dialogue <EMB>. Summary:"}})
+    assert templates["summary"] == "Dialogue <EMB>. Summary:" and templates["topic"] == DEFAULT_TEMPLATES["topic"]
+    with pytest.raises(VecflowError, match=r"'templates\.summary': must be a string containing '<EMB>'"):
+        prompt_templates({"templates": {"summary": "Summarize {text}"}})
+    with pytest.raises(VecflowError, match=r"'templates\.title': unknown task"):
+        prompt_templates({"templates": {"title": "<EMB>"}})
+
+
+def test_synthesize_writes_records_and_matching_embeddings(tiny_encoder, tmp_path):
+    from vecflow.encoder import SentenceEncoder
+
+    path = _write_dialogues(tmp_path / "train.jsonl")
+    out_jsonl, out_emb = tmp_path / "out" / "train_synthesis.jsonl", tmp_path / "out" / "train_embeddings.safetensors"
+    counts = synthesize(path, tiny_encoder, {"seed": 1, "device": "cpu", "embed_batch_size": 2}, out_jsonl, out_emb)
+
+    records = read_jsonl(out_jsonl)
+    embeddings = load_tensors(out_emb, required=["embeddings"])["embeddings"]
+    assert counts == {"records": 6, "embeddings": 3} and len(records) == 6
+    assert embeddings.shape == (3, 32) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    expected = SentenceEncoder(tiny_encoder, device="cpu").encode([d["dialogue"] for d in DIALOGUES])
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)  # row i is dialogue i, whatever the batching
+    assert {r["embedding_index"] for r in records} == {0, 1, 2}
+
+
+def test_bad_dialogue_file_fails_before_writing(tiny_encoder, tmp_path):
+    path = _write_dialogues(tmp_path / "d.jsonl", [*DIALOGUES, {"id": "z", "dialogue": "#Person1#: hi"}])
+    out_jsonl = tmp_path / "o" / "s.jsonl"
+    with pytest.raises(VecflowError, match=r"d\.jsonl:4: field 'summary': missing"):
+        synthesize(path, tiny_encoder, {"seed": 1, "device": "cpu"}, out_jsonl, tmp_path / "o" / "e.safetensors")
+    assert not out_jsonl.exists()
+
+
+def test_cli_synthesize_and_bad_encoder(tiny_encoder, tmp_path, capsys):
+    path = _write_dialogues(tmp_path / "d.jsonl")
+    settings = json.dumps({"seed": 1234, "device": "cpu", "embed_batch_size": 32,
+                           "templates": {"topic": "Topic of <EMB>:"}})
+    argv = ["synthesize", "--dialogues", str(path), "--encoder", str(tiny_encoder), "--settings", settings,
+            "--out-jsonl", str(tmp_path / "s.jsonl"), "--out-embeddings", str(tmp_path / "e.safetensors")]
+    assert cli_main(argv) == 0
+    topics = [r for r in read_jsonl(tmp_path / "s.jsonl") if r["task_type"] == "topic"]
+    assert [r["input_prompt_template"] for r in topics] == ["Topic of <EMB>:"] * 2
+
+    argv[4] = str(tmp_path / "no-model")
+    assert cli_main(argv) == 2
+    assert "no-model: not an HF model folder (no config.json)" in capsys.readouterr().err
