@@ -175,12 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow chunk-articles", description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="WikiText .txt, articles JSONL, or 'pydoc'")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument(
+        "--settings", required=True, type=settings_arg, help="lvm.articles (or lvm) as JSON, with `chunking`"
+    )
     parser.add_argument("--out", required=True, help="chunks JSONL")
     args = parser.parse_args(argv)
 
     chunking = args.settings.get("chunking", {})
-    articles_cfg = args.settings.get("articles", {})
+    articles_cfg = args.settings.get("articles", args.settings)  # the lvm section, or its `articles` part
     articles = read_articles(args.input, args.format, int(articles_cfg.get("pydoc_min_words", 50)))
     source = "pydoc_data.topics" if args.format == "pydoc" else args.input
     if not articles:

@@ -61,8 +61,13 @@ def per_article_spread(window_signal: np.ndarray, article_ids: np.ndarray) -> di
     }
 
 
+def diagnostics_section(settings: dict) -> dict:
+    """The gate settings: ``lvm.diagnostics`` itself, or the ``diagnostics`` key of the whole lvm section."""
+    return settings.get("diagnostics", settings)
+
+
 def thresholds_from(settings: dict) -> dict:
-    diagnostics = settings.get("diagnostics", {})
+    diagnostics = diagnostics_section(settings)
     return {key: diagnostics.get(key, default) for key, default in DEFAULT_THRESHOLDS.items()}
 
 
@@ -105,7 +110,7 @@ def plot_direction(stats: dict, gate: dict, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--windows", required=True, help="windows safetensors")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.diagnostics (or lvm) as JSON")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True, help="PNG")
     args = parser.parse_args(argv)
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = load_windows(args.windows)
     stats = direction_stats(windows["contexts"], windows["targets"], windows["article_ids"])
     thresholds = thresholds_from(args.settings)
-    waive = bool(args.settings.get("diagnostics", {}).get("waive_gate", False))
+    waive = bool(diagnostics_section(args.settings).get("waive_gate", False))
     gate = check_gate(stats, thresholds, waived=waive)
     coherence = "n/a" if stats["coherence"] is None else f"{stats['coherence']:.3f}"
     summary = (

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_index(args.chunks)
     if not rows:
         raise VecflowError(f"{args.chunks}: no chunks to embed")
-    batch_size = int(args.settings.get("embed_batch_size", 64))
+    batch_size = int(args.settings.get("embed_batch_size", args.settings.get("batch_size", 64)))
     vectors, metadata = embed_chunks(rows, args.encoder, batch_size, args.settings.get("device", "auto"))
     save_tensors(args.out, {"embeddings": vectors}, metadata=metadata)
     write_jsonl(args.index, rows)

@@ -209,12 +209,12 @@ def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow split-articles", description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", required=True, help="chunks JSONL from chunk-articles")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.split (or lvm) as JSON")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
 
     rows = read_chunks(args.chunks)
-    split_cfg = args.settings.get("split", {})
+    split_cfg = args.settings.get("split", args.settings)  # the lvm section, or its `split` part
     split_rows, ids, report = split_chunks(rows, split_cfg, int(args.settings.get("seed", 0)), args.chunks)
     out_dir = Path(args.out_dir)
     for name in SPLITS:

@@ -1,10 +1,12 @@
 # Shared by the stub SLURM commands: a state folder with one record per job.
-#   $SLURM_STUB_STATE/next_id            last job id handed out
-#   $SLURM_STUB_STATE/jobs/<id>.name     job name (--job-name; Snakemake's run uuid)
-#   $SLURM_STUB_STATE/jobs/<id>.state    PENDING/RUNNING/COMPLETED/FAILED/CANCELLED
-#   $SLURM_STUB_STATE/jobs/<id>.pid      pid of the backgrounded job
-#   $SLURM_STUB_STATE/calls.log          one line per stub call: command and arguments (tab-separated)
-STATE="${SLURM_STUB_STATE:-${TMPDIR:-/tmp}/slurm-stub-state}"
+#   $STUB_SLURM_STATE/next_id            last job id handed out
+#   $STUB_SLURM_STATE/jobs/<id>.name     job name (--job-name; Snakemake's run uuid)
+#   $STUB_SLURM_STATE/jobs/<id>.state    RUNNING/COMPLETED/FAILED/CANCELLED
+#   $STUB_SLURM_STATE/jobs/<id>.pid      pid of the backgrounded job
+#   $STUB_SLURM_STATE/jobs/<id>.argv     sbatch arguments of the job, NUL-separated
+#   $STUB_SLURM_STATE/calls.log          one line per stub call: command and arguments (tab-separated)
+# (STUB_SLURM_*, not SLURM_*: the jobstep executor drops SLURM_* variables before it calls srun)
+STATE="${STUB_SLURM_STATE:-${TMPDIR:-/tmp}/slurm-stub-state}"
 mkdir -p "$STATE/jobs"
 
 log_call() {
