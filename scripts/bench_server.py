@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         report = benchmark(url, args.requests)
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     if args.json:
         print(json.dumps(report))
     else:

@@ -99,6 +99,8 @@ def test_pydoc_topics_are_sorted_and_short_ones_skipped():
     assert len(articles) > 20
     assert [a[0] for a in articles] == list(range(len(articles)))
     assert all(len(" ".join(a[2]).split()) >= 50 for a in articles)
+    paragraphs = [p for a in articles for p in a[2]]
+    assert len(paragraphs) == len(set(paragraphs))  # sections repeated across topics are kept only once
     titles = [a[1] for a in articles]
     assert "Identifiers (Names)" in titles  # the title line above its "*****" underline
     assert not any(p.startswith("***") for a in articles for p in a[2])
@@ -140,9 +142,11 @@ def test_cli_wikitext_writes_chunks(tmp_path):
     assert rows[0]["title"] == "First Article" and rows[-1]["title"] == "Second Article"
 
 
-def test_cli_pydoc_with_max_articles(tmp_path):
+@pytest.mark.parametrize("nested", [True, False], ids=["lvm-section", "articles-section"])
+def test_cli_pydoc_with_max_articles(tmp_path, nested):
     out = tmp_path / "chunks.jsonl"
-    settings = {**SETTINGS, "articles": {"max_articles": 3}, "chunking": {"target_tokens": 40, "min_tokens": 8}}
+    articles = {"articles": {"max_articles": 3}} if nested else {"max_articles": 3, "format": "pydoc"}
+    settings = {**SETTINGS, **articles, "chunking": {"target_tokens": 40, "min_tokens": 8}}
     main(["--input", "pydoc", "--format", "pydoc", "--settings", json.dumps(settings), "--out", str(out)])
     rows = _rows(out)
     assert sorted({r["article_id"] for r in rows}) == [0, 1, 2]

@@ -124,3 +124,16 @@ def test_cli_bad_windows_file(tmp_path, capsys):
             "--out-json", str(tmp_path / "d.json"), "--out-plot", str(tmp_path / "d.png")]
     assert cli_main(argv) == 2
     assert "w.safetensors: not a readable safetensors file" in capsys.readouterr().err
+
+
+def test_cli_accepts_the_diagnostics_section_itself(tmp_path, walk_windows, capsys):
+    # the rule passes lvm.diagnostics flat (plus seed/device); a shuffled-order dataset must fail the gate
+    vectors, article_ids, chunk_indices = random_walk_articles()
+    shuffled = make_windows(shuffle_within_articles(vectors, article_ids), article_ids, chunk_indices, C)
+    save_tensors(tmp_path / "w.safetensors", shuffled)
+    settings = json.dumps({"seed": 1, "device": "cpu", **GATE})
+    argv = ["diagnose", "--windows", str(tmp_path / "w.safetensors"), "--settings", settings,
+            "--out-json", str(tmp_path / "d.json"), "--out-plot", str(tmp_path / "d.png")]
+    assert cli_main(argv) == 2
+    assert "< min_signal 0.05" in capsys.readouterr().err
+    assert not (tmp_path / "d.json").exists()

@@ -53,7 +53,8 @@ def test_bad_range_shape_and_empty_split_are_errors():
     cfg = {"method": "ranges", "ranges": {"train": [[0, 5]], "val": [[6, 7]], "ood": [[100, 200]]}}
     with pytest.raises(VecflowError, match="ood would have 0 articles"):
         assign_articles(list(range(10)), cfg, seed=0)
-    with pytest.raises(VecflowError, match=r"val, ood would have 0 articles \(of 3 articles; sizes train=3, val=0, ood=0\)"):
+    message = r"val, ood would have 0 articles \(of 3 articles; sizes train=3, val=0, ood=0\)"
+    with pytest.raises(VecflowError, match=message):
         assign_articles([0, 1, 2], {"fractions": {"train": 0.9, "val": 0.05, "ood": 0.05}}, seed=0)
     with pytest.raises(VecflowError, match="split.method: 'random'"):
         assign_articles([0, 1, 2], {"method": "random"}, seed=0)
@@ -115,3 +116,13 @@ def test_cli_overlapping_ranges_exit_2(tmp_path, capsys):
     assert run_cli(chunks, tmp_path / "splits", cfg) == 2
     assert "train [0, 5] overlaps val [5, 7]" in capsys.readouterr().err
     assert not (tmp_path / "splits").exists()
+
+
+def test_cli_accepts_the_split_section_itself(tmp_path):
+    # the rule passes lvm.split flat (plus seed/device)
+    chunks = write_rows(tmp_path / "chunks.jsonl", make_rows(6, 2))
+    settings = {"seed": 7, "device": "cpu", "method": "ranges", "ranges": {"train": [[0, 3]], "val": [[4, 4]],
+                                                                          "ood": [[5, 5]]}}
+    argv = ["split-articles", "--chunks", str(chunks), "--settings", json.dumps(settings)]
+    assert cli_main(argv + ["--out-dir", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "ids.json").read_text()) == {"train": [0, 1, 2, 3], "val": [4], "ood": [5]}

@@ -36,7 +36,7 @@ _PYDOC_UNDERLINE = re.compile(r"^[*=\-~^]{3,}\s*$")
 
 # ----------------------------------------------------------------------------------------------- text
 def detokenize_wikitext(text: str) -> str:
-    """Undo WikiText tokenisation: ``1 @,@ 000`` -> ``1,000``, ``word , word`` -> ``word, word``, ``( x )`` -> ``(x)``."""
+    """Undo WikiText tokenisation: ``1 @,@ 000`` -> ``1,000``, ``a , b`` -> ``a, b``, ``( x )`` -> ``(x)``."""
     text = text.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".")
     text = re.sub(r" ('(?:t|s|re|ve|m|ll|d))\b", r"\1", text)
     text = re.sub(r"(\w)s ' ", r"\1s' ", text)
@@ -114,18 +114,24 @@ def read_jsonl_articles(path: Path) -> list[tuple[int, str, list[str]]]:
 
 
 def read_pydoc_topics(min_words: int = 50) -> list[tuple[int, str, list[str]]]:
-    """Python's pydoc topics, one article per key (sorted); topics under ``min_words`` words are skipped."""
+    """Python's pydoc topics, one article per key (sorted), skipping topics under ``min_words`` words.
+
+    Several topics repeat whole sections of others (``compound`` contains ``if``, ``while``, ...); a paragraph
+    already used by an earlier topic is left out, so that identical chunks do not end up in two splits.
+    """
     from pydoc_data.topics import topics
 
-    articles = []
+    articles, seen = [], set()
     for key in sorted(topics):
         lines = topics[key].strip().splitlines()
         title = key
         if len(lines) > 1 and _PYDOC_UNDERLINE.match(lines[1]):
             title, lines = lines[0].strip(), lines[2:]
         text = "\n".join(line for line in lines if not _PYDOC_UNDERLINE.match(line))
-        if len(text.split()) >= min_words:
-            articles.append((len(articles), title, _paragraphs(text)))
+        paragraphs = [p for p in _paragraphs(text) if p not in seen]
+        if sum(len(p.split()) for p in paragraphs) >= min_words:
+            articles.append((len(articles), title, paragraphs))
+            seen.update(paragraphs)
     return articles
 
 

@@ -319,7 +319,8 @@ def restore_state(state: dict, model, optimizer) -> None:
 
 
 def update_best(state: dict, record: dict, model, run: dict) -> None:
-    """Keep the best checkpoint by the selection metric, and count epochs without a margin gain."""
+    """Keep the best checkpoint by the selection metric; stop early after ``early_stop_patience`` epochs
+    without a margin gain (0 = never)."""
     key, higher = SELECTION_METRICS[run["selection_metric"]]
     if is_better(record[key], state["best_value"], higher):
         state["best_value"], state["best_epoch"] = record[key], record["epoch"]
@@ -328,12 +329,66 @@ def update_best(state: dict, record: dict, model, run: dict) -> None:
         state["best_margin"], state["epochs_without_margin_gain"] = record["val/margin"], 0
     else:
         state["epochs_without_margin_gain"] += 1
+    patience = run["early_stop_patience"]
+    state["stopped_early"] = bool(patience and state["epochs_without_margin_gain"] >= patience)
 
 
 # ----------------------------------------------------------------------------------------------- the run
 
-def as_torch(windows: Windows) -> dict:
-    return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
+@dataclass
+class RunData:
+    """Everything a run reads, checked and prepared once: windows, val bank, schedule, future rows."""
+    train: Windows
+    val: Windows
+    bank: Bank
+    schedule: list[dict]            # per-epoch loss weights
+    train_futures: torch.Tensor     # (N, F) rows of the windows whose targets are t+1..t+F, -1 = none
+    val_futures: torch.Tensor
+    fivecat_rows: np.ndarray        # val rows scored by the mini-5CAT
+
+    def tensors(self, windows: Windows) -> dict:
+        return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
+
+
+def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
+    train, val = load_windows(paths["train_windows"]), load_windows(paths["val_windows"])
+    bank = load_bank(paths["val_embeddings"], paths["val_index"])
+    check_compatible(train, val, bank, paths)
+    schedule = resolve_schedule(run["preset"], losses, run["epochs"])
+    horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
+    return RunData(
+        train, val, bank, schedule,
+        torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon)),
+        torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon)),
+        mini_fivecat_sample(val, run["mini5cat_samples"]),
+    )
+
+
+def run_epoch(epoch: int, model, optimizer, data: RunData, run: dict, device) -> dict:
+    """Train one epoch, validate, score the mini-5CAT; return the epoch's history record."""
+    weights = data.schedule[epoch - 1]
+    started = time.perf_counter()
+    train_terms = train_one_epoch(model, optimizer, data.tensors(data.train), data.train_futures, weights, run,
+                                  epoch_generator(run["seed"], epoch), device)
+    val_terms = evaluate(model, data.tensors(data.val), data.val_futures, weights, run["batch_size"], device)
+    rows = data.fivecat_rows
+    pred = predict(model, data.val.contexts[rows], run["batch_size"], device)
+    fivecat = mini_fivecat(pred, data.val.article_ids[rows], data.val.target_indices[rows],
+                           data.bank.embeddings, data.bank.article_ids, data.bank.chunk_indices)
+    return epoch_record(epoch, weights, train_terms, val_terms, fivecat, time.perf_counter() - started, device)
+
+
+def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) -> dict:
+    """The saved state of an interrupted identical run (model/optimizer/RNG restored), or a fresh one."""
+    state_path = partial_dir / "state.pt"
+    state = load_state(state_path, fingerprint_text)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        return fresh_state(fingerprint_text)
+    restore_state(state, model, optimizer)
+    write_jsonl(partial_dir / "history.jsonl", state["history"])  # drop records logged after the saved state
+    print(f"[train-lvm] resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    return state
 
 
 def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir) -> dict | None:
@@ -344,72 +399,42 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     partial_dir = out_dir.with_name(out_dir.name + ".partial")
     paths = {"train_windows": train_path, "val_windows": val_path,
              "val_embeddings": val_embeddings_path, "val_index": val_index_path}
-    train, val = load_windows(train_path), load_windows(val_path)
-    bank = load_bank(val_embeddings_path, val_index_path)
-    check_compatible(train, val, bank, paths)
-
-    schedule = resolve_schedule(run["preset"], settings.get("losses"), run["epochs"])
-    horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)
-    train_futures = torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon))
-    val_futures = torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon))
-    fivecat_rows = mini_fivecat_sample(val, run["mini5cat_samples"])
+    data = load_run_data(paths, run, settings.get("losses"))
 
     device = pick_device(settings.get("device", "auto"))
     seed_everything(run["seed"])
-    _, context_length, dim = train.contexts.shape
+    _, context_length, dim = data.train.contexts.shape
     model = build_model(run["arch"], dim, context_length, settings).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
     print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
-          f"{len(train.targets)} train / {len(val.targets)} val windows, C={context_length}, D={dim}", flush=True)
+          f"{len(data.train.targets)} train / {len(data.val.targets)} val windows, C={context_length}, D={dim}",
+          flush=True)
 
-    state_path = partial_dir / "state.pt"
-    fingerprint_text = fingerprint(settings, paths)
-    state = load_state(state_path, fingerprint_text)
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    history_path = partial_dir / "history.jsonl"
-    if state is None:
-        state = fresh_state(fingerprint_text)
-    else:
-        restore_state(state, model, optimizer)
-        write_jsonl(history_path, state["history"])  # drop records logged after the last saved state
-        print(f"[train-lvm] resuming after epoch {state['epoch']} from {state_path}", flush=True)
-    tracker = Tracker(history_path, settings.get("run_name", f"lvm-{run['preset']}-{run['arch']}"), config=settings,
-                      backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
-
-    train_tensors, val_tensors = as_torch(train), as_torch(val)
+    state = start_or_resume(partial_dir, fingerprint(settings, paths), model, optimizer)
+    tracker = Tracker(partial_dir / "history.jsonl", settings.get("run_name", f"lvm-{run['preset']}-{run['arch']}"),
+                      config=settings, backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
     for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
         if state["stopped_early"]:
             break
-        weights = schedule[epoch - 1]
-        started = time.perf_counter()
-        train_terms = train_one_epoch(model, optimizer, train_tensors, train_futures, weights, run,
-                                      epoch_generator(run["seed"], epoch), device)
-        val_terms = evaluate(model, val_tensors, val_futures, weights, run["batch_size"], device)
-        pred = predict(model, val.contexts[fivecat_rows], run["batch_size"], device)
-        fivecat = mini_fivecat(pred, val.article_ids[fivecat_rows], val.target_indices[fivecat_rows],
-                               bank.embeddings, bank.article_ids, bank.chunk_indices)
-        record = epoch_record(epoch, weights, train_terms, val_terms, fivecat, time.perf_counter() - started, device)
+        record = run_epoch(epoch, model, optimizer, data, run, device)
         print(format_epoch_line(record, run["epochs"]), flush=True)
-
         update_best(state, record, model, run)
-        patience = run["early_stop_patience"]
-        state["stopped_early"] = bool(patience and state["epochs_without_margin_gain"] >= patience)
         state["epoch"] = epoch
         state["history"].append(record)
-        save_state(state_path, state, model, optimizer)
+        save_state(partial_dir / "state.pt", state, model, optimizer)
         tracker.log(record, step=epoch)
         if state["stopped_early"]:
-            print(f"[train-lvm] early stop: no margin gain for {patience} epochs", flush=True)
-        if run["stop_after_epoch"] and epoch >= run["stop_after_epoch"] and epoch < run["epochs"]:
+            print(f"[train-lvm] early stop: no margin gain for {run['early_stop_patience']} epochs", flush=True)
+        if run["stop_after_epoch"] and run["stop_after_epoch"] <= epoch < run["epochs"]:
             print(f"[train-lvm] stopping after epoch {epoch} (stop_after_epoch); state kept in {partial_dir}")
             tracker.finish({})
             return None
 
-    summary = build_summary(state, run, device, len(train.targets), len(val.targets))
+    summary = build_summary(state, run, device, len(data.train.targets), len(data.val.targets))
     tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    publish(out_dir, partial_dir, state, model, model_config(run["arch"], dim, context_length, settings,
-                                                               preset=run["preset"], best_epoch=state["best_epoch"]),
-            summary)
+    config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
+                          best_epoch=state["best_epoch"])
+    publish(out_dir, partial_dir, state, model, config, summary)
     print(f"[train-lvm] best epoch {summary['best_epoch']} by {run['selection_metric']}: wrote {out_dir}", flush=True)
     return summary
 

@@ -7,7 +7,7 @@
 
 ``backends`` is the ``tracking`` config section: ``{wandb: bool, mlflow: bool, project, mlflow_uri}``.
 wandb runs in whatever mode ``WANDB_MODE`` says (``offline`` works without network); MLflow uses a local
-file store (``mlflow_uri``, default ``results/mlruns``). Both are optional extras: asking for one that is
+store (``mlflow_uri``, default ``sqlite:///results/mlflow.db``). Both are optional extras: asking for one that is
 not installed is a clear error, not a silent no-op.
 """
 
@@ -56,7 +56,7 @@ class Tracker:
             import mlflow
         except ImportError:
             raise VecflowError("tracking.mlflow: true but mlflow is not installed (pip install 'vecflow[mlflow]')") from None
-        uri = backends.get("mlflow_uri") or Path("results/mlruns").resolve().as_uri()
+        uri = backends.get("mlflow_uri") or f"sqlite:///{Path('results/mlflow.db').resolve()}"
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(backends.get("project", "vecflow"))
         mlflow.start_run(run_name=run_name)

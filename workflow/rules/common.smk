@@ -90,6 +90,14 @@ def elm_params_input(wildcards):
     return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if TRACKS["hpo"] else []
 
 
+def elm_bertscore_settings():
+    bertscore = config["evaluation"]["bertscore"]
+    return {
+        "bertscore_num_layers": bertscore["num_layers"],
+        "bertscore_batch_size": bertscore["batch_size"],
+    }
+
+
 def lvm_run_settings(wildcards):
     run = config["lvm"]["runs"][wildcards.run]
     return settings(

@@ -5,6 +5,7 @@ rule train_elm:
         lm=model_input(config["elm"]["lm"]),
         encoder=model_input(config["encoder"]),
         params=elm_params_input,
+        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
     output:
         adapter=directory(f"{R}/elm/adapter"),
     log:
@@ -23,7 +24,8 @@ rule train_elm:
         settings=lambda w: settings("elm"),
     shell:
         "vecflow train-elm --data-dir {params.data_dir} --lm {params.lm} --encoder {params.encoder} "
-        "--settings {params.settings:q} {params.best} --out {output.adapter} > {log} 2>&1"
+        "--settings {params.settings:q} {params.best} --bertscore-model {params.bertscore} "
+        "--out {output.adapter} > {log} 2>&1"
 
 
 rule predict_elm:

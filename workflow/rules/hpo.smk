@@ -4,6 +4,7 @@ rule hpo_worker:
         stats=rules.filter_summary.output.stats,
         lm=model_input(config["elm"]["lm"]),
         encoder=model_input(config["encoder"]),
+        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
     output:
         worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
     log:
@@ -19,19 +20,21 @@ rule hpo_worker:
         data_dir=parent_of("stats"),
         lm=parent_of("lm"),
         encoder=parent_of("encoder"),
+        bertscore=parent_of("bertscore"),
         settings=lambda w: json.dumps(
             {
                 "seed": config["seed"],
                 "device": config["device"],
                 "hpo": HPO,
-                "elm": config["elm"],
+                "elm": dict(config["elm"], **elm_bertscore_settings()),
             },
             sort_keys=True,
         ),
     shell:
         "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
         "--worker {wildcards.worker} --data-dir {params.data_dir} --lm {params.lm} "
-        "--encoder {params.encoder} --settings {params.settings:q} --out {output.worker} > {log} 2>&1"
+        "--encoder {params.encoder} --bertscore-model {params.bertscore} "
+        "--settings {params.settings:q} --out {output.worker} > {log} 2>&1"
 
 
 rule hpo_best:
