@@ -172,14 +172,15 @@ def test_mini_fivecat_oracle_wins_and_copy_last_peaks_at_minus_one(lvm_data):
 def test_cli_trains_two_epochs_and_publishes_a_loadable_model(lvm_data, tmp_path, capsys):
     out = tmp_path / "p4"
     assert cli_main(cli_args(lvm_data, out, SETTINGS)) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.jsonl", "model.safetensors", "summary.json"]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["config.json", "history.jsonl", "model.safetensors", "summary.json"]
     assert not (tmp_path / "p4.partial").exists()
     history = read_jsonl(out / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2]
     for record in history:
         for key in ("train/mse", "train/roll", "val/mse", "val/dir", "val/fut", "val/roll", "val/cos_sim",
                     "val/margin", "val/r1", "val/c_m3", "val/c_0", "val/c_p3", "lambda/roll", "lambda/dir",
-                    "train/guard_to_mse", "epoch_time_s"):
+                    "schedule/margin_dir", "train/guard_to_mse", "epoch_time_s"):
             assert isinstance(record[key], float), key
         assert record["device"] == "cpu"
     assert history[0]["lambda/roll"] == 0.0 and history[1]["lambda/roll"] == 0.10  # P4 phases over 2 epochs

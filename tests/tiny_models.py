@@ -34,7 +34,7 @@ def make_tiny_encoder(out_dir: str | Path, hidden: int = 32, layers: int = 2, se
             seen.add(token)
             ordered.append(token)
     (out / "vocab.txt").write_text("\n".join(ordered) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(vocab=str(out / "vocab.txt"), do_lower_case=True, model_max_length=128)
     tokenizer.save_pretrained(out)
     torch.manual_seed(seed)
     config = BertConfig(

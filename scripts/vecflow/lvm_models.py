@@ -125,7 +125,8 @@ def build_model(arch: str, dim: int, context_length: int, settings: dict) -> nn.
         return AttentionMeanLVM(dim, d_model, dropout)
     if arch == "mlp":
         return MlpLVM(dim, context_length, d_model, layers, dropout)
-    raise VecflowError(f"settings: field 'arch': unknown architecture '{arch}' (choose from {', '.join(ARCHITECTURES)})")
+    choices = ", ".join(ARCHITECTURES)
+    raise VecflowError(f"settings: field 'arch': unknown architecture '{arch}' (choose from {choices})")
 
 
 def model_config(arch: str, dim: int, context_length: int, settings: dict, **extra) -> dict:

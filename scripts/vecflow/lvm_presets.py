@@ -106,7 +106,7 @@ def _checked_values(values: dict, field: str) -> dict:
         kind = type(DEFAULTS[key])
         wrong_kind = isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float))
         if wrong_kind or (kind is int and not isinstance(value, int)):
-            raise VecflowError(f"settings: field '{field}.{key}': expected {type(DEFAULTS[key]).__name__}, got {value!r}")
+            raise VecflowError(f"settings: field '{field}.{key}': expected {kind.__name__}, got {value!r}")
         if not isinstance(value, bool) and value < 0:
             raise VecflowError(f"settings: field '{field}.{key}': must be >= 0, got {value!r}")
         if key == "rollout_h" and value < 1:
@@ -125,7 +125,8 @@ def _checked_phases(phases) -> list[dict]:
         if not isinstance(phase, dict) or "start" not in phase or "set" not in phase:
             raise VecflowError(f"settings: field '{field}': expected {{start: fraction, set: {{...}}}}")
         if not isinstance(phase["start"], (int, float)) or not 0.0 <= phase["start"] < 1.0:
-            raise VecflowError(f"settings: field '{field}.start': expected a fraction in [0, 1), got {phase['start']!r}")
+            raise VecflowError(
+                f"settings: field '{field}.start': expected a fraction in [0, 1), got {phase['start']!r}")
         checked.append({"start": float(phase["start"]), "set": _checked_values(phase["set"], f"{field}.set")})
     return checked
 

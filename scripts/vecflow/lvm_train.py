@@ -256,7 +256,8 @@ def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, 
     record.update({f"train/{name}": train_terms[name] for name in (*TERMS, "total")})
     record["train/cos_sim"] = 1.0 - train_terms["cos"]
     record.update({f"val/{name}": val_terms[name] for name in (*TERMS, "total", "cos_sim")})
-    record.update({f"lambda/{key.removeprefix('lambda_')}": value for key, value in weights.items()})
+    for key, value in weights.items():  # lambda_roll -> lambda/roll; margin_dir -> schedule/margin_dir
+        record[f"lambda/{key.removeprefix('lambda_')}" if key.startswith("lambda_") else f"schedule/{key}"] = value
     record["lambda/dir_effective"] = weights["lambda_dir"] * train_terms["dir_boost"]
     record["train/guard_to_mse"] = guard_to_mse_ratio(train_terms, weights)
     record["val/margin"] = fivecat["margin"]
@@ -269,7 +270,8 @@ def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, 
 def format_epoch_line(record: dict, epochs: int) -> str:
     return (f"[train-lvm] epoch {record['epoch']}/{epochs} train_total {record['train/total']:.5f} "
             f"val_mse {record['val/mse']:.5f} val_cos {record['val/cos_sim']:.4f} margin {record['val/margin']:+.4f} "
-            f"R@1 {record['val/r1']:.3f} peak k={record['val/peak_offset']} guard/mse {record['train/guard_to_mse']:.3f} "
+            f"R@1 {record['val/r1']:.3f} peak k={record['val/peak_offset']} "
+            f"guard/mse {record['train/guard_to_mse']:.3f} "
             f"lambda_roll {record['lambda/roll']} lambda_dir {record['lambda/dir']} ({record['epoch_time_s']:.2f}s)")
 
 

@@ -21,7 +21,8 @@ rule train_elm:
         lm=parent_of("lm"),
         encoder=parent_of("encoder"),
         best=lambda w, input: f"--params {input.params}" if input.params else "",
-        settings=lambda w: settings("elm"),
+        bertscore=parent_of("bertscore"),
+        settings=lambda w: settings("elm", **elm_bertscore_settings()),
     shell:
         "vecflow train-elm --data-dir {params.data_dir} --lm {params.lm} --encoder {params.encoder} "
         "--settings {params.settings:q} {params.best} --bertscore-model {params.bertscore} "
