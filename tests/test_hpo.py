@@ -249,6 +249,9 @@ def test_hpo_best_without_complete_trials_is_an_error(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "study 'empty': no complete trial (no trials)" in capsys.readouterr().err
+    maximize = json.dumps({"hpo": {"direction": "maximize"}})
+    assert main(args[:8] + [maximize] + args[9:]) == 2
+    assert "hpo.direction: 'maximize', but study 'empty' was created to minimize" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()
     assert main(args[:2] + ["missing"] + args[3:6] + [str(tmp_path / "w.json")] + args[7:]) == 2
     assert "field 'study': 'empty' is not 'missing'" in capsys.readouterr().err

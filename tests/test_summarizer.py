@@ -60,6 +60,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture()
 def bert2bert(encoder_dir):
+    torch.manual_seed(0)  # the cross-attention weights are freshly initialised
     return load_base(encoder_dir, [d for _, d, _ in DIALOGUES])
 
 
@@ -151,9 +152,9 @@ def test_generated_text_keeps_speaker_tags(bert2bert):
     torch.manual_seed(0)
     row = {"id": "d1", "dialogue": DIALOGUES[0][1], "summaries": ["#Person1# asks #Person2#."]}
     batch = make_collator(tokenizer, model)(tokenize_dialogues([row], tokenizer, 64, 24, tokenizer.cls_token_id))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(10):
+    for _ in range(20):
         optimizer.zero_grad()
         model(**batch).loss.backward()
         optimizer.step()

@@ -274,6 +274,16 @@ def check_worker_files(paths: list[str], study_name: str) -> int:
     return total
 
 
+def check_direction(study, settings: dict) -> None:
+    """The study must optimise in the direction the config asks for (a reused study name could differ)."""
+    wanted = settings.get("hpo", {}).get("direction")
+    actual = study.direction.name.lower()
+    if wanted is not None and wanted != actual:
+        raise VecflowError(
+            f"settings: hpo.direction: '{wanted}', but study '{study.study_name}' was created to {actual}"
+        )
+
+
 def best_trial(study):
     import optuna
 
@@ -347,6 +357,7 @@ def main_best(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     worker_trials = check_worker_files([p for p in args.workers.split(",") if p], args.study)
     study = load_study(args.study, args.storage)
+    check_direction(study, args.settings)
     trial = best_trial(study)
     write_best_params(args.out_params, study, trial)
     write_trials_table(args.out_trials, study)

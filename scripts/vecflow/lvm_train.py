@@ -44,7 +44,7 @@ SELECTION_METRICS = {  # setting -> (history key, higher is better)
     "val_loss": ("val/mse", False),
 }
 # settings that do not change what a run computes, so a resumed run may differ in them
-NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name")
+NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name", "run")
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -413,8 +413,9 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
           flush=True)
 
     state = start_or_resume(partial_dir, fingerprint(settings, paths), model, optimizer)
-    tracker = Tracker(partial_dir / "history.jsonl", settings.get("run_name", f"lvm-{run['preset']}-{run['arch']}"),
-                      config=settings, backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
+    run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
+    tracker = Tracker(partial_dir / "history.jsonl", run_name, config=settings,
+                      backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
     for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
         if state["stopped_early"]:
             break
