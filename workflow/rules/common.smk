@@ -62,7 +62,8 @@ def parent_of(key):
 
 
 def model_settings(wildcards):
-    return settings("models", wildcards.model, name=wildcards.model)
+    """A model's source spec only: seeds, devices and tracking never change fetched weights."""
+    return json.dumps(dict(config["models"][wildcards.model], name=wildcards.model), sort_keys=True)
 
 
 def summary_split_inputs(wildcards):
