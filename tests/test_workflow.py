@@ -33,8 +33,7 @@ def tiny_config(tiny_encoder: Path, tiny_causal_lm: Path) -> dict:
     config["encoder"] = "tiny"
     config["summarizer"].update({"base": "tiny", "epochs": 1, "val_samples": 2, "max_source_length": 64})
     config["summarizer"]["generation"] = {"num_beams": 2, "max_new_tokens": 8, "early_stopping": True}
-    config["elm"].update({"lm": "tinylm", "hidden_dim": 16, "max_train_samples": 8, "val_samples": 2,
-                          "predict_samples": 3})
+    config["elm"].update({"lm": "tinylm", "hidden_dim": 16, "max_train_samples": 8, "val_samples": 2})
     config["elm"]["generation"] = {"num_beams": 1, "max_new_tokens": 6}
     config["evaluation"]["bertscore"] = {"model": "tiny", "num_layers": 2, "batch_size": 8}
     config["summary"]["splits"] = {
