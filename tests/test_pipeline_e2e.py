@@ -1,0 +1,107 @@
+"""The whole DAG for real with tiny random models, then the report regenerated from cached artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import tiny_config, write_workdir
+from workflow_api import REPO, run
+
+pytestmark = pytest.mark.slow
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snapshot(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_encoder, tiny_causal_lm) -> Path:
+    """A workdir with its own copy of the Snakefile and workflow/, after one complete run."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    shutil.copy(REPO / "Snakefile", workdir / "Snakefile")
+    shutil.copytree(REPO / "workflow", workdir / "workflow")
+    config = tiny_config(tiny_encoder, tiny_causal_lm)
+    config["hpo"].update({"workers": 2, "trials_per_worker": 1, "metric": "rougeL"})
+    config["deploy"]["name"] = "tiny"
+    write_workdir(workdir, config)
+    run(workdir, cores=2)
+    return workdir
+
+
+def dry_run_jobs(workdir: Path) -> str:
+    result = subprocess.run(
+        [SNAKEMAKE, "-s", str(workdir / "Snakefile"), "-d", str(workdir), "--cores", "1", "-n",
+         "--resources", "gpu=1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_every_stage_leaves_its_artifact(finished_run):
+    results = finished_run / "results"
+    for path in [
+        "summary/filtered/stats.json", "summarizer/model/config.json", "eval/seq2seq/scores.json",
+        "eval/elm/scores.json", "hpo/elm-demo/best_params.yaml", "hpo/elm-demo/trials.csv",
+        "elm/adapter/adapter.safetensors", "lvm/diagnostics/direction.json", "lvm/fivecat/p1.json",
+        "lvm/fivecat/p4.json", "lvm/models/p4/model.safetensors", "deploy/tiny.decision.json",
+        "deploy/tiny/manifest.json", "report/index.html",
+    ]:
+        assert (results / path).exists(), path
+    decision = json.loads((results / "deploy/tiny.decision.json").read_text())
+    assert decision["deploy"] is True
+    trials = (results / "hpo/elm-demo/trials.csv").read_text().strip().splitlines()
+    assert len(trials) == 1 + 2  # header + one trial per worker
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    assert "Nothing to be done" in dry_run_jobs(finished_run)
+
+
+def test_report_is_rebuilt_from_cache_alone(finished_run):
+    results = finished_run / "results"
+    report = results / "report" / "index.html"
+    report.unlink()
+    before = snapshot(results)
+    plan = dry_run_jobs(finished_run)
+    assert "report" in plan
+    for rule in ("train_lvm", "fivecat", "train_summarizer", "train_elm", "score_summaries", "embed_chunks"):
+        assert f"rule {rule}:" not in plan, rule
+    run(finished_run, cores=1)
+    assert report.exists()
+    after = snapshot(results)
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert changed <= {report, results / "logs" / "report.log"}, sorted(map(str, changed))
+
+
+def test_editing_report_captions_does_not_invalidate_results(finished_run):
+    caption = finished_run / "workflow" / "report" / "fivecat.rst"
+    caption.write_text(caption.read_text() + "\nEdited caption.\n")
+    assert "Nothing to be done" in dry_run_jobs(finished_run)
+
+
+def test_snakemake_report_zip_builds(finished_run):
+    result = subprocess.run(
+        [SNAKEMAKE, "-s", str(finished_run / "Snakefile"), "-d", str(finished_run), "--cores", "1",
+         "--report", str(finished_run / "report.zip")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (finished_run / "report.zip").stat().st_size > 10_000
+
+
+def test_bundle_manifest_covers_every_file(finished_run):
+    bundle = finished_run / "results" / "deploy" / "tiny"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert files == set(manifest["files"])
+    assert yaml.safe_load((finished_run / "config" / "config.yaml").read_text())["deploy"]["name"] == "tiny"
