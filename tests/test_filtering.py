@@ -62,6 +62,8 @@ def test_filter_keeps_summaries_and_reindexes_densely(tmp_path):
     for record in kept:
         np.testing.assert_array_equal(new[record["embedding_index"]], old[original_index[record["target_text"]]])
     assert kept[0]["temperature"] == 0.3 and kept[3]["source_id"] == "dlg5"  # other fields are kept as they were
+    # seed-003 rows have no source_id: the original embedding row names the source (what predict-elm groups by)
+    assert [r["source_id"] for r in kept[:3]] == ["train_synthesis:3", "train_synthesis:1", "train_synthesis:3"]
 
     split = stats["splits"]["train"]
     assert (split["rows_in"], split["rows_kept"], split["rows_dropped"]) == (9, 4, 5)
@@ -146,7 +148,7 @@ def test_cli_filter_two_splits_and_bad_one(tmp_path, capsys):
     assert cli_main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "train_embeddings.safetensors", "train_synthesis.jsonl", "val_embeddings.safetensors", "val_synthesis.jsonl"]
-    assert read_jsonl(tmp_path / "out" / "val_synthesis.jsonl") == [_row("summary", 0)]
+    assert read_jsonl(tmp_path / "out" / "val_synthesis.jsonl") == [_row("summary", 0, source_id="val_synthesis:1")]
 
     argv[4], argv[-3] = "train,test", str(tmp_path / "out2")
     assert cli_main(argv) == 2

@@ -129,6 +129,7 @@ def test_snakefmt_is_clean():
 def test_tiny_slice_really_runs(tiny_workdir):
     """ingest -> synthesize -> filter and chunk -> split -> embed -> windows -> diagnose, for real."""
     targets = ["results/summary/filtered/stats.json", "results/lvm/diagnostics/direction.json"]
+    targets += [f"results/lvm/windows/{split}.safetensors" for split in ("val", "ood")]
     run(tiny_workdir, targets=targets, cores=2)
     stats = json.loads((tiny_workdir / "results/summary/filtered/stats.json").read_text())
     assert stats

@@ -90,6 +90,8 @@ def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) 
         if reason:
             dropped[reason] += 1
         else:
+            # seed-003 records carry no source id: the original embedding row identifies the source text
+            record.setdefault("source_id", f"{synthesis_path.stem}:{record['embedding_index']}")
             kept.append(record)
     if not kept:
         found = ", ".join(f"{reason} x{n}" for reason, n in sorted(dropped.items())) or "empty file"

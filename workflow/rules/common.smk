@@ -63,7 +63,9 @@ def parent_of(key):
 
 def model_settings(wildcards):
     """A model's source spec only: seeds, devices and tracking never change fetched weights."""
-    return json.dumps(dict(config["models"][wildcards.model], name=wildcards.model), sort_keys=True)
+    return json.dumps(
+        dict(config["models"][wildcards.model], name=wildcards.model), sort_keys=True
+    )
 
 
 def summary_split_inputs(wildcards):
@@ -100,14 +102,13 @@ def elm_bertscore_settings():
 
 
 def lvm_run_settings(wildcards):
-    run = config["lvm"]["runs"][wildcards.run]
-    return settings(
-        "lvm",
-        "train",
-        run=wildcards.run,
-        context_length=config["lvm"]["context_length"],
-        **run,
-    )
+    """lvm.train plus the run's entry; loss overrides of lvm.train and of the run are merged."""
+    run = dict(config["lvm"]["runs"][wildcards.run])
+    losses = {**config["lvm"]["train"].get("losses", {}), **run.pop("losses", {})}
+    extra = dict(run, run=wildcards.run, context_length=config["lvm"]["context_length"])
+    if losses:
+        extra["losses"] = losses
+    return settings("lvm", "train", **extra)
 
 
 def config_hash():
@@ -173,6 +174,20 @@ def artifact_args(wildcards, input):
 
 def deploy_enabled():
     return TRACKS["deploy"] and TRACKS["lvm"] and TRACKS["summary"]
+
+
+def deploy_elm_inputs(wildcards):
+    """With the ELM track on, the bundle also carries the adapter and its LM (for /summarize by embedding)."""
+    if not TRACKS["elm"]:
+        return []
+    return [f"{R}/elm/adapter", model_input(config["elm"]["lm"])]
+
+
+def deploy_elm_args(wildcards, input):
+    if not input.elm:
+        return ""
+    adapter, lm_manifest = input.elm
+    return f"--elm-adapter {adapter} --lm {os.path.dirname(lm_manifest)}"
 
 
 def deploy_bundle_if_passed(wildcards):

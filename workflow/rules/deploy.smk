@@ -25,6 +25,7 @@ rule deploy_bundle:
         summarizer=f"{R}/summarizer/model",
         fivecat=f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json",
         scores=f"{R}/eval/{DEPLOY['summarizer']}/scores.json",
+        elm=deploy_elm_inputs,
     output:
         bundle=directory(f"{R}/deploy/{{name}}"),
     log:
@@ -33,9 +34,10 @@ rule deploy_bundle:
         "../../envs/vecflow.yaml"
     params:
         encoder=parent_of("encoder"),
+        elm=deploy_elm_args,
         settings=lambda w: settings("deploy"),
     shell:
         "vecflow deploy bundle --decision {input.decision} --settings {params.settings:q} "
         "--lvm {input.lvm} --encoder {params.encoder} --bank-embeddings {input.bank_vectors} "
-        "--bank-index {input.bank_index} --summarizer {input.summarizer} "
+        "--bank-index {input.bank_index} --summarizer {input.summarizer} {params.elm} "
         "--metrics {input.fivecat} --metrics {input.scores} --out {output.bundle} > {log} 2>&1"
