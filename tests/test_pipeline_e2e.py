@@ -105,3 +105,19 @@ def test_bundle_manifest_covers_every_file(finished_run):
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
     assert files == set(manifest["files"])
     assert yaml.safe_load((finished_run / "config" / "config.yaml").read_text())["deploy"]["name"] == "tiny"
+
+
+def test_pipeline_report_renders_in_a_real_browser(finished_run, tmp_path):
+    from test_report_browser import CHROMIUM, check_in_browser
+
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium not installed (make test installs it where it can)")
+    page = finished_run / "results" / "report" / "index.html"
+    result = check_in_browser(page, tmp_path)
+    assert result["screenshot_rc"] == 0 and result["screenshot_bytes"] > 10_000
+    assert 'data-images="loaded"' in result["body"], result
+    assert int(result["body"].split('data-image-count="')[1].split('"')[0]) >= 6  # direction, 5CAT, curves, HPO
+    assert result["console"] == [] and result["network"] == []
+    kept = REPO / "results" / "report-screenshot.png"  # kept for people to look at (results/ is git-ignored)
+    kept.parent.mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "page.png", kept)
