@@ -24,19 +24,23 @@ HPO = config["hpo"]
 DEPLOY = config["deploy"]
 
 
-def settings(*path, **extra):
-    """One config section (by key path) as a JSON object, with the global seed/device/tracking added."""
-    node = config
-    for key in path:
-        node = node[key]
+def job_settings(**values):
+    """The given values as a JSON object, with the global seed/device/tracking added."""
     merged = {
         "seed": config["seed"],
         "device": config["device"],
         "tracking": config["tracking"],
     }
-    merged.update(node if isinstance(node, dict) else {path[-1]: node})
-    merged.update(extra)
+    merged.update(values)
     return json.dumps(merged, sort_keys=True)
+
+
+def settings(*path, **extra):
+    """One config section (by key path) as a JSON object for a job (see job_settings)."""
+    node = config
+    for key in path:
+        node = node[key]
+    return job_settings(**node, **extra)
 
 
 def model_input(name):

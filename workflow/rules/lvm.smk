@@ -15,7 +15,7 @@ rule embed_chunks:
         runtime=60,
     params:
         encoder=parent_of("encoder"),
-        settings=lambda w: settings("lvm", batch_size=config["lvm"]["embed_batch_size"]),
+        settings=lambda w: job_settings(batch_size=config["lvm"]["embed_batch_size"]),
     shell:
         "vecflow embed --chunks {input.chunks} --encoder {params.encoder} --settings {params.settings:q} "
         "--out {output.vectors} --index {output.index} > {log} 2>&1"
@@ -32,7 +32,7 @@ rule make_windows:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        settings=lambda w: settings("lvm"),
+        settings=lambda w: job_settings(context_length=config["lvm"]["context_length"]),
     shell:
         "vecflow windows --embeddings {input.vectors} --index {input.index} "
         "--settings {params.settings:q} --out {output.windows} > {log} 2>&1"
