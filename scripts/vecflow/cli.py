@@ -31,6 +31,7 @@ COMMANDS = {
     "hpo-worker": "vecflow.hpo:main_worker",
     "hpo-best": "vecflow.hpo:main_best",
     "score": "vecflow.scoring:main",
+    "resolve-config": "vecflow.resolved_config:main",
     "report": "vecflow.report:main",
     "deploy": "vecflow.deploy:main",
     "serve": "vecflow.serve:main",

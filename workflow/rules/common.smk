@@ -115,6 +115,17 @@ def lvm_run_settings(wildcards):
     return settings("lvm", "train", **extra)
 
 
+def config_sources():
+    """The config files merged into this run, in order (relative to the working directory when possible)."""
+    sources = []
+    for path in workflow.configfiles:
+        try:
+            sources.append(os.path.relpath(path))
+        except ValueError:
+            sources.append(str(path))
+    return sources
+
+
 def config_hash():
     return hashlib.sha256(
         json.dumps(config, sort_keys=True, default=str).encode()
@@ -123,11 +134,7 @@ def config_hash():
 
 def report_inputs(wildcards):
     """Every metric/plot file the report shows, named KEY or KEY__NAME (becomes KEY:NAME)."""
-    files = {
-        "config": (
-            workflow.configfiles[0] if workflow.configfiles else "config/config.yaml"
-        )
-    }
+    files = {"config": f"{R}/config.resolved.yaml"}
     models = {config["encoder"]}
     if TRACKS["summary"]:
         files["ingest_stats"] = f"{R}/summary/dialogues/stats.json"

@@ -1,3 +1,17 @@
+rule resolved_config:
+    output:
+        f"{R}/config.resolved.yaml",
+    log:
+        f"{LOGS}/resolved_config.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        config=lambda w: json.dumps(config, sort_keys=True, default=str),
+        sources=lambda w: " ".join(f"--source {f}" for f in config_sources()),
+    shell:
+        "vecflow resolve-config --config {params.config:q} {params.sources} --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         unpack(report_inputs),
