@@ -86,6 +86,18 @@ def test_disabled_backends_are_not_imported(tmp_path, monkeypatch):
 # ---- wandb offline ------------------------------------------------------------------------------------------
 
 
+def read_records_once_complete(run_file: Path, timeout_s: float = 60.0) -> list:
+    """wandb's service process may still be flushing after finish() on a loaded machine: wait for the run record."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_wandb_records(run_file)
+        if any(r.WhichOneof("record_type") == "run" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def read_wandb_records(run_file: Path) -> list:
     """Protobuf records of a ``.wandb`` file: 7-byte header, then 32 KiB blocks of chunked records."""
     from wandb.proto import wandb_internal_pb2
@@ -130,7 +142,7 @@ def test_wandb_offline_run_holds_config_history_and_summary(tmp_path, monkeypatc
     log_two_epochs(tracker)
 
     (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    records = read_wandb_records(run_file)
+    records = read_records_once_complete(run_file)
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.display_name == "lvm-p4" and run.project == "vecflow-test"
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
