@@ -1,31 +1,14 @@
 """Speaker tags are single, case-preserving, normal tokens with distinct piece-mean initial embeddings."""
 
-import shutil
-
 import pytest
 import torch
 
 from vecflow.speakers import add_speaker_tokens, count_speakers, embedding_owners, speaker_tags
 
 
-def working_encoder(tiny_encoder, tmp_path):
-    """The tiny encoder with its WordPiece vocabulary loaded (transformers 5's BertTokenizerFast ignores the
-    ``vocab_file=`` that tests/tiny_models.py passes, leaving a 5-token vocabulary)."""
-    from transformers import AutoTokenizer, BertTokenizerFast
-
-    if len(AutoTokenizer.from_pretrained(tiny_encoder)) > 5:
-        return tiny_encoder
-    path = tmp_path / "tiny-encoder"
-    shutil.copytree(tiny_encoder, path)
-    words = (path / "vocab.txt").read_text().splitlines()
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True, model_max_length=128)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def encoder_dir(tiny_encoder, tmp_path_factory):
-    return working_encoder(tiny_encoder, tmp_path_factory.mktemp("enc"))
+def encoder_dir(tiny_encoder):
+    return tiny_encoder
 
 
 @pytest.fixture()

@@ -6,7 +6,6 @@ import re
 import pytest
 import torch
 
-from test_speakers import working_encoder
 from vecflow.cli import main
 from vecflow.errors import VecflowError
 from vecflow.summarizer import (
@@ -48,8 +47,8 @@ def write_dialogues(path, rows=DIALOGUES):
 
 
 @pytest.fixture(scope="module")
-def encoder_dir(tiny_encoder, tmp_path_factory):
-    return working_encoder(tiny_encoder, tmp_path_factory.mktemp("enc"))
+def encoder_dir(tiny_encoder):
+    return tiny_encoder
 
 
 @pytest.fixture(scope="module")

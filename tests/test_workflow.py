@@ -144,3 +144,13 @@ def test_tiny_slice_really_runs(tiny_workdir):
     run(tiny_workdir, targets=targets, cores=2)
     after = {p: p.stat().st_mtime_ns for p in (tiny_workdir / "results").rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_loss_overrides_of_train_and_run_are_merged(tmp_path, tiny_encoder, tiny_causal_lm):
+    config = tiny_config(tiny_encoder, tiny_causal_lm)
+    config["lvm"]["train"]["losses"] = {"lambda_dir": 0.001, "rollout_h": 4}
+    config["lvm"]["runs"]["p4"]["losses"] = {"rollout_h": 2}
+    workdir = write_workdir(tmp_path, config)
+    result = snakemake_cli(workdir, "-n", "-p", "results/lvm/models/p4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"losses": {"lambda_dir": 0.001, "rollout_h": 2}' in result.stdout

@@ -40,7 +40,9 @@ def settings(*path, **extra):
     node = config
     for key in path:
         node = node[key]
-    return job_settings(**node, **extra)
+    return job_settings(
+        **{**node, **extra}
+    )  # extra wins, e.g. a run's merged loss overrides
 
 
 def model_input(name):
