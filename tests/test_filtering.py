@@ -77,6 +77,29 @@ def test_reindex_is_order_of_first_use():
     assert used == [7, 2] and [r["embedding_index"] for r in records] == [0, 1, 0]
 
 
+SEED003_TEMPLATE = "Summarize the following text:\n\n{text}\n\nSummary:"
+
+
+def _seed003_row(task: str, index: int, target: str, variation: int = 0) -> dict:
+    """A row in exactly the seed-003 layout (no source_id, the {text} placeholder)."""
+    return {"task_type": task, "input_prompt_template": SEED003_TEMPLATE, "embedding_index": index,
+            "target_text": target, "variation": variation, "temperature": 0.7, "top_p": 0.9, "token_count": 17}
+
+
+def test_seed003_rows_with_the_text_placeholder_are_accepted_and_normalised(tmp_path):
+    rows = [_seed003_row("summary", 1, "s1"), _seed003_row("qa", 0, "a"), _seed003_row("summary", 1, "s1b", 1),
+            {**_seed003_row("summary", 0, "s0"), "input_prompt_template": "Summarize: <EMB>"}]
+    _write_split(tmp_path / "in", "train", rows, _unit_rows(2))
+    stats = filter_summary(tmp_path / "in", ["train"], {}, tmp_path / "out", tmp_path / "stats.json")
+    kept = read_jsonl(tmp_path / "out" / "train_synthesis.jsonl")
+    assert [r["input_prompt_template"] for r in kept] == [
+        "Summarize the following text:\n\n<EMB>\n\nSummary:"] * 2 + ["Summarize: <EMB>"]
+    assert [r["embedding_index"] for r in kept] == [0, 0, 1]
+    assert [r["source_id"] for r in kept] == ["train_synthesis:1", "train_synthesis:1", "train_synthesis:0"]
+    assert kept[0]["temperature"] == 0.7 and kept[0]["token_count"] == 17
+    assert stats["splits"]["train"]["templates_normalised"] == 2
+
+
 @pytest.mark.parametrize(
     "bad_row, message",
     [
@@ -88,8 +111,11 @@ def test_reindex_is_order_of_first_use():
         (_row("summary", True), r"train_synthesis\.jsonl:2: field 'embedding_index': expected int, got bool"),
         (_row("summary", 0, 5), r"train_synthesis\.jsonl:2: field 'target_text': expected str or NoneType, got int"),
         (_row("summary", 0, variation="a"), r"train_synthesis\.jsonl:2: field 'variation': expected int, got str"),
-        ({**_row("summary", 0), "input_prompt_template": "Summarize {text}"},
-         r"train_synthesis\.jsonl:2: field 'input_prompt_template': must contain '<EMB>'"),
+        ({**_row("summary", 0), "input_prompt_template": "Summarize the text:"},
+         r"train_synthesis\.jsonl:2: field 'input_prompt_template': needs exactly one placeholder '<EMB>' or "
+         r"'\{text\}' \(found none\)"),
+        ({**_row("summary", 0), "input_prompt_template": "{text} and <EMB>"},
+         r"train_synthesis\.jsonl:2: field 'input_prompt_template': needs exactly one .* \(found 2\)"),
         ("{oops", r"train_synthesis\.jsonl:2: invalid JSON"),
     ],
 )

@@ -3,7 +3,9 @@
 For each split, reads ``{split}_synthesis.jsonl`` and ``{split}_embeddings.safetensors`` (key ``embeddings``,
 N x D float, rows L2-normalised), keeps records with ``task_type == "summary"`` and a non-empty
 ``target_text``, keeps only the embedding rows those records use (in order of first use) and rewrites
-``embedding_index`` to point into the new, dense matrix. Dropped rows are counted by reason; an
+``embedding_index`` to point into the new, dense matrix. A template's placeholder may be ``<EMB>`` or
+seed 003's ``{text}`` (``"Summarize the following text:\n\n{text}\n\nSummary:"``); ``{text}`` is rewritten
+to ``<EMB>``, so that every output template has exactly one ``<EMB>``. Dropped rows are counted by reason; an
 ``embedding_index`` outside the matrix is an error, never a silent drop. Nothing is written unless every
 split is valid.
 """
@@ -22,6 +24,8 @@ from vecflow.settings import settings_arg
 
 KEEP_TASK = "summary"
 EMB = "<EMB>"
+# seed-003 files write the placeholder as a format field; it is normalised to <EMB> on the way in
+TEXT_PLACEHOLDER = "{text}"
 REQUIRED_FIELDS = {"task_type": str, "input_prompt_template": str, "embedding_index": int}
 OPTIONAL_FIELDS = {
     "target_text": (str, type(None)),
@@ -82,7 +86,7 @@ def split_paths(folder: Path, split: str) -> tuple[Path, Path]:
 def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) -> tuple[list[dict], np.ndarray, dict]:
     """Return the kept records (re-indexed), their dense embedding matrix and the split's stats."""
     embeddings = load_embeddings(embeddings_path, tolerance)
-    kept, dropped, rows_in = [], Counter(), 0
+    kept, dropped, rows_in, normalised = [], Counter(), 0, 0
     for lineno, record in iter_jsonl(synthesis_path):
         rows_in += 1
         check_record(record, synthesis_path, lineno, num_embeddings=len(embeddings))
@@ -90,6 +94,9 @@ def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) 
         if reason:
             dropped[reason] += 1
         else:
+            template = normalise_template(record["input_prompt_template"], synthesis_path, lineno)
+            normalised += template != record["input_prompt_template"]
+            record["input_prompt_template"] = template
             # seed-003 records carry no source id: the original embedding row identifies the source text
             record.setdefault("source_id", f"{synthesis_path.stem}:{record['embedding_index']}")
             kept.append(record)
@@ -105,6 +112,7 @@ def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) 
         "embeddings_in": int(embeddings.shape[0]),
         "embeddings_kept": len(used_rows),
         "dim": int(embeddings.shape[1]),
+        "templates_normalised": normalised,
     }
     return records, embeddings[used_rows].astype(np.float32), stats
 
@@ -139,8 +147,19 @@ def check_record(record: dict, path: Path, lineno: int, num_embeddings: int) -> 
         raise VecflowError(
             f"{where(path, lineno, 'embedding_index')}: {index} is out of range (the embeddings have {num_embeddings} rows)"
         )
-    if record["task_type"] == KEEP_TASK and EMB not in record["input_prompt_template"]:
-        raise VecflowError(f"{where(path, lineno, 'input_prompt_template')}: must contain '{EMB}'")
+
+
+def normalise_template(template: str, path: Path, lineno: int) -> str:
+    """The template with ``{text}`` written as ``<EMB>``; exactly one placeholder must remain."""
+    normalised = template.replace(TEXT_PLACEHOLDER, EMB)
+    count = normalised.count(EMB)
+    if count != 1:
+        found = "none" if count == 0 else f"{count}"
+        raise VecflowError(
+            f"{where(path, lineno, 'input_prompt_template')}: needs exactly one placeholder '{EMB}' or "
+            f"'{TEXT_PLACEHOLDER}' (found {found}); put one where the dialogue's embedding goes"
+        )
+    return normalised
 
 
 def drop_reason(record: dict) -> str | None:
