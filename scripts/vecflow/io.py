@@ -93,32 +93,106 @@ def _json_default(obj: Any):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+REENCODE_HINT = "re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT"
+
+
+NUL = b"\x00"
+
+
+def _binary(path, lineno: int, offset: int) -> VecflowError:
+    return VecflowError(f"{where(path, lineno)}: NUL byte at byte offset {offset}: this is a binary file, not "
+                        f"UTF-8 text; give the text file instead")
+
+
+def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file (a leading BOM is dropped; line endings kept).
+
+    Bytes that are not UTF-8 raise a VecflowError naming file, line and byte offset, with a hint to re-encode.
+    """
     path = Path(path)
     if not path.exists():
         raise VecflowError(f"{path}: file not found")
+    if path.is_dir():
+        raise VecflowError(f"{path}: is a folder, expected a file")
+    offset = 0
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            start = 3 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else 0
+            if NUL in raw:
+                raise _binary(path, lineno, offset + raw.index(NUL))
+            try:
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = offset + start + exc.start
+                raise VecflowError(f"{where(path, lineno)}: not UTF-8 (byte 0x{raw[start + exc.start]:02x} at byte "
+                                   f"offset {bad}); {REENCODE_HINT}") from None
+            offset += len(raw)
+            yield lineno, text
+
+
+class open_utf8:  # noqa: N801 - used like open(): ``with open_utf8(path) as fh: for line in fh``
+    """A read-only text file whose lines are checked as UTF-8 (see ``iter_text_lines``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lines = iter_text_lines(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lines.close()
+
+    def __iter__(self) -> Iterator[str]:
+        return (line for _, line in self._lines)
+
+
+def read_text_utf8(path: str | os.PathLike) -> str:
+    """The whole text of a UTF-8 file (BOM dropped), or a VecflowError naming the undecodable byte."""
+    return "".join(line for _, line in iter_text_lines(path))
+
+
+def json_error(path, lineno: int, line: str, exc: json.JSONDecodeError) -> VecflowError:
+    """A one-line message for a line that is not JSON, saying what to do (truncated lines are named as such)."""
+    stripped = line.rstrip()
+    truncated = exc.msg.startswith("Unterminated string") or exc.pos >= len(stripped)
+    if truncated:
+        return VecflowError(f"{where(path, lineno)}: invalid JSON: the line is truncated (it ends at column "
+                            f"{len(stripped)} before the JSON value is closed); complete or remove the line")
+    hint = ""
+    if stripped.startswith("{'") or "': " in stripped:
+        hint = " (single quotes: this looks like a Python dict; write JSON with double quotes)"
+    return VecflowError(f"{where(path, lineno)}: invalid JSON at column {exc.colno}: {exc.msg}{hint}; "
+                        f"each line must be one complete JSON object")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    text = read_text_utf8(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise VecflowError(f"{where(path, exc.lineno)}: invalid JSON: {exc.msg}") from None
+        if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
+            raise VecflowError(f"{where(path, exc.lineno)}: invalid JSON: the file is truncated (it ends before the "
+                               f"JSON value is closed); write the file again") from None
+        raise VecflowError(f"{where(path, exc.lineno)}: invalid JSON at column {exc.colno}: {exc.msg}; "
+                           f"fix the JSON there") from None
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line; bad JSON raises naming file:line."""
+    """Yield ``(line_number, record)`` for each non-blank line; bad JSON or bytes raise naming file:line."""
     path = Path(path)
-    if not path.exists():
-        raise VecflowError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise VecflowError(f"{where(path, lineno)}: invalid JSON: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise VecflowError(f"{where(path, lineno)}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+    for lineno, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise json_error(path, lineno, line, exc) from None
+        if not isinstance(record, dict):
+            raise VecflowError(f"{where(path, lineno)}: expected a JSON object, got {type(record).__name__}; "
+                               f"each line must be one JSON object {{...}}")
+        yield lineno, record
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
