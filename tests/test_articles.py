@@ -3,14 +3,18 @@ import json
 import pytest
 
 from vecflow.articles import (
+    OOD_ID_OFFSET,
     chunk_articles,
     detokenize_wikitext,
     main,
     pack_sentences,
     read_jsonl_articles,
+    read_articles,
     read_pydoc_topics,
     read_wikitext,
     split_sentences,
+    split_turns,
+    turn_rows,
 )
 from vecflow.cli import main as cli_main
 from vecflow.errors import VecflowError
@@ -178,3 +182,56 @@ def test_real_wikitext_valid_chunks(shared_data, tmp_path):
     assert len({r["article_id"] for r in rows}) == 60
     assert all(len(r["text"].split()) >= 8 for r in rows)
     assert not any(" @-@ " in r["text"] or " , " in r["text"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------------ dialogues
+def _dialogue_file(path, dialogues, prefix="train"):
+    lines = [json.dumps({"fname": f"{prefix}_{i}", "dialogue": d, "summary": "s.", "topic": "t"})
+             for i, d in enumerate(dialogues)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_split_turns_keeps_speaker_tags_and_joins_untagged_lines():
+    dialogue = "#Person1#: Hi there.\n#Person2#: Hello,\nhow are you?\r\n#Person1#:  Fine,   thanks."
+    assert split_turns(dialogue) == ["#Person1#: Hi there.", "#Person2#: Hello, how are you?",
+                                     "#Person1#: Fine, thanks."]
+
+
+def test_cli_dialogues_one_turn_per_chunk_with_ood_ids_offset(tmp_path):
+    train = _dialogue_file(tmp_path / "train.jsonl", ["#Person1#: A a.\n#Person2#: B b.\n#Person1#: C c.",
+                                                      "#Person1#: D.\n#Person2#: E.", "#Person1#: F."])
+    dev = _dialogue_file(tmp_path / "dev.jsonl", ["#Person1#: G.\n#Person2#: H."], prefix="dev")
+    out = tmp_path / "chunks.jsonl"
+    settings = {**SETTINGS, "articles": {"max_articles": 2}}
+    argv = ["chunk-articles", "--input", str(train), "--ood-input", str(dev), "--format", "dialogues",
+            "--settings", json.dumps(settings), "--out", str(out)]
+    assert cli_main(argv) == 0
+    rows = _rows(out)
+    # max_articles caps the first file only; the dev dialogue keeps its offset id
+    assert [(r["article_id"], r["chunk_index"]) for r in rows] == [
+        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (OOD_ID_OFFSET, 0), (OOD_ID_OFFSET, 1)]
+    assert rows[1] == {"article_id": 0, "title": "train_0", "chunk_index": 1, "text": "#Person2#: B b."}
+    assert rows[-1]["title"] == "dev_0" and rows[-1]["text"] == "#Person2#: H."
+
+
+def test_dialogues_bad_record_names_file_and_line(tmp_path, capsys):
+    source = tmp_path / "d.jsonl"
+    source.write_text(json.dumps({"fname": "a", "dialogue": "#Person1#: x", "summary": "s"}) + "\n"
+                      + json.dumps({"fname": "b", "summary": "s"}) + "\n")
+    argv = ["chunk-articles", "--input", str(source), "--format", "dialogues", "--settings", "{}",
+            "--out", str(tmp_path / "c.jsonl")]
+    assert cli_main(argv) == 2
+    assert f"{source}:2" in capsys.readouterr().err and not (tmp_path / "c.jsonl").exists()
+
+
+def test_ood_input_needs_the_dialogues_format(tmp_path):
+    with pytest.raises(VecflowError, match="ood_input: only the dialogues format"):
+        read_articles(str(tmp_path / "a.txt"), "wikitext", ood_source=str(tmp_path / "b.txt"))
+
+
+def test_real_dialogsum_turns(shared_data):
+    articles = read_articles(str(shared_data / "dialogsum" / "dev.jsonl"), "dialogues")
+    rows = turn_rows(articles)
+    assert len(articles) == 500 and len(rows) > 4000
+    assert all(row["text"].startswith("#Person") for row in rows)

@@ -126,3 +126,36 @@ def test_cli_accepts_the_split_section_itself(tmp_path):
     argv = ["split-articles", "--chunks", str(chunks), "--settings", json.dumps(settings)]
     assert cli_main(argv + ["--out-dir", str(tmp_path / "s")]) == 0
     assert json.loads((tmp_path / "s" / "ids.json").read_text()) == {"train": [0, 1, 2, 3], "val": [4], "ood": [5]}
+
+
+def test_pinned_ranges_go_first_and_the_rest_by_fractions():
+    ids = list(range(20)) + list(range(1000, 1005))
+    cfg = {"method": "fractions", "fractions": {"train": 0.8, "val": 0.2, "ood": 0.0},
+           "pinned": {"ood": [[1000, 1999]]}}
+    assigned = assign_articles(ids, cfg, seed=3)
+    assert assigned["ood"] == list(range(1000, 1005))
+    assert len(assigned["val"]) == 4 and len(assigned["train"]) == 16
+    assert sorted(assigned["train"] + assigned["val"]) == list(range(20))
+    with pytest.raises(VecflowError, match="pinned: only used with method fractions"):
+        assign_articles(ids, {"method": "ranges", "ranges": {}, "pinned": {"ood": [[1000, 1999]]}}, seed=3)
+
+
+def _dialogue_rows(turns_by_article):
+    return [{"article_id": a, "title": str(a), "chunk_index": c, "text": t}
+            for a, turns in turns_by_article.items() for c, t in enumerate(turns)]
+
+
+def test_short_duplicates_are_generic_and_long_ones_drop_whole_articles():
+    turns = {a: [f"#Person1#: dialogue {a} opens with a long and unique sentence here.", "#Person2#: Thanks."]
+             for a in range(6)}
+    turns[5] = [turns[0][0], "#Person2#: Something new and long enough to count as text."]  # a copy of 0's turn
+    cfg = {"method": "ranges", "ranges": {"train": [[0, 3]], "val": [[4, 4]], "ood": [[5, 5]]},
+           "short_duplicate_tokens": 3}
+    with pytest.raises(VecflowError, match="1 identical chunk texts in two splits"):
+        split_chunks(_dialogue_rows(turns), cfg, seed=0)
+    split_rows, _, report = split_chunks(_dialogue_rows({**turns, 6: ["x y z w v u"]}),
+                                         {**cfg, "ranges": {**cfg["ranges"], "ood": [[5, 6]]},
+                                          "drop_leaking_articles": True}, seed=0)
+    assert {r["article_id"] for r in split_rows["ood"]} == {6}  # article 5 dropped whole, not a gap
+    assert report["duplicate_chunk_texts"]["dropped_articles"] == {"train": 0, "val": 0, "ood": 1}
+    assert report["short_duplicate_texts"]["count"] == 1  # "#Person2#: Thanks." is allowed

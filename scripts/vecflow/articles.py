@@ -8,6 +8,10 @@ Three inputs give the same kind of article list ``[(article_id, title, paragraph
 - ``jsonl``: one article per line, ``{"article_id": int, "title": str, "text": str}``.
 - ``pydoc``: Python's own ``pydoc_data.topics.topics`` (one article per topic, sorted by key), so the demo has
   articles without any download.
+- ``dialogues``: dialogue JSONL (DialogSum ``{fname, dialogue, ...}`` or vecflow ``{id, dialogue, ...}``, read by
+  ``vecflow.dialogues``): one dialogue = one article (title = its id, article_id = its 0-based line position),
+  one turn = one chunk, the ``#PersonN#:`` speaker tag kept in the text (no sentence packing). A second file
+  (``ood_input``, e.g. DialogSum dev) gets article ids from ``OOD_ID_OFFSET`` on, so a split can pin it to OOD.
 
 Chunking packs consecutive sentences (regex split, no NLTK) into chunks of about ``target_tokens`` whitespace
 tokens; a tail shorter than ``min_tokens`` is merged into the previous chunk (or dropped if it is alone).
@@ -24,7 +28,8 @@ from vecflow.errors import VecflowError, where
 from vecflow.io import iter_jsonl, require_fields, write_jsonl
 from vecflow.settings import settings_arg
 
-FORMATS = ("wikitext", "jsonl", "pydoc")
+FORMATS = ("wikitext", "jsonl", "pydoc", "dialogues")
+OOD_ID_OFFSET = 1_000_000  # article ids of the `ood_input` dialogues start here
 
 # a sentence ends with . ! or ? (optionally followed by closing quotes/brackets) before whitespace and a
 # capital letter, digit or opening quote/bracket
@@ -32,6 +37,7 @@ _SENTENCE_BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[
 _WIKITEXT_TITLE = re.compile(r"^ ?= (?!=)(.*\S) = ?$")
 _WIKITEXT_SUBHEADING = re.compile(r"^ ?(= ){2,}.*( =){2,} ?$")
 _PYDOC_UNDERLINE = re.compile(r"^[*=\-~^]{3,}\s*$")
+_TURN_START = re.compile(r"\n(?=\s*#Person\d+#\s*:)")
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -135,21 +141,59 @@ def read_pydoc_topics(min_words: int = 50) -> list[tuple[int, str, list[str]]]:
     return articles
 
 
+def split_turns(dialogue: str) -> list[str]:
+    """The turns of a dialogue: a new turn starts at each line beginning with ``#PersonN#:``; a line without a
+    tag continues the turn before it. Whitespace inside a turn is collapsed; the speaker tag stays."""
+    return [" ".join(turn.split()) for turn in _TURN_START.split(dialogue.replace("\r\n", "\n")) if turn.strip()]
+
+
+def read_dialogue_articles(path: Path, id_offset: int = 0) -> list[tuple[int, str, list[str]]]:
+    """Dialogues as articles ``(id_offset + line position, dialogue id, turns)`` (validated by vecflow.dialogues)."""
+    from vecflow.dialogues import load_dialogues
+
+    return [(id_offset + i, record["id"], split_turns(record["dialogue"]))
+            for i, record in enumerate(load_dialogues(path))]
+
+
+def turn_rows(articles, max_articles: int = 0) -> list[dict]:
+    """One chunk row per turn (dialogues are not sentence-packed): ``{article_id, title, chunk_index, text}``;
+    ``max_articles`` caps the dialogues of the first file."""
+    rows: list[dict] = []
+    kept = [article for article in articles if article[2]]
+    if max_articles:  # the cap applies to the first file; every `ood_input` dialogue is kept
+        main_file = [article for article in kept if article[0] < OOD_ID_OFFSET]
+        kept = main_file[:max_articles] + [article for article in kept if article[0] >= OOD_ID_OFFSET]
+    for article_id, title, turns in kept:
+        rows += [{"article_id": article_id, "title": title, "chunk_index": i, "text": turn}
+                 for i, turn in enumerate(turns)]
+    return rows
+
+
 def _paragraphs(text: str) -> list[str]:
     """Blank-line separated paragraphs with their inner whitespace collapsed."""
     blocks = re.split(r"\n\s*\n", text)
     return [" ".join(block.split()) for block in blocks if block.strip()]
 
 
-def read_articles(source: str, fmt: str, pydoc_min_words: int = 50) -> list[tuple[int, str, list[str]]]:
+def read_articles(source: str, fmt: str, pydoc_min_words: int = 50, ood_source: str = ""
+                  ) -> list[tuple[int, str, list[str]]]:
     if fmt not in FORMATS:
         raise VecflowError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    if ood_source and fmt != "dialogues":
+        raise VecflowError(f"settings: lvm.articles.ood_input: only the dialogues format reads a second file "
+                           f"(format is {fmt}); remove ood_input or use split ranges")
     if fmt == "pydoc":
         return read_pydoc_topics(pydoc_min_words)
-    path = Path(source)
-    if not path.is_file():
-        raise VecflowError(f"{path}: file not found")
-    return read_wikitext(path) if fmt == "wikitext" else read_jsonl_articles(path)
+    paths = [Path(source)] + ([Path(ood_source)] if ood_source else [])
+    for path in paths:
+        if not path.is_file():
+            raise VecflowError(f"{path}: file not found")
+    if fmt == "dialogues":
+        articles = read_dialogue_articles(paths[0])
+        if len(articles) >= OOD_ID_OFFSET:
+            raise VecflowError(f"{paths[0]}: {len(articles)} dialogues; at most {OOD_ID_OFFSET - 1} are supported")
+        return articles + (read_dialogue_articles(paths[1], OOD_ID_OFFSET) if ood_source else [])
+    return read_wikitext(paths[0]) if fmt == "wikitext" else read_jsonl_articles(paths[0])
 
 
 # -------------------------------------------------------------------------------------------- chunking
@@ -179,7 +223,8 @@ def chunk_articles(articles, target_tokens: int, min_tokens: int, max_articles: 
 # ------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow chunk-articles", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="WikiText .txt, articles JSONL, or 'pydoc'")
+    parser.add_argument("--input", required=True, help="WikiText .txt, articles or dialogue JSONL, or 'pydoc'")
+    parser.add_argument("--ood-input", default="", help="dialogues only: a second dialogue JSONL (ids from 1,000,000)")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument(
         "--settings", required=True, type=settings_arg, help="lvm.articles (or lvm) as JSON, with `chunking`"
@@ -189,16 +234,19 @@ def main(argv: list[str] | None = None) -> int:
 
     chunking = args.settings.get("chunking", {})
     articles_cfg = args.settings.get("articles", args.settings)  # the lvm section, or its `articles` part
-    articles = read_articles(args.input, args.format, int(articles_cfg.get("pydoc_min_words", 50)))
+    articles = read_articles(args.input, args.format, int(articles_cfg.get("pydoc_min_words", 50)), args.ood_input)
     source = "pydoc_data.topics" if args.format == "pydoc" else args.input
     if not articles:
         raise VecflowError(f"{source}: no articles found (format {args.format})")
-    rows = chunk_articles(
-        articles,
-        target_tokens=int(chunking.get("target_tokens", 40)),
-        min_tokens=int(chunking.get("min_tokens", 8)),
-        max_articles=int(articles_cfg.get("max_articles", 0)),
-    )
+    if args.format == "dialogues":
+        rows = turn_rows(articles, int(articles_cfg.get("max_articles", 0)))
+    else:
+        rows = chunk_articles(
+            articles,
+            target_tokens=int(chunking.get("target_tokens", 40)),
+            min_tokens=int(chunking.get("min_tokens", 8)),
+            max_articles=int(articles_cfg.get("max_articles", 0)),
+        )
     if not rows:
         raise VecflowError(f"{source}: {len(articles)} articles found but none has any text to chunk")
     write_jsonl(args.out, rows)

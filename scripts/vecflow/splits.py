@@ -1,10 +1,15 @@
 """Article-based train/val/ood splits with a leakage proof (``vecflow split-articles``).
 
 Random chunk-level splits leak (seed 002): here whole articles go to one split, either by seeded fractions of
-the article ids or by explicit inclusive id ranges. Before anything is written the split is checked: no
+the article ids or by explicit inclusive id ranges. With fractions, ``pinned: {split: [[low, high], ...]}``
+sends the ids in those ranges to that split first (e.g. DialogSum dev dialogues, ids >= 1,000,000, to OOD) and
+divides the rest by the fractions (e.g. a VAL carved from the train dialogues by id). Before anything is written the split is checked: no
 article id may be in two splits, and no (whitespace-normalised) chunk text may appear in two splits. Leakage
 is an error unless ``drop_duplicate_chunks`` is set, which drops the repeated chunks from the later split
-(order train, val, ood) and reports them.
+(order train, val, ood) and reports them, or ``drop_leaking_articles`` is set, which drops every article of a
+later split that shares a chunk text with an earlier split (a whole duplicated dialogue, not a gap in it).
+Texts of at most ``short_duplicate_tokens`` whitespace tokens (``#Person2#: Thank you.``) are generic, not
+leakage: they are counted in the report but allowed.
 
 Writes ``DIR/{train,val,ood}.jsonl`` (chunk rows), ``DIR/ids.json`` and ``DIR/leakage.json``.
 """
@@ -97,11 +102,22 @@ def assign_by_ranges(article_ids: list[int], ranges: dict) -> dict[str, list[int
     }
 
 
+def assign_pinned_then_fractions(article_ids: list[int], fractions: dict, pinned: dict, seed: int
+                                 ) -> dict[str, list[int]]:
+    """Ids inside a ``pinned`` split's ranges go to that split; the others are divided by ``fractions``."""
+    ranges = parse_ranges({name: pinned.get(name, []) for name in SPLITS})
+    pinned_to = {a: name for name in SPLITS for a in article_ids if any(lo <= a <= hi for lo, hi in ranges[name])}
+    assigned = assign_by_fractions([a for a in article_ids if a not in pinned_to], fractions, seed)
+    return {name: sorted(assigned[name] + [a for a, pin in pinned_to.items() if pin == name]) for name in SPLITS}
+
+
 def assign_articles(article_ids: list[int], split_cfg: dict, seed: int) -> dict[str, list[int]]:
     method = split_cfg.get("method", "fractions")
+    if split_cfg.get("pinned") and method != "fractions":
+        raise VecflowError("settings: split.pinned: only used with method fractions (ranges already say where ids go)")
     if method == "fractions":
         fractions = split_cfg.get("fractions", {"train": 0.7, "val": 0.15, "ood": 0.15})
-        assigned = assign_by_fractions(article_ids, fractions, seed)
+        assigned = assign_pinned_then_fractions(article_ids, fractions, split_cfg.get("pinned") or {}, seed)
     elif method == "ranges":
         assigned = assign_by_ranges(article_ids, split_cfg.get("ranges", {}))
     else:
@@ -120,8 +136,9 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def find_leakage(split_rows: dict[str, list[dict]]) -> dict:
-    """Article ids in two splits, and chunk texts (whitespace-normalised) found in more than one split."""
+def find_leakage(split_rows: dict[str, list[dict]], short_tokens: int = 0) -> dict:
+    """Article ids in two splits, and chunk texts (whitespace-normalised) found in more than one split; texts of
+    at most ``short_tokens`` tokens are counted apart (``short_duplicate_texts``) and are not leakage."""
     id_splits: dict[int, set[str]] = {}
     text_splits: dict[str, set[str]] = {}
     for name, rows in split_rows.items():
@@ -129,14 +146,31 @@ def find_leakage(split_rows: dict[str, list[dict]]) -> dict:
             id_splits.setdefault(row["article_id"], set()).add(name)
             text_splits.setdefault(normalise_text(row["text"]), set()).add(name)
     shared_ids = sorted(a for a, names in id_splits.items() if len(names) > 1)
-    shared_texts = [(t, sorted(names, key=SPLITS.index)) for t, names in text_splits.items() if len(names) > 1]
+    shared = [(t, sorted(names, key=SPLITS.index)) for t, names in text_splits.items() if len(names) > 1]
+    shared_texts = [(t, names) for t, names in shared if len(t.split()) > short_tokens]
     return {
         "article_ids_in_two_splits": shared_ids,
         "duplicate_chunk_texts": {
             "count": len(shared_texts),
             "examples": [{"text": t[:200], "splits": names} for t, names in shared_texts[:MAX_EXAMPLES]],
         },
+        "short_duplicate_texts": {"count": len(shared) - len(shared_texts), "max_tokens": short_tokens},
     }
+
+
+def drop_leaking_articles(split_rows: dict[str, list[dict]], short_tokens: int = 0
+                          ) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Drop every article of a split that shares a (longer than ``short_tokens``) chunk text with an earlier
+    split (train, val, ood order); returns the kept rows and the number of articles dropped per split."""
+    seen_before: set[str] = set()
+    kept, dropped = {}, {}
+    for name in SPLITS:
+        leaking = {row["article_id"] for row in split_rows[name]
+                   if len(row["text"].split()) > short_tokens and normalise_text(row["text"]) in seen_before}
+        kept[name] = [row for row in split_rows[name] if row["article_id"] not in leaking]
+        dropped[name] = len(leaking)
+        seen_before |= {normalise_text(row["text"]) for row in kept[name]}
+    return kept, dropped
 
 
 def drop_cross_split_duplicates(split_rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
@@ -174,7 +208,8 @@ def leakage_message(path, leakage: dict) -> str:
         example = duplicates["examples"][0]
         parts.append(
             f"{duplicates['count']} identical chunk texts in two splits (e.g. {example['text'][:60]!r} in "
-            f"{' and '.join(example['splits'])}); set lvm.split.drop_duplicate_chunks: true to drop them"
+            f"{' and '.join(example['splits'])}); set lvm.split.drop_duplicate_chunks: true to drop them, or drop_leaking_articles: true to drop "
+            f"the articles that contain them"
         )
     return f"{path}: split leaks: " + "; ".join(parts)
 
@@ -185,20 +220,26 @@ def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") 
     ids = assign_articles(article_ids, split_cfg, seed)
     split_of = {a: name for name in SPLITS for a in ids[name]}
     split_rows = {name: [row for row in rows if split_of.get(row["article_id"]) == name] for name in SPLITS}
-    leakage = find_leakage(split_rows)
+    short_tokens = int(split_cfg.get("short_duplicate_tokens", 0))
+    leakage = find_leakage(split_rows, short_tokens)
     dropped = {name: 0 for name in SPLITS}
+    dropped_articles = {name: 0 for name in SPLITS}
+    if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_leaking_articles", False):
+        split_rows, dropped_articles = drop_leaking_articles(split_rows, short_tokens)
     if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_duplicate_chunks", False):
         split_rows, dropped = drop_cross_split_duplicates(split_rows)
-        emptied = [name for name in SPLITS if not split_rows[name]]
-        if emptied:
-            raise VecflowError(f"{source}: dropping duplicate chunks leaves {', '.join(emptied)} empty")
-    remaining = find_leakage(split_rows)
+    emptied = [name for name in SPLITS if not split_rows[name]]
+    if emptied:
+        raise VecflowError(f"{source}: dropping duplicates leaves {', '.join(emptied)} empty")
+    remaining = find_leakage(split_rows, short_tokens)
     if remaining["article_ids_in_two_splits"] or remaining["duplicate_chunk_texts"]["count"]:
         raise VecflowError(leakage_message(source, remaining))
     report = {
         "method": split_cfg.get("method", "fractions"),
         "article_ids_in_two_splits": remaining["article_ids_in_two_splits"],
-        "duplicate_chunk_texts": {**leakage["duplicate_chunk_texts"], "dropped": dropped},
+        "duplicate_chunk_texts": {**leakage["duplicate_chunk_texts"], "dropped": dropped,
+                                  "dropped_articles": dropped_articles},
+        "short_duplicate_texts": remaining["short_duplicate_texts"],
         "counts": split_counts(split_rows),
         "unassigned_articles": len(article_ids) - len(split_of),
     }

@@ -5,6 +5,11 @@ rule chunk_articles:
             if config["lvm"]["articles"]["format"] == "pydoc"
             else config["lvm"]["articles"]["input"]
         ),
+        ood_articles=lambda w: (
+            [config["lvm"]["articles"]["ood_input"]]
+            if config["lvm"]["articles"]["ood_input"]
+            else []
+        ),
     output:
         chunks=f"{R}/lvm/chunks.jsonl",
     log:
@@ -14,11 +19,14 @@ rule chunk_articles:
     params:
         source=config["lvm"]["articles"]["input"],
         format=config["lvm"]["articles"]["format"],
+        ood=lambda w, input: (
+            f"--ood-input {input.ood_articles}" if input.ood_articles else ""
+        ),
         settings=lambda w: settings(
             "lvm", "articles", chunking=config["lvm"]["chunking"]
         ),
     shell:
-        "vecflow chunk-articles --input {params.source:q} --format {params.format} "
+        "vecflow chunk-articles --input {params.source:q} --format {params.format} {params.ood} "
         "--settings {params.settings:q} --out {output.chunks} > {log} 2>&1"
 
 
