@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --configfile config/config.yaml
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1  # the Snakefile's default config/config.yaml
 	@echo ""
 	@echo "Report: $(CURDIR)/results/report/index.html"
 	@echo "Deploy bundle: $(CURDIR)/results/deploy/ (serve with: $(BIN)/vecflow serve --bundle results/deploy/vecflow-demo)"

@@ -1,16 +1,11 @@
 # vecflow: data -> train -> evaluate -> deploy for next-vector (LVM), seq2seq summarizer and ELM models.
 # Wiring only: every rule hands its work to one `vecflow <command>` call (scripts/vecflow/).
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
+# configfile: config/config.yaml, validated against workflow/schemas/config.schema.yaml (see config_checks.smk)
 include: "workflow/rules/config_checks.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"

@@ -167,16 +167,29 @@ def validation_error_from(exc: BaseException):
     return None
 
 
-def config_sources(paths) -> list[str]:
-    """The config files of a run, each once (the Snakefile's default may be given again on the command line)."""
+def merge_order(configfiles, default: str) -> list[str]:
+    """The config files of a run in the order Snakemake merges them (the default first), each file once.
+
+    ``make demo`` and a plain ``snakemake`` must agree: the default file given again with ``--configfile``
+    is the same source, so the resolved config and the report do not rerun."""
     import os
 
+    candidates = ([default] if os.path.exists(default) else []) + [str(f) for f in configfiles]
     seen, out = set(), []
-    for path in paths:
+    for path in candidates:
         real = os.path.realpath(path)
-        if real in seen:
-            continue
-        seen.add(real)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
+def config_sources(paths) -> list[str]:
+    """Config file paths relative to the working directory when possible (for the run's lineage)."""
+    import os
+
+    out = []
+    for path in paths:
         try:
             out.append(os.path.relpath(path))
         except ValueError:

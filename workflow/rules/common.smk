@@ -118,14 +118,10 @@ def lvm_run_settings(wildcards):
 
 
 def config_sources():
-    """The config files merged into this run, in order (relative to the working directory when possible)."""
-    sources = []
-    for path in workflow.configfiles:
-        try:
-            sources.append(os.path.relpath(path))
-        except ValueError:
-            sources.append(str(path))
-    return sources
+    """The config files merged into this run, in merge order and each once (see config_checks.smk)."""
+    from vecflow.config_checks import config_sources as relative_sources
+
+    return relative_sources(CONFIG_FILES)
 
 
 def config_hash():

@@ -1,11 +1,42 @@
-# Config checks that the schema cannot express (beam-only flags with num_beams 1, fractions, references).
+# The config, checked before any job runs: each file strictly (YAML syntax with its line, duplicate keys),
+# then the schema (one line naming the key and file, defaults filled in), then the checks the schema cannot
+# express (references, fractions, local model folders). Every problem is one line, never a traceback.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from vecflow.config_checks import check_config
+from snakemake.utils import validate
+from vecflow.config_checks import (
+    check_config,
+    check_config_files,
+    merge_order,
+    schema_error,
+    validation_error_from,
+)
 from vecflow.errors import VecflowError
+
+DEFAULT_CONFIGFILE = "config/config.yaml"
+
+try:
+    check_config_files(merge_order(workflow.configfiles, DEFAULT_CONFIGFILE))
+except VecflowError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
+configfile: DEFAULT_CONFIGFILE
+
+
+# merge order: the default file first, then each --configfile
+CONFIG_FILES = check_config_files(merge_order(workflow.configfiles, DEFAULT_CONFIGFILE))
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as exc:
+    error = validation_error_from(exc)
+    if error is None:
+        raise
+    raise WorkflowError(schema_error(error, CONFIG_FILES)) from None
 
 try:
     check_config(config)
