@@ -90,3 +90,35 @@ def test_build_baselines_names_the_three_and_fits_ridge_on_train():
     np.testing.assert_allclose(baselines["ridge"].weights, fit_ridge(contexts, targets, 2.0).weights)
     for predict in baselines.values():
         assert predict(contexts).shape == (40, 4)
+
+
+def test_gcv_matches_the_explicit_hat_matrix_and_picks_more_shrinkage_for_noisier_targets():
+    from vecflow.baselines import _centred_gram, fit_ridge_gcv, gcv_scores
+
+    rng = np.random.default_rng(5)
+    contexts = rng.normal(size=(60, 2, 4)).astype(np.float32)
+    weights = rng.normal(size=(8, 3))
+    clean = contexts.reshape(60, -1) @ weights
+    x = contexts.reshape(60, -1).astype(np.float64)
+    xc = x - x.mean(axis=0)
+    for lam in (0.1, 10.0):
+        targets = (clean + rng.normal(scale=0.5, size=clean.shape)).astype(np.float32)
+        yc = targets - targets.mean(axis=0)
+        hat = xc @ np.linalg.solve(xc.T @ xc + lam * np.eye(8), xc.T)
+        rss = ((yc - hat @ yc) ** 2).sum()
+        expected = 60 * rss / (60 - np.trace(hat) - 1) ** 2
+        got = gcv_scores(_centred_gram(contexts, targets, 4096), [lam])[lam]
+        assert got == pytest.approx(expected, rel=1e-4)
+    quiet = fit_ridge_gcv(contexts, (clean + rng.normal(scale=0.01, size=clean.shape)).astype(np.float32))
+    noisy = fit_ridge_gcv(contexts, rng.normal(size=clean.shape).astype(np.float32))  # no signal at all
+    assert quiet.ridge_lambda < noisy.ridge_lambda
+    assert set(quiet.gcv) == set(float(v) for v in np.logspace(-2, 4, 13))
+
+
+def test_build_baselines_auto_lambda_uses_gcv():
+    rng = np.random.default_rng(6)
+    contexts = rng.normal(size=(40, 2, 3)).astype(np.float32)
+    targets = rng.normal(size=(40, 3)).astype(np.float32)
+    ridge = build_baselines(contexts, targets)["ridge"]
+    assert ridge.gcv and ridge.ridge_lambda == min(ridge.gcv, key=ridge.gcv.get)
+    assert build_baselines(contexts, targets, 2.0)["ridge"].ridge_lambda == 2.0

@@ -9,6 +9,7 @@ from vecflow.baselines import NearestContextOracle, context_mean, copy_last, fit
 from vecflow.errors import VecflowError
 from vecflow.fivecat import (
     ChunkBank,
+    bank_from_windows,
     Windows,
     evaluate_split,
     gate_counts,
@@ -103,11 +104,15 @@ def test_offsets_near_article_edges_are_skipped_not_wrapped():
     windows, bank = windows_of(articles, 3), bank_of(articles, rng)
     # targets: article 10 -> t = 3, 4 ; article 11 -> t = 3, 4, 5, 6
     sweep = offset_sweep(copy_last(windows.contexts), windows, bank)
-    n = {int(k): v["n"] for k, v in sweep["offsets"].items()}
-    assert n == {-3: 6, -2: 6, -1: 6, 0: 6, 1: 1 + 3, 2: 0 + 2, 3: 0 + 1}
-    # the only window with a chunk at t+3 is article 11's t=3 -> chunk 6 of the same article
-    expected = float(copy_last(windows.contexts[2:3])[0] @ articles[11][6])
-    assert sweep["offsets"]["3"]["c"] == pytest.approx(expected, abs=1e-5)
+    available = {int(k): v["n_available"] for k, v in sweep["offsets"].items()}
+    assert available == {-3: 6, -2: 6, -1: 6, 0: 6, 1: 1 + 3, 2: 0 + 2, 3: 0 + 1}
+    # every c_k is averaged over the same windows: the only one with all seven offsets is article 11's t=3
+    assert sweep["n"] == 1 and sweep["same_windows"]
+    assert all(v["n"] == 1 for v in sweep["offsets"].values())
+    prediction = copy_last(windows.contexts[2:3])[0]
+    for k in (-3, 0, 3):
+        expected = float(prediction @ articles[11][3 + k])
+        assert sweep["offsets"][str(k)]["c"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_an_offset_that_no_window_has_is_reported_as_none():
@@ -115,7 +120,8 @@ def test_an_offset_that_no_window_has_is_reported_as_none():
     articles = rotating_articles([4, 4], rng)
     windows, bank = windows_of(articles, 3), bank_of(articles)
     sweep = offset_sweep(windows.targets, windows, bank)
-    assert sweep["offsets"]["1"] == {"c": None, "n": 0}
+    assert sweep["offsets"]["1"] == {"c": None, "n": 0, "n_available": 0}
+    assert not sweep["same_windows"]  # no window has all seven offsets: each c_k uses what exists
     assert sweep["peak_k"] == 0 and sweep["margin"] > 0
 
 
@@ -376,7 +382,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_
     index = split_files["ood"][2]
     lines = index.read_text().splitlines()
     index.write_text("\n".join(lines[:-1]) + "\n")      # drops article 205's last chunk: a window target
-    save_tensors(split_files["ood"][1], {"embeddings": np.zeros((len(lines) - 1, DIM), np.float32)})
+    save_tensors(split_files["ood"][1], {"embeddings": np.full((len(lines) - 1, DIM), DIM ** -0.5, np.float32)})
     code = main(cli_args(tmp_path, split_files, {"seed": 0, "device": "cpu", "thresholds": THRESHOLDS}))
     assert code == 2
     err = capsys.readouterr().err.strip()
@@ -393,3 +399,31 @@ def test_cli_rejects_a_malformed_split_argument(tmp_path, capsys):
               "--out-json", "o.json", "--out-plot", "o.png"])
     assert exit_info.value.code == 2
     assert "expected NAME=WINDOWS,EMBEDDINGS,INDEX" in capsys.readouterr().err
+
+
+def test_bank_rows_must_be_unit_norm_on_load(tmp_path):
+    index = tmp_path / "b.index.jsonl"
+    index.write_text("".join(json.dumps({"article_id": 0, "chunk_index": i}) + "\n" for i in range(3)))
+    vectors = normalise(np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32))
+    vectors[1] *= 2.0
+    save_tensors(tmp_path / "b.safetensors", {"embeddings": vectors})
+    with pytest.raises(VecflowError, match=r"b.safetensors: row 1 has norm 2.0000, not 1"):
+        load_bank(tmp_path / "b.safetensors", index)
+
+
+def test_ties_are_ranked_pessimistically():
+    rng = np.random.default_rng(3)
+    vectors = normalise(rng.normal(size=(7, 4)).astype(np.float32))
+    vectors[6] = vectors[5]  # chunk 6 is an exact copy of the target chunk 5
+    bank = ChunkBank(vectors, np.zeros(7, np.int64), np.arange(7))
+    windows = Windows(vectors[None, :5], vectors[5:6], np.zeros(1, np.int64), np.array([5]))
+    ranks = retrieval(vectors[5:6], windows, bank)
+    assert ranks["r1"] == 0.0 and ranks["mrr"] == 0.5
+
+
+def test_bank_from_windows_rebuilds_every_chunk_of_the_windowed_articles(ordered):
+    train = ordered["train"]
+    bank = bank_from_windows(train)
+    assert len(bank.embeddings) == 40 * 12 and bank.article_sizes.tolist() == [12] * 40
+    rows = bank.rows(train.article_ids, train.target_indices - 1)
+    np.testing.assert_allclose(bank.embeddings[rows], train.contexts[:, -1], atol=1e-6)

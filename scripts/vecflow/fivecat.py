@@ -3,9 +3,12 @@
 Offsets are relative to the TRUE TARGET chunk: t = the target's own chunk index, so c_0 compares the
 prediction with the target, c_-1 with ctx[-1] and c_+1 with the chunk after the target.
 
-- A offset sweep: c_k = mean cos(ŷ, chunk[t+k]) for k = -3..+3 where that chunk exists in the same article
-  (never wrapped into a neighbouring article); margin = c_0 - max_{k≠0} c_k; peak_k = argmax_k c_k.
+- A offset sweep: c_k = mean cos(ŷ, chunk[t+k]) for k = -3..+3, every c_k averaged over the SAME windows:
+  those where all seven chunks exist in the same article (never wrapped into a neighbouring article), n
+  reported; margin = c_0 - max_{k≠0} c_k; peak_k = argmax_k c_k. Only when no window has all seven offsets
+  does each c_k fall back to the windows where chunk t+k exists (``same_windows: false``).
 - B retrieval: rank of chunk[t] among all chunks of its article (articles with >= 6 chunks): R@1, R@5, MRR.
+  Ties are ranked pessimistically: a candidate scoring the same as the target ranks above it.
 - C ablations: Δ = cos(ŷ', y) - cos(ŷ, y) under shuffled, reversed, leave-one-out (each slot replaced by
   the normalised mean of the others, averaged over slots), last-slot-repeated and other-article contexts.
 - D rollout: feed predictions back for H steps; mean over h of cos(ŷ_h, chunk[t+h-1]) where it exists.
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vecflow.baselines import Predictor, build_baselines, normalise
+from vecflow.baselines import DEFAULT_LAMBDA_GRID, Predictor, build_baselines, normalise
 from vecflow.devices import pick_device
 from vecflow.errors import VecflowError, where
 from vecflow.io import atomic_path, load_tensors, iter_jsonl, require_fields, write_json
@@ -142,7 +145,32 @@ def load_bank(embeddings_path: str | Path, index_path: str | Path) -> ChunkBank:
                            f"{len(embeddings)} embeddings")
     if not article_ids:
         raise VecflowError(f"{index_path}: no rows")
+    check_unit_rows(embeddings, embeddings_path)
     return ChunkBank(embeddings, np.array(article_ids), np.array(chunk_indices), source=str(index_path))
+
+
+def check_unit_rows(embeddings: np.ndarray, source, tolerance: float = 1e-3) -> None:
+    """Bank rows must be L2-normalised (retrieval and c_k compare raw dot products): name the first bad row."""
+    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= tolerance))
+    if len(bad):
+        raise VecflowError(f"{source}: row {int(bad[0])} has norm {norms[bad[0]]:.4f}, not 1 ({len(bad)} rows "
+                           f"are not L2-normalised); re-run vecflow embed, which normalises every row")
+
+
+def bank_from_windows(windows: Windows) -> ChunkBank:
+    """The chunk bank of the articles that windows cover, rebuilt from the windows themselves (target = chunk
+    t, context slot i = chunk t-C+i). Each article's chunks from 0 to its last target are all present, so the
+    candidate sets are those of the real bank for every article with a window."""
+    n, slots, dim = windows.contexts.shape
+    article_ids = np.concatenate([np.repeat(windows.article_ids, slots), windows.article_ids])
+    chunk_indices = np.concatenate([(windows.target_indices[:, None] - slots + np.arange(slots)).ravel(),
+                                    windows.target_indices])
+    vectors = np.concatenate([windows.contexts.reshape(n * slots, dim), windows.targets])
+    keys = np.stack([article_ids, chunk_indices], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    vectors = normalise(vectors[first])
+    return ChunkBank(vectors, article_ids[first], chunk_indices[first], source=f"{windows.source} (chunks)")
 
 
 def check_windows_in_bank(windows: Windows, bank: ChunkBank) -> np.ndarray:
@@ -179,17 +207,21 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 
 def offset_sweep(predictions: np.ndarray, windows: Windows, bank: ChunkBank) -> dict:
-    """A: c_k and n_k for k in OFFSETS, margin = c_0 - max_{k≠0} c_k, peak_k."""
+    """A: c_k for k in OFFSETS over the windows where all seven chunks exist (``n``; per offset ``n`` is the
+    windows averaged and ``n_available`` those where chunk t+k exists), margin = c_0 - max_{k≠0} c_k, peak_k."""
+    rows = {k: bank.rows(windows.article_ids, windows.target_indices + k) for k in OFFSETS}
+    common = np.logical_and.reduce([rows[k] >= 0 for k in OFFSETS])
+    same_windows = bool(common.any())
     offsets = {}
     for k in OFFSETS:
-        rows = bank.rows(windows.article_ids, windows.target_indices + k)
-        present = rows >= 0
-        cosines = rowwise_cosine(predictions[present], bank.embeddings[rows[present]])
-        offsets[str(k)] = {"c": _mean_or_none(cosines), "n": int(present.sum())}
+        used = common if same_windows else rows[k] >= 0
+        cosines = rowwise_cosine(predictions[used], bank.embeddings[rows[k][used]])
+        offsets[str(k)] = {"c": _mean_or_none(cosines), "n": int(used.sum()), "n_available": int((rows[k] >= 0).sum())}
     scored = {int(k): v["c"] for k, v in offsets.items() if v["c"] is not None}
     others = [c for k, c in scored.items() if k != 0]
     margin = scored[0] - max(others) if others else None
-    return {"offsets": offsets, "c0": scored[0], "margin": margin, "peak_k": max(scored, key=scored.get)}
+    return {"offsets": offsets, "c0": scored[0], "margin": margin, "peak_k": max(scored, key=scored.get),
+            "n": int(common.sum()) if same_windows else int((rows[0] >= 0).sum()), "same_windows": same_windows}
 
 
 def retrieval(predictions: np.ndarray, windows: Windows, bank: ChunkBank, min_article_chunks: int = 6,
@@ -209,7 +241,7 @@ def retrieval(predictions: np.ndarray, windows: Windows, bank: ChunkBank, min_ar
         scores[candidates < 0] = -np.inf
         true_column = np.argmax(candidates == true_rows[sel, None], axis=1)
         true_score = np.take_along_axis(scores, true_column[:, None], axis=1)
-        ranks.append(1 + (scores > true_score).sum(axis=1))
+        ranks.append((scores >= true_score).sum(axis=1))  # pessimistic: ties rank above the target
     ranks = np.concatenate(ranks)
     return {
         "r1": _mean_or_none(ranks <= 1), "r5": _mean_or_none(ranks <= 5), "mrr": _mean_or_none(1.0 / ranks),
@@ -446,7 +478,10 @@ def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict,
     model_results = evaluate_predictor(model, splits, **options)
     baseline_results = {name: evaluate_predictor(predict, splits, **options) for name, predict in baselines.items()}
     verdicts = gates(model_results, thresholds)
+    ridge = baselines.get("ridge")
     return {
+        "ridge": {"lambda": getattr(ridge, "ridge_lambda", None),
+                  "gcv": {str(k): v for k, v in (getattr(ridge, "gcv", None) or {}).items()}},
         "model": model_results,
         "baselines": baseline_results,
         "generalisation": generalisation_gaps(model_results),
@@ -465,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(seed)
     splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
     train = subsample(load_windows(args.train_windows), int(settings.get("ridge_max_samples", 20000)), seed)
-    baselines = build_baselines(train.contexts, train.targets, float(settings.get("ridge_lambda", 1.0)))
+    baselines = build_baselines(train.contexts, train.targets, settings.get("ridge_lambda", "auto"),
+                                settings.get("ridge_lambdas") or DEFAULT_LAMBDA_GRID)
     device = pick_device(settings.get("device", "auto"))
     model = model_predictor(args.model, device, int(settings.get("batch_size", 256)))
     report = run_fivecat(model, baselines, splits, settings)
