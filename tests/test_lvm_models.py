@@ -8,7 +8,7 @@ from vecflow.errors import VecflowError
 from vecflow.lvm_models import ARCHITECTURES, build_model, load_lvm, model_config, predict, save_lvm
 
 DIM, CONTEXT = 12, 4
-SIZES = {"d_model": 16, "layers": 2, "heads": 4, "dropout": 0.1}
+SIZES = {"d_model": 16, "layers": 2, "heads": 4, "dropout": 0.1, "residual": False}
 
 
 def random_contexts(count: int, seed: int = 0) -> np.ndarray:
@@ -64,6 +64,34 @@ def test_save_load_round_trip_gives_identical_predictions(arch, tmp_path):
     assert config["arch"] == arch and config["dim"] == DIM and config["context_length"] == CONTEXT
     assert config["d_model"] == 16 and config["preset"] == "P1"
     assert not loaded.training
+
+
+@pytest.mark.parametrize("arch", ["transformer", "gru", "mlp"])
+def test_residual_model_starts_at_the_context_mean_and_learns_away_from_it(arch, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(arch, DIM, CONTEXT, {**SIZES, "residual": True})
+    contexts = torch.from_numpy(random_contexts(6))
+    torch.testing.assert_close(model(contexts), contexts.mean(dim=1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (1 - torch.nn.functional.cosine_similarity(model(contexts), contexts[:, 0], dim=-1)).mean().backward()
+        optimizer.step()
+    assert not torch.allclose(model(contexts), contexts.mean(dim=1), atol=1e-4)
+    save_lvm(tmp_path / "lvm", model, model_config(arch, DIM, CONTEXT, {**SIZES, "residual": True}))
+    assert json.loads((tmp_path / "lvm" / "config.json").read_text())["residual"] is True
+    np.testing.assert_allclose(predict(load_lvm(tmp_path / "lvm"), contexts.numpy()),
+                               predict(model, contexts.numpy()), atol=1e-6)
+
+
+def test_folder_without_the_residual_key_loads_as_before(tmp_path):
+    torch.manual_seed(2)
+    model = build_model("mlp", DIM, CONTEXT, SIZES)
+    config = model_config("mlp", DIM, CONTEXT, SIZES)
+    del config["residual"]
+    save_lvm(tmp_path / "old", model, config)
+    contexts = random_contexts(4)
+    np.testing.assert_array_equal(predict(load_lvm(tmp_path / "old"), contexts), predict(model, contexts))
 
 
 def test_predict_returns_unit_vectors_and_keeps_training_mode():

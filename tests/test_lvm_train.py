@@ -10,7 +10,15 @@ from vecflow.errors import VecflowError
 from vecflow.io import read_jsonl, save_tensors, write_jsonl
 from vecflow.lvm_models import load_lvm, predict
 from vecflow.lvm_presets import resolve_schedule
-from vecflow.lvm_train import future_window_indices, load_windows, mini_fivecat, train_lvm
+from vecflow.lvm_train import (
+    carve_selection,
+    dominance,
+    future_window_indices,
+    is_better,
+    load_windows,
+    mini_fivecat,
+    train_lvm,
+)
 
 DIM, CONTEXT = 16, 4
 SETTINGS = {
@@ -154,17 +162,58 @@ def test_future_window_indices_follow_the_article_and_stop_at_its_end():
     assert futures.tolist() == [[1, 2], [2, -1], [-1, -1], [-1, 4], [-1, -1]]
 
 
-def test_mini_fivecat_oracle_wins_and_copy_last_peaks_at_minus_one(lvm_data):
-    val = load_windows(lvm_data / "val.safetensors")
-    bank = load_file(str(lvm_data / "val_bank.safetensors"))["embeddings"]
-    rows = read_jsonl(lvm_data / "val_bank.index.jsonl")
-    bank_articles = np.array([r["article_id"] for r in rows])
-    bank_chunks = np.array([r["chunk_index"] for r in rows])
-    oracle = mini_fivecat(val.targets, val.article_ids, val.target_indices, bank, bank_articles, bank_chunks)
-    assert oracle["margin"] > 0 and oracle["r1"] == 1.0 and oracle["peak_offset"] == 0
+def test_mini_fivecat_is_the_fivecat_rules_definition(lvm_data):
+    from vecflow import fivecat
+
+    val = fivecat.load_windows(lvm_data / "val.safetensors")
+    bank = fivecat.load_bank(lvm_data / "val_bank.safetensors", lvm_data / "val_bank.index.jsonl")
+    oracle = mini_fivecat(val.targets, val, bank)
+    assert oracle["margin"] > 0 and oracle["r1"] == 1.0 and oracle["mrr"] == 1.0 and oracle["peak_offset"] == 0
     assert oracle["c"][0] == pytest.approx(1.0, abs=1e-5)
-    copy_last = mini_fivecat(val.contexts[:, -1], val.article_ids, val.target_indices, bank, bank_articles, bank_chunks)
+    copy_last = mini_fivecat(val.contexts[:, -1], val, bank)
     assert copy_last["peak_offset"] == -1 and copy_last["margin"] < 0 and copy_last["r1"] == 0.0
+    # same numbers as the 5CAT rule's evaluate_split (same windows, candidate sets, ties)
+    full = fivecat.evaluate_split(lambda c: c[:, -1], val, bank)
+    for key in ("c0", "margin", "r1", "mrr"):
+        assert copy_last[key] == pytest.approx(full[key], abs=1e-6), key
+    # every c_k over the windows where all seven offsets exist: 12-chunk articles, C=4 -> t = 4..8
+    assert copy_last["sweep_n"] == 5 * 5
+
+
+def test_dominance_counts_pairs_and_names_what_it_loses_to():
+    baselines = {"copy_last": {"c0": 0.5, "mrr": 0.3, "margin": -0.2},
+                 "context_mean": {"c0": 0.6, "mrr": 0.2, "margin": -0.1}}
+    result = dominance({"c0": 0.55, "mrr": 0.4, "margin": -0.05}, baselines)
+    assert result == {"wins": 5, "pairs": 6, "dominates": False, "loses_to": ["context_mean:c0"]}
+    assert dominance({"c0": 0.7, "mrr": 0.4, "margin": 0.0}, baselines)["dominates"]
+    assert not dominance({"c0": 0.6, "mrr": 0.4, "margin": 0.0}, baselines)["dominates"]  # a tie is no win
+
+
+def test_is_better_orders_wins_before_margin():
+    assert is_better([5, -0.3], [4, 0.1], True) and not is_better([4, 0.2], [5, -0.3], True)
+    assert is_better([5, -0.1], [5, -0.2], True) and not is_better([5, float("nan")], None, True)
+
+
+def test_selection_split_is_carved_from_training_articles(lvm_data):
+    train = load_windows(lvm_data / "train.safetensors")
+    rest, held, ids = carve_selection(train, 0.25, seed=3)
+    assert len(ids) == 4 and set(np.unique(held.article_ids)) == set(ids)
+    assert not set(np.unique(rest.article_ids)) & set(ids)
+    assert len(rest.targets) + len(held.targets) == len(train.targets)
+    assert carve_selection(train, 0.25, seed=3)[2] == ids
+
+
+def test_dominance_selection_on_a_carved_split_never_reads_val(lvm_data, tmp_path):
+    # a residual model starts at the context mean; selection happens on held-out TRAIN articles only
+    summary = run_training(lvm_data, tmp_path / "dom", preset="P1", epochs=3, selection_metric="dominance",
+                           selection_fraction=0.25, residual=True, losses={"lambda_mse": 0.0, "lambda_cos": 1.0})
+    history = read_jsonl(tmp_path / "dom" / "history.jsonl")
+    best = max(history, key=lambda r: (r["val/wins"], r["val/margin"]))
+    assert summary["best_epoch"] == best["epoch"] and summary["selection"]["split"] == "train-carved"
+    assert set(summary["selection_baselines"]) == {"copy_last", "context_mean", "ridge"}
+    assert summary["selection_baselines"]["ridge"]["lambda"] > 0
+    assert summary["dominates"] == best["val/dominates"]
+    assert json.loads((tmp_path / "dom" / "config.json").read_text())["residual"] is True
 
 
 # ------------------------------------------------------------------------------------------ training

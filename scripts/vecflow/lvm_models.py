@@ -8,6 +8,11 @@ Five architectures share that signature:
 - ``amn``: the context mean (a strong baseline) plus an attention residual queried by the last slot.
 - ``mlp``: the flattened context through a small MLP.
 
+With ``residual: true`` (the default for new models) the transformer, gru, lstm and mlp predict a residual
+over the context mean: ŷ = mean(ctx) + f(ctx) with f's output layer initialised to zero, so an untrained model
+IS the context-mean baseline and training can only be selected if it improves on it (the amn is a residual
+by construction). Folders saved before this option load as non-residual.
+
 Models return raw vectors; ``predict`` (and the training losses) L2-normalise them. A trained model is a
 folder with ``model.safetensors`` + ``config.json`` that ``load_lvm`` rebuilds without any other input.
 """
@@ -25,8 +30,22 @@ from torch import nn
 from vecflow.errors import VecflowError
 
 ARCHITECTURES = ("transformer", "gru", "lstm", "amn", "mlp")
-SIZE_KEYS = ("d_model", "layers", "heads", "dropout")
-DEFAULT_SIZES = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1}
+SIZE_KEYS = ("d_model", "layers", "heads", "dropout", "residual")
+DEFAULT_SIZES = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
+
+
+class ContextMeanResidual(nn.Module):
+    """ŷ = mean(ctx) + inner(ctx), the inner model's output layer zeroed so training starts at the mean."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        last = [m for m in inner.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, contexts: torch.Tensor) -> torch.Tensor:
+        return contexts.mean(dim=1) + self.inner(contexts)
 
 
 class TransformerLVM(nn.Module):
@@ -108,6 +127,8 @@ def model_sizes(settings: dict) -> dict:
             raise VecflowError(f"settings: field '{key}': expected a positive integer, got {sizes[key]!r}")
     if not 0.0 <= float(sizes["dropout"]) < 1.0:
         raise VecflowError(f"settings: field 'dropout': expected a value in [0, 1), got {sizes['dropout']!r}")
+    if not isinstance(sizes["residual"], bool):
+        raise VecflowError(f"settings: field 'residual': expected true or false, got {sizes['residual']!r}")
     return sizes
 
 
@@ -115,18 +136,20 @@ def build_model(arch: str, dim: int, context_length: int, settings: dict) -> nn.
     """Build an untrained LVM of architecture ``arch`` for D=``dim`` vectors and C=``context_length`` slots."""
     sizes = model_sizes(settings)
     d_model, layers, heads, dropout = sizes["d_model"], sizes["layers"], sizes["heads"], float(sizes["dropout"])
+    if arch == "amn":
+        return AttentionMeanLVM(dim, d_model, dropout)
     if arch == "transformer":
         if d_model % heads:
             raise VecflowError(f"settings: field 'd_model': {d_model} is not divisible by heads={heads}")
-        return TransformerLVM(dim, context_length, d_model, layers, heads, dropout)
-    if arch in ("gru", "lstm"):
-        return RecurrentLVM(arch, dim, d_model, layers, dropout)
-    if arch == "amn":
-        return AttentionMeanLVM(dim, d_model, dropout)
-    if arch == "mlp":
-        return MlpLVM(dim, context_length, d_model, layers, dropout)
-    choices = ", ".join(ARCHITECTURES)
-    raise VecflowError(f"settings: field 'arch': unknown architecture '{arch}' (choose from {choices})")
+        model = TransformerLVM(dim, context_length, d_model, layers, heads, dropout)
+    elif arch in ("gru", "lstm"):
+        model = RecurrentLVM(arch, dim, d_model, layers, dropout)
+    elif arch == "mlp":
+        model = MlpLVM(dim, context_length, d_model, layers, dropout)
+    else:
+        choices = ", ".join(ARCHITECTURES)
+        raise VecflowError(f"settings: field 'arch': unknown architecture '{arch}' (choose from {choices})")
+    return ContextMeanResidual(model) if sizes["residual"] else model
 
 
 def model_config(arch: str, dim: int, context_length: int, settings: dict, **extra) -> dict:
@@ -158,7 +181,8 @@ def load_lvm(model_dir: str | Path, device="cpu") -> nn.Module:
     for key in ("arch", "dim", "context_length"):
         if key not in config:
             raise VecflowError(f"{config_path}: field '{key}': missing")
-    model = build_model(config["arch"], config["dim"], config["context_length"], config)
+    model = build_model(config["arch"], config["dim"], config["context_length"],
+                        {"residual": False, **config})  # folders from before the option are not residual
     try:
         model.load_state_dict(load_file(str(weights_path)))
     except RuntimeError as exc:

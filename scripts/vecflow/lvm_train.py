@@ -3,9 +3,20 @@
     vecflow train-lvm --train-windows F --val-windows F --val-embeddings F --val-index F --settings S --out DIR
 
 Settings: ``lvm.train`` merged with the run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the
-global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the validation
-loss terms, val cosine and a mini-5CAT (offset margin, within-article R@1) on up to ``mini5cat_samples``
-validation windows; one record goes to ``history.jsonl`` (and wandb/mlflow when enabled).
+global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the selection
+split's loss terms and cosine, and a mini-5CAT on up to ``mini5cat_samples`` of its windows; one record goes
+to ``history.jsonl`` (and wandb/mlflow when enabled).
+
+The selection split: with ``selection_fraction`` > 0 a seeded share of the TRAINING articles is held out
+(never trained on) and checkpoints are chosen there, so the VAL split that 5CAT reports is never seen; with 0
+the ``--val-*`` inputs are the selection split (history keys ``val/...`` always mean the selection split).
+The mini-5CAT calls the ``fivecat`` functions themselves (offset sweep over the windows where all seven
+offsets exist, within-article retrieval of articles with >= ``min_article_chunks`` chunks, ties ranked
+pessimistically), and scores copy-last, context-mean and ridge (λ by GCV on the training windows) on the
+same windows once. ``selection_metric: dominance`` (default) keeps the checkpoint that beats the most of
+those (baseline, metric) pairs for c_0, MRR and margin, ties broken by margin: a checkpoint that dominates
+every baseline always wins over one that does not. Early stopping counts epochs without a gain in the
+selection metric.
 
 Resuming: after every epoch, ``DIR.partial/state.pt`` holds the model, optimizer, RNG state, best checkpoint
 and history; a rerun with the same settings and inputs continues from it. Only a finished run publishes DIR
@@ -26,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vecflow import fivecat
+from vecflow.baselines import DEFAULT_LAMBDA_GRID, build_baselines
 from vecflow.devices import pick_device
 from vecflow.embeddings import load_embeddings
 from vecflow.errors import VecflowError
@@ -34,15 +47,17 @@ from vecflow.lvm_losses import TERMS, LossBatch, compute_losses, guard_to_mse_ra
 from vecflow.lvm_models import build_model, model_config, predict, save_lvm
 from vecflow.lvm_presets import resolve_schedule
 from vecflow.settings import need, seed_everything, settings_arg
-from vecflow.tracking import Tracker
+from vecflow.tracking import Tracker, copy_tracking_record
 from vecflow.windows import load_windows as read_windows_file
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 SELECTION_METRICS = {  # setting -> (history key, higher is better)
+    "dominance": ("val/dominance", True),  # [pairs won of baselines x (c0, mrr, margin), margin]
     "val_margin": ("val/margin", True),
     "val_cos": ("val/cos_sim", True),
     "val_loss": ("val/mse", False),
 }
+DOMINANCE_METRICS = ("c0", "mrr", "margin")
 # settings that do not change what a run computes, so a resumed run may differ in them
 NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name", "run")
 
@@ -107,35 +122,31 @@ def future_window_indices(article_ids: np.ndarray, target_indices: np.ndarray, h
 
 # ----------------------------------------------------------------------------------------------- mini-5CAT
 
-def mini_fivecat(pred: np.ndarray, article_ids: np.ndarray, target_indices: np.ndarray, bank: np.ndarray,
-                 bank_article_ids: np.ndarray, bank_chunk_indices: np.ndarray) -> dict:
-    """A small 5CAT (DESIGN §6 A and B) for per-epoch monitoring.
+def mini_fivecat(pred: np.ndarray, windows: "fivecat.Windows", bank: "fivecat.ChunkBank",
+                 min_article_chunks: int = 6) -> dict:
+    """The 5CAT offset sweep and retrieval (the ``fivecat`` functions, same definitions) for one epoch.
 
-    Offsets are relative to the TARGET chunk t: c_k = mean cos(pred, chunk[t+k]) over samples where that chunk
-    exists, k = -3..+3 (k=0 is the target, k=-1 is ctx[-1]); margin = c_0 - max_{k!=0} c_k. R@1: share of
-    samples whose most similar chunk among all chunks of their article is the target. ``pred`` and ``bank``
-    are L2-normalised. Returns {"c": {k: c_k}, "margin", "peak_offset", "r1", "samples"}.
+    Returns {"c": {k: c_k}, "c0", "margin", "peak_offset", "r1", "r5", "mrr", "sweep_n", "samples"}.
     """
-    row_of = {key: row for row, key in enumerate(zip(bank_article_ids.tolist(), bank_chunk_indices.tolist()))}
-    rows_by_article: dict[int, list[int]] = {}
-    for row, article in enumerate(bank_article_ids.tolist()):
-        rows_by_article.setdefault(article, []).append(row)
-    sums, counts, hits = dict.fromkeys(OFFSETS, 0.0), dict.fromkeys(OFFSETS, 0), 0
-    for vector, article, target in zip(pred, article_ids.tolist(), target_indices.tolist()):
-        for k in OFFSETS:
-            row = row_of.get((article, target + k))
-            if row is not None:
-                sums[k] += float(vector @ bank[row])
-                counts[k] += 1
-        article_rows = rows_by_article.get(article, [])
-        if article_rows:
-            best_row = article_rows[int(np.argmax(bank[article_rows] @ vector))]
-            hits += int(bank_chunk_indices[best_row] == target)
-    c = {k: sums[k] / counts[k] for k in OFFSETS if counts[k]}
-    others = [value for k, value in c.items() if k != 0]
-    margin = c[0] - max(others) if 0 in c and others else float("nan")
-    return {"c": c, "margin": margin, "peak_offset": max(c, key=c.get) if c else None,
-            "r1": hits / len(pred) if len(pred) else float("nan"), "samples": len(pred)}
+    sweep = fivecat.offset_sweep(pred, windows, bank)
+    ranks = fivecat.retrieval(pred, windows, bank, min_article_chunks)
+    return {"c": {int(k): v["c"] for k, v in sweep["offsets"].items() if v["c"] is not None},
+            "c0": sweep["c0"], "margin": sweep["margin"], "peak_offset": sweep["peak_k"],
+            "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "sweep_n": sweep["n"],
+            "samples": len(pred)}
+
+
+def dominance(scores: dict, baselines: dict) -> dict:
+    """Which (baseline, metric) pairs for c_0, MRR and margin the model beats (strictly) on the selection split.
+
+    Returns {"wins", "pairs", "dominates", "loses_to": ["baseline:metric", ...]}."""
+    def beats(a, b):
+        return a is not None and (b is None or a > b)
+
+    lost = [f"{name}:{metric}" for name, base in baselines.items() for metric in DOMINANCE_METRICS
+            if not beats(scores.get(metric), base.get(metric))]
+    pairs = len(baselines) * len(DOMINANCE_METRICS)
+    return {"wins": pairs - len(lost), "pairs": pairs, "dominates": not lost, "loses_to": lost}
 
 
 def offset_key(k: int) -> str:
@@ -156,7 +167,12 @@ def run_settings(settings: dict) -> dict:
         "learning_rate": float(need(settings, "learning_rate")),
         "weight_decay": float(settings.get("weight_decay", 0.01)),
         "grad_clip": float(settings.get("grad_clip", 1.0)),
-        "selection_metric": settings.get("selection_metric", "val_margin"),
+        "selection_metric": settings.get("selection_metric", "dominance"),
+        "selection_fraction": float(settings.get("selection_fraction", 0.0)),
+        "train_fraction": float(settings.get("train_fraction", 1.0)),
+        "min_article_chunks": settings.get("min_article_chunks", 6),
+        "ridge_max_samples": settings.get("ridge_max_samples", 20000),
+        "ridge_lambdas": settings.get("ridge_lambdas") or list(DEFAULT_LAMBDA_GRID),
         "early_stop_patience": settings.get("early_stop_patience", 0),
         "mini5cat_samples": settings.get("mini5cat_samples", 200),
         "stop_after_epoch": settings.get("stop_after_epoch", 0),
@@ -164,7 +180,12 @@ def run_settings(settings: dict) -> dict:
     for key in ("epochs", "batch_size", "mini5cat_samples"):
         if not isinstance(run[key], int) or run[key] < 1:
             raise VecflowError(f"settings: field '{key}': expected a positive integer, got {run[key]!r}")
-    for key in ("early_stop_patience", "stop_after_epoch"):
+    if not 0.0 < run["train_fraction"] <= 1.0:
+        raise VecflowError(f"settings: field 'train_fraction': expected a value in (0, 1], got {run['train_fraction']!r}")
+    if not 0.0 <= run["selection_fraction"] < 1.0:
+        raise VecflowError(f"settings: field 'selection_fraction': expected a value in [0, 1), "
+                           f"got {run['selection_fraction']!r}")
+    for key in ("early_stop_patience", "stop_after_epoch", "ridge_max_samples"):
         if not isinstance(run[key], int) or run[key] < 0:
             raise VecflowError(f"settings: field '{key}': expected an integer >= 0, got {run[key]!r}")
     if run["selection_metric"] not in SELECTION_METRICS:
@@ -261,8 +282,16 @@ def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, 
     record["lambda/dir_effective"] = weights["lambda_dir"] * train_terms["dir_boost"]
     record["train/guard_to_mse"] = guard_to_mse_ratio(train_terms, weights)
     record["val/margin"] = fivecat["margin"]
+    record["val/c0"] = fivecat["c0"]
     record["val/r1"] = fivecat["r1"]
+    record["val/r5"] = fivecat["r5"]
+    record["val/mrr"] = fivecat["mrr"]
+    record["val/sweep_n"] = fivecat["sweep_n"]
     record["val/peak_offset"] = fivecat["peak_offset"]
+    record["val/wins"] = fivecat["dominance"]["wins"]
+    record["val/dominates"] = fivecat["dominance"]["dominates"]
+    record["val/loses_to"] = fivecat["dominance"]["loses_to"]
+    record["val/dominance"] = [fivecat["dominance"]["wins"], fivecat["margin"]]
     record.update({f"val/{offset_key(k)}": value for k, value in fivecat["c"].items()})
     return record
 
@@ -270,14 +299,20 @@ def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, 
 def format_epoch_line(record: dict, epochs: int) -> str:
     return (f"[train-lvm] epoch {record['epoch']}/{epochs} train_total {record['train/total']:.5f} "
             f"val_mse {record['val/mse']:.5f} val_cos {record['val/cos_sim']:.4f} margin {record['val/margin']:+.4f} "
-            f"R@1 {record['val/r1']:.3f} peak k={record['val/peak_offset']} "
+            f"c0 {record['val/c0']:.4f} MRR {record['val/mrr']:.3f} R@1 {record['val/r1']:.3f} "
+            f"peak k={record['val/peak_offset']} beats {record['val/wins']}/9 "
             f"guard/mse {record['train/guard_to_mse']:.3f} "
             f"lambda_roll {record['lambda/roll']} lambda_dir {record['lambda/dir']} ({record['epoch_time_s']:.2f}s)")
 
 
 # ----------------------------------------------------------------------------------------------- state
 
-def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
+def is_better(value, best, higher_is_better: bool) -> bool:
+    """``value`` beats ``best``; lists ([wins, margin]) compare in order, a missing/NaN part never wins."""
+    if isinstance(value, (list, tuple)):
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in value):
+            return False
+        return best is None or list(value) > list(best)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     return best is None or (value > best if higher_is_better else value < best)
@@ -322,13 +357,12 @@ def restore_state(state: dict, model, optimizer) -> None:
 
 def update_best(state: dict, record: dict, model, run: dict) -> None:
     """Keep the best checkpoint by the selection metric; stop early after ``early_stop_patience`` epochs
-    without a margin gain (0 = never)."""
+    without a gain in it (0 = never)."""
     key, higher = SELECTION_METRICS[run["selection_metric"]]
     if is_better(record[key], state["best_value"], higher):
         state["best_value"], state["best_epoch"] = record[key], record["epoch"]
         state["best_model"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
-    if is_better(record["val/margin"], state["best_margin"], True):
-        state["best_margin"], state["epochs_without_margin_gain"] = record["val/margin"], 0
+        state["epochs_without_margin_gain"] = 0
     else:
         state["epochs_without_margin_gain"] += 1
     patience = run["early_stop_patience"]
@@ -339,30 +373,88 @@ def update_best(state: dict, record: dict, model, run: dict) -> None:
 
 @dataclass
 class RunData:
-    """Everything a run reads, checked and prepared once: windows, val bank, schedule, future rows."""
+    """Everything a run reads, checked and prepared once: windows, selection bank, schedule, future rows."""
     train: Windows
-    val: Windows
-    bank: Bank
+    val: Windows                    # the selection split
+    bank: "fivecat.ChunkBank"       # its chunks
     schedule: list[dict]            # per-epoch loss weights
     train_futures: torch.Tensor     # (N, F) rows of the windows whose targets are t+1..t+F, -1 = none
     val_futures: torch.Tensor
-    fivecat_rows: np.ndarray        # val rows scored by the mini-5CAT
+    fivecat_windows: "fivecat.Windows"  # selection windows scored by the mini-5CAT
+    baselines: dict                 # {name: mini-5CAT scores} on the same windows
+    selection: dict                 # where the selection split comes from
 
     def tensors(self, windows: Windows) -> dict:
         return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
 
 
+def subset(windows: Windows, rows: np.ndarray) -> Windows:
+    return Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
+                   windows.target_indices[rows])
+
+
+def carve_selection(train: Windows, fraction: float, seed: int) -> tuple[Windows, Windows, list[int]]:
+    """Hold out a seeded ``fraction`` of the training ARTICLES (at least one, never all) as the selection split."""
+    articles = np.unique(train.article_ids)
+    if len(articles) < 2:
+        raise VecflowError(f"settings: selection_fraction {fraction}: the training windows come from "
+                           f"{len(articles)} article; set selection_fraction: 0 to select on --val-windows")
+    count = min(len(articles) - 1, max(1, round(fraction * len(articles))))
+    chosen = np.sort(np.random.default_rng(seed).choice(articles, size=count, replace=False))
+    held = np.isin(train.article_ids, chosen)
+    return subset(train, np.flatnonzero(~held)), subset(train, np.flatnonzero(held)), chosen.tolist()
+
+
+def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
+    """A seeded ``fraction`` of the training windows (learning curve); smaller fractions are nested in larger
+    ones because every fraction takes a prefix of the same permutation."""
+    if fraction >= 1.0:
+        return train
+    count = max(1, round(fraction * len(train.targets)))
+    return subset(train, np.sort(np.random.default_rng(seed + 1).permutation(len(train.targets))[:count]))
+
+
+def as_fivecat_windows(windows: Windows, rows: np.ndarray, source: str) -> "fivecat.Windows":
+    return fivecat.Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
+                           windows.target_indices[rows], source)
+
+
+def baseline_scores(train: Windows, windows: "fivecat.Windows", bank: "fivecat.ChunkBank", run: dict) -> dict:
+    """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows)."""
+    rows = np.arange(len(train.targets))
+    if run["ridge_max_samples"] and len(rows) > run["ridge_max_samples"]:
+        rows = np.sort(np.random.default_rng(run["seed"]).choice(rows, run["ridge_max_samples"], replace=False))
+    baselines = build_baselines(train.contexts[rows], train.targets[rows], "auto", run["ridge_lambdas"])
+    scores = {name: mini_fivecat(predict_fn(windows.contexts), windows, bank, run["min_article_chunks"])
+              for name, predict_fn in baselines.items()}
+    scores["ridge"]["lambda"] = baselines["ridge"].ridge_lambda
+    return scores
+
+
 def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
-    train, val = load_windows(paths["train_windows"]), load_windows(paths["val_windows"])
-    bank = load_bank(paths["val_embeddings"], paths["val_index"])
-    check_compatible(train, val, bank, paths)
+    train = load_windows(paths["train_windows"])
+    if run["selection_fraction"] > 0:
+        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"])
+        source = f"{paths['train_windows']} (selection articles)"
+        bank = fivecat.bank_from_windows(fivecat.Windows(val.contexts, val.targets, val.article_ids,
+                                                         val.target_indices, source))
+        selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held)}
+    else:
+        val = load_windows(paths["val_windows"])
+        check_compatible(train, val, load_bank(paths["val_embeddings"], paths["val_index"]), paths)
+        bank = fivecat.load_bank(paths["val_embeddings"], paths["val_index"])
+        source = str(paths["val_windows"])
+        selection = {"split": "val", "articles": int(len(np.unique(val.article_ids)))}
+    train = train_subset(train, run["train_fraction"], run["seed"])
     schedule = resolve_schedule(run["preset"], losses, run["epochs"])
     horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
+    windows = as_fivecat_windows(val, mini_fivecat_sample(val, run["mini5cat_samples"]), source)
+    selection["windows"] = len(val.targets)
     return RunData(
         train, val, bank, schedule,
         torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon)),
         torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon)),
-        mini_fivecat_sample(val, run["mini5cat_samples"]),
+        windows, baseline_scores(train, windows, bank, run), selection,
     )
 
 
@@ -373,11 +465,10 @@ def run_epoch(epoch: int, model, optimizer, data: RunData, run: dict, device) ->
     train_terms = train_one_epoch(model, optimizer, data.tensors(data.train), data.train_futures, weights, run,
                                   epoch_generator(run["seed"], epoch), device)
     val_terms = evaluate(model, data.tensors(data.val), data.val_futures, weights, run["batch_size"], device)
-    rows = data.fivecat_rows
-    pred = predict(model, data.val.contexts[rows], run["batch_size"], device)
-    fivecat = mini_fivecat(pred, data.val.article_ids[rows], data.val.target_indices[rows],
-                           data.bank.embeddings, data.bank.article_ids, data.bank.chunk_indices)
-    return epoch_record(epoch, weights, train_terms, val_terms, fivecat, time.perf_counter() - started, device)
+    pred = predict(model, data.fivecat_windows.contexts, run["batch_size"], device)
+    scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
+    scores["dominance"] = dominance(scores, data.baselines)
+    return epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
 
 
 def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) -> dict:
@@ -409,8 +500,11 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     model = build_model(run["arch"], dim, context_length, settings).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
     print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
-          f"{len(data.train.targets)} train / {len(data.val.targets)} val windows, C={context_length}, D={dim}",
-          flush=True)
+          f"{len(data.train.targets)} train / {len(data.val.targets)} selection windows ({data.selection['split']}), "
+          f"C={context_length}, D={dim}", flush=True)
+    for name, scores in data.baselines.items():
+        print(f"[train-lvm] selection baseline {name}: c0 {scores['c0']:.4f} MRR {scores['mrr']:.3f} "
+              f"margin {scores['margin']:+.4f} (sweep n={scores['sweep_n']})", flush=True)
 
     state = start_or_resume(partial_dir, fingerprint(settings, paths), model, optimizer)
     run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
@@ -427,13 +521,15 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
         save_state(partial_dir / "state.pt", state, model, optimizer)
         tracker.log(record, step=epoch)
         if state["stopped_early"]:
-            print(f"[train-lvm] early stop: no margin gain for {run['early_stop_patience']} epochs", flush=True)
+            print(f"[train-lvm] early stop: no {run['selection_metric']} gain for {run['early_stop_patience']} epochs",
+                  flush=True)
         if run["stop_after_epoch"] and run["stop_after_epoch"] <= epoch < run["epochs"]:
             print(f"[train-lvm] stopping after epoch {epoch} (stop_after_epoch); state kept in {partial_dir}")
             tracker.finish({})
             return None
 
     summary = build_summary(state, run, device, len(data.train.targets), len(data.val.targets))
+    summary.update({"selection": data.selection, "selection_baselines": data.baselines})
     tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
                           best_epoch=state["best_epoch"])
@@ -454,6 +550,8 @@ def build_summary(state: dict, run: dict, device, train_count: int, val_count: i
         "epoch_times_s": times, "mean_epoch_time_s": sum(times) / len(times), "train_time_s": sum(times),
         "train_windows": train_count, "val_windows": val_count,
         "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
+        "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
+        "loses_to": best["val/loses_to"],
     }
 
 
@@ -464,6 +562,7 @@ def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, 
     with atomic_dir(out_dir) as tmp:
         save_lvm(tmp, model, config)
         shutil.copyfile(partial_dir / "history.jsonl", tmp / "history.jsonl")
+        copy_tracking_record(partial_dir, tmp)  # names the W&B / MLflow runs, when tracking was on
         write_json(tmp / "summary.json", summary)
     shutil.rmtree(partial_dir, ignore_errors=True)
 
