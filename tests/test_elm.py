@@ -120,7 +120,9 @@ def test_target_is_truncated_then_ends_with_eos(lm_and_tokenizer):
 def test_prompt_is_the_chat_template_split_at_the_placeholder(lm_and_tokenizer):
     _, tok = lm_and_tokenizer
     prefix, suffix = elm.prompt_ids(tok, TEMPLATE)
-    assert tok.decode(prefix) == "<|im_start|>user\nSummarize the dialogue: "
+    # an explicit system message first: never the template's default "helpful assistant" one
+    assert tok.decode(prefix) == (f"<|im_start|>system\n{elm.SYSTEM_MESSAGE}<|im_end|>\n"
+                                  "<|im_start|>user\nSummarize the dialogue: ")
     assert tok.decode(suffix) == " Summary please.<|im_end|>\n<|im_start|>assistant\n"
 
 

@@ -63,10 +63,16 @@ def ingest_dialogues(split_paths: dict[str, Path], settings: dict, out_dir: Path
     loaded = {split: read_dialogues(path) for split, path in split_paths.items()}
     check_no_shared_ids(loaded, split_paths)
     kept = {split: seeded_subset([r for _, r in rows], caps.get(split), seed, split) for split, rows in loaded.items()}
+    in_file = {split: len(rows) for split, rows in loaded.items()}
+    selection = _selection_count(settings)
+    if selection:
+        kept["train"], kept["selection"] = carve_selection(kept["train"], selection, seed, split_paths["train"])
+        in_file["selection"], split_paths = in_file["train"], {**split_paths, "selection": split_paths["train"]}
     stats = {
-        "splits": {split: dialogue_stats(rows, len(loaded[split]), split_paths[split]) for split, rows in kept.items()},
+        "splits": {split: dialogue_stats(rows, in_file[split], split_paths[split]) for split, rows in kept.items()},
         "seed": seed,
         "max_dialogues": caps,
+        "selection": {"from": "train", "dialogues": selection, "id_disjoint": True} if selection else None,
     }
     for split, rows in kept.items():
         write_jsonl(out_dir / f"{split}.jsonl", rows)
@@ -173,6 +179,28 @@ def seeded_subset(rows: list[dict], limit: int | None, seed: int, split: str) ->
         return list(rows)
     chosen = random.Random(f"{seed}:{split}").sample(range(len(rows)), limit)
     return [rows[i] for i in sorted(chosen)]
+
+
+def carve_selection(train: list[dict], count: int, seed: int, train_path: Path) -> tuple[list[dict], list[dict]]:
+    """``count`` seeded train dialogues become the selection split (checkpoints and decoding are chosen on it,
+    so the scored split is never looked at before scoring); both keep file order and share no id."""
+    if count >= len(train):
+        raise VecflowError(
+            f"settings: 'selection_dialogues': {count} would leave no training dialogues ({train_path} has "
+            f"{len(train)} after max_dialogues); lower selection_dialogues or raise max_dialogues.train"
+        )
+    chosen = set(random.Random(f"{seed}:selection").sample(range(len(train)), count))
+    kept = [row for i, row in enumerate(train) if i not in chosen]
+    selection = [row for i, row in enumerate(train) if i in chosen]
+    assert not {r["id"] for r in kept} & {r["id"] for r in selection}
+    return kept, selection
+
+
+def _selection_count(settings: dict) -> int:
+    count = settings.get("selection_dialogues", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise VecflowError(f"settings: 'selection_dialogues': expected a non-negative integer, got {count!r}")
+    return count
 
 
 def _max_dialogues(settings: dict, split_paths: dict[str, Path]) -> dict[str, int]:

@@ -145,8 +145,9 @@ def group_by_source(rows: list[SynthesisRow]) -> list[Source]:
 class EmbeddingAdapter(nn.Module):
     """Maps a D-dim sentence embedding to K soft tokens of the LM's hidden size H.
 
-    ``pool`` maps soft tokens back to D (mean over tokens, then a small linear head): the adapter-side
-    representation that the contrastive and text-drift losses compare with sentence embeddings.
+    ``pool`` is the mean of the soft tokens, i.e. what the LM reads, with no trainable head in between (a head
+    could absorb the contrastive and text-drift losses without changing the soft tokens); those losses compare it
+    with the frozen LM's own input embeddings of the target text (``lm_space_targets``).
     """
 
     def __init__(
@@ -162,7 +163,6 @@ class EmbeddingAdapter(nn.Module):
             nn.Linear(hidden_dim, soft_tokens * lm_hidden),
         )
         self.residual = nn.Linear(embed_dim, soft_tokens * lm_hidden)
-        self.pool_head = nn.Linear(lm_hidden, embed_dim)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         x = self.norm(embeddings)
@@ -170,7 +170,7 @@ class EmbeddingAdapter(nn.Module):
         return soft.view(len(embeddings), self.soft_tokens, self.lm_hidden)
 
     def pool(self, soft: torch.Tensor) -> torch.Tensor:
-        return self.pool_head(soft.mean(dim=1))
+        return soft.mean(dim=1)
 
 
 def adapter_config(settings: dict, embed_dim: int, lm_hidden: int) -> dict:
@@ -229,10 +229,21 @@ class Example:
     target: list[int]
 
 
+SYSTEM_MESSAGE = (
+    "You turn an embedded text into words. The user message holds the embedding of a text as special tokens; "
+    "answer with exactly what is asked about that text, briefly, and refer to speakers as #Person1#, #Person2#, ..."
+)
+
+
 def prompt_ids(tokenizer, template: str) -> tuple[list[int], list[int]]:
-    """The chat-formatted user turn (with the assistant header) split at ``<EMB>`` into two id lists."""
+    """The chat-formatted system + user turn (with the assistant header) split at ``<EMB>`` into two id lists.
+
+    The system message is explicit: without one, templates such as SmolLM2's inject their default
+    ("You are a helpful AI assistant named SmolLM..."), which the adapter's outputs then echo.
+    """
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": template}], tokenize=False, add_generation_prompt=True
+        [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": template}],
+        tokenize=False, add_generation_prompt=True,
     )
     before, after = text.split(PLACEHOLDER)
     encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -398,24 +409,36 @@ def _num_layers(model_dir: Path) -> int:
 # -------------------------------------------------------------------------------------------- training
 
 
-def encode_targets(encoder_dir: str | Path, texts: list[str], embed_dim: int, settings: dict) -> torch.Tensor:
-    """Sentence embeddings of the training targets, computed once and kept in memory (text-drift loss)."""
-    from vecflow.encoder import SentenceEncoder
-
-    encoder = SentenceEncoder(encoder_dir, device=settings.get("device", "auto"))
-    if encoder.dim != embed_dim:
+def check_encoder_dim(encoder_dir, embed_dim: int) -> None:
+    """The encoder that serves requests must produce the data's embedding dimension."""
+    config = read_json(Path(encoder_dir) / "config.json")
+    dim = config.get("hidden_size")
+    if dim is not None and int(dim) != int(embed_dim):
         raise VecflowError(
-            f"{encoder_dir}: encoder dimension {encoder.dim} differs from the data's embedding dimension {embed_dim}"
+            f"{encoder_dir}: encoder dimension {dim} differs from the data's embedding dimension {embed_dim}"
         )
-    vectors = encoder.encode(texts, batch_size=int(settings["encode_batch_size"]))
-    return torch.from_numpy(vectors)
+
+
+@torch.no_grad()
+def lm_space_targets(lm, examples: list[Example]) -> torch.Tensor:
+    """The target text as the LM would read it: mean of the frozen LM's input embeddings of its tokens (N, H).
+
+    The contrastive and text-drift losses compare the mean soft token with this, in the LM's own input space,
+    so nothing trainable sits between the loss and what the LM reads.
+    """
+    table = lm.get_input_embeddings().weight
+    rows = []
+    for ex in examples:
+        ids = ex.target[:-1] or ex.target  # without the closing eos
+        rows.append(table[torch.tensor(ids, device=table.device)].float().mean(0))
+    return torch.stack(rows).cpu()
 
 
 def train_step(lm, adapter, batch: Batch, vectors, target_vectors, weights: LossWeights):
     """Loss for one batch: the LM's cross-entropy on the target tokens plus the weighted guards."""
     inputs_embeds, soft = inputs_embeds_for(lm, adapter, batch, vectors)
     output = lm(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
-    return combine_losses(output.loss, adapter.pool(soft), vectors, target_vectors, weights)
+    return combine_losses(output.loss, adapter.pool(soft), target_vectors, target_vectors, weights)
 
 
 @dataclass
@@ -424,7 +447,7 @@ class TrainData:
 
     examples: list[Example]
     vectors: torch.Tensor  # (N, D)
-    target_vectors: torch.Tensor | None  # (N, D) or None when text drift is off
+    target_vectors: torch.Tensor | None  # (N, H): the targets in the LM's input space (lm_space_targets)
     pad: int
 
 
@@ -458,13 +481,13 @@ def run_epoch(
 
 
 def prepare_train_data(
-    tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, encoder_dir, settings: dict
+    tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, lm, settings: dict
 ) -> TrainData:
     examples = [make_example(tokenizer, r.template, r.target_text, int(settings["max_target_length"])) for r in rows]
     vectors = all_vectors[[r.embedding_index for r in rows]]
     target_vectors = None
-    if float(settings["text_drift_weight"]) > 0:
-        target_vectors = encode_targets(encoder_dir, [r.target_text for r in rows], vectors.shape[1], settings)
+    if float(settings["text_drift_weight"]) > 0 or float(settings["contrastive_weight"]) > 0:
+        target_vectors = lm_space_targets(lm, examples)
     return TrainData(examples, vectors, target_vectors, pad_id(tokenizer))
 
 
@@ -486,9 +509,10 @@ def train_elm(
     val_rows, val_vectors = load_split(data_dir, "val")
     if train_vectors.shape[1] != val_vectors.shape[1]:
         raise VecflowError(f"{data_dir}: train and val embeddings differ in dimension")
+    check_encoder_dim(encoder_dir, train_vectors.shape[1])
     train_rows = take_subset(train_rows, int(settings["max_train_samples"]), seed)
     val_sources = group_by_source(val_rows)[: int(settings["val_samples"])]
-    data = prepare_train_data(tokenizer, train_rows, train_vectors, encoder_dir, settings)
+    data = prepare_train_data(tokenizer, train_rows, train_vectors, lm, settings)
     config = adapter_config(settings, data.vectors.shape[1], int(lm.get_input_embeddings().embedding_dim))
     adapter = build_adapter(config).to(device)
     optimizer = torch.optim.AdamW(

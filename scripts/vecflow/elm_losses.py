@@ -1,12 +1,15 @@
 """Loss terms for the ELM adapter (embedding -> soft tokens -> frozen causal LM -> text).
 
     total = cross_entropy
-          + contrastive_weight * info_nce(pooled soft tokens, input embeddings)
-          + text_drift_weight  * text_drift(pooled soft tokens, sentence embedding of the target text)
+          + contrastive_weight * info_nce(mean soft token, target text in the LM's input space)
+          + text_drift_weight  * text_drift(mean soft token, target text in the LM's input space)
+
+"Mean soft token" is exactly what the LM reads (no trainable head that could absorb the losses); "target text
+in the LM's input space" is the mean of the frozen LM's input embeddings of the target tokens.
 
 * cross-entropy is the frozen LM's own loss on the target-text tokens (labels are -100 elsewhere);
-* InfoNCE ties each example's soft tokens back to its own embedding: positives on the diagonal of the
-  batch similarity matrix, every other embedding in the batch is a negative;
+* InfoNCE ties each example's soft tokens to its own target: positives on the diagonal of the batch
+  similarity matrix, every other target in the batch is a negative;
 * text drift is a hinge, ``relu(target_similarity - cos(adapter side, target-text embedding))``: it pushes
   the adapter's representation towards the meaning of the text it should produce until the cosine reaches
   ``text_drift_target_similarity``, and is exactly zero beyond that (seed 003 declared this target but never

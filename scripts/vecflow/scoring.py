@@ -138,6 +138,47 @@ def bertscore(scorer, predictions: list[str], references_list: list[list[str]], 
     }
 
 
+# ----------------------------------------------------------------------------------- input dependence
+def input_dependence(predictions: list[str], references_list: list[list[str]], shifts: int = 3,
+                     seed: int = 0) -> dict:
+    """Does a summarizer read its input? Distinct predictions, and ROUGE-1 against the own references minus
+    ROUGE-1 against other dialogues' references (``shifts`` seeded cyclic shifts: never the own row).
+
+    A model that writes one summary for every dialogue has ``distinct_ratio`` 1/n and a margin near 0,
+    however good its ROUGE looks.
+    """
+    import random
+
+    from rouge_score import rouge_scorer
+
+    n = len(predictions)
+    distinct = len({" ".join(p.lower().split()) for p in predictions}) / n if n else 0.0
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+
+    def rouge1(prediction: str, references: list[str]) -> float:
+        return scorer.score_multi(references, prediction)["rouge1"].fmeasure
+
+    own = statistics.fmean(rouge1(p, r) for p, r in zip(predictions, references_list, strict=True)) if n else 0.0
+    if n < 2:
+        return {"n": n, "distinct_ratio": distinct, "own_rouge1": own, "shuffled_rouge1": own, "margin": 0.0}
+    offsets = random.Random(seed).sample(range(1, n), min(shifts, n - 1))
+    shuffled = statistics.fmean(
+        rouge1(predictions[i], references_list[(i + k) % n]) for k in offsets for i in range(n)
+    )
+    return {"n": n, "distinct_ratio": distinct, "own_rouge1": own, "shuffled_rouge1": shuffled,
+            "margin": own - shuffled}
+
+
+def selection_scores(predictions: list[str], references_list: list[list[str]]) -> dict:
+    """What trainers log and select on per evaluation: ROUGE F1, speaker tags, length, input dependence."""
+    mean = rouge_scores(predictions, references_list)["mean"]
+    scores = {name: mean[name]["f"] for name in ROUGE_TYPES}
+    scores["speaker_tag_rate"] = statistics.fmean(bool(SPEAKER_TAG.search(p)) for p in predictions)
+    scores["mean_pred_words"] = statistics.fmean(len(p.split()) for p in predictions)
+    scores["input_dependence"] = input_dependence(predictions, references_list)
+    return scores
+
+
 # ------------------------------------------------------------------------------------------ text stats
 def text_stats(predictions: list[str], references_list: list[list[str]]) -> dict:
     """Empty predictions, mean word counts, and how often speaker tags (#PersonN#) appear."""
@@ -193,6 +234,7 @@ def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -
             "model": str(model_dir), "num_layers": num_layers, "rescaled_with_baseline": False,
         },
         **text_stats(predictions, references_list),
+        "input_dependence": input_dependence(predictions, references_list, seed=int(settings.get("seed", 0))),
     }
     examples = pick_examples(rows, rouge, bert, example_count(settings))
     return scores, examples
@@ -231,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     rouge = scores["rouge"]
     print(
         f"[vecflow] scored {scores['n']} predictions: rouge1 {rouge['rouge1']['f']:.4f} "
-        f"rougeL {rouge['rougeL']['f']:.4f} bertscore f1 {scores['bertscore']['f1']:.4f}",
+        f"rougeL {rouge['rougeL']['f']:.4f} bertscore f1 {scores['bertscore']['f1']:.4f} distinct "
+        f"{scores['input_dependence']['distinct_ratio']:.2f} own-vs-shuffled rouge1 "
+        f"{scores['input_dependence']['margin']:+.4f}",
         flush=True,
     )
     return 0

@@ -2,7 +2,7 @@ rule ingest_dialogues:
     input:
         unpack(summary_split_inputs),
     output:
-        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=SUMMARY_SPLITS),
+        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=DIALOGUE_SPLITS),
         stats=report(
             f"{R}/summary/dialogues/stats.json",
             caption="../report/ingest.rst",
