@@ -427,3 +427,26 @@ def test_bank_from_windows_rebuilds_every_chunk_of_the_windowed_articles(ordered
     assert len(bank.embeddings) == 40 * 12 and bank.article_sizes.tolist() == [12] * 40
     rows = bank.rows(train.article_ids, train.target_indices - 1)
     np.testing.assert_allclose(bank.embeddings[rows], train.contexts[:, -1], atol=1e-6)
+
+
+def test_dominance_verdicts_need_all_three_metrics_and_a_tie_loses():
+    from vecflow.fivecat import dominance_verdicts
+
+    model = {"val": {"c0": 0.6, "mrr": 0.5, "margin": 0.0}}
+    baselines = {"ridge": {"val": {"c0": 0.6, "mrr": 0.3, "margin": -0.1}},
+                 "copy_last": {"val": {"c0": 0.4, "mrr": 0.2, "margin": -0.3}}}
+    verdict = dominance_verdicts(model, baselines)["val"]
+    assert not verdict["dominates"] and verdict["loses_to"] == ["ridge:c0"]
+    assert verdict["line"] == "val: the model does NOT dominate: it loses to ridge on c0 (0.600 vs 0.600)"
+    model["val"]["c0"] = 0.61
+    assert dominance_verdicts(model, baselines)["val"]["dominates"]
+
+
+def test_lvm_curve_cli_names_a_folder_without_summary(tmp_path, capsys):
+    from vecflow.cli import main
+
+    (tmp_path / "r.json").write_text("{}")
+    code = main(["lvm-curve", "--point", f"r={tmp_path / 'r.json'},{tmp_path / 'nope'}",
+                 "--out-json", str(tmp_path / "c.json"), "--out-plot", str(tmp_path / "c.png")])
+    assert code == 2 and "nope/summary.json: file not found" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

@@ -283,3 +283,29 @@ def test_fivecat_tolerates_partial_and_odd_structures(tmp_path):
     html_text = render(tmp_path, {"fivecat:r": odd})
     fivecat = section(html_text, "fivecat")
     assert "extra_metric" in fivecat and "ridge" in fivecat and 'class="num pass">0.5000' in fivecat
+
+
+def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
+    from vecflow.fivecat import learning_curve, plot_learning_curve
+
+    def fivecat_report(model_c0):
+        model = {"val": {"c0": model_c0, "mrr": 0.4, "margin": -0.01}, "ood": {"c0": 0.7, "mrr": 0.4, "margin": 0.0}}
+        baselines = {"context_mean": {"val": {"c0": 0.6, "mrr": 0.2, "margin": -0.1},
+                                      "ood": {"c0": 0.6, "mrr": 0.2, "margin": -0.1}}}
+        from vecflow.fivecat import dominance_verdicts
+
+        return {"model": model, "baselines": baselines, "dominance": dominance_verdicts(model, baselines)}
+
+    small, full = fivecat_report(0.55), fivecat_report(0.65)
+    curve = learning_curve([{"run": "r-lc10", "fivecat": small, "summary": {"train_windows": 100}},
+                            {"run": "r", "fivecat": full, "summary": {"train_windows": 1000}}])
+    (tmp_path / "curve.json").write_text(json.dumps(curve))
+    plot_learning_curve(curve, tmp_path / "curve.png")
+    (tmp_path / "small.json").write_text(json.dumps(small))
+    html_text = render(tmp_path, {"fivecat:r-lc10": tmp_path / "small.json", "lvm_curve": tmp_path / "curve.json",
+                                  "lvm_curve_plot": tmp_path / "curve.png"})
+    fivecat = section(html_text, "fivecat")
+    assert "val: the model does NOT dominate: it loses to context_mean on c0 (0.550 vs 0.600)" in fivecat
+    assert "ood: the model dominates every baseline (context_mean)" in fivecat
+    assert "LVM learning curve" in fivecat and "train windows" in fivecat and "data:image/png" in fivecat
+    assert [r["train_windows"] for r in curve["rows"] if r["predictor"] == "model"] == [100, 100, 1000, 1000]

@@ -388,6 +388,29 @@ def gate_counts(verdicts: dict) -> dict:
     return {"passed": sum(flags), "total": len(flags), "all_passed": bool(flags) and all(flags)}
 
 
+DOMINANCE_METRICS = ("c0", "mrr", "margin")
+
+
+def dominance_verdicts(model: dict, baselines: dict) -> dict:
+    """Per split: does the model beat every baseline on c_0, MRR and margin at once? The one-line verdict names
+    the baseline and metric it loses to (a tie is not a win)."""
+    def beats(a, b):
+        return a is not None and (b is None or a > b)
+
+    verdicts = {}
+    for split, metrics in model.items():
+        lost = [(name, metric, scores[split].get(metric)) for name, scores in baselines.items()
+                for metric in DOMINANCE_METRICS if split in scores
+                and not beats(metrics.get(metric), scores[split].get(metric))]
+        if not lost:
+            line = f"{split}: the model dominates every baseline ({', '.join(baselines)}) on c0, MRR and margin"
+        else:
+            parts = [f"{name} on {metric} ({_fmt(metrics.get(metric))} vs {_fmt(value)})" for name, metric, value in lost]
+            line = f"{split}: the model does NOT dominate: it loses to " + "; ".join(parts)
+        verdicts[split] = {"dominates": not lost, "loses_to": [f"{n}:{m}" for n, m, _ in lost], "line": line}
+    return verdicts
+
+
 def beats_baselines(model: dict, baselines: dict) -> dict:
     """Per split and baseline: True when the model's c_0 AND margin are both higher than the baseline's."""
     def higher(a, b):
@@ -489,6 +512,7 @@ def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict,
         "gate_counts": gate_counts(verdicts),
         "thresholds": thresholds,
         "beats_baselines": beats_baselines(model_results, baseline_results),
+        "dominance": dominance_verdicts(model_results, baseline_results),
         "settings": settings,
     }
 
@@ -499,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(settings.get("seed", 0))
     seed_everything(seed)
     splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
-    train = subsample(load_windows(args.train_windows), int(settings.get("ridge_max_samples", 20000)), seed)
+    train = load_windows(args.train_windows)
+    fraction = float(settings.get("train_fraction", 1.0))  # a learning-curve run: ridge sees the same share
+    if fraction < 1.0:
+        train = subsample(train, max(1, round(fraction * len(train))), seed)
+    train = subsample(train, int(settings.get("ridge_max_samples", 20000)), seed)
     baselines = build_baselines(train.contexts, train.targets, settings.get("ridge_lambda", "auto"),
                                 settings.get("ridge_lambdas") or DEFAULT_LAMBDA_GRID)
     device = pick_device(settings.get("device", "auto"))
@@ -515,8 +543,87 @@ def _summary_line(report: dict) -> str:
     parts = [f"{split}: c0={m['c0']:.3f} margin={_fmt(m['margin'])} peak_k={m['peak_k']} r1={_fmt(m['r1'])}"
              for split, m in report["model"].items()]
     gate = report["gate_counts"]
-    return f"[vecflow] 5CAT {'; '.join(parts)}; gates {gate['passed']}/{gate['total']} passed"
+    verdicts = " | ".join(v["line"] for v in report.get("dominance", {}).values())
+    return f"[vecflow] 5CAT {'; '.join(parts)}; gates {gate['passed']}/{gate['total']} passed\n[vecflow] {verdicts}"
 
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------- learning curve
+CURVE_METRICS = ("c0", "mrr", "margin", "r1", "r5")
+
+
+def learning_curve(points: list[dict]) -> dict:
+    """Rows {run, train_windows, split, predictor, c0, mrr, margin, r1, r5} from each run's 5CAT report and
+    training summary (``points``: [{"run", "fivecat": report, "summary": summary}]), sorted by windows."""
+    rows = []
+    for point in sorted(points, key=lambda p: p["summary"].get("train_windows", 0)):
+        report = point["fivecat"]
+        contenders = {"model": report.get("model", {}), **report.get("baselines", {})}
+        for predictor, splits in contenders.items():
+            for split, metrics in splits.items():
+                rows.append({"run": point["run"], "train_windows": point["summary"].get("train_windows"),
+                             "train_fraction": point["summary"].get("train_fraction", 1.0), "split": split,
+                             "predictor": predictor, **{m: metrics.get(m) for m in CURVE_METRICS}})
+    verdicts = {p["run"]: {s: v["line"] for s, v in p["fivecat"].get("dominance", {}).items()} for p in points}
+    return {"rows": rows, "dominance": verdicts}
+
+
+def plot_learning_curve(curve: dict, out_path: str | Path) -> None:
+    """c_0, MRR and margin against training windows (log x), one row of panels per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = curve["rows"]
+    splits = sorted({r["split"] for r in rows}, key=lambda s: ("val", "ood").index(s) if s in ("val", "ood") else 9)
+    metrics = ("c0", "mrr", "margin")
+    fig, axes = plt.subplots(len(splits), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(splits)),
+                             squeeze=False)
+    for i, split in enumerate(splits):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for predictor in dict.fromkeys(r["predictor"] for r in rows):
+                points = [(r["train_windows"], r[metric]) for r in rows
+                          if r["split"] == split and r["predictor"] == predictor and r[metric] is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, marker="o", label=predictor, linewidth=2.5 if predictor == "model" else 1.0,
+                            linestyle="-" if predictor in ("model", "ridge") else "--")
+            ax.set(xscale="log", title=f"{split}: {metric}", xlabel="training windows")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main_curve(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow lvm-curve",
+                                     description="LVM learning curve: 5CAT of one recipe against training windows")
+    parser.add_argument("--point", action="append", required=True, metavar="RUN=FIVECAT_JSON,MODEL_DIR",
+                        help="one trained run (repeat): its 5CAT report and its model folder (summary.json)")
+    parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-plot", required=True)
+    args = parser.parse_args(argv)
+    points = []
+    for text in args.point:
+        run, sep, paths = text.partition("=")
+        parts = paths.split(",")
+        if not sep or not run or len(parts) != 2:
+            raise VecflowError(f"--point '{text}': expected RUN=FIVECAT_JSON,MODEL_DIR")
+        summary_path = Path(parts[1]) / "summary.json"
+        if not summary_path.is_file():
+            raise VecflowError(f"{summary_path}: file not found (not a trained LVM folder)")
+        from vecflow.io import read_json
+
+        points.append({"run": run, "fivecat": read_json(parts[0]), "summary": read_json(summary_path)})
+    curve = learning_curve(points)
+    plot_learning_curve(curve, args.out_plot)
+    write_json(args.out_json, curve)
+    print(f"[vecflow] learning curve over {len(points)} runs -> {args.out_json}", flush=True)
+    return 0

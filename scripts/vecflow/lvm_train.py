@@ -548,7 +548,7 @@ def build_summary(state: dict, run: dict, device, train_count: int, val_count: i
         "best": {k: v for k, v in best.items() if k != "epoch"},
         "epochs_run": len(history), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
         "epoch_times_s": times, "mean_epoch_time_s": sum(times) / len(times), "train_time_s": sum(times),
-        "train_windows": train_count, "val_windows": val_count,
+        "train_windows": train_count, "val_windows": val_count, "train_fraction": run["train_fraction"],
         "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
         "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
         "loses_to": best["val/loses_to"],

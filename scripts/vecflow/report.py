@@ -33,7 +33,7 @@ ARTIFACT_KEYS = {
     "ingest_stats": False, "filter_stats": False, "leakage": False, "split_ids": False,
     "direction": False, "direction_plot": False,
     "history": True,
-    "fivecat": True, "fivecat_plot": True,
+    "fivecat": True, "fivecat_plot": True, "lvm_curve": False, "lvm_curve_plot": False,
     "scores": True, "examples": True,
     "hpo_trials": False, "hpo_importance": False, "hpo_params": False,
     "decision": False,
@@ -338,6 +338,36 @@ def fivecat_section(artifacts: dict) -> list[dict]:
             blocks += fivecat_tables(run, read_json_object(runs[run]))
         if run in plots:
             blocks.append(image(png_data_uri(plots[run]), f"{run}: offset sweep c_k", heading=f"{run}: plot"))
+    return blocks + learning_curve_blocks(artifacts)
+
+
+def dominance_banners(run: str, report: dict) -> list[dict]:
+    """One line per split: does the model beat every baseline on c0, MRR and margin, else what it loses to."""
+    verdicts = report.get("dominance") or {}
+    return [banner(f"{run} — {v.get('line', split)}", bool(v.get("dominates")))
+            for split, v in sorted(verdicts.items(), key=lambda item: _split_rank(item[0]))
+            if isinstance(v, dict)]
+
+
+def _split_rank(split: str):
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def learning_curve_blocks(artifacts: dict) -> list[dict]:
+    """The LVM learning curve: a table (windows x predictor x split) and its plot."""
+    blocks = []
+    curve_path, plot_path = one(artifacts, "lvm_curve"), one(artifacts, "lvm_curve_plot")
+    if curve_path:
+        curve = read_json_object(curve_path)
+        metrics = ["c0", "mrr", "margin", "r1", "r5"]
+        rows = [[r.get("train_windows"), r.get("split"), r.get("predictor"), *(r.get(m) for m in metrics)]
+                for r in sorted(curve.get("rows", []), key=lambda r: (_split_rank(r.get("split", "")),
+                                                                       r.get("predictor", ""), r.get("train_windows") or 0))]
+        blocks.append(table(["train windows", "split", "predictor", *metrics], rows, heading="LVM learning curve",
+                            caption="the selected recipe on shares of the training windows; baselines alongside"))
+    if plot_path:
+        blocks.append(image(png_data_uri(plot_path), "c0, MRR and margin against training windows",
+                            heading="LVM learning curve: plot"))
     return blocks
 
 
@@ -348,7 +378,7 @@ def fivecat_tables(run: str, report: dict) -> list[dict]:
     gates = report.get("gates", {}) or {}
     thresholds = report.get("thresholds", {}) or {}
     contenders = {"model": model, **baselines}
-    blocks = []
+    blocks = dominance_banners(run, report)
     splits = {s for c in contenders.values() if isinstance(c, dict) for s, v in c.items() if isinstance(v, dict)}
     for split in sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s)):
         by_name = {name: c[split] for name, c in contenders.items()
@@ -504,7 +534,7 @@ SECTIONS = (  # id, title, the keys that belong to it
     ("data", "Data", ("ingest_stats", "filter_stats", "leakage", "split_ids")),
     ("diagnostics", "Data-direction diagnostics", ("direction", "direction_plot")),
     ("training", "Training curves", ("history",)),
-    ("fivecat", "5CAT", ("fivecat", "fivecat_plot")),
+    ("fivecat", "5CAT", ("fivecat", "fivecat_plot", "lvm_curve", "lvm_curve_plot")),
     ("summaries", "Summaries", ("scores", "examples")),
     ("hpo", "HPO", ("hpo_trials", "hpo_importance", "hpo_params")),
     ("deploy", "Deploy", ("decision",)),

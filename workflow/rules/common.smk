@@ -164,6 +164,9 @@ def report_inputs(wildcards):
             files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}"
             files[f"fivecat__{run}"] = f"{R}/lvm/fivecat/{run}.json"
             files[f"fivecat_plot__{run}"] = f"{R}/lvm/fivecat/{run}.png"
+        if config["lvm"]["learning_curve"]["run"]:
+            files["lvm_curve"] = f"{R}/lvm/learning_curve.json"
+            files["lvm_curve_plot"] = f"{R}/lvm/learning_curve.png"
     if deploy_enabled():
         files["decision"] = f"{R}/deploy/{DEPLOY['name']}.decision.json"
     for name in sorted(m for m in models if m in config["models"]):

@@ -1,3 +1,21 @@
+# Learning curve (lvm.learning_curve): the chosen run retrained on seeded shares of the training windows;
+# the extra runs are ordinary runs (train_lvm + fivecat) named <run>-lc<percent>.
+CURVE = config["lvm"]["learning_curve"]
+CURVE_RUNS = {}
+if CURVE["run"]:
+    if CURVE["run"] not in config["lvm"]["runs"]:
+        raise WorkflowError(
+            f"config: lvm.learning_curve.run: '{CURVE['run']}' is not one of lvm.runs"
+        )
+    for fraction in CURVE["fractions"]:
+        name = f"{CURVE['run']}-lc{round(100 * fraction)}"
+        CURVE_RUNS[name] = fraction
+        config["lvm"]["runs"][name] = dict(
+            config["lvm"]["runs"][CURVE["run"]], train_fraction=fraction
+        )
+        LVM_RUNS.append(name)
+
+
 rule embed_chunks:
     input:
         chunks=f"{R}/lvm/splits/{{split}}.jsonl",
@@ -118,7 +136,42 @@ rule fivecat:
                 ["val", "ood"], input.windows, input.vectors, input.index
             )
         ),
-        settings=lambda w: settings("lvm", "fivecat"),
+        settings=lambda w: settings(
+            "lvm",
+            "fivecat",
+            train_fraction=config["lvm"]["runs"][w.run].get("train_fraction", 1.0),
+        ),
     shell:
         "vecflow fivecat --model {input.model} --train-windows {input.train} {params.splits} "
         "--settings {params.settings:q} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
+
+
+rule lvm_learning_curve:
+    input:
+        fivecat=lambda w: [
+            f"{R}/lvm/fivecat/{run}.json" for run in [CURVE["run"], *CURVE_RUNS]
+        ],
+        models=lambda w: [
+            f"{R}/lvm/models/{run}" for run in [CURVE["run"], *CURVE_RUNS]
+        ],
+    output:
+        json=f"{R}/lvm/learning_curve.json",
+        plot=report(
+            f"{R}/lvm/learning_curve.png",
+            caption="../report/learning_curve.rst",
+            category="3. Next-vector models",
+        ),
+    log:
+        f"{LOGS}/lvm_learning_curve.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        points=lambda w, input: " ".join(
+            f"--point {run}={report},{model}"
+            for run, report, model in zip(
+                [CURVE["run"], *CURVE_RUNS], input.fivecat, input.models
+            )
+        ),
+    shell:
+        "vecflow lvm-curve {params.points} --out-json {output.json} "
+        "--out-plot {output.plot} > {log} 2>&1"
