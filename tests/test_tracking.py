@@ -1,35 +1,43 @@
 """``vecflow.tracking.Tracker``: local history.jsonl always; wandb (offline) and MLflow (local store) when asked.
 
-The wandb and MLflow tests skip when the optional extras are not installed. The wandb test reads the offline
-run's transaction log (``run-<id>.wandb``: a LevelDB-style record log of protobuf ``Record`` messages) to prove
-that config, history and summary reached it.
+The wandb and MLflow tests read back what was logged with each library's own reader (``wandb leet inspect``
+on the offline run, ``MlflowClient`` on the local store; see ``tracking_readers``). They skip where the
+``tracking`` extra is not installed and fail in CI, where ``make test`` installs it. Tiny real training jobs
+with tracking on are in ``test_tracking_jobs.py``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tracking_readers import (
+    assert_mlflow_run_matches,
+    assert_wandb_run_matches,
+    offline_wandb_env,
+    require,
+    wandb_summary,
+)
 from vecflow.errors import VecflowError
-from vecflow.tracking import Tracker
+from vecflow.tracking import TRACKING_FILE, Tracker, copy_tracking_record, mlflow_key, read_tracking_record
 
-CONFIG = {"seed": 7, "learning_rate": 0.001, "arch": "transformer", "generation": {"num_beams": 2}}
+CONFIG = {"seed": 7, "learning_rate": 0.001, "arch": "transformer", "generation": {"num_beams": 2},
+          "layers": [1, 2], "bf16": False}
 RECORDS = [
-    {"epoch": 1, "train/loss": 0.9, "val/R@1": 0.25, "note": "warm-up"},
-    {"epoch": 2, "train/loss": 0.4, "val/R@1": 0.5, "note": "best"},
+    {"epoch": 1, "train/loss": 0.9, "val/R@1": 0.25, "note": "warm-up", "selection/eligible": False},
+    {"epoch": 2, "train/loss": 0.4, "val/R@1": 0.5, "note": "best", "selection/eligible": True},
 ]
-SUMMARY = {"best_epoch": 2, "best_val_margin": 0.125}
+SUMMARY = {"best_epoch": 2, "best_val_margin": 0.125, "epoch": 2}
 
 
 def log_two_epochs(tracker: Tracker) -> None:
     for record in RECORDS:
-        tracker.log(record)
+        tracker.log(record, step=record["epoch"])
     tracker.finish(SUMMARY)
 
 
@@ -44,6 +52,7 @@ def test_history_has_one_json_line_per_log_call(tmp_path):
     history = tmp_path / "run" / "history.jsonl"
     log_two_epochs(Tracker(history, "lvm-p4", config=CONFIG))
     assert read_history(history) == RECORDS
+    assert not (history.parent / TRACKING_FILE).exists(), "no tracking.json when no backend is on"
 
 
 def test_numpy_and_torch_scalars_become_numbers_and_non_finite_becomes_null(tmp_path):
@@ -83,111 +92,98 @@ def test_disabled_backends_are_not_imported(tmp_path, monkeypatch):
     assert len(read_history(tmp_path / "history.jsonl")) == 2
 
 
+def test_mlflow_names_keep_to_mlflow_alphabet():
+    assert mlflow_key("val/R@1") == "val/R_at_1"
+    assert mlflow_key("val/c+1 (x)") == "val/c_1 _x_"
+    assert mlflow_key("train/loss") == "train/loss"
+
+
+def test_copy_tracking_record_copies_only_what_is_there(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir(), dst.mkdir()
+    copy_tracking_record(src, dst)
+    assert read_tracking_record(dst) == []
+    (src / TRACKING_FILE).write_text(json.dumps({"runs": [{"backend": "mlflow", "run_id": "abc"}]}))
+    copy_tracking_record(src, dst)
+    assert read_tracking_record(dst) == [{"backend": "mlflow", "run_id": "abc"}]
+
+
 # ---- wandb offline ------------------------------------------------------------------------------------------
 
 
-def read_records_once_complete(run_file: Path, timeout_s: float = 60.0) -> list:
-    """wandb's service process may still be flushing after finish() on a loaded machine: wait for the run record."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = read_wandb_records(run_file)
-        if any(r.WhichOneof("record_type") == "run" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.5)
-
-
-def read_wandb_records(run_file: Path) -> list:
-    """Protobuf records of a ``.wandb`` file: 7-byte header, then 32 KiB blocks of chunked records."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block, pos, pending, records = run_file.read_bytes(), 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer too small for a chunk header: padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pending += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST chunk
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def wandb_items(records, kind: str) -> list[dict]:
-    """``{key: value}`` per config / summary / history record (keys joined with '/' when nested)."""
-    out = []
-    for record in records:
-        if record.WhichOneof("record_type") != kind:
-            continue
-        message = getattr(record, kind)
-        items = message.item if kind == "history" else message.update
-        out.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
-    return out
-
-
-def test_wandb_offline_run_holds_config_history_and_summary(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    tracker = Tracker(tmp_path / "history.jsonl", "lvm-p4", config=CONFIG,
-                      backends={"wandb": True, "project": "vecflow-test"})
+def test_wandb_is_offline_by_default_and_holds_config_history_and_summary(tmp_path, monkeypatch):
+    require("wandb")
+    offline_wandb_env(monkeypatch, tmp_path)  # WANDB_MODE unset: vecflow must choose offline itself
+    history = tmp_path / "run" / "history.jsonl"
+    tracker = Tracker(history, "lvm-p4", config=CONFIG, backends={"wandb": True, "project": "vecflow-test"})
     log_two_epochs(tracker)
 
-    (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    records = read_records_once_complete(run_file)
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert run.display_name == "lvm-p4" and run.project == "vecflow-test"
-    config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert {k: config[k] for k in CONFIG} == CONFIG
-    history = wandb_items(records, "history")
-    assert [(h["_step"], h["epoch"], h["train/loss"], h["val/R@1"]) for h in history] == [(0, 1, 0.9, 0.25), (1, 2, 0.4, 0.5)]
-    assert all("note" not in h for h in history), "only numbers go to wandb"
-    summary = {}
-    for update in wandb_items(records, "summary"):
-        summary.update(update)
-    assert summary["best_epoch"] == 2 and summary["best_val_margin"] == 0.125
-    assert read_history(tmp_path / "history.jsonl") == RECORDS
+    (run,) = read_tracking_record(history.parent)
+    run_dir = Path(run["dir"])
+    assert run["backend"] == "wandb" and run["mode"] == "offline" and run["project"] == "vecflow-test"
+    assert run_dir.parent == tmp_path / "wandb" and run_dir.name.startswith("offline-run-")
+    assert run_dir.name.endswith(run["run_id"])
+    rows = assert_wandb_run_matches(run_dir, "lvm-p4", CONFIG, RECORDS)
+    assert [row["_step"] for row in rows] == [1, 2], "the trainer's step is the W&B step"
+    assert all("note" not in row for row in rows), "only numbers go to wandb"
+    inspected = wandb_summary(run_dir)
+    assert inspected["state"] == "finished" and inspected["project"] == "vecflow-test"
+    assert {k: inspected["summary"][k] for k in SUMMARY} == SUMMARY
+    assert read_history(history) == RECORDS
+
+
+def test_wandb_folder_defaults_to_results_when_wandb_dir_is_unset(tmp_path, monkeypatch):
+    require("wandb")
+    offline_wandb_env(monkeypatch, tmp_path, mode="offline")
+    monkeypatch.delenv("WANDB_DIR")
+    monkeypatch.chdir(tmp_path)
+    tracker = Tracker(tmp_path / "history.jsonl", "run", backends={"wandb": True})
+    tracker.finish()
+    (run,) = read_tracking_record(tmp_path)
+    assert Path(run["dir"]).parent == (tmp_path / "results" / "wandb").resolve()
 
 
 # ---- MLflow local stores ------------------------------------------------------------------------------------
 
 
-def run_with_mlflow(tmp_path: Path, uri: str):
-    mlflow = pytest.importorskip("mlflow")
-    tracker = Tracker(tmp_path / "history.jsonl", "summarizer", config=CONFIG,
-                      backends={"mlflow": True, "mlflow_uri": uri, "project": "vecflow-test"})
+def run_with_mlflow(tmp_path: Path, uri: str, **kwargs) -> dict:
+    require("mlflow")
+    history = tmp_path / "history.jsonl"
+    tracker = Tracker(history, "summarizer", config=CONFIG,
+                      backends={"mlflow": True, "mlflow_uri": uri, "project": "vecflow-test"}, **kwargs)
     log_two_epochs(tracker)
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("vecflow-test")
-    (run,) = client.search_runs([experiment.experiment_id])
-    return client, run
+    runs = read_tracking_record(tmp_path)
+    assert runs[-1]["backend"] == "mlflow" and runs[-1]["tracking_uri"] == uri
+    assert runs[-1]["experiment"] == "vecflow-test"
+    return runs[-1]
 
 
-def check_mlflow_run(client, run) -> None:
-    assert run.info.run_name == "summarizer" and run.info.status == "FINISHED"
-    assert run.data.params["seed"] == "7" and run.data.params["arch"] == "transformer"
-    assert json.loads(run.data.params["generation"]) == {"num_beams": 2}
-    loss = client.get_metric_history(run.info.run_id, "train/loss")
-    assert [(m.step, m.value) for m in sorted(loss, key=lambda m: m.step)] == [(0, 0.9), (1, 0.4)]
+def check_mlflow_run(uri: str, run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run = assert_mlflow_run_matches(uri, run_id, "summarizer", CONFIG, RECORDS)
+    assert run.data.params["generation.num_beams"] == "2" and run.data.params["layers"] == "[1, 2]"
+    assert run.data.params["arch"] == "transformer", "strings are params as they are"
     assert run.data.metrics["val/R_at_1"] == 0.5, "'@' is not allowed in MLflow metric names"
     assert run.data.metrics["best_epoch"] == 2.0 and run.data.metrics["best_val_margin"] == 0.125
+    assert run.data.metrics["summary/epoch"] == 2.0, "a summary key that is also a history metric is renamed"
+    epochs = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "epoch")
+    assert sorted((m.step, m.value) for m in epochs) == [(1, 1.0), (2, 2.0)]
 
 
 def test_mlflow_file_store_gets_params_metrics_and_summary(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow >= 3.17 refuses file stores without it
-    client, run = run_with_mlflow(tmp_path, (tmp_path / "mlruns").as_uri())
-    check_mlflow_run(client, run)
+    uri = (tmp_path / "mlruns").as_uri()
+    run = run_with_mlflow(tmp_path, uri)
+    check_mlflow_run(uri, run["run_id"])
 
 
-@pytest.mark.slow
-def test_mlflow_sqlite_store_gets_params_metrics_and_summary(tmp_path):
-    client, run = run_with_mlflow(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    check_mlflow_run(client, run)
+def test_mlflow_sqlite_store_gets_params_metrics_and_summary_and_resume_keeps_both_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = run_with_mlflow(tmp_path, uri)
+    check_mlflow_run(uri, first["run_id"])
+    second = run_with_mlflow(tmp_path, uri, resume=True)
+    assert second["run_id"] != first["run_id"]
+    assert [r["run_id"] for r in read_tracking_record(tmp_path)] == [first["run_id"], second["run_id"]]
+    fresh = run_with_mlflow(tmp_path, uri)
+    assert [r["run_id"] for r in read_tracking_record(tmp_path)] == [fresh["run_id"]], "a new run starts afresh"
