@@ -187,3 +187,21 @@ def test_mlflow_sqlite_store_gets_params_metrics_and_summary_and_resume_keeps_bo
     assert [r["run_id"] for r in read_tracking_record(tmp_path)] == [first["run_id"], second["run_id"]]
     fresh = run_with_mlflow(tmp_path, uri)
     assert [r["run_id"] for r in read_tracking_record(tmp_path)] == [fresh["run_id"]], "a new run starts afresh"
+
+
+# ---- the report's lineage section ---------------------------------------------------------------------------
+
+
+def test_report_rejects_a_tracking_file_without_a_runs_list(tmp_path):
+    from vecflow.report import build_report, collect_artifacts
+
+    bad = tmp_path / "tracking.json"
+    bad.write_text(json.dumps({"runs": {"backend": "wandb"}}))
+    with pytest.raises(VecflowError, match=rf"{bad}: field 'runs': expected a list of objects"):
+        build_report(collect_artifacts([f"tracking:lvm-p4={bad}"]), {})
+
+
+def test_report_without_tracking_has_no_tracking_table(tmp_path):
+    from vecflow.report import build_report
+
+    assert "Experiment tracking" not in build_report({}, {})

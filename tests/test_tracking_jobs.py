@@ -39,10 +39,15 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def tracked_job(root: Path, train) -> dict:
-    """Run ``train(settings_tracking)`` with both backends on and no network; returns what the test needs."""
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One sqlite store for both jobs (as the pipeline's results/mlflow.db; creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def tracked_job(root: Path, uri: str, train) -> dict:
+    """Run ``train(tracking)`` with both backends on and no network; returns what the tests need."""
     require("wandb"), require("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     tracking = {"wandb": True, "mlflow": True, "project": "vecflow-test", "mlflow_uri": uri}
     with pytest.MonkeyPatch.context() as monkeypatch:
         offline_wandb_env(monkeypatch, root)
@@ -53,7 +58,7 @@ def tracked_job(root: Path, train) -> dict:
 
 
 @pytest.fixture(scope="module")
-def lvm_job(lvm_data, tmp_path_factory):  # noqa: F811
+def lvm_job(lvm_data, mlflow_uri, tmp_path_factory):  # noqa: F811
     from vecflow.cli import main
 
     root = tmp_path_factory.mktemp("tracked-lvm")
@@ -63,11 +68,11 @@ def lvm_job(lvm_data, tmp_path_factory):  # noqa: F811
         assert main(cli_args(lvm_data, root / "model", settings)) == 0
         return settings, root / "model"
 
-    return tracked_job(root, train) | {"run_name": "lvm-p4", "epochs": LVM_SETTINGS["epochs"]}
+    return tracked_job(root, mlflow_uri, train) | {"run_name": "lvm-p4", "epochs": LVM_SETTINGS["epochs"]}
 
 
 @pytest.fixture(scope="module")
-def summarizer_job(tiny_encoder, tmp_path_factory):
+def summarizer_job(tiny_encoder, mlflow_uri, tmp_path_factory):
     from vecflow.summarizer import train_summarizer
 
     root = tmp_path_factory.mktemp("tracked-summarizer")
@@ -78,7 +83,7 @@ def summarizer_job(tiny_encoder, tmp_path_factory):
         train_summarizer(train_path, val_path, tiny_encoder, settings, root / "model")
         return settings, root / "model"
 
-    return tracked_job(root, train) | {"run_name": "summarizer"}
+    return tracked_job(root, mlflow_uri, train) | {"run_name": "summarizer"}
 
 
 JOBS = ["lvm_job", "summarizer_job"]
@@ -110,3 +115,22 @@ def test_mlflow_run_has_the_config_and_every_history_number(job_name, request):
     run = assert_mlflow_run_matches(job["uri"], job["runs"]["mlflow"]["run_id"], job["run_name"], job["settings"],
                                     job["history"])
     assert json.loads(run.data.params["tracking.wandb"]) is True
+
+
+def test_report_lineage_names_the_tracking_runs_of_both_jobs(lvm_job, summarizer_job, tmp_path):
+    """The report as the workflow calls it: each training folder gives its history.jsonl and tracking.json."""
+    import html
+
+    from vecflow.report import main as report_main
+
+    argv = []
+    for name, job in (("lvm-p4", lvm_job), ("seq2seq", summarizer_job)):
+        argv += ["--artifact", f"history:{name}={job['out'] / 'history.jsonl'}",
+                 "--artifact", f"tracking:{name}={job['out'] / 'tracking.json'}"]
+    assert report_main(argv + ["--settings", "{}", "--out", str(tmp_path / "report.html")]) == 0
+    page = html.unescape((tmp_path / "report.html").read_text())
+    lineage = page[page.index("Experiment tracking"):page.index('id="data"')]
+    for job in (lvm_job, summarizer_job):
+        assert job["runs"]["wandb"]["dir"] in lineage and job["runs"]["wandb"]["run_id"] in lineage
+        assert job["runs"]["mlflow"]["run_id"] in lineage and job["uri"] in lineage
+    assert "wandb sync" in lineage

@@ -32,7 +32,7 @@ ARTIFACT_KEYS = {
     "config": False, "manifest": True, "data": True,
     "ingest_stats": False, "filter_stats": False, "leakage": False, "split_ids": False,
     "direction": False, "direction_plot": False,
-    "history": True,
+    "history": True, "tracking": True,
     "fivecat": True, "fivecat_plot": True, "lvm_curve": False, "lvm_curve_plot": False,
     "scores": True, "examples": True,
     "hpo_trials": False, "hpo_importance": False, "hpo_params": False,
@@ -233,7 +233,29 @@ def lineage_section(artifacts: dict, settings: dict, git_revision: str, generate
     if data_files:
         rows = [[name, str(path), path.stat().st_size, sha256_file(path)] for name, path in data_files.items()]
         blocks.append(table(["name", "path", "bytes", "sha256"], rows, heading="Input data"))
+    tracked = named(artifacts, "tracking")
+    if tracked:
+        rows = [row for name, path in tracked.items() for row in tracking_rows(name, path)]
+        blocks.append(table(["training", "backend", "run name", "run id", "where"], rows,
+                            heading="Experiment tracking",
+                            caption="W&B offline runs upload later with `wandb sync DIR` (see README)"))
     return blocks
+
+
+def tracking_rows(name: str, path: Path) -> list[list]:
+    """One row per W&B / MLflow run named by a training folder's tracking.json (vecflow.tracking)."""
+    runs = read_json_object(path).get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise VecflowError(f"{path}: field 'runs': expected a list of objects (written by vecflow.tracking)")
+    rows = []
+    for run in runs:
+        if run.get("backend") == "wandb":
+            where_text = f"{run.get('dir')} (mode {run.get('mode')}, project {run.get('project')})"
+        else:
+            where_text = (f"{run.get('tracking_uri')}, experiment {run.get('experiment')} "
+                          f"(id {run.get('experiment_id')})")
+        rows.append([name, run.get("backend"), run.get("run_name"), run.get("run_id"), where_text])
+    return rows
 
 
 def manifest_row(name: str, path: Path) -> list:
@@ -530,7 +552,7 @@ def find_gate(label: str, gates: list[dict]) -> dict | None:
 
 
 SECTIONS = (  # id, title, the keys that belong to it
-    ("lineage", "Lineage", ("config", "manifest", "data")),
+    ("lineage", "Lineage", ("config", "manifest", "data", "tracking")),
     ("data", "Data", ("ingest_stats", "filter_stats", "leakage", "split_ids")),
     ("diagnostics", "Data-direction diagnostics", ("direction", "direction_plot")),
     ("training", "Training curves", ("history",)),

@@ -179,6 +179,9 @@ def artifact_args(wildcards, input):
     args = []
     for key, path in input.items():
         if key.startswith("history__"):
+            if config["tracking"]["wandb"] or config["tracking"]["mlflow"]:
+                tracking = f"{path}/tracking.json"  # names the W&B / MLflow runs
+                args.append(f"--artifact tracking:{key.split('__', 1)[1]}={tracking}")
             path = f"{path}/history.jsonl"
         args.append(f"--artifact {key.replace('__', ':')}={path}")
     return " ".join(args)
