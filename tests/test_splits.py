@@ -159,3 +159,14 @@ def test_short_duplicates_are_generic_and_long_ones_drop_whole_articles():
     assert {r["article_id"] for r in split_rows["ood"]} == {6}  # article 5 dropped whole, not a gap
     assert report["duplicate_chunk_texts"]["dropped_articles"] == {"train": 0, "val": 0, "ood": 1}
     assert report["short_duplicate_texts"]["count"] == 1  # "#Person2#: Thanks." is allowed
+
+
+def test_dropping_duplicate_chunks_keeps_generic_short_ones():
+    turns = {a: [f"#Person1#: dialogue {a} opens with a long and unique sentence here.", "#Person2#: Thanks."]
+             for a in range(3)}
+    turns[2][0] = turns[0][0]
+    cfg = {"method": "ranges", "ranges": {"train": [[0, 0]], "val": [[1, 1]], "ood": [[2, 2]]},
+           "short_duplicate_tokens": 3, "drop_duplicate_chunks": True}
+    split_rows, _, report = split_chunks(_dialogue_rows(turns), cfg, seed=0)
+    assert [r["text"] for r in split_rows["ood"]] == ["#Person2#: Thanks."]
+    assert report["duplicate_chunk_texts"]["dropped"] == {"train": 0, "val": 0, "ood": 1}

@@ -1,4 +1,5 @@
-"""Hyper-parameter search for the ELM adapter with Optuna: parallel workers on one shared study.
+"""Hyper-parameter search for the ELM adapter (or, with ``hpo.target: lvm``, a next-vector model) with Optuna:
+parallel workers on one shared study.
 
     vecflow hpo-worker --study elm-demo --storage sqlite:///results/hpo/elm-demo/study.db --worker 0 ...
     vecflow hpo-best   --study elm-demo --storage sqlite:///results/hpo/elm-demo/study.db --workers w0.json,w1.json ...
@@ -8,6 +9,12 @@ Each worker opens (or creates) the study, samples with ``TPESampler(seed=seed + 
 ``trials_per_worker`` trials. The study lives in the storage, so rerunning a worker adds trials and never
 loses one. A worker that resumes draws from a sampler seed offset by the trials it already ran, so it
 does not re-propose its first parameters.
+
+``hpo.target: lvm`` (see ``run_lvm_worker``): each trial trains ``vecflow.lvm_train.train_lvm`` with the
+lvm.train settings sampled from ``hpo.lvm_search_space`` (its own key, so that the ELM ``search_space`` of a base
+config never leaks in; ``losses.<key>`` entries set loss weights) and returns the selection split's margin,
+subject to c_0 >= the context-mean baseline's c_0 there (an Optuna constraint: TPE prefers feasible trials,
+and ``hpo-best`` picks the best feasible one). The ELM target is unchanged.
 
 Storage URLs: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the parent folder is created),
 ``journal:///path.log`` (Optuna's JournalStorage on a file: safe for several processes on a shared file
@@ -29,6 +36,9 @@ from vecflow.settings import need, settings_arg
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("maximize", "minimize")
 METRICS = ("bertscore_f1", "rougeL")
+TARGETS = ("elm", "lvm")
+LVM_TUNABLE = ("learning_rate", "weight_decay", "dropout", "d_model", "layers", "heads", "batch_size", "epochs",
+               "grad_clip")
 RESUME_SEED_STRIDE = 1000
 
 
@@ -45,16 +55,25 @@ class ParamSpec:
     choices: tuple | None = None
 
 
-def parse_search_space(space: dict) -> dict[str, ParamSpec]:
+def parse_search_space(space: dict, target: str = "elm") -> dict[str, ParamSpec]:
     """``hpo.search_space`` -> specs; an entry Optuna cannot sample is a VecflowError naming it."""
     if not isinstance(space, dict) or not space:
-        raise VecflowError("settings: hpo.search_space: must be a non-empty mapping of elm settings")
-    return {name: _parse_param(name, entry) for name, entry in space.items()}
+        key = "lvm_search_space" if target == "lvm" else "search_space"
+        raise VecflowError(f"settings: hpo.{key}: must be a non-empty mapping of {target} settings")
+    return {name: _parse_param(name, entry, target) for name, entry in space.items()}
 
 
-def _parse_param(name: str, entry) -> ParamSpec:
-    label = f"hpo.search_space.{name}"
-    if name not in elm.DEFAULTS:
+def _lvm_setting(name: str) -> bool:
+    from vecflow.lvm_presets import DEFAULTS as LOSS_DEFAULTS
+
+    return name in LVM_TUNABLE or (name.startswith("losses.") and name.removeprefix("losses.") in LOSS_DEFAULTS)
+
+
+def _parse_param(name: str, entry, target: str = "elm") -> ParamSpec:
+    label = f"hpo.{'lvm_search_space' if target == 'lvm' else 'search_space'}.{name}"
+    if target == "lvm" and not _lvm_setting(name):
+        raise VecflowError(f"{label}: not a tunable lvm setting (one of {', '.join(LVM_TUNABLE)}, or losses.<key>)")
+    if target == "elm" and name not in elm.DEFAULTS:
         raise VecflowError(f"{label}: not an elm setting")
     if not isinstance(entry, dict):
         raise VecflowError(f"{label}: expected a mapping with 'type'")
@@ -233,18 +252,129 @@ def _trial_record(trial) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------ LVM target
+
+
+def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
+    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), overridden by the trial's parameters;
+    ``losses.<key>`` parameters go into the run's loss overrides."""
+    base = dict(need(settings, "lvm"))
+    losses = dict(base.get("losses") or {})
+    for name, value in params.items():
+        if name.startswith("losses."):
+            losses[name.removeprefix("losses.")] = value
+        else:
+            base[name] = value
+    if losses:
+        base["losses"] = losses
+    return {**base, "run_name": run_name, "tracking": settings.get("tracking", base.get("tracking", {}))}
+
+
+def lvm_constraint(summary: dict) -> float:
+    """<= 0 when the selected checkpoint's c_0 is at least the context-mean baseline's on the selection split."""
+    return float(summary["selection_baselines"]["context_mean"]["c0"] - summary["val_c0"])
+
+
+def _constraints(trial) -> tuple[float]:
+    return tuple(trial.user_attrs.get("constraint", (1.0,)))
+
+
+def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: int, windows: dict) -> dict:
+    """LVM trials: train_lvm per trial, objective the selection margin, constraint c_0 >= context-mean c_0;
+    the per-epoch margin is reported to Optuna and a MedianPruner stops hopeless trials."""
+    import optuna
+
+    from vecflow import lvm_train
+
+    hpo = need(settings, "hpo")
+    specs = parse_search_space(hpo.get("lvm_search_space"), "lvm")
+    trials = hpo.get("trials_per_worker", 1)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise VecflowError(f"settings: hpo.trials_per_worker: must be a positive integer, got {trials!r}")
+    if hpo.get("direction", "maximize") != "maximize":
+        raise VecflowError("settings: hpo.direction: the lvm target maximises the margin (set direction: maximize)")
+    seed = int(settings.get("seed", 0))
+
+    native = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5: constraints live on the trial
+
+    def sampler(sampler_seed):
+        if native:
+            return optuna.samplers.TPESampler(seed=sampler_seed)
+        return optuna.samplers.TPESampler(seed=sampler_seed, constraints_func=_constraints)
+
+    study = optuna.create_study(
+        study_name=study_name, storage=open_storage(storage_url), load_if_exists=True, direction="maximize",
+        sampler=sampler(seed + worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=int(hpo.get("pruner_startup_trials", 2)),
+                                           n_warmup_steps=int(hpo.get("pruner_warmup_epochs", 0))),
+    )
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
+    sampler_seed = seed + worker + RESUME_SEED_STRIDE * len(earlier)
+    if earlier:
+        study.sampler = sampler(sampler_seed)
+    numbers: list[int] = []
+
+    def objective(trial) -> float:
+        numbers.append(trial.number)
+        trial.set_user_attr("worker", worker)
+        run_settings = lvm_trial_settings(settings, suggest(trial, specs), f"{study_name}-trial{trial.number}")
+
+        def report(record: dict) -> None:
+            trial.report(record["val/margin"], record["epoch"])
+            if trial.should_prune():
+                trial.set_user_attr("constraint", (1.0,))
+                raise optuna.TrialPruned()
+
+        with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
+            summary = lvm_train.train_lvm(windows["train"], windows["val"], windows["val_embeddings"],
+                                          windows["val_index"], run_settings, Path(tmp) / "lvm",
+                                          epoch_callback=report)
+        constraint = lvm_constraint(summary)
+        trial.set_user_attr("constraint", (constraint,))
+        if native:
+            trial.set_constraint("context_mean_c0_minus_c0", constraint)
+        trial.set_user_attr("c0", summary["val_c0"])
+        trial.set_user_attr("context_mean_c0", summary["selection_baselines"]["context_mean"]["c0"])
+        return float(summary["val_margin"])
+
+    study.optimize(objective, n_trials=trials)
+    ran = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers}
+    return {"study": study_name, "storage": storage_url, "worker": worker, "sampler_seed": sampler_seed,
+            "metric": "margin", "direction": "maximize", "target": "lvm",
+            "trials": [{**_trial_record(ran[n]), "constraint": list(_constraints(ran[n]))} for n in numbers]}
+
+
 def main_worker(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vecflow hpo-worker", description="Run ELM trials on a shared Optuna study.")
+    parser = argparse.ArgumentParser(prog="vecflow hpo-worker", description="Run ELM (or LVM) trials on a shared Optuna study.")
     parser.add_argument("--study", required=True, help="study name")
     parser.add_argument("--storage", required=True, help="sqlite:///path.db or journal:///path.log")
     parser.add_argument("--worker", required=True, type=int, help="worker index (sampler seed = seed + index)")
-    parser.add_argument("--data-dir", required=True, help="filtered synthesis folder")
-    parser.add_argument("--lm", required=True, help="causal LM folder")
-    parser.add_argument("--encoder", required=True, help="sentence encoder folder")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="{hpo, elm, seed, device} as JSON")
+    parser.add_argument("--data-dir", help="ELM: filtered synthesis folder")
+    parser.add_argument("--lm", help="ELM: causal LM folder")
+    parser.add_argument("--encoder", help="ELM: sentence encoder folder")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="{hpo, elm | lvm, seed, device} as JSON")
     parser.add_argument("--bertscore-model", default=None, help="BERTScore backbone (needed for metric bertscore_f1)")
+    parser.add_argument("--train-windows", help="LVM: training windows")
+    parser.add_argument("--val-windows", help="LVM: validation windows (used only with selection_fraction 0)")
+    parser.add_argument("--val-embeddings", help="LVM: validation chunk embeddings")
+    parser.add_argument("--val-index", help="LVM: validation chunk index")
     parser.add_argument("--out", required=True, help="worker JSON")
     args = parser.parse_args(argv)
+    target = args.settings.get("hpo", {}).get("target", "elm")
+    if target not in TARGETS:
+        raise VecflowError(f"settings: hpo.target: must be one of {', '.join(TARGETS)}, got {target!r}")
+    needed = (("train_windows", "val_windows", "val_embeddings", "val_index") if target == "lvm"
+              else ("data_dir", "lm", "encoder"))
+    missing = [f"--{name.replace('_', '-')}" for name in needed if not getattr(args, name)]
+    if missing:
+        raise VecflowError(f"hpo-worker (target {target}): missing {', '.join(missing)}")
+    if target == "lvm":
+        windows = {"train": args.train_windows, "val": args.val_windows, "val_embeddings": args.val_embeddings,
+                   "val_index": args.val_index}
+        record = run_lvm_worker(args.settings, args.study, args.storage, args.worker, windows)
+        write_json(args.out, record)
+        print(f"[vecflow] hpo-worker {args.worker} (lvm): trials {[t['number'] for t in record['trials']]} -> {args.out}")
+        return 0
     record = run_worker(
         args.settings,
         args.study,
@@ -284,13 +414,18 @@ def check_direction(study, settings: dict) -> None:
         )
 
 
-def best_trial(study):
+def best_trial(study, target: str = "elm"):
+    """The best complete trial; for the lvm target the best FEASIBLE one (c_0 >= context-mean c_0), falling
+    back to the best overall (marked ``feasible: false`` in its user attributes) when none is."""
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     if not complete:
         states = sorted({t.state.name for t in study.get_trials(deepcopy=False)}) or ["no trials"]
         raise VecflowError(f"study '{study.study_name}': no complete trial ({', '.join(states)})")
+    if target == "lvm":
+        feasible = [t for t in complete if all(c <= 0 for c in _constraints(t))]
+        return max(feasible or complete, key=lambda t: t.value)
     return study.best_trial
 
 
@@ -358,7 +493,7 @@ def main_best(argv: list[str] | None = None) -> int:
     worker_trials = check_worker_files([p for p in args.workers.split(",") if p], args.study)
     study = load_study(args.study, args.storage)
     check_direction(study, args.settings)
-    trial = best_trial(study)
+    trial = best_trial(study, args.settings.get("hpo", {}).get("target", "elm"))
     write_best_params(args.out_params, study, trial)
     write_trials_table(args.out_trials, study)
     write_importance_plot(args.out_plot, study)

@@ -484,9 +484,11 @@ def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) 
     return state
 
 
-def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir) -> dict | None:
+def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir,
+              epoch_callback=None) -> dict | None:
     """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
-    on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call)."""
+    on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call).
+    ``epoch_callback(record)`` is called after each epoch (HPO reports and prunes there)."""
     run = run_settings(settings)
     out_dir = Path(out_dir)
     partial_dir = out_dir.with_name(out_dir.name + ".partial")
@@ -520,6 +522,8 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
         state["history"].append(record)
         save_state(partial_dir / "state.pt", state, model, optimizer)
         tracker.log(record, step=epoch)
+        if epoch_callback is not None:
+            epoch_callback(record)
         if state["stopped_early"]:
             print(f"[train-lvm] early stop: no {run['selection_metric']} gain for {run['early_stop_patience']} epochs",
                   flush=True)

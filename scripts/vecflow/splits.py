@@ -173,8 +173,10 @@ def drop_leaking_articles(split_rows: dict[str, list[dict]], short_tokens: int =
     return kept, dropped
 
 
-def drop_cross_split_duplicates(split_rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    """Drop a chunk from a split when the same text is already in an earlier split (train, val, ood order)."""
+def drop_cross_split_duplicates(split_rows: dict[str, list[dict]], short_tokens: int = 0
+                                ) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Drop a chunk from a split when the same text is already in an earlier split (train, val, ood order);
+    generic texts of at most ``short_tokens`` tokens are kept (they are not leakage)."""
     seen_before: set[str] = set()
     kept, dropped = {}, {}
     for name in SPLITS:
@@ -182,7 +184,7 @@ def drop_cross_split_duplicates(split_rows: dict[str, list[dict]]) -> tuple[dict
         kept[name] = []
         for row in split_rows[name]:
             text = normalise_text(row["text"])
-            if text in seen_before:
+            if text in seen_before and len(text.split()) > short_tokens:
                 continue
             kept[name].append(row)
             texts_here.add(text)
@@ -227,7 +229,7 @@ def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") 
     if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_leaking_articles", False):
         split_rows, dropped_articles = drop_leaking_articles(split_rows, short_tokens)
     if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_duplicate_chunks", False):
-        split_rows, dropped = drop_cross_split_duplicates(split_rows)
+        split_rows, dropped = drop_cross_split_duplicates(split_rows, short_tokens)
     emptied = [name for name in SPLITS if not split_rows[name]]
     if emptied:
         raise VecflowError(f"{source}: dropping duplicates leaves {', '.join(emptied)} empty")

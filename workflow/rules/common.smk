@@ -96,7 +96,8 @@ def hpo_storage():
 
 
 def elm_params_input(wildcards):
-    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if TRACKS["hpo"] else []
+    elm_hpo = TRACKS["hpo"] and HPO["target"] == "elm"
+    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if elm_hpo else []
 
 
 def elm_bertscore_settings():
@@ -149,7 +150,10 @@ def report_inputs(wildcards):
         files["scores__elm"] = f"{R}/eval/elm/scores.json"
         files["examples__elm"] = f"{R}/eval/elm/examples.json"
         models.add(config["elm"]["lm"])
-    if TRACKS["summary"] and TRACKS["elm"] and TRACKS["hpo"]:
+    hpo_target_on = (
+        TRACKS["lvm"] if HPO["target"] == "lvm" else TRACKS["summary"] and TRACKS["elm"]
+    )
+    if hpo_target_on and TRACKS["hpo"]:
         files["hpo_trials"] = f"{R}/hpo/{HPO['study']}/trials.csv"
         files["hpo_importance"] = f"{R}/hpo/{HPO['study']}/importance.png"
         files["hpo_params"] = f"{R}/hpo/{HPO['study']}/best_params.yaml"

@@ -1,40 +1,85 @@
-rule hpo_worker:
-    input:
-        data=rules.filter_summary.output,
-        stats=rules.filter_summary.output.stats,
-        lm=model_input(config["elm"]["lm"]),
-        encoder=model_input(config["encoder"]),
-        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
-    output:
-        worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
-    log:
-        f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
-    conda:
-        "../../envs/vecflow.yaml"
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=480,
-    params:
-        storage=hpo_storage(),
-        data_dir=parent_of("stats"),
-        lm=parent_of("lm"),
-        encoder=parent_of("encoder"),
-        bertscore=parent_of("bertscore"),
-        settings=lambda w: json.dumps(
-            {
-                "seed": config["seed"],
-                "device": config["device"],
-                "hpo": HPO,
-                "elm": dict(config["elm"], **elm_bertscore_settings()),
-            },
-            sort_keys=True,
-        ),
-    shell:
-        "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
-        "--worker {wildcards.worker} --data-dir {params.data_dir} --lm {params.lm} "
-        "--encoder {params.encoder} --bertscore-model {params.bertscore} "
-        "--settings {params.settings:q} --out {output.worker} > {log} 2>&1"
+from types import SimpleNamespace
+
+# hpo.target picks what the workers tune: the ELM adapter (default) or an LVM run (lvm.runs[hpo.lvm_run]).
+if HPO["target"] == "lvm":
+
+    rule hpo_lvm_worker:
+        input:
+            gate=f"{R}/lvm/diagnostics/direction.json",
+            train=f"{R}/lvm/windows/train.safetensors",
+            val=f"{R}/lvm/windows/val.safetensors",
+            val_vectors=f"{R}/lvm/embeddings/val.safetensors",
+            val_index=f"{R}/lvm/embeddings/val.index.jsonl",
+        output:
+            worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
+        log:
+            f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
+        conda:
+            "../../envs/vecflow.yaml"
+        resources:
+            gpu=1,
+            mem_mb=8000,
+            runtime=480,
+        params:
+            storage=hpo_storage(),
+            settings=lambda w: json.dumps(
+                {
+                    "seed": config["seed"],
+                    "device": config["device"],
+                    "hpo": HPO,
+                    "lvm": json.loads(
+                        lvm_run_settings(
+                            SimpleNamespace(run=HPO["lvm_run"] or LVM_RUNS[0])
+                        )
+                    ),
+                },
+                sort_keys=True,
+            ),
+        shell:
+            "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
+            "--worker {wildcards.worker} --train-windows {input.train} --val-windows {input.val} "
+            "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
+            "--settings {params.settings:q} --out {output.worker} > {log} 2>&1"
+
+else:
+
+    rule hpo_worker:
+        input:
+            data=rules.filter_summary.output,
+            stats=rules.filter_summary.output.stats,
+            lm=model_input(config["elm"]["lm"]),
+            encoder=model_input(config["encoder"]),
+            bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
+        output:
+            worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
+        log:
+            f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
+        conda:
+            "../../envs/vecflow.yaml"
+        resources:
+            gpu=1,
+            mem_mb=8000,
+            runtime=480,
+        params:
+            storage=hpo_storage(),
+            data_dir=parent_of("stats"),
+            lm=parent_of("lm"),
+            encoder=parent_of("encoder"),
+            bertscore=parent_of("bertscore"),
+            settings=lambda w: json.dumps(
+                {
+                    "seed": config["seed"],
+                    "device": config["device"],
+                    "hpo": HPO,
+                    "elm": dict(config["elm"], **elm_bertscore_settings()),
+                },
+                sort_keys=True,
+            ),
+        shell:
+            "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
+            "--worker {wildcards.worker} --data-dir {params.data_dir} --lm {params.lm} "
+            "--encoder {params.encoder} --bertscore-model {params.bertscore} "
+            "--settings {params.settings:q} --out {output.worker} > {log} 2>&1"
 
 
 rule hpo_best:
