@@ -95,7 +95,13 @@ rule train_lvm:
         mem_mb=8000,
         runtime=240,
     params:
-        settings=lvm_run_settings,
+        settings=lambda w: json.dumps(  # the mini-5CAT uses the fivecat rule's article filter
+            dict(
+                json.loads(lvm_run_settings(w)),
+                min_article_chunks=config["lvm"]["fivecat"]["min_article_chunks"],
+            ),
+            sort_keys=True,
+        ),
     shell:
         "vecflow train-lvm --train-windows {input.train} --val-windows {input.val} "
         "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
