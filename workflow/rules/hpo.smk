@@ -27,10 +27,15 @@ if HPO["target"] == "lvm":
                     "seed": config["seed"],
                     "device": config["device"],
                     "hpo": HPO,
-                    "lvm": json.loads(
-                        lvm_run_settings(
-                            SimpleNamespace(run=HPO["lvm_run"] or LVM_RUNS[0])
-                        )
+                    "lvm": dict(
+                        json.loads(
+                            lvm_run_settings(
+                                SimpleNamespace(run=HPO["lvm_run"] or LVM_RUNS[0])
+                            )
+                        ),
+                        min_article_chunks=config["lvm"]["fivecat"][
+                            "min_article_chunks"
+                        ],
                     ),
                 },
                 sort_keys=True,
