@@ -1,0 +1,147 @@
+"""Causal-LM summarizer: prompt + labels, speaker tags verbatim, collator, train/predict CLI, LoRA merged on save."""
+
+import json
+
+import pytest
+import torch
+
+from vecflow.causal import CausalCollator, load_base, spec_for, tokenize_examples, train_causal
+from vecflow.cli import main
+from vecflow.summary_infer import (
+    DEFAULT_SYSTEM_MESSAGE,
+    SPEC_FILE,
+    causal_generation_config,
+    end_of_turn_id,
+    generate_causal,
+    load_summarizer,
+    prompt_ids,
+)
+
+ROWS = [
+    {"id": "h1", "dialogue": "#Person1#: can you help me book a hotel room ?\n#Person2#: yes , for today ?",
+     "summaries": ["#Person1# asks #Person2# to book a hotel room."]},
+    {"id": "f1", "dialogue": "#Person1#: what about dinner tomorrow ?\n#Person2#: good , my friend will buy food .",
+     "summaries": ["#Person2# says a friend will buy food."]},
+]
+SETTINGS = {
+    "seed": 3, "device": "cpu", "max_source_length": 64, "max_target_length": 24, "epochs": 1, "batch_size": 2,
+    "learning_rate": 1e-3, "warmup_ratio": 0.0, "val_samples": 2, "bf16": False, "tracking": {},
+    "generation": {"num_beams": 1, "max_new_tokens": 6}, "min_distinct_ratio": 0.0, "min_input_margin": -1.0,
+    "system_message": "", "user_template": "",
+}
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_causal_lm):
+    return load_base(tiny_causal_lm)
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r | {"id": f"{r['id']}-{i}"}) + "\n" for i, r in enumerate(rows)))
+    return path
+
+
+def test_prompt_has_an_explicit_system_message_and_the_generation_prompt(lm):
+    _, tok = lm
+    text = tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(SETTINGS)))
+    assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_MESSAGE}<|im_end|>\n<|im_start|>user\n")
+    assert ROWS[0]["dialogue"] in text and text.endswith("<|im_start|>assistant\n")
+    custom = tok.decode(prompt_ids(tok, "hi", spec_for(SETTINGS | {"system_message": "Be brief."})))
+    assert custom.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+
+
+def test_loss_only_on_summary_and_end_of_turn(lm):
+    _, tok = lm
+    spec = spec_for(SETTINGS)
+    [feature] = tokenize_examples(ROWS[:1], tok, spec)
+    prompt = prompt_ids(tok, ROWS[0]["dialogue"], spec)
+    labels = feature["labels"]
+    assert labels[: len(prompt)] == [-100] * len(prompt)
+    learned = [t for t in labels if t != -100]
+    assert learned[-1] == end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>")
+    # speaker tags come back verbatim from the labels
+    assert tok.decode(learned[:-1]) == "#Person1# asks #Person2# to book a hotel room."
+    assert feature["input_ids"][len(prompt):] == learned
+
+
+def test_collator_right_pads_with_pad_id_and_minus_100(lm):
+    _, tok = lm
+    features = tokenize_examples(ROWS, tok, spec_for(SETTINGS))
+    batch = CausalCollator(tok.pad_token_id)(features)
+    short = min(range(2), key=lambda i: len(features[i]["input_ids"]))
+    n = len(features[short]["input_ids"])
+    assert (batch["labels"][short, n:] == -100).all() and (batch["input_ids"][short, n:] == tok.pad_token_id).all()
+    assert (batch["attention_mask"][short, n:] == 0).all() and batch["attention_mask"][short, :n].all()
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(lm):
+    model, tok = lm
+    spec = spec_for(SETTINGS)
+    config = causal_generation_config({"num_beams": 1, "max_new_tokens": 6}, tok)
+    dialogues = [ROWS[0]["dialogue"], "#Person1#: hi ."]
+    batched = generate_causal(model, tok, dialogues, spec, config, batch_size=2, device=torch.device("cpu"))
+    single = [generate_causal(model, tok, [d], spec, config, batch_size=1, device=torch.device("cpu"))[0]
+              for d in dialogues]
+    assert batched == single
+
+
+def test_generated_speaker_tags_are_verbatim(lm, tmp_path):
+    """A model pushed to write '#Person2#': the decoded prediction carries the tag exactly, never '# person2 #'."""
+    model, tok = lm
+    tag_ids = tok("#Person2#", add_special_tokens=False)["input_ids"]
+    bias = torch.zeros(model.config.vocab_size)
+    bias[tag_ids[0]] = 100.0
+
+    class Push(torch.nn.Module):
+        def forward(self, hidden):
+            return hidden
+
+    lm_head = model.lm_head
+    original = lm_head.forward
+    try:
+        lm_head.forward = lambda h: original(h) + bias  # first token of the tag wins
+        config = causal_generation_config({"num_beams": 1, "max_new_tokens": 1}, tok)
+        [first] = generate_causal(model, tok, [ROWS[0]["dialogue"]], spec_for(SETTINGS), config, 1,
+                                  torch.device("cpu"))
+    finally:
+        lm_head.forward = original
+    assert first == tok.decode(tag_ids[:1])
+    assert tok.decode(tag_ids) == "#Person2#"
+
+
+def test_train_and_predict_through_the_cli(tiny_causal_lm, tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", ROWS * 2)
+    selection = write_rows(tmp_path / "sel.jsonl", ROWS)
+    out = tmp_path / "model"
+    assert main(["train-causal", "--train", str(train), "--val", str(selection), "--base", str(tiny_causal_lm),
+                 "--settings", json.dumps(SETTINGS), "--out", str(out)]) == 0
+    spec = json.loads((out / SPEC_FILE).read_text())
+    assert spec["kind"] == "causal" and spec["max_source_length"] == 64
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples_seen"] == 4 and summary["steps"] == 2
+    preds = tmp_path / "preds.jsonl"
+    assert main(["predict-summarizer", "--model", str(out), "--dialogues", str(selection),
+                 "--settings", json.dumps(SETTINGS), "--out", str(preds)]) == 0
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["h1-0", "f1-1"] and all(isinstance(r["prediction"], str) for r in rows)
+    # the server's loader repeats the trained settings
+    summarizer = load_summarizer(out)
+    assert summarizer.kind == "causal" and summarizer.max_source_length == 64
+    assert summarizer.summarize([ROWS[0]["dialogue"]]) == [rows[0]["prediction"]]
+
+
+def test_lora_is_merged_on_save_and_loads_without_peft(tiny_causal_lm, tmp_path):
+    pytest.importorskip("peft")
+    train = write_rows(tmp_path / "train.jsonl", ROWS * 2)
+    out = tmp_path / "model"
+    settings = SETTINGS | {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}, "learning_rate": 5e-2}
+    summary = train_causal(train, train, tiny_causal_lm, settings, out)
+    assert summary["lora"] is True
+    assert not (out / "adapter_config.json").exists()  # a plain HF folder, not a peft adapter
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    changed = [n for (n, p), (_, q) in zip(merged.named_parameters(), base.named_parameters()) if not torch.equal(p, q)]
+    assert changed and all("proj" in n for n in changed)  # only the LoRA-targeted projections moved
