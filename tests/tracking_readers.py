@@ -95,6 +95,9 @@ def assert_wandb_run_matches(run_dir: Path, run_name: str, settings: dict, histo
     run = wandb_run(records)
     assert run["display_name"] == run_name
     assert run["telemetry"]["feature"].get("offline") is True, "the run must be offline (no network)"
+    deprecated = [r["telemetry"]["deprecated"] for r in records if r["type"] == "telemetry"
+                  and r["telemetry"].get("deprecated")] + [run["telemetry"].get("deprecated") or {}]
+    assert not any(deprecated), f"vecflow uses deprecated wandb API: {deprecated}"
     assert wandb_config(records) == json.loads(json.dumps(settings))
     rows = wandb_history(records)
     assert len(rows) == len(history), "one W&B history row per history.jsonl record"
