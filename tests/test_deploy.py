@@ -45,8 +45,12 @@ LENIENT = {
 }
 
 
-def deploy_settings(gates=None, name="demo-bundle") -> dict:
-    return {"name": name, "seed": 1, "device": "cpu", "gates": copy.deepcopy(gates or LENIENT)}
+SPEC = {"max_source_length": 64, "max_target_length": 16}  # the summarizer training settings (legacy folders)
+
+
+def deploy_settings(gates=None, name="demo-bundle", **extra) -> dict:
+    return {"name": name, "seed": 1, "device": "cpu", "gates": copy.deepcopy(LENIENT if gates is None else gates),
+            "summarizer_spec": SPEC, **extra}
 
 
 def write_eval_files(tmp_path: Path, fivecat=None, scores=None) -> tuple[Path, Path]:
@@ -56,12 +60,16 @@ def write_eval_files(tmp_path: Path, fivecat=None, scores=None) -> tuple[Path, P
     return fivecat_path, scores_path
 
 
-def run_decide(tmp_path: Path, gates=None, fivecat=None, scores=None) -> dict:
+def run_decide(tmp_path: Path, gates=None, fivecat=None, scores=None, families=None, **settings) -> dict:
+    """``deploy decide`` through the CLI; ``families`` maps extra families to their scores JSON content."""
     fivecat_path, scores_path = write_eval_files(tmp_path, fivecat, scores)
     out = tmp_path / "decision.json"
-    settings = json.dumps(deploy_settings(gates))
-    code = cli_main(["deploy", "decide", "--settings", settings, "--fivecat", str(fivecat_path),
-                     "--scores", str(scores_path), "--out", str(out)])
+    argv = ["deploy", "decide", "--settings", json.dumps(deploy_settings(gates, **settings)), "--fivecat",
+            str(fivecat_path), "--scores", str(scores_path), "--out", str(out)]
+    for family, data in (families or {}).items():
+        write_json(tmp_path / "eval" / family / "scores.json", data)
+        argv += ["--scores", f"{family}={tmp_path / 'eval' / family / 'scores.json'}"]
+    code = cli_main(argv)
     assert code == 0
     return read_json(out)
 
@@ -121,7 +129,7 @@ def make_bundle_parts(tmp_path: Path, encoder_dir: Path, summarizer: Path | None
     dim = AutoConfig.from_pretrained(encoder_dir).hidden_size
     embeddings, index = make_bank(tmp_path, encoder_dir)
     fivecat_path, scores_path = write_eval_files(tmp_path)
-    decision = deploy.decide("demo-bundle", FIVECAT, fivecat_path, SCORES, scores_path, LENIENT)
+    decision = deploy.decide("demo-bundle", FIVECAT, fivecat_path, {"seq2seq": (SCORES, scores_path)}, LENIENT)
     write_json(tmp_path / "decision.json", decision)
     return {
         "decision": tmp_path / "decision.json",
@@ -155,7 +163,8 @@ def test_lenient_gates_deploy_and_list_every_gate(tmp_path):
     names = [(g["component"], g["gate"]) for g in decision["gates"]]
     assert names == [("lvm", "val_c0"), ("lvm", "val_margin"), ("summarizer", "rouge1_f"), ("summarizer", "bertscore_f1")]
     assert decision["gates"][0] == {"component": "lvm", "gate": "val_c0", "value": 0.62, "threshold": 0.0, "passed": True}
-    assert decision["reason"] == "deployed: all 4 gates passed"
+    assert decision["reason"] == "deployed: all 4 gates passed (summarizer: seq2seq)"
+    assert decision["summarizer"]["family"] == "seq2seq"
 
 
 def test_failing_minimum_is_written_with_numbers_in_the_reason(tmp_path):
@@ -164,7 +173,7 @@ def test_failing_minimum_is_written_with_numbers_in_the_reason(tmp_path):
     decision = run_decide(tmp_path, gates=gates)
     assert decision["deploy"] is False
     assert decision["failed"] == ["lvm.val_c0"]
-    assert decision["reason"] == "not deployed: lvm.val_c0 = 0.6200 (threshold 0.7000)"
+    assert decision["reason"] == "not deployed: lvm.val_c0 = 0.6200 (needs >= 0.7000)"
     assert "\n" not in decision["reason"]
 
 
@@ -192,7 +201,7 @@ def test_fivecat_thresholds_use_the_reports_gates_with_their_numbers(tmp_path):
     assert by_name["fivecat_generalisation_c0"]["value"] == pytest.approx(0.04)
     assert by_name["fivecat_generalisation_c0"]["threshold"] == 0.05
     assert decision["failed"] == ["lvm.fivecat_ood_r1"]
-    assert "fivecat_ood_r1 = 0.5000 (threshold 0.5500)" in decision["reason"]
+    assert "fivecat_ood_r1 = 0.5000 (needs >= 0.5500)" in decision["reason"]
 
 
 def test_summarizer_gates_read_rouge1_f_and_bertscore_f1(tmp_path):
@@ -200,7 +209,7 @@ def test_summarizer_gates_read_rouge1_f_and_bertscore_f1(tmp_path):
     gates["summarizer"] = {"min_rouge1": 0.35, "min_bertscore_f1": 0.9}
     decision = run_decide(tmp_path, gates=gates)
     assert decision["failed"] == ["summarizer.rouge1_f", "summarizer.bertscore_f1"]
-    assert "summarizer.rouge1_f = 0.3100 (threshold 0.3500)" in decision["reason"]
+    assert "summarizer.rouge1_f = 0.3100 (needs >= 0.3500)" in decision["reason"]
 
 
 def test_missing_score_names_file_and_field_and_writes_nothing(tmp_path, capsys):
@@ -324,17 +333,118 @@ def test_elm_adapter_needs_its_lm(parts, tmp_path):
         deploy.main(argv)
 
 
-def test_elm_and_lm_are_bundled_when_given(parts, tmp_path, tiny_causal_lm):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    save_tensors(adapter / "adapter.safetensors", {"w": np.zeros((2, 2), dtype=np.float32)})
-    (adapter / "adapter_config.json").write_text("{}")
+def fake_adapter(folder: Path) -> Path:
+    folder.mkdir()
+    save_tensors(folder / "adapter.safetensors", {"w": np.zeros((2, 2), dtype=np.float32)})
+    (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
+def elm_decision(parts: dict, tmp_path: Path) -> Path:
+    decision = read_json(parts["decision"])
+    decision["summarizer"] = {**decision["summarizer"], "family": "elm", "choice": "elm"}
+    write_json(tmp_path / "elm-decision.json", decision)
+    return tmp_path / "elm-decision.json"
+
+
+def test_an_elm_decision_bundles_the_adapter_and_its_lm_and_no_seq2seq(parts, tmp_path, tiny_causal_lm):
     out = tmp_path / "bundle"
-    argv = bundle_argv(parts, out) + ["--elm-adapter", str(adapter), "--lm", str(tiny_causal_lm)]
+    argv = bundle_argv(dict(parts, decision=elm_decision(parts, tmp_path)), out)
+    argv = argv[: argv.index("--summarizer")] + argv[argv.index("--summarizer") + 2:]
+    argv += ["--elm-adapter", str(fake_adapter(tmp_path / "adapter")), "--lm", str(tiny_causal_lm)]
     assert cli_main(argv) == 0
     manifest = read_json(out / "manifest.json")
     assert "elm/adapter.safetensors" in manifest["files"] and "lm/config.json" in manifest["files"]
-    assert set(manifest["components"]) == {"lvm", "encoder", "summarizer", "bank", "elm", "lm"}
+    assert not any(rel.startswith("summarizer/") for rel in manifest["files"])
+    assert set(manifest["components"]) == {"lvm", "encoder", "summarizer", "bank", "lm"}
+    assert manifest["components"]["summarizer"] == {"path": "elm/", "family": "elm", "lm": "lm/"}
+
+
+def test_only_the_chosen_summarizer_is_bundled(parts, tmp_path, tiny_causal_lm):
+    adapter = fake_adapter(tmp_path / "adapter")
+    with_elm = bundle_argv(parts, tmp_path / "b1")[1:] + ["--elm-adapter", str(adapter), "--lm", str(tiny_causal_lm)]
+    with pytest.raises(VecflowError, match="chose the seq2seq summarizer: --elm-adapter/--lm must not be given"):
+        deploy.main(with_elm)
+    elm_without_adapter = bundle_argv(dict(parts, decision=elm_decision(parts, tmp_path)), tmp_path / "b2")[1:]
+    with pytest.raises(VecflowError, match="chose the elm summarizer: give --elm-adapter and --lm"):
+        deploy.main(elm_without_adapter)
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+
+
+def test_the_bundle_carries_the_trained_source_length(parts, tmp_path):
+    """A legacy folder without vecflow_summarizer.json gets one from the training settings (no serve skew)."""
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv(parts, out)) == 0
+    spec = read_json(out / "summarizer" / "vecflow_summarizer.json")
+    assert spec["kind"] == "seq2seq" and spec["max_source_length"] == 64
+    assert read_json(out / "manifest.json")["components"]["summarizer"]["max_source_length"] == 64
+    no_spec = bundle_argv(parts, tmp_path / "b2")
+    no_spec[no_spec.index("--settings") + 1] = json.dumps({"name": "x", "gates": LENIENT})
+    with pytest.raises(VecflowError, match=r"vecflow_summarizer\.json: file not found; re-run the seq2seq training"):
+        deploy.main(no_spec[1:])
+
+
+# ---- decide: the summarizer choice and the gates that every bundled model needs -----------------------------
+
+INPUT_DEPENDENT = {"distinct_ratio": 0.97, "own_rouge1": 0.31, "shuffled_rouge1": 0.12, "margin": 0.19, "n": 40}
+CONSTANT_OUTPUT = {"distinct_ratio": 0.05, "own_rouge1": 0.2, "shuffled_rouge1": 0.2, "margin": 0.0, "n": 40}
+INPUT_GATES = {**LENIENT, "summarizer": {"min_rouge1": 0.0, "min_distinct_ratio": 0.9, "min_input_margin": 0.0}}
+
+
+def test_no_gates_means_not_deployed(tmp_path):
+    decision = run_decide(tmp_path, gates={"lvm": {}, "summarizer": {}})
+    assert decision["deploy"] is False
+    assert decision["failed"] == ["lvm.has_gates", "summarizer.has_gates"]
+    assert "no gate is set for the lvm" in decision["reason"]
+
+
+def test_a_model_without_its_own_gate_is_not_deployed(tmp_path):
+    decision = run_decide(tmp_path, gates={"lvm": LENIENT["lvm"], "summarizer": {}})
+    assert decision["deploy"] is False and decision["failed"] == ["summarizer.has_gates"]
+
+
+def test_input_dependence_gates_pass_an_input_dependent_summarizer(tmp_path):
+    decision = run_decide(tmp_path, gates=INPUT_GATES, scores={**SCORES, "input_dependence": INPUT_DEPENDENT})
+    assert decision["deploy"] is True
+    by_name = {g["gate"]: g for g in decision["gates"]}
+    assert by_name["distinct_ratio"]["value"] == 0.97 and by_name["input_margin"]["value"] == 0.19
+
+
+def test_a_summarizer_that_ignores_its_input_is_not_deployed(tmp_path):
+    decision = run_decide(tmp_path, gates=INPUT_GATES, scores={**SCORES, "input_dependence": CONSTANT_OUTPUT})
+    assert decision["deploy"] is False
+    assert decision["failed"] == ["summarizer.distinct_ratio", "summarizer.input_margin"]
+    assert "summarizer.input_margin = 0.0000 (needs > 0.0000)" in decision["reason"]  # strictly greater
+
+
+def test_missing_input_dependence_fails_the_gate_asking_to_rescore(tmp_path):
+    decision = run_decide(tmp_path, gates=INPUT_GATES)
+    assert decision["deploy"] is False
+    assert "summarizer.distinct_ratio" in decision["failed"]
+    assert "has no 'input_dependence': re-run score_summaries for seq2seq" in decision["reason"]
+
+
+def test_best_picks_the_family_with_the_highest_metric_and_names_the_scores(tmp_path):
+    causal = {**SCORES, "rouge": {"rouge1": {"f": 0.40}, "rougeL": {"f": 0.20}}, "bertscore": {"f1": 0.80}}
+    elm = {**SCORES, "rouge": {"rouge1": {"f": 0.10}, "rougeL": {"f": 0.30}}, "bertscore": {"f1": 0.90}}
+    decision = run_decide(tmp_path, families={"causal": causal, "elm": elm}, summarizer="best")
+    assert decision["summarizer"] == {"family": "causal", "choice": "best", "metric": "rouge1",
+                                      "field": "rouge.rouge1.f", "compared": {"seq2seq": 0.31, "causal": 0.40,
+                                                                               "elm": 0.10}}
+    assert all(g["family"] == "causal" for g in decision["gates"] if g["component"] == "summarizer")
+    by_bertscore = run_decide(tmp_path, families={"causal": causal, "elm": elm}, summarizer_metric="bertscore_f1")
+    assert by_bertscore["summarizer"]["family"] == "elm"
+    explicit = run_decide(tmp_path, families={"causal": causal, "elm": elm}, summarizer="seq2seq")
+    assert explicit["summarizer"]["family"] == "seq2seq"
+
+
+def test_an_explicit_family_without_scores_is_an_error(tmp_path):
+    fivecat_path, scores_path = write_eval_files(tmp_path)
+    argv = ["decide", "--settings", json.dumps(deploy_settings(summarizer="elm")), "--fivecat", str(fivecat_path),
+            "--scores", f"seq2seq={scores_path}", "--out", str(tmp_path / "d.json")]
+    with pytest.raises(VecflowError, match=r"field 'summarizer': 'elm' has no --scores \(given: seq2seq\)"):
+        deploy.main(argv)
+    assert not (tmp_path / "d.json").exists()
 
 
 def test_metrics_with_the_same_file_name_are_kept_apart(tmp_path):

@@ -32,6 +32,8 @@ def finished_run(tmp_path_factory, tiny_encoder, tiny_causal_lm) -> Path:
     config = tiny_config(tiny_encoder, tiny_causal_lm)
     config["hpo"].update({"workers": 2, "trials_per_worker": 1, "metric": "rougeL"})
     config["deploy"]["name"] = "tiny"
+    # random tiny summarizers write near-constant text: only the input-dependence gates are relaxed here
+    config["deploy"]["gates"]["summarizer"].update({"min_distinct_ratio": 0.0, "min_input_margin": -1.0})
     write_workdir(workdir, config)
     run(workdir, cores=2)
     return workdir
@@ -61,6 +63,36 @@ def test_every_stage_leaves_its_artifact(finished_run):
     assert decision["deploy"] is True
     trials = (results / "hpo/elm-demo/trials.csv").read_text().strip().splitlines()
     assert len(trials) == 1 + 2  # header + one trial per worker
+
+
+def test_artifacts_hold_real_numbers_and_the_decision_gates_what_is_bundled(finished_run):
+    """Not only that files exist: scores are ROUGE/BERTScore in range, 5CAT numbers are finite, every bundled
+    model has a gate, and the bundle carries exactly the summarizer the decision chose."""
+    import math
+
+    results = finished_run / "results"
+    compared = {}
+    for family in ("seq2seq", "elm"):
+        scores = json.loads((results / f"eval/{family}/scores.json").read_text())
+        assert scores["n"] > 0
+        assert 0.0 <= scores["rouge"]["rouge1"]["f"] <= 1.0 and -1.0 <= scores["bertscore"]["f1"] <= 1.0
+        assert 0.0 <= scores["input_dependence"]["distinct_ratio"] <= 1.0
+        compared[family] = scores["rouge"]["rouge1"]["f"]
+    fivecat = json.loads((results / "lvm/fivecat/p4.json").read_text())
+    assert all(math.isfinite(fivecat["model"][split][m]) for split in ("val", "ood") for m in ("c0", "margin"))
+    decision = json.loads((results / "deploy/tiny.decision.json").read_text())
+    chosen = decision["summarizer"]
+    assert chosen["choice"] == "best" and chosen["compared"] == pytest.approx(compared)
+    assert chosen["family"] == max(compared, key=lambda f: (compared[f], f == "seq2seq"))
+    gated = {g["component"] for g in decision["gates"]}
+    assert gated == {"lvm", "summarizer"}
+    assert {g["gate"] for g in decision["gates"] if g["component"] == "summarizer"} >= {
+        "distinct_ratio", "input_margin"}
+    manifest = json.loads((results / "deploy/tiny/manifest.json").read_text())
+    assert manifest["components"]["summarizer"]["family"] == chosen["family"]
+    has_seq2seq = any(rel.startswith("summarizer/") for rel in manifest["files"])
+    has_elm = any(rel.startswith("elm/") for rel in manifest["files"])
+    assert (has_seq2seq, has_elm) == (chosen["family"] != "elm", chosen["family"] == "elm")
 
 
 def test_second_run_has_nothing_to_do(finished_run):

@@ -8,6 +8,7 @@ tiny causal LM.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from test_deploy import CONTEXT_LENGTH, make_bundle_parts, make_tiny_summarizer
+from test_deploy import CONTEXT_LENGTH, SPEC, make_bundle_parts, make_tiny_summarizer
 from vecflow import deploy
 from vecflow.cli import main as cli_main
 from vecflow.errors import VecflowError
@@ -41,7 +42,7 @@ def make_tiny_elm_adapter(out_dir: Path, lm_dir: Path, embed_dim: int) -> Path:
     """A random adapter in the layout ``vecflow.elm.write_adapter`` produces."""
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
     elm = pytest.importorskip("vecflow.elm")
     torch.manual_seed(0)
@@ -50,27 +51,39 @@ def make_tiny_elm_adapter(out_dir: Path, lm_dir: Path, embed_dim: int) -> Path:
     adapter = elm.build_adapter(config)
     out_dir.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(out_dir / "adapter.safetensors"))
+    # at least 3 tokens that decode to visible text, so that an empty summary can only be a server defect
+    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
+    invisible = [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
     write_json(out_dir / "adapter_config.json", {
-        **config, "templates": ["Summarize the dialogue: <EMB>"], "generation": {"num_beams": 1, "max_new_tokens": 5},
+        **config, "templates": ["Summarize the dialogue: <EMB>"],
+        "generation": {"num_beams": 1, "max_new_tokens": 5, "min_new_tokens": 3, "suppress_tokens": invisible},
     })
     return out_dir
 
 
 def build_test_bundle(tmp: Path, tiny_encoder: Path, tiny_causal_lm: Path | None) -> Path:
-    summarizer = make_tiny_summarizer(tiny_encoder, tmp / "summarizer")
+    """A seq2seq bundle, or with ``tiny_causal_lm`` an ELM bundle (the decision chose elm: no seq2seq inside)."""
+    summarizer = None if tiny_causal_lm is not None else make_tiny_summarizer(tiny_encoder, tmp / "summarizer")
     parts = make_bundle_parts(tmp, tiny_encoder, summarizer=summarizer)
+    decision = read_json(parts.pop("decision"))
     if tiny_causal_lm is not None:
+        parts["summarizer"] = None
         parts["elm"] = make_tiny_elm_adapter(tmp / "adapter", tiny_causal_lm, DIM)
         parts["lm"] = tiny_causal_lm
-    decision = read_json(parts.pop("decision"))
+        decision["summarizer"] = {**decision["summarizer"], "family": "elm", "choice": "elm"}
     metrics = parts.pop("metrics")
-    deploy.build_bundle(tmp / "bundle", "tiny-bundle", decision, parts, metrics)
+    deploy.build_bundle(tmp / "bundle", "tiny-bundle", decision, parts, metrics, fallback_spec=SPEC)
     return tmp / "bundle"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_encoder, tiny_causal_lm) -> Path:
-    return build_test_bundle(tmp_path_factory.mktemp("serve"), tiny_encoder, tiny_causal_lm)
+def bundle(tmp_path_factory, tiny_encoder) -> Path:
+    return build_test_bundle(tmp_path_factory.mktemp("serve"), tiny_encoder, tiny_causal_lm=None)
+
+
+@pytest.fixture(scope="module")
+def elm_bundle(tmp_path_factory, tiny_encoder, tiny_causal_lm) -> Path:
+    return build_test_bundle(tmp_path_factory.mktemp("serve-elm"), tiny_encoder, tiny_causal_lm)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +142,8 @@ def test_health_and_info_describe_the_bundle(server, bundle):
     assert info["name"] == "tiny-bundle"
     assert info["manifest_sha256"] == sha256_file(bundle / "manifest.json")
     assert info["dims"] == {"dim": DIM, "context_length": CONTEXT_LENGTH}
-    assert set(info["components"]) == {"lvm", "encoder", "summarizer", "bank", "elm", "lm"}
+    assert set(info["components"]) == {"lvm", "encoder", "summarizer", "bank"}
+    assert info["components"]["summarizer"] == {"path": "summarizer/", "family": "seq2seq", "max_source_length": 64}
     assert info["metrics"]["scores.json"]["bertscore"]["f1"] == 0.86
 
 
@@ -220,20 +234,32 @@ def test_summarize_a_dialogue_with_the_bundled_seq2seq_model(server, bundle):
     assert response.json()["summary"] == tokenizer.decode(ids[0], skip_special_tokens=True).strip()
 
 
-def test_summarize_an_embedding_through_the_elm(server):
-    response = post(server, "/summarize", {"embedding": random_unit_vectors(1)[0]})
-    assert response.status_code == 200
-    assert isinstance(response.json()["summary"], str)
-    wrong = post(server, "/summarize", {"embedding": [0.5] * (DIM + 1)})
-    assert wrong.status_code == 422
-    assert f"embedding[0]: expected dimension {DIM}, got {DIM + 1}" in wrong.json()["detail"]
+def test_the_elm_bundle_summarizes_embeddings_and_dialogues(elm_bundle):
+    from fastapi.testclient import TestClient
+
+    from vecflow.serve import create_app
+
+    with TestClient(create_app(elm_bundle, device="cpu")) as client:
+        vector = random_unit_vectors(1)[0]
+        first = client.post("/summarize", json={"embedding": vector})
+        assert first.status_code == 200
+        summary = first.json()["summary"]
+        assert summary.strip(), "the ELM wrote nothing"
+        assert client.post("/summarize", json={"embedding": [10 * x for x in vector]}).json()["summary"] == summary
+        by_dialogue = client.post("/summarize", json={"dialogue": "#Person1#: hi there . #Person2#: hello ."})
+        assert by_dialogue.status_code == 200 and by_dialogue.json()["summary"].strip()
+        wrong = client.post("/summarize", json={"embedding": [0.5] * (DIM + 1)})
+        assert wrong.status_code == 422
+        assert f"embedding[0]: expected dimension {DIM}, got {DIM + 1}" in wrong.json()["detail"]
+        components = client.get("/info").json()["components"]
+        assert components["summarizer"]["family"] == "elm" and "lm" in components
 
 
 @pytest.mark.parametrize(
     "body, message",
     [({}, "exactly one of 'dialogue' or 'embedding'"),
      ({"dialogue": "#Person1#: hi", "embedding": [0.1] * DIM}, "exactly one of 'dialogue' or 'embedding'"),
-     ({"dialogue": "   "}, "'dialogue' is empty")],
+     ({"dialogue": "   "}, "is empty or only whitespace")],
     ids=["neither", "both", "blank-dialogue"],
 )
 def test_summarize_rejects_bad_bodies_with_422(server, body, message):
@@ -245,16 +271,15 @@ def test_summarize_rejects_bad_bodies_with_422(server, body, message):
 # ---- in-process app: missing ELM, tampered bundles ----------------------------------------------------------
 
 
-def test_bundle_without_elm_answers_501_for_embeddings(tmp_path, tiny_encoder):
+def test_bundle_without_elm_answers_501_for_embeddings(bundle):
     from fastapi.testclient import TestClient
 
     from vecflow.serve import create_app
 
-    bundle = build_test_bundle(tmp_path, tiny_encoder, tiny_causal_lm=None)
     with TestClient(create_app(bundle, device="cpu")) as client:
         response = client.post("/summarize", json={"embedding": [0.1] * DIM})
         assert response.status_code == 501
-        assert "no ELM adapter" in response.json()["detail"]
+        assert "summarizer is seq2seq and it has no ELM adapter" in response.json()["detail"]
         assert set(client.get("/info").json()["components"]) == {"lvm", "encoder", "summarizer", "bank"}
 
 
@@ -298,3 +323,108 @@ def test_bench_script_reports_latency_percentiles(bundle):
     assert set(report) == {"/predict-next", "/summarize"}
     for stats in report.values():
         assert stats["n"] == 3 and 0 < stats["p50_ms"] <= stats["p95_ms"]
+
+
+# ---- hostile input: no 5xx, no echo, no dropped connections (issue 11) -------------------------------------
+
+SURROGATE_BODIES = [
+    ("/encode", '{"texts": ["\\ud800"]}'),
+    ("/chat", '{"texts": ["a", "\\ud800", "c"]}'),
+    ("/summarize", '{"dialogue": "#Person1#: \\udfff"}'),
+]
+
+
+@pytest.mark.parametrize("path, body", SURROGATE_BODIES, ids=[p for p, _ in SURROGATE_BODIES])
+def test_a_lone_surrogate_is_a_422_and_the_connection_stays_usable(server, path, body):
+    with httpx.Client(base_url=server, timeout=60) as client:  # one keep-alive connection
+        for _ in range(10):
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 422, response.text
+            assert "unicode" in response.text.lower()  # pydantic: "unable to parse raw data as a unicode string"
+            assert client.get("/health").status_code == 200
+
+
+def test_huge_finite_context_gives_a_finite_prediction_or_a_422(server):
+    context = random_unit_vectors(CONTEXT_LENGTH, seed=3)
+    plain = post(server, "/predict-next", {"context": context}).json()["vector"]
+    for scale in (1e30, 1e300):
+        response = post(server, "/predict-next", {"context": [[x * scale for x in v] for v in context]})
+        assert response.status_code == 200
+        vector = response.json()["vector"]
+        assert all(v is not None and math.isfinite(v) for v in vector)
+        assert np.allclose(vector, plain, atol=1e-5)  # the direction of each context vector is what counts
+    zero = [[0.0] * DIM] + context[1:]
+    response = post(server, "/predict-next", {"context": zero})
+    assert response.status_code == 422 and "context[0]: is a zero vector" in response.json()["detail"]
+
+
+def test_a_non_finite_model_output_is_a_422_never_a_200(bundle, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vecflow import lvm_models
+    from vecflow.serve import create_app
+
+    monkeypatch.setattr(lvm_models, "predict", lambda model, context, **kw: np.full((1, DIM), np.nan, np.float32))
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        response = client.post("/predict-next", json={"context": random_unit_vectors(CONTEXT_LENGTH)})
+    assert response.status_code == 422
+    assert "not finite" in response.json()["detail"]
+
+
+def test_a_body_over_the_limit_is_413_without_parsing_it(server):
+    huge = b'{"texts": ["' + b"x" * (60 * 1024 * 1024) + b'"]}'
+    try:
+        response = httpx.post(f"{server}/encode", content=huge, headers={"content-type": "application/json"},
+                              timeout=60)
+        assert response.status_code == 413
+        assert len(response.content) < 200
+    except httpx.WriteError:
+        pass  # the server answered 413 and closed before the client finished writing 60 MB
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path, body, message",
+    [("/encode", {"texts": ["word " * 5000]}, "at most 20000 characters"),
+     ("/encode", {"texts": ["fine", "   "]}, "is empty or only whitespace"),
+     ("/encode", {"texts": [""]}, "is empty or only whitespace"),
+     ("/chat", {"texts": ["a", "\t\n", "c"]}, "is empty or only whitespace"),
+     ("/summarize", {"dialogue": "#Person1#: " + "hello " * 10000}, "at most 50000 characters"),
+     ("/predict-next", {"context": [["secret-looking-input"] * DIM] * CONTEXT_LENGTH}, "valid number")],
+    ids=["long-text", "blank-text", "empty-text", "blank-chat", "long-dialogue", "strings-as-numbers"],
+)
+def test_errors_name_the_problem_and_never_echo_the_input(server, path, body, message):
+    response = post(server, path, body)
+    assert response.status_code == 422
+    text = response.text
+    assert message in text
+    assert len(text) < 2000, "the error must not carry the input back"
+    for probe in ("word word", "hello hello", "secret-looking-input"):
+        assert probe not in text
+
+
+def test_the_server_truncates_as_training_did(bundle):
+    """max_source_length comes from the bundle (64 here, from the training settings), not a fixed 512."""
+    from vecflow.serve import Bundle
+
+    served = Bundle(bundle, device="cpu")
+    assert served.summarizer_spec["max_source_length"] == 64
+    summarizer = served.summarizer
+    if hasattr(summarizer, "max_source_length"):  # vecflow.summary_infer
+        assert summarizer.max_source_length == 64
+    long_dialogue = "#Person1#: " + " ".join(["book"] * 200)
+    from vecflow.serve import summarize_dialogue
+
+    tail_changed = long_dialogue + " and something else entirely at the very end ."
+    assert summarize_dialogue(served, long_dialogue) == summarize_dialogue(served, tail_changed)
+
+
+def test_a_broken_import_fails_start_up_and_only_absent_parts_are_501(elm_bundle, bundle, monkeypatch):
+    import sys as _sys
+
+    from vecflow.serve import create_app
+
+    monkeypatch.setitem(_sys.modules, "vecflow.elm", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError):
+        create_app(elm_bundle, device="cpu")
+    create_app(bundle, device="cpu")  # a seq2seq bundle does not need vecflow.elm

@@ -269,8 +269,24 @@ def _check_deploy(config: dict) -> None:
     deploy = config["deploy"]
     if deploy["lvm_run"] not in config["lvm"]["runs"]:
         raise VecflowError(f"config: deploy.lvm_run: '{deploy['lvm_run']}' is not one of lvm.runs")
-    if deploy["summarizer"] == "elm" and not config["tracks"]["elm"]:
-        raise VecflowError("config: deploy.summarizer: 'elm' but tracks.elm is false")
+    families = summary_families(config)
+    if deploy["summarizer"] != "best" and deploy["summarizer"] not in families:
+        why = "tracks.elm is false" if deploy["summarizer"] == "elm" else "summarizer.kind does not train it"
+        raise VecflowError(f"config: deploy.summarizer: '{deploy['summarizer']}' is not trained in this run ({why}; "
+                           f"trained: {', '.join(families) or 'none'}); use best or one of those")
+
+
+def summary_families(config: dict) -> list[str]:
+    """The summarizer families a run trains: ``summarizer.kind`` (a name or a list; default seq2seq), then elm
+    when ``tracks.elm`` is on. Empty when the summary track is off."""
+    if not config["tracks"]["summary"]:
+        return []
+    kind = config["summarizer"].get("kind", "seq2seq")
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    families = [family for family in ("seq2seq", "causal") if family in kinds]
+    if config["tracks"]["elm"]:
+        families.append("elm")
+    return families
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,16 @@
 """Deployment: a gate decision from the evaluation numbers, then a self-contained, hashed model bundle.
 
-    vecflow deploy decide --settings S --fivecat 5cat.json --scores scores.json --out decision.json
+    vecflow deploy decide --settings S --fivecat 5cat.json --scores seq2seq=scores.json [--scores elm=...] \
+        --out decision.json
     vecflow deploy bundle --decision decision.json --settings S --lvm DIR --encoder DIR \
-        --bank-embeddings F --bank-index F --summarizer DIR [--elm-adapter DIR --lm DIR] \
+        --bank-embeddings F --bank-index F (--summarizer DIR | --elm-adapter DIR --lm DIR) \
         --metrics F [--metrics F ...] --out DIR
 
-``decide`` always writes its decision (``deploy: true|false``), because it is a Snakemake checkpoint output;
-``bundle`` refuses to build anything unless the decision says ``deploy: true``. The bundle holds every model
+``decide`` picks the summarizer to ship (``deploy.summarizer``: a family, or ``best`` by
+``deploy.summarizer_metric`` among the families trained), applies the gates and always writes its decision
+(``deploy: true|false``), because it is a Snakemake checkpoint output. Every bundled model has at least one
+gate; no gate means not deployed. ``bundle`` refuses to build anything unless the decision says
+``deploy: true``, and bundles only the chosen summarizer. The bundle holds every model
 the server needs, the retrieval bank, the metrics, a model card and a manifest with the sha256 of every file.
 """
 
@@ -115,7 +119,13 @@ def fivecat_gate_numbers(fivecat: dict, thresholds: dict, split: str, metric: st
     return value, threshold
 
 
-def summarizer_gates(scores: dict, scores_path, settings: dict) -> list[dict]:
+def summarizer_gates(scores: dict, scores_path, settings: dict, family: str = "summarizer") -> list[dict]:
+    """Quality (ROUGE-1, BERTScore) and input dependence of the summarizer to bundle.
+
+    ``input_dependence`` (written by ``vecflow score``) must show distinct outputs (``distinct_ratio`` at
+    least ``min_distinct_ratio``) that match their own dialogue's references better than shuffled ones
+    (``margin`` strictly above ``min_input_margin``): a model that writes one summary for every input fails.
+    """
     gates = []
     if "min_rouge1" in settings:
         rouge1 = number_at(scores, "rouge.rouge1.f", scores_path)
@@ -125,25 +135,101 @@ def summarizer_gates(scores: dict, scores_path, settings: dict) -> list[dict]:
         f1 = number_at(scores, "bertscore.f1", scores_path)
         threshold = float(settings["min_bertscore_f1"])
         gates.append(gate("summarizer", "bertscore_f1", f1, threshold, f1 >= threshold))
+    wanted = [key for key in ("min_distinct_ratio", "min_input_margin") if key in settings]
+    if wanted and not isinstance(scores.get("input_dependence"), dict):
+        for key in wanted:
+            name = "distinct_ratio" if key == "min_distinct_ratio" else "input_margin"
+            gates.append({**gate("summarizer", name, None, float(settings[key]), False),
+                          "note": f"{scores_path} has no 'input_dependence': re-run score_summaries for {family} "
+                                  f"(delete the file and run snakemake again)"})
+        return gates
+    if "min_distinct_ratio" in settings:
+        distinct = number_at(scores, "input_dependence.distinct_ratio", scores_path)
+        threshold = float(settings["min_distinct_ratio"])
+        gates.append(gate("summarizer", "distinct_ratio", distinct, threshold, distinct >= threshold))
+    if "min_input_margin" in settings:
+        margin = number_at(scores, "input_dependence.margin", scores_path)
+        threshold = float(settings["min_input_margin"])
+        gates.append({**gate("summarizer", "input_margin", margin, threshold, margin > threshold),
+                      "rule": "value > threshold"})
     return gates
 
 
 def describe_failure(g: dict) -> str:
+    if g.get("note"):
+        return f"{g['component']}.{g['gate']} failed: {g['note']}"
     if g["value"] is None or g["threshold"] is None:
         return f"{g['component']}.{g['gate']} failed"
-    return f"{g['component']}.{g['gate']} = {g['value']:.4f} (threshold {g['threshold']:.4f})"
+    comparison = ">" if g.get("rule") == "value > threshold" else ">="
+    return f"{g['component']}.{g['gate']} = {g['value']:.4f} (needs {comparison} {g['threshold']:.4f})"
 
 
-def decide(name: str, fivecat: dict, fivecat_path, scores: dict, scores_path, gate_settings: dict) -> dict:
-    """The deployment decision: every gate with its numbers, the failed ones, and a one-line reason."""
+FAMILIES = ("seq2seq", "causal", "elm")
+METRIC_FIELDS = {"rouge1": "rouge.rouge1.f", "rouge2": "rouge.rouge2.f", "rougeL": "rouge.rougeL.f",
+                 "rougeLsum": "rouge.rougeLsum.f", "bertscore_f1": "bertscore.f1"}
+
+
+def choose_summarizer(scores: dict[str, tuple[dict, Path]], choice: str, metric: str) -> dict:
+    """Which summarizer family to bundle: ``choice`` itself, or for ``best`` the family whose ``metric`` is
+    highest (ties go to the earlier of seq2seq, causal, elm). Returns ``{family, choice, metric, compared}``."""
+    if metric not in METRIC_FIELDS:
+        raise VecflowError(f"settings: field 'summarizer_metric': '{metric}' is not one of {', '.join(METRIC_FIELDS)}")
+    if not scores:
+        raise VecflowError("deploy decide: no --scores given (one FAMILY=scores.json per trained summarizer)")
+    compared = {family: number_at(data, METRIC_FIELDS[metric], path) for family, (data, path) in scores.items()}
+    if choice == "best":
+        order = sorted(compared, key=lambda f: (-compared[f], FAMILIES.index(f) if f in FAMILIES else len(FAMILIES)))
+        family = order[0]
+    elif choice in compared:
+        family = choice
+    else:
+        raise VecflowError(f"settings: field 'summarizer': '{choice}' has no --scores (given: {', '.join(compared)})")
+    return {"family": family, "choice": choice, "metric": metric, "field": METRIC_FIELDS[metric],
+            "compared": compared}
+
+
+def decide(name: str, fivecat: dict, fivecat_path, scores: dict[str, tuple[dict, Path]], gate_settings: dict,
+           choice: str = "best", metric: str = "rouge1") -> dict:
+    """The deployment decision: the summarizer chosen, every gate with its numbers, the failed ones, a reason.
+
+    Every bundled model needs at least one gate (the encoder is judged through the LVM's 5CAT numbers, which are
+    measured on its embeddings); a model without any gate is a failure, so zero gates never deploy.
+    """
+    chosen = choose_summarizer(scores, choice, metric)
+    family = chosen["family"]
+    data, path = scores[family]
     gates = lvm_gates(fivecat, fivecat_path, gate_settings.get("lvm", {}) or {})
-    gates += summarizer_gates(scores, scores_path, gate_settings.get("summarizer", {}) or {})
+    gates += summarizer_gates(data, path, gate_settings.get("summarizer", {}) or {}, family)
+    for component in ("lvm", "summarizer"):
+        if not any(g["component"] == component for g in gates):
+            gates.append({**gate(component, "has_gates", 0, 1, False),
+                          "note": f"no gate is set for the {component} (deploy.gates.{component}); a model is "
+                                  f"deployed only with at least one gate"})
+    for g in gates:
+        if g["component"] == "summarizer":
+            g["family"] = family
     failed = [f"{g['component']}.{g['gate']}" for g in gates if not g["passed"]]
     if failed:
         reason = "not deployed: " + "; ".join(describe_failure(g) for g in gates if not g["passed"])
     else:
-        reason = f"deployed: all {len(gates)} gates passed"
-    return {"name": name, "deploy": not failed, "gates": gates, "failed": failed, "reason": reason}
+        reason = f"deployed: all {len(gates)} gates passed (summarizer: {family})"
+    return {"name": name, "deploy": not failed, "gates": gates, "failed": failed, "reason": reason,
+            "summarizer": chosen}
+
+
+def parse_scores_args(values: list[str]) -> dict[str, Path]:
+    """``["seq2seq=a.json", "elm=b.json"]`` -> ``{family: path}``; a bare path is the seq2seq family."""
+    out: dict[str, Path] = {}
+    for value in values:
+        family, sep, path = value.partition("=")
+        if not sep:
+            family, path = "seq2seq", value
+        if family not in FAMILIES:
+            raise VecflowError(f"--scores '{value}': family '{family}' is not one of {', '.join(FAMILIES)}")
+        if family in out:
+            raise VecflowError(f"--scores: family '{family}' given twice")
+        out[family] = Path(path)
+    return out
 
 
 def run_decide(args: argparse.Namespace) -> None:
@@ -151,9 +237,12 @@ def run_decide(args: argparse.Namespace) -> None:
     gate_settings = settings.get("gates", {})
     if not isinstance(gate_settings, dict):
         raise VecflowError("settings: field 'gates': expected an object")
-    fivecat, scores = read_json(args.fivecat), read_json(args.scores)
-    decision = decide(settings.get("name", "vecflow"), fivecat, args.fivecat, scores, args.scores, gate_settings)
-    decision["inputs"] = {"fivecat": str(args.fivecat), "scores": str(args.scores)}
+    fivecat = read_json(args.fivecat)
+    score_paths = parse_scores_args(args.scores)
+    scores = {family: (read_json(path), path) for family, path in score_paths.items()}
+    decision = decide(settings.get("name", "vecflow"), fivecat, args.fivecat, scores, gate_settings,
+                      choice=settings.get("summarizer", "best"), metric=settings.get("summarizer_metric", "rouge1"))
+    decision["inputs"] = {"fivecat": str(args.fivecat), "scores": {f: str(p) for f, p in score_paths.items()}}
     write_json(args.out, decision)
     print(f"[deploy] {decision['reason']}", flush=True)
 
@@ -250,8 +339,13 @@ def model_card(name: str, decision: dict, components: dict, metrics: dict[str, d
         details = ", ".join(f"{k}={v}" for k, v in info.items() if k != "path")
         lines.append(f"| {component} | `{info['path']}` | {details} |")
     lines += ["", "`manifest.json` lists the sha256 of every file; the server refuses to start on a mismatch.", ""]
-    lines += ["## Deployment gates", "", decision.get("reason", ""), "", "| component | gate | value | threshold | passed |",
-              "|---|---|---|---|---|"]
+    lines += ["## Deployment gates", "", decision.get("reason", ""), ""]
+    chosen = decision.get("summarizer")
+    if chosen:
+        compared = ", ".join(f"{family} {value:.4f}" for family, value in chosen.get("compared", {}).items())
+        lines += [f"Summarizer: **{chosen['family']}** (deploy.summarizer: {chosen.get('choice')}; "
+                  f"{chosen.get('metric')} compared: {compared}).", ""]
+    lines += ["| component | gate | value | threshold | passed |", "|---|---|---|---|---|"]
     for g in decision.get("gates", []):
         value = "" if g.get("value") is None else f"{g['value']:.4f}"
         threshold = "" if g.get("threshold") is None else f"{g['threshold']:.4f}"
@@ -269,8 +363,9 @@ def model_card(name: str, decision: dict, components: dict, metrics: dict[str, d
         "",
         "- `lvm/` predicts the next chunk embedding from a context of chunk embeddings (same encoder as `encoder/`);",
         "  `/chat` maps the prediction back to text by nearest neighbour in `bank.safetensors`.",
-        "- `summarizer/` writes a short summary of a dialogue with `#PersonN#` speaker tags.",
-        "- `elm/` + `lm/` (when present) turn a sentence embedding back into text.",
+        "- `summarizer/` (seq2seq or causal) writes a short summary of a dialogue with `#PersonN#` speaker tags,",
+        "  with the source length it was trained with (`summarizer/vecflow_summarizer.json`);",
+        "  or `elm/` + `lm/` (when the ELM was chosen) turn a sentence embedding (or a dialogue's) into text.",
         "",
         "## Limits",
         "",
@@ -298,10 +393,57 @@ def refuse_unless_deployable(decision: dict, decision_path) -> None:
         raise VecflowError(f"{decision_path}: deployment refused by gate(s) {failed}: {decision.get('reason', '')}")
 
 
-def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | None], metrics_paths: list[Path]) -> dict:
-    """Assemble the bundle folder atomically; returns its manifest."""
+SUMMARIZER_SPEC = "vecflow_summarizer.json"  # the settings training used; the server repeats them
+
+
+def chosen_family(decision: dict) -> str:
+    """The summarizer family a decision chose (decisions written before the choice existed: seq2seq)."""
+    family = (decision.get("summarizer") or {}).get("family", "seq2seq")
+    if family not in FAMILIES:
+        raise VecflowError(f"decision: field 'summarizer.family': '{family}' is not one of {', '.join(FAMILIES)}")
+    return family
+
+
+def check_summarizer_parts(family: str, parts: dict) -> None:
+    """Only the chosen summarizer is bundled: its folder(s) must be given and no other summarizer."""
     if (parts.get("elm") is None) != (parts.get("lm") is None):
         raise VecflowError("--elm-adapter and --lm go together: give both or neither")
+    if family == "elm":
+        if parts.get("elm") is None:
+            raise VecflowError("the decision chose the elm summarizer: give --elm-adapter and --lm")
+        if parts.get("summarizer") is not None:
+            raise VecflowError("the decision chose the elm summarizer: --summarizer must not be given "
+                               "(only the chosen summarizer is bundled)")
+        return
+    if parts.get("summarizer") is None:
+        raise VecflowError(f"the decision chose the {family} summarizer: give --summarizer (its model folder)")
+    if parts.get("elm") is not None:
+        raise VecflowError(f"the decision chose the {family} summarizer: --elm-adapter/--lm must not be given "
+                           f"(only the chosen summarizer is bundled)")
+
+
+def summarizer_spec(folder: Path, family: str, fallback: dict | None) -> dict:
+    """The folder's ``vecflow_summarizer.json``; a legacy seq2seq folder gets one from the training settings."""
+    path = folder / SUMMARIZER_SPEC
+    if path.exists():
+        spec = read_json(path)
+        if spec.get("kind", "seq2seq") != family:
+            raise VecflowError(f"{where(path, field='kind')}: '{spec.get('kind')}' but the decision chose {family}")
+        if isinstance(spec.get("max_source_length"), bool) or not isinstance(spec.get("max_source_length"), int):
+            raise VecflowError(f"{where(path, field='max_source_length')}: expected an integer")
+        return spec
+    if family != "seq2seq" or not fallback:
+        raise VecflowError(f"{path}: file not found; re-run the {family} training rule (it writes the settings "
+                           f"the server must repeat)")
+    return {"kind": "seq2seq", "max_source_length": int(fallback["max_source_length"]),
+            "max_target_length": int(fallback.get("max_target_length", 128)), "system_message": None}
+
+
+def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | None], metrics_paths: list[Path],
+                 fallback_spec: dict | None = None) -> dict:
+    """Assemble the bundle folder atomically; returns its manifest. Only the chosen summarizer goes in."""
+    family = chosen_family(decision)
+    check_summarizer_parts(family, parts)
     metrics = {bundle_name: read_json(path) for bundle_name, path in metrics_names(metrics_paths).items()}
     bank_rows, bank_dim = check_bank(parts["bank_embeddings"], parts["bank_index"])
     lvm_config = read_json(parts["lvm"] / "config.json")
@@ -310,19 +452,28 @@ def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | N
     components = {
         "lvm": {"path": "lvm/", **{k: lvm_config[k] for k in ("arch", "dim", "context_length") if k in lvm_config}},
         "encoder": {"path": "encoder/", "dim": encoder_dim},
-        "summarizer": {"path": "summarizer/"},
         "bank": {"path": "bank.safetensors", "rows": bank_rows, "dim": bank_dim},
     }
-    if parts.get("elm") is not None:
-        components["elm"] = {"path": "elm/"}
+    spec = None
+    if family == "elm":
+        components["summarizer"] = {"path": "elm/", "family": "elm", "lm": "lm/"}
         components["lm"] = {"path": "lm/"}
+    else:
+        if not parts["summarizer"].is_dir():
+            raise VecflowError(f"{parts['summarizer']}: model folder not found")
+        spec = summarizer_spec(parts["summarizer"], family, fallback_spec)
+        components["summarizer"] = {"path": "summarizer/", "family": family,
+                                    "max_source_length": int(spec["max_source_length"])}
     with atomic_dir(out) as tmp:
         copy_model_dir(parts["lvm"], tmp / "lvm", only=("model.safetensors", "config.json"))
         copy_model_dir(parts["encoder"], tmp / "encoder")
-        copy_model_dir(parts["summarizer"], tmp / "summarizer")
-        if parts.get("elm") is not None:
+        if family == "elm":
             copy_model_dir(parts["elm"], tmp / "elm")
             copy_model_dir(parts["lm"], tmp / "lm")
+        else:
+            copy_model_dir(parts["summarizer"], tmp / "summarizer")
+            if not (tmp / "summarizer" / SUMMARIZER_SPEC).exists():
+                write_json(tmp / "summarizer" / SUMMARIZER_SPEC, spec)
         link_or_copy(parts["bank_embeddings"], tmp / "bank.safetensors")
         link_or_copy(parts["bank_index"], tmp / "bank.index.jsonl")
         for bundle_name, data in metrics.items():
@@ -352,8 +503,9 @@ def run_bundle(args: argparse.Namespace) -> None:
         "bank_embeddings": args.bank_embeddings,
         "bank_index": args.bank_index,
     }
-    manifest = build_bundle(args.out, name, decision, parts, args.metrics)
-    print(f"[deploy] bundle {args.out}: {len(manifest['files'])} files, manifest sha256 "
+    manifest = build_bundle(args.out, name, decision, parts, args.metrics, args.settings.get("summarizer_spec"))
+    print(f"[deploy] bundle {args.out}: {len(manifest['files'])} files, summarizer "
+          f"{manifest['components']['summarizer']['family']}, manifest sha256 "
           f"{sha256_file(args.out / 'manifest.json')[:12]}", flush=True)
 
 
@@ -368,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decide", help="apply the deployment gates; always writes the decision JSON")
     p.add_argument("--settings", type=settings_arg, required=True, help="the deploy config section as JSON")
     p.add_argument("--fivecat", type=Path, required=True, help="5CAT JSON of the LVM run to deploy")
-    p.add_argument("--scores", type=Path, required=True, help="summarizer scores JSON (ROUGE + BERTScore)")
+    p.add_argument("--scores", action="append", required=True, metavar="FAMILY=PATH",
+                   help="scores JSON of one trained summarizer family (seq2seq, causal, elm); repeat per family")
     p.add_argument("--out", type=Path, required=True, help="decision JSON")
     p.set_defaults(run=run_decide)
 
@@ -379,8 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", type=Path, required=True, help="HF encoder folder")
     p.add_argument("--bank-embeddings", type=Path, required=True, help="chunk embeddings safetensors")
     p.add_argument("--bank-index", type=Path, required=True, help="chunk index JSONL (article_id, chunk_index, text)")
-    p.add_argument("--summarizer", type=Path, required=True, help="HF seq2seq summarizer folder")
-    p.add_argument("--elm-adapter", type=Path, default=None, help="optional ELM adapter folder (needs --lm)")
+    p.add_argument("--summarizer", type=Path, default=None,
+                   help="the chosen seq2seq or causal summarizer folder (not with an elm decision)")
+    p.add_argument("--elm-adapter", type=Path, default=None, help="ELM adapter folder, when the decision chose elm")
     p.add_argument("--lm", type=Path, default=None, help="causal LM folder for the ELM adapter")
     p.add_argument("--metrics", type=Path, action="append", required=True, help="metrics JSON (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder")

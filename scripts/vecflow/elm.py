@@ -32,6 +32,7 @@ from vecflow.elm_losses import LossWeights, combine_losses
 from vecflow.errors import VecflowError, where
 from vecflow.generation import check_generation_config
 from vecflow.io import atomic_dir, iter_jsonl, load_tensors, read_json, require_fields, write_json, write_jsonl
+from vecflow.io import check_embeddings
 from vecflow.settings import seed_everything, settings_arg
 from vecflow.tracking import Tracker
 
@@ -88,6 +89,7 @@ def load_split(data_dir: str | Path, split: str) -> tuple[list[SynthesisRow], to
     embeddings = load_tensors(vectors_path, required=["embeddings"])["embeddings"]
     if embeddings.ndim != 2 or len(embeddings) == 0:
         raise VecflowError(f"{vectors_path}: tensor 'embeddings' must be N×D with N > 0, got {embeddings.shape}")
+    check_embeddings(embeddings, vectors_path, tolerance=None)  # finite
     rows = [_parse_row(record, rows_path, lineno, len(embeddings)) for lineno, record in iter_jsonl(rows_path)]
     if not rows:
         raise VecflowError(f"{rows_path}: no rows")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vecflow.errors import VecflowError
-from vecflow.io import iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
+from vecflow.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
 from vecflow.settings import seed_everything, settings_arg
 
 INDEX_FIELDS = {"article_id": int, "chunk_index": int, "text": str}
@@ -51,6 +51,7 @@ def load_embeddings(path: str | Path, index_path: str | Path) -> tuple[np.ndarra
     index = read_index(index_path)
     if len(index) != len(vectors):
         raise VecflowError(f"{path}: {len(vectors)} embeddings but {index_path} has {len(index)} rows")
+    check_embeddings(vectors, path, tolerance=None)  # finite (NaN would pass the norm test below)
     norms = np.linalg.norm(vectors, axis=1)
     bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
     if bad.size:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vecflow.errors import VecflowError, where
-from vecflow.io import iter_jsonl, load_tensors, require_fields, save_tensors, write_json, write_jsonl
+from vecflow.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_json, write_jsonl
 from vecflow.settings import settings_arg
 
 KEEP_TASK = "summary"
@@ -120,19 +120,9 @@ def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) 
 def load_embeddings(path: Path, tolerance: float) -> np.ndarray:
     """The ``embeddings`` matrix: 2-D, floating point, finite, every row of L2 norm 1 within ``tolerance``."""
     matrix = load_tensors(path, required=["embeddings"])["embeddings"]
-    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+    if matrix.ndim != 2:
         raise VecflowError(f"{path}: tensor 'embeddings': expected a non-empty N x D matrix, got shape {matrix.shape}")
-    if not np.issubdtype(matrix.dtype, np.floating):
-        raise VecflowError(f"{path}: tensor 'embeddings': expected floating point, got {matrix.dtype}")
-    norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-    bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > tolerance))
-    if bad.size:
-        row = int(bad[0])
-        raise VecflowError(
-            f"{path}: tensor 'embeddings': row {row} has L2 norm {norms[row]:.4f}, expected 1 +- {tolerance:g} "
-            f"({bad.size} rows not normalised)"
-        )
-    return matrix
+    return check_embeddings(matrix, path, tolerance=tolerance)
 
 
 def check_record(record: dict, path: Path, lineno: int, num_embeddings: int) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from vecflow.baselines import DEFAULT_LAMBDA_GRID, Predictor, build_baselines, normalise
 from vecflow.devices import pick_device
 from vecflow.errors import VecflowError, where
-from vecflow.io import atomic_path, load_tensors, iter_jsonl, require_fields, write_json
+from vecflow.io import atomic_path, check_embeddings, load_tensors, iter_jsonl, require_fields, write_json
 from vecflow.settings import seed_everything, settings_arg
 
 OFFSETS = tuple(range(-3, 4))
@@ -75,6 +75,8 @@ def load_windows(path: str | Path) -> Windows:
             raise VecflowError(f"{path}: tensor '{key}': expected integers, got {arrays[key].dtype}")
     if n == 0:
         raise VecflowError(f"{path}: no windows")
+    for key, array in (("contexts", contexts), ("targets", targets)):  # finite, or the file is corrupt
+        check_embeddings(array, path, key, tolerance=None)
     return Windows(contexts.astype(np.float32), targets.astype(np.float32), article_ids.astype(np.int64),
                    target_indices.astype(np.int64), str(path))
 
@@ -128,6 +130,7 @@ def load_bank(embeddings_path: str | Path, index_path: str | Path) -> ChunkBank:
     embeddings = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
     if embeddings.ndim != 2:
         raise VecflowError(f"{embeddings_path}: tensor 'embeddings': expected shape (M, D), got {embeddings.shape}")
+    check_embeddings(embeddings, embeddings_path, tolerance=None)  # finite; norms are checked below
     article_ids, chunk_indices, seen = [], [], {}
     for lineno, record in iter_jsonl(index_path):
         require_fields(record, {"article_id": int, "chunk_index": int}, index_path, lineno)

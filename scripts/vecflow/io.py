@@ -116,6 +116,11 @@ def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         raise VecflowError(f"{path}: is a folder, expected a file")
     offset = 0
     with open(path, "rb") as fh:
+        head = fh.read(8192)  # a NUL in the first 8 KiB: a binary file (image, archive, tensor), not text
+        if NUL in head:
+            at = head.index(NUL)
+            raise _binary(path, head[:at].count(b"\n") + 1, at)
+        fh.seek(0)
         for lineno, raw in enumerate(fh, start=1):
             start = 3 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else 0
             if NUL in raw:
@@ -239,6 +244,39 @@ def load_tensors(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[
         if key not in arrays:
             raise VecflowError(f"{path}: missing tensor '{key}' (has: {', '.join(sorted(arrays)) or 'none'})")
     return arrays
+
+
+def check_embeddings(array: np.ndarray, path, key: str = "embeddings", dim: int | None = None,
+                     tolerance: float | None = 1e-3, encoder: str | None = None) -> np.ndarray:
+    """Check an embeddings tensor (N x D, or N x C x D for windows) as every reader must; returns it.
+
+    Floating point, non-empty, every vector finite, of dimension ``dim`` (the encoder's) when given, and of L2
+    norm 1 within ``tolerance`` (``None``: norms are not checked). Each failure is a VecflowError naming the file,
+    the tensor and the first bad row; non-finite data is called corrupt, never something to waive.
+    """
+    name = f"{path}: tensor '{key}'"
+    if array.ndim < 2 or 0 in array.shape:
+        raise VecflowError(f"{name}: expected a non-empty N x D matrix, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise VecflowError(f"{name}: expected floating point, got {array.dtype}")
+    rows = array.reshape(-1, array.shape[-1])
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise VecflowError(f"{name}: row {int(bad[0])} is not finite (NaN or infinity in {bad.size} of {len(rows)} "
+                           f"rows): the file is corrupt; re-run the step that wrote it (no gate can waive this)")
+    if dim is not None and array.shape[-1] != int(dim):
+        source = f"the encoder '{encoder}'" if encoder else "the encoder"
+        raise VecflowError(f"{name}: dimension {array.shape[-1]}, but {source} gives {dim}; the embeddings come "
+                           f"from another encoder: re-embed them with the configured one")
+    if tolerance is not None:
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+        off = np.flatnonzero(np.abs(norms - 1.0) > tolerance)
+        if off.size:
+            row = int(off[0])
+            raise VecflowError(f"{name}: row {row} has L2 norm {norms[row]:.4f}, expected 1 +- {tolerance:g} "
+                               f"({off.size} rows not normalised); normalise them or re-embed")
+    return array
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

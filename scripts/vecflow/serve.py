@@ -3,29 +3,44 @@
     vecflow serve --bundle results/deploy/vecflow-demo --host 127.0.0.1 --port 8000
 
 At start-up every file listed in the bundle's ``manifest.json`` is hashed and compared; a mismatch stops the
-server with an error naming the file. Models load on first use (one lock per bundle), so start-up is quick.
+server with an error naming the file. The modules each bundled model needs are imported then too, so a broken
+install fails start-up loudly (only a bundle component that is absent answers 501). Models load on first use
+(one lock per bundle), so start-up is quick.
 
 Endpoints: ``GET /health``, ``GET /info``, ``POST /encode``, ``POST /predict-next``, ``POST /chat``,
-``POST /summarize``; the OpenAPI schema is at ``/openapi.json``. Requests with wrong shapes or empty lists get
-422 with a message, never 500.
+``POST /summarize``; the OpenAPI schema is at ``/openapi.json``. No input gives a 5xx: bodies over
+``--max-body-bytes`` get 413; wrong shapes, empty or whitespace texts, texts over ``MAX_TEXT_CHARS``, lone
+surrogates, NaN/infinity and contexts for which the model's output is not finite get 422 with a message that
+never echoes the input back.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import logging
 import math
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from vecflow.errors import VecflowError
 from vecflow.io import read_json, read_jsonl, load_tensors, sha256_file
 
 MAX_ITEMS = 1024  # texts or vectors per request
+MAX_TEXT_CHARS = 20_000  # characters per text given to /encode or /chat
+MAX_DIALOGUE_CHARS = 50_000  # characters of a dialogue given to /summarize
+MAX_DIM = 8192  # numbers per vector
+MAX_BODY_BYTES = 4 * 1024 * 1024  # request bodies above this get 413 (vecflow serve --max-body-bytes)
+MAX_ERRORS_SHOWN = 10  # validation errors listed in one 422
+LOG = logging.getLogger("vecflow.serve")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -107,11 +122,43 @@ class Bundle:
         return self._once("bank", load)
 
     @property
-    def summarizer(self):
-        """(model, tokenizer) of the seq2seq summarizer; ``generate`` uses its saved generation config."""
-        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+    def summarizer_family(self) -> str:
+        """seq2seq | causal | elm: the one summarizer this bundle serves (bundles from before: seq2seq)."""
+        family = self.manifest.get("components", {}).get("summarizer", {}).get("family")
+        return family or ("seq2seq" if (self.root / "summarizer").is_dir() else "elm")
 
+    @property
+    def summarizer_spec(self) -> dict:
+        """``summarizer/vecflow_summarizer.json``: the source length etc. that training used (no serve skew)."""
+        path = self.root / "summarizer" / "vecflow_summarizer.json"
+        if path.exists():
+            return read_json(path)
+        # a bundle built before the spec was bundled: the manifest's length, else the old fixed 512
+        length = self.manifest.get("components", {}).get("summarizer", {}).get("max_source_length", 512)
+        return {"kind": "seq2seq", "max_source_length": int(length)}
+
+    def required_modules(self) -> list[str]:
+        """The modules the bundled models need; imported at start-up so that a broken install fails there."""
+        modules = ["torch", "transformers", "vecflow.devices", "vecflow.encoder", "vecflow.lvm_models"]
+        if self.summarizer_family == "elm" or (self.root / "elm").is_dir():
+            modules.append("vecflow.elm")
+        if self.summarizer_family != "elm" and _has_module("vecflow.summary_infer"):
+            modules.append("vecflow.summary_infer")
+        return modules
+
+    @property
+    def summarizer(self):
+        """The seq2seq or causal summarizer with the settings it was trained with.
+
+        Through ``vecflow.summary_infer`` (the same code that predicted the scored summaries); before that
+        module existed, a seq2seq ``(model, tokenizer)`` pair truncated at the bundled ``max_source_length``.
+        """
         folder, device = self.root / "summarizer", self.device
+        if _has_module("vecflow.summary_infer"):
+            from vecflow.summary_infer import load_summarizer
+
+            return self._once("summarizer", lambda: load_summarizer(folder, device=device, batch_size=1))
+        from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
 
         def load():
             config = AutoConfig.from_pretrained(folder)
@@ -122,13 +169,12 @@ class Bundle:
 
     @property
     def elm(self) -> dict:
-        """The ELM adapter, its config and the frozen LM (via ``vecflow.elm``); HTTP 501 when unavailable."""
+        """The ELM adapter, its config and the frozen LM (via ``vecflow.elm``); HTTP 501 when not bundled."""
         if not (self.root / "elm").is_dir():
-            raise HTTPException(501, "this bundle has no ELM adapter: /summarize accepts only 'dialogue'")
-        try:
-            from vecflow import elm
-        except ImportError:
-            raise HTTPException(501, "vecflow.elm is not installed: /summarize accepts only 'dialogue'") from None
+            raise HTTPException(501, f"this bundle's summarizer is {self.summarizer_family} and it has no ELM "
+                                     f"adapter: /summarize accepts only 'dialogue'")
+        from vecflow import elm
+
         device = self.device
 
         def load():
@@ -139,12 +185,36 @@ class Bundle:
         return self._once("elm", load)
 
 
+def _has_module(name: str) -> bool:
+    """Whether a module exists (not whether it imports: a module that exists but fails to import must fail)."""
+    return importlib.util.find_spec(name) is not None
+
+
 # ----------------------------------------------------------------------------------------------------------
 # request and response bodies
 
 
+def _valid_text(value: str) -> str:
+    """Texts must be real Unicode (no lone surrogates, which no tokenizer can encode) and not blank."""
+    if not value.strip():
+        raise ValueError("is empty or only whitespace")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"has a lone surrogate at character {exc.start} (not valid Unicode); send UTF-8 text")
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_valid_text)]
+Dialogue = Annotated[str, StringConstraints(max_length=MAX_DIALOGUE_CHARS), AfterValidator(_valid_text)]
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_DIM)]
+
+
 class EncodeRequest(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="texts to embed")
+    texts: list[Text] = Field(min_length=1, max_length=MAX_ITEMS,
+                              description=f"texts to embed (each non-blank, at most {MAX_TEXT_CHARS} characters)")
 
 
 class EncodeResponse(BaseModel):
@@ -153,8 +223,8 @@ class EncodeResponse(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    context: list[list[float]] = Field(min_length=1, max_length=MAX_ITEMS,
-                                       description="exactly C context vectors of dimension D, oldest first")
+    context: list[Vector] = Field(min_length=1, max_length=MAX_ITEMS,
+                                  description="exactly C context vectors of dimension D, oldest first")
 
 
 class PredictResponse(BaseModel):
@@ -163,7 +233,7 @@ class PredictResponse(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    texts: list[str] = Field(min_length=1, max_length=MAX_ITEMS, description="exactly C texts, oldest first")
+    texts: list[Text] = Field(min_length=1, max_length=MAX_ITEMS, description="exactly C texts, oldest first")
     top_k: int = Field(5, ge=1, le=50)
 
 
@@ -181,17 +251,13 @@ class ChatResponse(BaseModel):
 
 
 class SummarizeRequest(BaseModel):
-    dialogue: str | None = Field(None, description="a dialogue with #PersonN# speaker tags")
-    embedding: list[float] | None = Field(None, description="a sentence embedding to verbalise (ELM)")
+    dialogue: Dialogue | None = Field(None, description="a dialogue with #PersonN# speaker tags")
+    embedding: Vector | None = Field(None, description="a sentence embedding to verbalise (ELM)")
 
     @model_validator(mode="after")
     def exactly_one_input(self):
         if (self.dialogue is None) == (self.embedding is None):
             raise ValueError("give exactly one of 'dialogue' or 'embedding'")
-        if self.dialogue is not None and not self.dialogue.strip():
-            raise ValueError("'dialogue' is empty")
-        if self.embedding is not None and not self.embedding:
-            raise ValueError("'embedding' is empty")
         return self
 
 
@@ -208,7 +274,7 @@ def unprocessable(message: str) -> HTTPException:
 
 
 def check_vectors(vectors: list[list[float]], count: int, dim: int, field: str) -> np.ndarray:
-    """``vectors`` as an array, or a 422 naming what is wrong (count, dimension, non-finite values)."""
+    """``vectors`` as float64 rows, or a 422 naming what is wrong (count, dimension, non-finite values)."""
     if count and len(vectors) != count:
         raise unprocessable(f"{field}: expected exactly {count} vectors, got {len(vectors)}")
     for i, vector in enumerate(vectors):
@@ -216,16 +282,28 @@ def check_vectors(vectors: list[list[float]], count: int, dim: int, field: str) 
             raise unprocessable(f"{field}[{i}]: expected dimension {dim}, got {len(vector)}")
         if not all(math.isfinite(x) for x in vector):
             raise unprocessable(f"{field}[{i}]: contains NaN or infinity")
-    return np.asarray(vectors, dtype=np.float32)
+    return np.asarray(vectors, dtype=np.float64)
+
+
+def unit_rows(vectors: np.ndarray, field: str) -> np.ndarray:
+    """Each row scaled to L2 norm 1 without overflow (huge finite values are fine); a zero row is a 422."""
+    scale = np.max(np.abs(vectors), axis=1, keepdims=True)
+    zero = np.flatnonzero(scale[:, 0] == 0)
+    if zero.size:
+        raise unprocessable(f"{field}[{int(zero[0])}]: is a zero vector (it has no direction)")
+    scaled = vectors / scale
+    return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
 
 def predict_next(bundle: Bundle, context: np.ndarray) -> np.ndarray:
-    """The LVM's (L2-normalised) next vector for one context (C, D)."""
+    """The LVM's next vector for one context (C, D) of any non-zero scale; a non-finite output is a 422."""
     from vecflow.lvm_models import predict
 
-    norms = np.linalg.norm(context, axis=1, keepdims=True)
-    context = context / np.maximum(norms, 1e-12)
-    return predict(bundle.lvm, context[None], batch_size=1, device=bundle.device)[0]
+    context = unit_rows(np.asarray(context, dtype=np.float64), "context")
+    vector = predict(bundle.lvm, context[None], batch_size=1, device=bundle.device)[0]
+    if not np.all(np.isfinite(vector)):
+        raise unprocessable("context: the model's prediction for this context is not finite")
+    return vector
 
 
 def nearest_chunks(bundle: Bundle, vector: np.ndarray, top_k: int) -> list[dict]:
@@ -245,10 +323,16 @@ def nearest_chunks(bundle: Bundle, vector: np.ndarray, top_k: int) -> list[dict]
 
 
 def summarize_dialogue(bundle: Bundle, dialogue: str) -> str:
+    """One summary from the bundled summarizer, truncating the source as training did."""
+    if bundle.summarizer_family == "elm":  # the ELM summarizes the dialogue's sentence embedding
+        return summarize_embedding(bundle, bundle.encoder.encode([dialogue])[0].tolist())
+    summarizer = bundle.summarizer
+    if hasattr(summarizer, "summarize"):
+        return summarizer.summarize([dialogue])[0]
     import torch
 
-    model, tokenizer = bundle.summarizer
-    max_length = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+    model, tokenizer = summarizer
+    max_length = int(bundle.summarizer_spec["max_source_length"])
     inputs = tokenizer(dialogue, truncation=True, max_length=max_length, return_tensors="pt").to(bundle.device)
     with torch.inference_mode():
         output = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
@@ -269,8 +353,7 @@ def summarize_embedding(bundle: Bundle, embedding: list[float]) -> str:
 
     parts = bundle.elm
     config = parts["config"]
-    vector = check_vectors([embedding], 1, int(config["embed_dim"]), "embedding")
-    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    vector = unit_rows(check_vectors([embedding], 1, int(config["embed_dim"]), "embedding"), "embedding")
     source = elm.Source("request", summary_template(config.get("templates", [])), 0, [])
     generation = config.get("generation") or {"num_beams": 1, "max_new_tokens": 48}
     texts = elm.generate_texts(parts["lm"], parts["tokenizer"], parts["adapter"], [source],
@@ -282,16 +365,90 @@ def summarize_embedding(bundle: Bundle, embedding: list[float]) -> str:
 # the app
 
 
-def create_app(bundle_dir: str | Path, device: str = "auto") -> FastAPI:
-    """The FastAPI app over one bundle (verified now; models load on first use)."""
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before anything parses it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self.reply(send, 400, "invalid Content-Length header")
+            if int(length) > self.max_bytes:
+                return await self.reply(send, 413, f"request body over {self.max_bytes} bytes")
+        chunks, total = [], 0
+        while True:  # read the whole (bounded) body, also when it comes chunked
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > self.max_bytes:
+                return await self.reply(send, 413, f"request body over {self.max_bytes} bytes")
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def reply(send, status: int, detail: str) -> None:
+        import json
+
+        payload = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 413:
+            headers.append((b"connection", b"close"))  # the unread rest of the body is not waited for
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def validation_details(exc: RequestValidationError) -> list[dict]:
+    """Where and what, never the input (it can be huge, or not even encodable as JSON)."""
+    details = []
+    for error in exc.errors()[:MAX_ERRORS_SHOWN]:
+        loc = [part if isinstance(part, (int, str)) else str(part) for part in error.get("loc", ())]
+        details.append({"loc": loc, "msg": str(error.get("msg", "invalid")), "type": str(error.get("type", ""))})
+    return details
+
+
+def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app over one bundle (verified now, with the modules its models need; models load on use)."""
     bundle = Bundle(bundle_dir, device=device)
+    for module in bundle.required_modules():
+        importlib.import_module(module)  # an ImportError here is a broken install: fail start-up, loudly
     app = FastAPI(title=f"vecflow: {bundle.name}", version=bundle.manifest_sha256[:12],
                   description="Next-vector prediction, retrieval chat and dialogue summaries from a vecflow bundle.")
     app.state.bundle = bundle
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(VecflowError)
     def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"bundle component failed to load: {exc}"})
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": validation_details(exc)})
+
+    @app.middleware("http")
+    async def no_unhandled_errors(request: Request, call_next):
+        """A bug answers a JSON 500 and is logged; the connection stays usable for the next request."""
+        try:
+            return await call_next(request)
+        except Exception:  # noqa: BLE001 - the last line of defence, logged with its traceback
+            LOG.exception("unhandled error in %s %s", request.method, request.url.path)
+            return JSONResponse(status_code=500, content={"detail": "internal error (logged by the server)"})
 
     @app.get("/health")
     def health() -> dict:
@@ -342,10 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
     args = parser.parse_args(argv)
     import uvicorn
 
-    app = create_app(args.bundle, device=args.device)
+    app = create_app(args.bundle, device=args.device, max_body_bytes=args.max_body_bytes)
     print(f"[serve] {app.state.bundle.name} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

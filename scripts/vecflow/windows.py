@@ -14,7 +14,7 @@ import numpy as np
 
 from vecflow.embeddings import load_embeddings
 from vecflow.errors import VecflowError
-from vecflow.io import load_tensors, save_tensors
+from vecflow.io import check_embeddings, load_tensors, save_tensors
 from vecflow.settings import settings_arg
 
 WINDOW_KEYS = ("contexts", "targets", "article_ids", "target_indices")
@@ -79,6 +79,8 @@ def load_windows(path: str | Path) -> dict[str, np.ndarray]:
             raise VecflowError(f"{path}: '{key}' must be {n} int64 values, got {arrays[key].dtype} {arrays[key].shape}")
     if n == 0:
         raise VecflowError(f"{path}: no windows")
+    for key in ("contexts", "targets"):  # finite: a NaN must never reach training or the diagnostics gate
+        check_embeddings(arrays[key], path, key, tolerance=None)
     return arrays
 
 

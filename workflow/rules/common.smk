@@ -18,6 +18,10 @@ R = config["results_dir"]
 LOGS = f"{R}/logs"
 TRACKS = config["tracks"]
 SUMMARY_SPLITS = list(config["summary"]["splits"])
+# ingest writes one file per input split, plus the selection split carved from train when asked for
+DIALOGUE_SPLITS = SUMMARY_SPLITS + (
+    ["selection"] if config["summary"]["selection_dialogues"] else []
+)
 LVM_SPLITS = ["train", "val", "ood"]
 LVM_RUNS = list(config["lvm"]["runs"])
 HPO = config["hpo"]
@@ -43,6 +47,40 @@ def settings(*path, **extra):
     return job_settings(
         **{**node, **extra}
     )  # extra wins, e.g. a run's merged loss overrides
+
+
+SUMMARIZER_DIRS = {"seq2seq": f"{R}/summarizer/model", "causal": f"{R}/causal/model"}
+
+
+def summarizer_kinds():
+    """The summarizer families trained by train_summarizer / train_causal (summarizer.kind: one or a list)."""
+    kind = config["summarizer"].get("kind", "seq2seq")
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def summarizer_settings(family):
+    """summarizer settings for a family: the shared keys, with summarizer.causal overriding for causal."""
+    node = {
+        k: v for k, v in config["summarizer"].items() if k not in ("kind", "causal")
+    }
+    if family == "causal":
+        node.update(config["summarizer"].get("causal", {}))
+    return job_settings(**node)
+
+
+def summarizer_base(family):
+    section = config["summarizer"]
+    return (
+        section.get("causal", {}).get("base", "smollm2")
+        if family == "causal"
+        else section["base"]
+    )
+
+
+def selection_dialogues():
+    """Checkpoints are chosen on the selection split when there is one (summary.selection_dialogues > 0)."""
+    split = "selection" if config["summary"]["selection_dialogues"] else "val"
+    return f"{R}/summary/dialogues/{split}.jsonl"
 
 
 def model_input(name):
@@ -82,11 +120,23 @@ def synthesis_dir():
     return config["summary"]["synthesis_dir"] or f"{R}/summary/synthesis"
 
 
+def synthesis_splits():
+    """Splits the ELM data has: train and val, plus the selection split when ingest carved one (and the
+    synthesis is the pipeline's own, not an existing folder given as summary.synthesis_dir)."""
+    carved = config["summary"]["selection_dialogues"] and not config["summary"]["synthesis_dir"]
+    return ["train", "val"] + (["selection"] if carved else [])
+
+
+def elm_selection_split():
+    """The ELM (and its HPO study) choose epochs and hyper-parameters on this split, never on val when possible."""
+    return "selection" if "selection" in synthesis_splits() else "val"
+
+
 def synthesis_inputs(wildcards):
     base = synthesis_dir()
     return {
         f"{split}_{kind.split('.')[0]}": f"{base}/{split}_{kind}"
-        for split in ("train", "val")
+        for split in synthesis_splits()
         for kind in ("synthesis.jsonl", "embeddings.safetensors")
     }
 
@@ -105,6 +155,7 @@ def elm_bertscore_settings():
     return {
         "bertscore_num_layers": bertscore["num_layers"],
         "bertscore_batch_size": bertscore["batch_size"],
+        "selection_split": elm_selection_split(),
     }
 
 
@@ -140,10 +191,11 @@ def report_inputs(wildcards):
         files["filter_stats"] = f"{R}/summary/filtered/stats.json"
         for split, path in config["summary"]["splits"].items():
             files[f"data__{split}"] = path
-        files["history__seq2seq"] = f"{R}/summarizer/model"
-        files["scores__seq2seq"] = f"{R}/eval/seq2seq/scores.json"
-        files["examples__seq2seq"] = f"{R}/eval/seq2seq/examples.json"
-        models.add(config["summarizer"]["base"])
+        for family in summarizer_kinds():
+            files[f"history__{family}"] = SUMMARIZER_DIRS[family]
+            files[f"scores__{family}"] = f"{R}/eval/{family}/scores.json"
+            files[f"examples__{family}"] = f"{R}/eval/{family}/examples.json"
+            models.add(summarizer_base(family))
         models.add(config["evaluation"]["bertscore"]["model"])
     if TRACKS["summary"] and TRACKS["elm"]:
         files["history__elm"] = f"{R}/elm/adapter"
@@ -179,10 +231,14 @@ def report_inputs(wildcards):
 
 
 def artifact_args(wildcards, input):
-    """--artifact KEY[:NAME]=PATH for the report; a training folder contributes its history.jsonl only."""
+    """--artifact KEY[:NAME]=PATH for the report; a training folder contributes its history.jsonl (and, for a
+    summarizer, its summary.json: training minutes, samples seen)."""
     args = []
     for key, path in input.items():
         if key.startswith("history__"):
+            name = key.split("__", 1)[1]
+            if name in SUMMARIZER_DIRS:
+                args.append(f"--artifact train_summary:{name}={path}/summary.json")
             if config["tracking"]["wandb"] or config["tracking"]["mlflow"]:
                 tracking = f"{path}/tracking.json"  # names the W&B / MLflow runs
                 args.append(f"--artifact tracking:{key.split('__', 1)[1]}={tracking}")
@@ -195,18 +251,76 @@ def deploy_enabled():
     return TRACKS["deploy"] and TRACKS["lvm"] and TRACKS["summary"]
 
 
-def deploy_elm_inputs(wildcards):
-    """With the ELM track on, the bundle also carries the adapter and its LM (for /summarize by embedding)."""
-    if not TRACKS["elm"]:
-        return []
-    return [f"{R}/elm/adapter", model_input(config["elm"]["lm"])]
+def summary_families():
+    """The summarizer families trained in this run: summarizer.kind (seq2seq and/or causal), plus elm."""
+    from vecflow.config_checks import summary_families as families
+
+    return families(config)
 
 
-def deploy_elm_args(wildcards, input):
-    if not input.elm:
-        return ""
-    adapter, lm_manifest = input.elm
-    return f"--elm-adapter {adapter} --lm {os.path.dirname(lm_manifest)}"
+# where each family's trained model is; the ELM also needs its frozen LM
+FAMILY_MODEL = {
+    "seq2seq": f"{R}/summarizer/model",
+    "causal": f"{R}/causal/model",
+    "elm": f"{R}/elm/adapter",
+}
+
+
+def deploy_families():
+    """The families the deploy decision compares: all trained ones for `best`, else the one named."""
+    if DEPLOY["summarizer"] == "best":
+        return summary_families()
+    return [DEPLOY["summarizer"]]
+
+
+def deploy_decision_inputs(wildcards):
+    inputs = {"fivecat": f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json"}
+    for family in deploy_families():
+        inputs[f"scores__{family}"] = f"{R}/eval/{family}/scores.json"
+    return inputs
+
+
+def deploy_scores_args(wildcards, input):
+    return " ".join(
+        f"--scores {key.split('__', 1)[1]}={path}"
+        for key, path in input.items()
+        if key.startswith("scores__")
+    )
+
+
+def deploy_choice(wildcards):
+    """The summarizer family the deploy_decision checkpoint chose (read from its decision JSON)."""
+    decision = checkpoints.deploy_decision.get(name=wildcards.name).output.decision
+    with open(decision) as fh:
+        return (json.load(fh).get("summarizer") or {}).get("family", "seq2seq")
+
+
+def deploy_summarizer_inputs(wildcards):
+    """Only the chosen summarizer goes into the bundle: its model folder (and for the ELM, its LM)."""
+    family = deploy_choice(wildcards)
+    inputs = {
+        "summarizer": FAMILY_MODEL[family],
+        "scores": f"{R}/eval/{family}/scores.json",
+    }
+    if family == "elm":
+        inputs["lm"] = model_input(config["elm"]["lm"])
+    return inputs
+
+
+def deploy_summarizer_args(wildcards, input):
+    if "lm" in input.keys():
+        return f"--elm-adapter {input.summarizer} --lm {os.path.dirname(input.lm)}"
+    return f"--summarizer {input.summarizer}"
+
+
+def deploy_bundle_settings(wildcards):
+    """The deploy section, plus the seq2seq training lengths for summarizer folders written before
+    vecflow_summarizer.json existed (the server must truncate as training did)."""
+    spec = {
+        "max_source_length": config["summarizer"]["max_source_length"],
+        "max_target_length": config["summarizer"]["max_target_length"],
+    }
+    return settings("deploy", summarizer_spec=spec)
 
 
 def deploy_bundle_if_passed(wildcards):

@@ -1,7 +1,8 @@
+# Deploy: the decision picks the summarizer (deploy.summarizer: a family, or `best` by
+# deploy.summarizer_metric) and applies the gates; the bundle holds only the chosen summarizer.
 checkpoint deploy_decision:
     input:
-        fivecat=f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json",
-        scores=f"{R}/eval/{DEPLOY['summarizer']}/scores.json",
+        unpack(deploy_decision_inputs),
     output:
         decision=f"{R}/deploy/{{name}}.decision.json",
     log:
@@ -9,23 +10,22 @@ checkpoint deploy_decision:
     conda:
         "../../envs/vecflow.yaml"
     params:
+        scores=deploy_scores_args,
         settings=lambda w: settings("deploy"),
     shell:
         "vecflow deploy decide --settings {params.settings:q} --fivecat {input.fivecat} "
-        "--scores {input.scores} --out {output.decision} > {log} 2>&1"
+        "{params.scores} --out {output.decision} > {log} 2>&1"
 
 
 rule deploy_bundle:
     input:
+        unpack(deploy_summarizer_inputs),
         decision=f"{R}/deploy/{{name}}.decision.json",
         lvm=f"{R}/lvm/models/{DEPLOY['lvm_run']}",
         encoder=model_input(config["encoder"]),
         bank_vectors=f"{R}/lvm/embeddings/train.safetensors",
         bank_index=f"{R}/lvm/embeddings/train.index.jsonl",
-        summarizer=f"{R}/summarizer/model",
         fivecat=f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json",
-        scores=f"{R}/eval/{DEPLOY['summarizer']}/scores.json",
-        elm=deploy_elm_inputs,
     output:
         bundle=directory(f"{R}/deploy/{{name}}"),
     log:
@@ -34,10 +34,10 @@ rule deploy_bundle:
         "../../envs/vecflow.yaml"
     params:
         encoder=parent_of("encoder"),
-        elm=deploy_elm_args,
-        settings=lambda w: settings("deploy"),
+        summarizer=deploy_summarizer_args,
+        settings=deploy_bundle_settings,
     shell:
         "vecflow deploy bundle --decision {input.decision} --settings {params.settings:q} "
         "--lvm {input.lvm} --encoder {params.encoder} --bank-embeddings {input.bank_vectors} "
-        "--bank-index {input.bank_index} --summarizer {input.summarizer} {params.elm} "
+        "--bank-index {input.bank_index} {params.summarizer} "
         "--metrics {input.fivecat} --metrics {input.scores} --out {output.bundle} > {log} 2>&1"
