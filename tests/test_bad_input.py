@@ -87,6 +87,18 @@ def windows_cmd(tmp: Path, vectors: np.ndarray) -> list[str]:
             "--settings", json.dumps({"context_length": 2}), "--out", str(tmp / "out" / "w.safetensors")]
 
 
+def chunk_cmd(tmp: Path, text: bytes, min_tokens: int = 8, target_tokens: int = 40) -> list[str]:
+    inp = tmp / "in"
+    inp.mkdir(exist_ok=True)
+    (inp / "wiki.txt").write_bytes(text)
+    settings = {"chunking": {"target_tokens": target_tokens, "min_tokens": min_tokens}}
+    return ["chunk-articles", "--input", str(inp / "wiki.txt"), "--format", "wikitext", "--settings",
+            json.dumps(settings), "--out", str(tmp / "out" / "chunks.jsonl")]
+
+
+WIKI = " = Robert Boulter = \n\n Robert Boulter is an English film , television and theatre actor . \n"
+
+
 FIVECAT = {"model": {"val": {"c0": 0.6, "margin": 0.1}}}
 SCORES = {"rouge": {"rouge1": {"f": 0.3}}, "bertscore": {"f1": 0.8},
           "input_dependence": {"distinct_ratio": 1.0, "own_rouge1": 0.3, "shuffled_rouge1": 0.1, "margin": 0.2,
@@ -163,6 +175,12 @@ CASES = [
      r"train_embeddings\.safetensors: not a readable safetensors file"),
     ("latin1-synthesis", lambda t: filter_cmd(t, jsonl_bytes([synthesis_row()]) + LATIN1),
      r"train_synthesis\.jsonl:2: not UTF-8"),
+    # ---- WikiText articles
+    ("wikitext-not-utf8", lambda t: chunk_cmd(t, WIKI.encode() + " Caf\u00e9 society .\n".encode("cp1252")),
+     r"wiki\.txt:4: not UTF-8 \(byte 0xe9 at byte offset \d+\); re-encode it as UTF-8"),
+    ("wikitext-articles-too-short", lambda t: chunk_cmd(t, WIKI.encode(), min_tokens=50, target_tokens=60),
+     r"wiki\.txt: 1 articles found but no chunk of at least min_tokens 50 words \(the longest article has 10\); "
+     r"lower lvm\.chunking\.min_tokens"),
     # ---- LVM embeddings
     ("nan-chunk-embeddings", lambda t: windows_cmd(t, np.vstack([unit_rows(3), np.full((1, 8), np.nan, np.float32)])),
      r"e\.safetensors: tensor 'embeddings': row 3 is not finite"),

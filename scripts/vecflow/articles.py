@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from vecflow.errors import VecflowError, where
-from vecflow.io import iter_jsonl, require_fields, write_jsonl
+from vecflow.io import iter_jsonl, open_utf8, require_fields, write_jsonl
 from vecflow.settings import settings_arg
 
 FORMATS = ("wikitext", "jsonl", "pydoc", "dialogues")
@@ -89,7 +89,7 @@ def _cut_long(words: list[str], size: int) -> list[list[str]]:
 def read_wikitext(path: Path) -> list[tuple[int, str, list[str]]]:
     """Articles from WikiText raw text: ``(article_id, title, paragraphs)`` with ids 0, 1, ... in file order."""
     articles: list[tuple[int, str, list[str]]] = []
-    with open(path, encoding="utf-8") as fh:
+    with open_utf8(path) as fh:  # non-UTF-8 bytes: one line naming line and byte offset
         for line in fh:
             line = line.rstrip("\n")
             if not line.strip() or _WIKITEXT_SUBHEADING.match(line):
@@ -248,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             max_articles=int(articles_cfg.get("max_articles", 0)),
         )
     if not rows:
-        raise VecflowError(f"{source}: {len(articles)} articles found but none has any text to chunk")
+        longest = max((sum(len(p.split()) for p in paragraphs) for _, _, paragraphs in articles), default=0)
+        raise VecflowError(f"{source}: {len(articles)} articles found but no chunk of at least min_tokens "
+                           f"{chunking.get('min_tokens', 8)} words (the longest article has {longest}); lower "
+                           f"lvm.chunking.min_tokens or give longer articles")
     write_jsonl(args.out, rows)
     n_articles = len({row["article_id"] for row in rows})
     print(f"[vecflow] {source}: {n_articles} articles -> {len(rows)} chunks -> {args.out}", flush=True)
