@@ -30,7 +30,8 @@ wildcard_constraints:
     name=r"[A-Za-z0-9_-]+",
     study=r"[A-Za-z0-9_.-]+",
     worker=r"\d+",
-    summarizer=r"seq2seq|elm",
+    summarizer=r"seq2seq|causal|elm",
+    family=r"seq2seq|causal",
 
 
 rule all:

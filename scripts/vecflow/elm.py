@@ -66,6 +66,7 @@ DEFAULTS = {
     "text_drift_target_similarity": 0.75,
     "encode_batch_size": 32,
     "generation": {"num_beams": 1, "max_new_tokens": 24},
+    "selection_split": "val",  # epochs (and HPO trials) are chosen on it; the pipeline passes 'selection'
 }
 POSITIVE_INTS = ("soft_tokens", "hidden_dim", "epochs", "batch_size", "grad_accum", "max_target_length", "val_samples")
 
@@ -508,7 +509,7 @@ def train_elm(
     device = pick_device(settings.get("device", "auto"))
     lm, tokenizer = load_frozen_lm(lm_dir, device)
     train_rows, train_vectors = load_split(data_dir, "train")
-    val_rows, val_vectors = load_split(data_dir, "val")
+    val_rows, val_vectors = load_split(data_dir, str(settings["selection_split"]))
     if train_vectors.shape[1] != val_vectors.shape[1]:
         raise VecflowError(f"{data_dir}: train and val embeddings differ in dimension")
     check_encoder_dim(encoder_dir, train_vectors.shape[1])

@@ -34,7 +34,7 @@ ARTIFACT_KEYS = {
     "direction": False, "direction_plot": False,
     "history": True, "tracking": True,
     "fivecat": True, "fivecat_plot": True, "lvm_curve": False, "lvm_curve_plot": False,
-    "scores": True, "examples": True,
+    "scores": True, "examples": True, "train_summary": True,
     "hpo_trials": False, "hpo_importance": False, "hpo_params": False,
     "decision": False,
 }
@@ -454,7 +454,12 @@ def summaries_section(artifacts: dict) -> list[dict]:
     blocks = []
     scores = named(artifacts, "scores")
     if scores:
-        blocks.append(scores_table({name: read_json_object(path) for name, path in scores.items()}))
+        loaded = {name: read_json_object(path) for name, path in scores.items()}
+        blocks.append(family_comparison(loaded, named(artifacts, "train_summary"), named(artifacts, "history")))
+        blocks.append(scores_table(loaded))
+        curve = selection_curve_plot(named(artifacts, "history"))
+        if curve is not None:
+            blocks.append(curve)
     for name, path in named(artifacts, "examples").items():
         blocks.append(examples_table(name, read_json_object(path)))
     return blocks
@@ -467,6 +472,80 @@ SCORE_COLUMNS = {
     "pred words": "mean_pred_words", "ref words": "mean_ref_words",
     "tag rate pred": "speaker_tag_rate.predictions", "tag rate ref": "speaker_tag_rate.references",
 }
+
+
+COMPARISON_COLUMNS = {
+    "ROUGE-1": "rouge.rouge1.f", "ROUGE-2": "rouge.rouge2.f", "ROUGE-L": "rouge.rougeL.f",
+    "ROUGE-Lsum": "rouge.rougeLsum.f", "BERTScore F1": "bertscore.f1", "mean words": "mean_pred_words",
+    "with speaker tags": "speaker_tag_rate.predictions", "distinct": "input_dependence.distinct_ratio",
+    "own − shuffled R-1": "input_dependence.margin",
+}
+
+
+def family_comparison(scores: dict[str, dict], train_summaries: dict[str, Path], histories: dict[str, Path]) -> dict:
+    """One table: every summary family of the run on the same dialogues and scorer, the best ROUGE-L marked."""
+    best = max(scores, key=lambda name: dig(scores[name], "rouge.rougeL.f") or -1.0)
+    rows = []
+    for name, s in scores.items():
+        minutes, samples, rate = training_cost(name, train_summaries.get(name), histories.get(name))
+        label = f"{name} (best ROUGE-L)" if name == best and len(scores) > 1 else name
+        rows.append([label, dig(s, "n"), *(dig(s, path) for path in COMPARISON_COLUMNS.values()),
+                     minutes, samples, rate])
+    return table(["family", "n", *COMPARISON_COLUMNS, "train minutes", "samples seen", "samples/s"], rows,
+                 heading="Summary families compared",
+                 caption="every family trained in this run, scored on the same dialogues with the same scorer; "
+                         "distinct = share of distinct predictions; own − shuffled R-1 = ROUGE-1 against the own "
+                         "references minus against other dialogues' (≤ 0: the model ignores its input)")
+
+
+def training_cost(name: str, summary_path: Path | None, history_path: Path | None) -> tuple:
+    """(minutes, samples seen, samples/s) from a summarizer's summary.json, or from an ELM history's step times."""
+    if summary_path is not None and summary_path.exists():
+        summary = read_json_object(summary_path)
+        minutes, samples = summary.get("train_minutes"), summary.get("samples_seen")
+        rate = samples / (minutes * 60) if minutes and samples else None
+        return minutes, samples, rate
+    if history_path is not None and history_path.exists():
+        records = [r for _, r in iter_jsonl(history_path)]
+        seconds = sum(float(r.get("time/step_s", 0.0)) for r in records if _is_number(r.get("time/step_s")))
+        if seconds:
+            return seconds / 60, None, None
+    return None, None, None
+
+
+def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
+    """Selection ROUGE-1/ROUGE-L against samples seen, one line per summarizer family (the learning curve)."""
+    curves = {}
+    for name, path in histories.items():
+        if not path.exists():
+            continue
+        points = [r for _, r in iter_jsonl(path) if _is_number(r.get("samples_seen")) and _is_number(r.get("val/rouge1"))]
+        if points:
+            curves[name] = points
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    for name, points in curves.items():
+        xs = [p["samples_seen"] for p in points]
+        ax.plot(xs, [p["val/rouge1"] for p in points], marker="o", label=f"{name} ROUGE-1")
+        ax.plot(xs, [p["val/rougeL"] for p in points], marker=".", linestyle="--", label=f"{name} ROUGE-L")
+    ax.set_xlabel("training samples seen")
+    ax.set_ylabel("selection split score")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return image(png_bytes_uri(buffer.getvalue()), "learning curve: selection split (carved from train) score "
+                 "against samples seen, per summarizer family", heading="Summarizer learning curves")
 
 
 def scores_table(scores: dict[str, dict]) -> dict:

@@ -12,6 +12,7 @@ rule train_elm:
         f"{LOGS}/train_elm.log",
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
     resources:
         gpu=1,
         mem_mb=8000,
@@ -41,6 +42,7 @@ rule predict_elm:
         f"{LOGS}/predict_elm.log",
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=8000,

@@ -14,6 +14,7 @@ rule score_summaries:
         f"{LOGS}/score_summaries/{{summarizer}}.log",
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=4000,

@@ -61,6 +61,7 @@ else:
             f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
         conda:
             "../../envs/vecflow.yaml"
+        threads: config["threads"]["train"]
         resources:
             gpu=1,
             mem_mb=8000,

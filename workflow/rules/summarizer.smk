@@ -11,6 +11,7 @@ rule train_summarizer:
         f"{R}/benchmarks/train_summarizer.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
     resources:
         gpu=1,
         mem_mb=8000,
@@ -27,7 +28,7 @@ rule train_causal:
     input:
         train=f"{R}/summary/dialogues/train.jsonl",
         selection=selection_dialogues(),
-        base=model_input(summarizer_base("causal")),
+        base=lambda w: model_input(summarizer_base("causal")),  # resolved only when the family is trained
     output:
         model=directory(f"{R}/causal/model"),
     log:
@@ -36,6 +37,7 @@ rule train_causal:
         f"{R}/benchmarks/train_causal.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
     resources:
         gpu=1,
         mem_mb=8000,
@@ -60,6 +62,7 @@ rule predict_summarizer:
         f"{R}/benchmarks/predict_summarizer/{{family}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=8000,

@@ -32,6 +32,7 @@ rule synthesize:
         f"{LOGS}/synthesize/{{split}}.log",
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=4000,
@@ -52,7 +53,7 @@ rule filter_summary:
         expand(
             "{R}/summary/filtered/{split}_{kind}",
             R=R,
-            split=["train", "val"],
+            split=synthesis_splits(),
             kind=["synthesis.jsonl", "embeddings.safetensors"],
         ),
         stats=report(
@@ -68,6 +69,7 @@ rule filter_summary:
         in_dir=parent_of("train_synthesis"),
         out_dir=parent_of("stats"),
         settings=lambda w: settings("summary"),
+        splits=",".join(synthesis_splits()),
     shell:
-        "vecflow filter-summary --in-dir {params.in_dir} --splits train,val "
+        "vecflow filter-summary --in-dir {params.in_dir} --splits {params.splits} "
         "--settings {params.settings:q} --out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
