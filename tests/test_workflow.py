@@ -33,6 +33,10 @@ def tiny_config(tiny_encoder: Path, tiny_causal_lm: Path) -> dict:
     config["encoder"] = "tiny"
     config["summarizer"].update({"base": "tiny", "epochs": 1, "val_samples": 2, "max_source_length": 64})
     config["summarizer"]["generation"] = {"num_beams": 2, "max_new_tokens": 8, "early_stopping": True}
+    config["summarizer"]["causal"].update({"base": "tinylm", "max_source_length": 64, "max_target_length": 8,
+                                           "batch_size": 4, "learning_rate": 1e-3})
+    config["summarizer"]["causal"]["generation"] = {"num_beams": 1, "max_new_tokens": 6}
+    config["summary"]["selection_dialogues"] = 4
     config["elm"].update({"lm": "tinylm", "hidden_dim": 16, "max_train_samples": 8, "val_samples": 2})
     config["elm"]["generation"] = {"num_beams": 1, "max_new_tokens": 6}
     config["evaluation"]["bertscore"] = {"model": "tiny", "num_layers": 2, "batch_size": 8}

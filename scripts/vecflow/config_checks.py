@@ -202,6 +202,9 @@ def config_sources(paths) -> list[str]:
 
 def check_config(config: dict) -> None:
     check_generation_config(config["summarizer"]["generation"], "summarizer.generation")
+    causal = config["summarizer"].get("causal", {})
+    if "generation" in causal:  # the schema fills it; a hand-built config may not have the section
+        check_generation_config(causal["generation"], "summarizer.causal.generation")
     check_generation_config(config["elm"]["generation"], "elm.generation")
     _check_model_sources(config["models"])
     _check_models_referenced(config)
