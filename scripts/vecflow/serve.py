@@ -4,7 +4,7 @@
 
 At start-up every file listed in the bundle's ``manifest.json`` is hashed and compared; a mismatch stops the
 server with an error naming the file. The modules each bundled model needs are imported then too, so a broken
-install fails start-up loudly (only a bundle component that is absent answers 501). Models load on first use
+install fails start-up loudly (a request for a component the bundle does not have is a 422). Models load on first use
 (one lock per bundle), so start-up is quick.
 
 Endpoints: ``GET /health``, ``GET /info``, ``POST /encode``, ``POST /predict-next``, ``POST /chat``,
@@ -169,9 +169,10 @@ class Bundle:
 
     @property
     def elm(self) -> dict:
-        """The ELM adapter, its config and the frozen LM (via ``vecflow.elm``); HTTP 501 when not bundled."""
+        """The ELM adapter, its config and the frozen LM (via ``vecflow.elm``); a 422 when not bundled (the
+        request asks for something this bundle does not do: a client error, never a 5xx)."""
         if not (self.root / "elm").is_dir():
-            raise HTTPException(501, f"this bundle's summarizer is {self.summarizer_family} and it has no ELM "
+            raise HTTPException(422, f"this bundle's summarizer is {self.summarizer_family} and it has no ELM "
                                      f"adapter: /summarize accepts only 'dialogue'")
         from vecflow import elm
 
