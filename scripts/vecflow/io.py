@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -28,12 +32,71 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
+
+
+def _temp_tag() -> str:
+    """``host-pid``: written into every temporary name, so that a later job can tell a dead writer's leftovers."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+LEGACY_TEMP_MAX_AGE_S = 3600  # temporaries without a host-pid tag (or from another host) older than this are stale
+
+
+def clean_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of ``target`` that a killed job left (SIGKILL skips every ``finally``).
+
+    A temporary is ``.{name}.{host}-{pid}.XXXXXXXX{suffix}`` beside the target; it is stale when its writer ran on
+    this host and is no longer alive. Untagged ones (or another host's) are stale after an hour. A live writer's
+    temporary is never touched. Returns the paths removed.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed, now, host = [], time.time(), _host()
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        rest = entry.name[len(target.name) + 2:]
+        tagged = re.match(r"^([A-Za-z0-9_]+)-(\d+)\.", rest)
+        try:
+            age = now - entry.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if tagged:
+            same_host = tagged.group(1) == host
+            stale = (same_host and not _pid_alive(int(tagged.group(2)))) or (
+                not same_host and age > LEGACY_TEMP_MAX_AGE_S)
+        elif re.match(r"^[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$", rest):  # mkstemp's name before tags existed
+            stale = age > LEGACY_TEMP_MAX_AGE_S
+        else:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+            print(f"[vecflow] removed {entry}: a temporary left by an interrupted job", flush=True)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
+
+    Temporaries that an earlier, killed writer of the same target left behind are removed first.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    clean_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_temp_tag()}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -50,7 +113,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    clean_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_temp_tag()}.", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
