@@ -65,11 +65,13 @@ def test_budget_steps_leave_room_for_reserved_time():
 
 
 def test_replan_moves_the_decay_while_stable_and_freezes_once_decaying():
-    plan = Plan(total_steps=100, warmup_steps=5, budget_seconds=300)
-    replan(plan, step=20, elapsed=60, seconds_per_step=1.0, reserved_seconds=0)  # slower machine? no: faster
-    assert plan.total_steps == 260 and not plan.frozen
-    replan(plan, step=220, elapsed=250, seconds_per_step=3.0, reserved_seconds=0)
-    assert plan.frozen and plan.total_steps == 260  # already in the decay: the schedule is not moved
+    plan = Plan(total_steps=10, warmup_steps=5, budget_seconds=300)  # a pessimistic first estimate
+    replan(plan, step=20, elapsed=60, seconds_per_step=1.0, reserved_seconds=0)  # the machine got faster
+    assert plan.total_steps == 260 and not plan.frozen  # the run is extended, not cut short
+    replan(plan, step=100, elapsed=200, seconds_per_step=2.0, reserved_seconds=0)  # and slower again
+    assert plan.total_steps == 150 and not plan.frozen
+    replan(plan, step=130, elapsed=250, seconds_per_step=3.0, reserved_seconds=0)
+    assert plan.frozen and plan.total_steps == 150  # the last 20 % of the budget: the schedule is not moved
 
 
 # ------------------------------------------------------------------------------------------- batches

@@ -3,8 +3,9 @@
 With ``max_minutes`` set, a trainer runs ``calibration_steps`` optimizer steps, measures seconds per step,
 and plans the total number of steps so that training (plus the selection evaluations still to come) ends at
 the budget with the learning rate decayed to ``min_lr_ratio``. Because the stable phase does not depend on
-the total, the plan is refreshed after every evaluation while the run is still in it (a machine that got
-slower or faster moves the decay, not the learning rate); once decay has started the plan is frozen.
+the total, the plan is refreshed after every evaluation until the last ``decay_ratio`` of the budget's time (a
+machine that got slower or faster, e.g. a shared one, moves the decay rather than cutting the run); from then
+on the plan is frozen.
 
 Without a budget the plan is simply ``epochs × steps per epoch``. The plan is part of the resume state, so
 an interrupted run continues with the same schedule.
@@ -65,14 +66,12 @@ def replan(plan: Plan, *, step: int, elapsed: float, seconds_per_step: float, re
     """Refresh a budgeted plan's length while still in the stable phase; freeze it once decay has begun."""
     if plan.frozen or plan.budget_seconds <= 0:
         return plan
-    if step >= plan.decay_start:
+    if elapsed >= (1.0 - plan.decay_ratio) * plan.budget_seconds:  # the decay phase of the budget has begun
         plan.frozen = True
         return plan
     plan.total_steps = max(budget_steps(plan.budget_seconds, elapsed, step, seconds_per_step, reserved_seconds,
                                         max_steps), step + 1)
     plan.seconds_per_step = seconds_per_step
-    if step >= plan.decay_start:  # the new length puts us in the decay already
-        plan.frozen = True
     return plan
 
 

@@ -308,6 +308,10 @@ class Loop:
             evaluate(0, {})
         interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.time()}
         next_eval = self._next_eval(step, evals_done)
+        # the budget is planned from `calibration` steps timed in the precision that will be used (after the
+        # bf16 decision when it is 'auto'), never from the first steps or the untrained model's evaluation
+        plan_at = calibration + (2 * max(calibration // 2, 2) + 1 if bf16_choice is None else 0)
+        calib = {"t0": time.time(), "steps": 0}
         while step < self.plan.total_steps:
             if bf16_choice is None:  # 'auto': alternate fp32 / bf16 during calibration, keep the faster
                 use = step % 2 == 1
@@ -320,6 +324,7 @@ class Loop:
             samples_seen += samples
             for key, value in (("loss_sum", loss), ("steps", 1), ("samples", samples), ("tokens", tokens)):
                 interval[key] += value
+            calib["steps"] += 1
             if bf16_choice is None and step >= 2:
                 bf16_timing.setdefault("bf16" if use else "fp32", []).append(seconds / max(tokens, 1))
                 if step >= 2 * max(calibration // 2, 2) + 1:
@@ -329,8 +334,9 @@ class Loop:
                     bf16_timing = {"fp32_s_per_token": fp32, "bf16_s_per_token": bf, "chosen": "bf16" if bf16_choice else "fp32"}
                     print(f"[vecflow] bf16 autocast {'on' if bf16_choice else 'off'}: "
                           f"{bf * 1e3:.3f} vs {fp32 * 1e3:.3f} ms/token", flush=True)
-            if self.budget > 0 and step == calibration and resume is None:
-                per_step = (time.time() - interval["t0"]) / interval["steps"]
+                    calib = {"t0": time.time(), "steps": 0}
+            if self.budget > 0 and step == plan_at and resume is None:
+                per_step = (time.time() - calib["t0"]) / max(calib["steps"], 1)
                 warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps_estimate(
                     self.budget, elapsed(), step, per_step, max_steps)), calibration)
                 self.plan.warmup_steps = warmup
@@ -379,7 +385,10 @@ class Loop:
     def _replan(self, step: int, elapsed: float, per_step: float, eval_seconds: float, evals_done: list,
                 max_steps: int) -> None:
         left = max(self.evals - len([s for s in evals_done if s > 0]), 1) if self.evals else 1
-        reserve = eval_seconds * left + float(self.settings.get("reserve_seconds", 30))
+        # evaluations still to come, at the last one's cost, but never more than max_eval_share of the budget
+        # (the untrained model's evaluation writes long texts and would reserve far too much)
+        evals_cost = min(eval_seconds * left, float(self.settings.get("max_eval_share", 0.25)) * self.budget)
+        reserve = evals_cost + float(self.settings.get("reserve_seconds", 30))
         replan(self.plan, step=step, elapsed=elapsed, seconds_per_step=per_step, reserved_seconds=reserve,
                max_steps=max_steps)
 
