@@ -122,8 +122,12 @@ def synthesis_dir():
 
 def synthesis_splits():
     """Splits the ELM data has: train and val, plus the selection split when ingest carved one (and the
-    synthesis is the pipeline's own, not an existing folder given as summary.synthesis_dir)."""
-    carved = config["summary"]["selection_dialogues"] and not config["summary"]["synthesis_dir"]
+    synthesis is the pipeline's own, not an existing folder given as summary.synthesis_dir).
+    """
+    carved = (
+        config["summary"]["selection_dialogues"]
+        and not config["summary"]["synthesis_dir"]
+    )
     return ["train", "val"] + (["selection"] if carved else [])
 
 
