@@ -187,6 +187,20 @@ def trial_settings(settings: dict, params: dict, run_name: str) -> dict:
     return {**base, **params, "run_name": run_name}
 
 
+def fail_abandoned_trials(study, worker: int) -> list[int]:
+    """This worker's trials still RUNNING when it starts were left by a killed run (Snakemake runs one job per
+    worker index at a time): mark them FAIL so the study resumes cleanly; its COMPLETE trials are kept."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    abandoned = [t for t in running if t.user_attrs.get("worker") == worker]
+    for trial in abandoned:
+        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", "its worker process was killed")
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        print(f"[vecflow] hpo-worker {worker}: trial {trial.number} was left running by a killed run: marked FAIL")
+    return [t.number for t in abandoned]
+
+
 def run_worker(
     settings: dict, study_name: str, storage_url: str, worker: int, data_dir, lm_dir, encoder_dir, bertscore_model=None
 ) -> dict:
@@ -207,6 +221,7 @@ def run_worker(
             n_startup_trials=hpo.pruner_startup_trials, n_warmup_steps=hpo.pruner_warmup_epochs
         ),
     )
+    fail_abandoned_trials(study, worker)
     earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
     sampler_seed = seed + worker + RESUME_SEED_STRIDE * len(earlier)
     if earlier:  # a resumed worker must not re-propose the parameters of its first run
@@ -308,6 +323,7 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
         pruner=optuna.pruners.MedianPruner(n_startup_trials=int(hpo.get("pruner_startup_trials", 2)),
                                            n_warmup_steps=int(hpo.get("pruner_warmup_epochs", 0))),
     )
+    fail_abandoned_trials(study, worker)
     earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
     sampler_seed = seed + worker + RESUME_SEED_STRIDE * len(earlier)
     if earlier:
