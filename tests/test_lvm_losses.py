@@ -10,6 +10,7 @@ from vecflow.lvm_losses import (
     directional_loss,
     future_loss,
     guard_to_mse_ratio,
+    ranking_nce_loss,
     rollout_loss,
 )
 from vecflow.lvm_models import build_model
@@ -53,6 +54,23 @@ def test_future_loss_punishes_predicting_ahead_and_skips_missing_futures():
     assert future_loss(batch.targets, batch.targets, batch.futures, batch.future_mask, margin=0.0) == 0.0
     none_exist = torch.zeros_like(batch.future_mask)
     assert future_loss(ahead, batch.targets, batch.futures, none_exist, margin=0.0) == 0.0
+
+
+def test_ranking_nce_is_the_cross_entropy_of_the_target_among_context_and_existing_futures():
+    batch = orthogonal_batch()
+    tau = 0.5
+    # predicting the target: logits 1/τ for it and 0 for the 3 slots and 2 futures
+    expected = -torch.log(torch.exp(torch.tensor(1 / tau)) / (torch.exp(torch.tensor(1 / tau)) + 5))
+    got = ranking_nce_loss(batch.targets, batch.targets, batch.contexts, batch.futures, batch.future_mask, tau)
+    assert got == pytest.approx(float(expected), abs=1e-5)
+    # missing futures are not candidates
+    none_exist = torch.zeros_like(batch.future_mask)
+    got = ranking_nce_loss(batch.targets, batch.targets, batch.contexts, batch.futures, none_exist, tau)
+    expected = -torch.log(torch.exp(torch.tensor(1 / tau)) / (torch.exp(torch.tensor(1 / tau)) + 3))
+    assert got == pytest.approx(float(expected), abs=1e-5)
+    # copying the last slot is punished more than predicting the target
+    copy = ranking_nce_loss(batch.contexts[:, -1], batch.targets, batch.contexts, batch.futures, batch.future_mask, tau)
+    assert copy > got
 
 
 def test_adaptive_boost_is_high_only_where_the_target_resembles_the_last_slot():

@@ -10,6 +10,9 @@ All vectors are L2-normalised: ``pred`` is the model output after ``normalize``.
 - ``ac``:   anti-copy, hinge against the most similar of ALL context slots (max_i cos(pred, ctx_i)).
 - ``fut``:  future ranking, hinge: pred closer to y than to chunks t+1 and t+2 of the same article
             (masked where the article ends).
+- ``nce``:  in-article ranking (InfoNCE): softmax over cos(pred, ·)/τ of the target against every context slot
+            and the future chunks t+1, t+2 that exist; cross-entropy of the target. These are exactly the chunks
+            that decide the 5CAT margin (c_-C..c_-1, c_+1, c_+2), so it trades c_0 for margin and MRR directly.
 - ``roll``: differentiable multi-step rollout: the prediction is fed back into the context for H steps with
             gradient; step h's prediction is compared (MSE) with the true chunk t+h-1, masked past the article end.
 
@@ -27,7 +30,7 @@ from torch import nn
 
 from vecflow.lvm_models import normalize
 
-TERMS = ("mse", "cos", "dir", "ac", "fut", "roll")
+TERMS = ("mse", "cos", "dir", "ac", "fut", "nce", "roll")
 ADAPTIVE_CENTER = 0.60
 ADAPTIVE_WIDTH = 0.05
 
@@ -87,6 +90,17 @@ def future_loss(pred: torch.Tensor, targets: torch.Tensor, futures: torch.Tensor
     return _masked_mean(F.relu(margin - gap), future_mask)
 
 
+def ranking_nce_loss(pred: torch.Tensor, targets: torch.Tensor, contexts: torch.Tensor, futures: torch.Tensor,
+                     future_mask: torch.Tensor, temperature: float, horizon: int = 2) -> torch.Tensor:
+    """Cross-entropy of the target among {target, context slots, existing futures t+1..t+horizon}."""
+    futures, future_mask = futures[:, :horizon], future_mask[:, :horizon]
+    candidates = torch.cat([targets.unsqueeze(1), contexts, futures], dim=1)            # (B, 1 + C + F, D)
+    logits = _cos(pred.unsqueeze(1), candidates) / max(temperature, 1e-6)
+    valid = torch.cat([torch.ones_like(logits[:, : 1 + contexts.shape[1]], dtype=torch.bool), future_mask], dim=1)
+    logits = logits.masked_fill(~valid, float("-inf"))
+    return F.cross_entropy(logits, torch.zeros(len(pred), dtype=torch.long, device=pred.device))
+
+
 def rollout_loss(model: nn.Module, contexts: torch.Tensor, first_pred: torch.Tensor, targets: torch.Tensor,
                  futures: torch.Tensor, future_mask: torch.Tensor, steps: int) -> torch.Tensor:
     """Feed predictions back for ``steps`` steps (with gradient); MSE of step h against chunk t+h-1."""
@@ -128,6 +142,8 @@ def compute_losses(model: nn.Module, batch: LossBatch, weights: dict, pred: torc
         "dir": directional_loss(pred, batch.targets, last, weights.get("margin_dir", 0.0), boost),
         "ac": anti_copy_loss(pred, batch.targets, batch.contexts, weights.get("margin_ac", 0.0)),
         "fut": future_loss(pred, batch.targets, batch.futures, batch.future_mask, weights.get("margin_fut", 0.0)),
+        "nce": ranking_nce_loss(pred, batch.targets, batch.contexts, batch.futures, batch.future_mask,
+                                weights.get("nce_temperature", 0.05)),
         "roll": roll,
     }
     terms["total"] = sum(weights.get(f"lambda_{name}", 0.0) * value for name, value in terms.items())
@@ -138,5 +154,5 @@ def compute_losses(model: nn.Module, batch: LossBatch, weights: dict, pred: torc
 def guard_to_mse_ratio(terms: dict[str, float], weights: dict) -> float:
     """Weighted non-MSE terms over the weighted MSE term: seed 002's collapse happened when this exceeded ~1."""
     main = weights.get("lambda_mse", 0.0) * terms["mse"]
-    guards = sum(weights.get(f"lambda_{name}", 0.0) * terms[name] for name in TERMS if name != "mse")
+    guards = sum(weights.get(f"lambda_{name}", 0.0) * terms.get(name, 0.0) for name in TERMS if name != "mse")
     return float(guards / main) if main > 0 else float("inf") if guards > 0 else 0.0

@@ -26,6 +26,8 @@ DEFAULTS = {
     "lambda_dir": 0.0,      # directional guard (beat ctx[-1])
     "lambda_ac": 0.0,       # anti-copy over all context slots
     "lambda_fut": 0.0,      # future ranking (beat chunks t+1, t+2)
+    "lambda_nce": 0.0,      # in-article ranking (InfoNCE) against the context slots and chunks t+1, t+2
+    "nce_temperature": 0.05,
     "lambda_roll": 0.0,     # multi-step rollout
     "margin_dir": 0.0,
     "margin_ac": 0.0,

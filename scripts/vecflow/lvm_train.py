@@ -508,7 +508,8 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
         print(f"[train-lvm] selection baseline {name}: c0 {scores['c0']:.4f} MRR {scores['mrr']:.3f} "
               f"margin {scores['margin']:+.4f} (sweep n={scores['sweep_n']})", flush=True)
 
-    state = start_or_resume(partial_dir, fingerprint(settings, paths), model, optimizer)
+    used = paths if run["selection_fraction"] == 0 else {"train_windows": train_path}  # val unread when carving
+    state = start_or_resume(partial_dir, fingerprint(settings, used), model, optimizer)
     run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
     tracker = Tracker(partial_dir / "history.jsonl", run_name, config=settings,
                       backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
