@@ -39,10 +39,10 @@ def finished_run(tmp_path_factory, tiny_encoder, tiny_causal_lm) -> Path:
     return workdir
 
 
-def dry_run_jobs(workdir: Path) -> str:
+def dry_run_jobs(workdir: Path, *extra: str) -> str:
     result = subprocess.run(
         [SNAKEMAKE, "-s", str(workdir / "Snakefile"), "-d", str(workdir), "--cores", "1", "-n",
-         "--resources", "gpu=1"],
+         "--resources", "gpu=1", *extra],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -97,6 +97,14 @@ def test_artifacts_hold_real_numbers_and_the_decision_gates_what_is_bundled(fini
 
 def test_second_run_has_nothing_to_do(finished_run):
     assert "Nothing to be done" in dry_run_jobs(finished_run)
+
+
+def test_the_default_config_given_again_is_the_same_run(finished_run):
+    """`make demo` once passed --configfile config/config.yaml on top of the default: same run, one source."""
+    again = str(finished_run / "config" / "config.yaml")
+    assert "Nothing to be done" in dry_run_jobs(finished_run, "--configfile", again)
+    resolved = (finished_run / "results" / "config.resolved.yaml").read_text()
+    assert resolved.count("# config file: ") == 1, resolved[:500]
 
 
 def test_report_is_rebuilt_from_cache_alone(finished_run):

@@ -135,10 +135,27 @@ def test_tiny_slice_really_runs(tiny_workdir):
     targets = ["results/summary/filtered/stats.json", "results/lvm/diagnostics/direction.json"]
     targets += [f"results/lvm/windows/{split}.safetensors" for split in ("val", "ood")]
     run(tiny_workdir, targets=targets, cores=2)
+    from vecflow.diagnostics import check_gate, direction_stats
+    from vecflow.io import load_tensors, read_jsonl
+    from vecflow.windows import load_windows
+
     stats = json.loads((tiny_workdir / "results/summary/filtered/stats.json").read_text())
-    assert stats
+    for split in ("train", "val"):  # the stats describe the files written, not just any non-empty dict
+        numbers = stats["splits"][split]
+        rows = read_jsonl(tiny_workdir / f"results/summary/filtered/{split}_synthesis.jsonl")
+        vectors = load_tensors(tiny_workdir / f"results/summary/filtered/{split}_embeddings.safetensors")
+        assert numbers["rows_kept"] == len(rows) > 0
+        assert numbers["embeddings_kept"] == len(vectors["embeddings"]) == len({r["embedding_index"] for r in rows})
+        assert numbers["rows_kept"] + numbers["rows_dropped"] == numbers["rows_in"]
     direction = json.loads((tiny_workdir / "results/lvm/diagnostics/direction.json").read_text())
-    assert direction["gate"]["passed"]
+    # the tiny config lowers the thresholds to -1 so that random embeddings pass: check instead that the gate's
+    # numbers are those of the training windows and that its verdict follows from them and the thresholds
+    windows = load_windows(tiny_workdir / "results/lvm/windows/train.safetensors")
+    expected = direction_stats(windows["contexts"], windows["targets"])
+    assert direction["pos"] == pytest.approx(expected["pos"]) and direction["signal"] == pytest.approx(expected["signal"])
+    assert direction["n_windows"] == len(windows["targets"])
+    assert direction["thresholds"]["min_signal"] == -1.0
+    assert direction["gate"] == check_gate(expected, direction["thresholds"])
     manifest = json.loads((tiny_workdir / "resources/models/tiny/manifest.json").read_text())
     assert manifest["files"]
     for split in ("train", "val", "ood"):
