@@ -53,6 +53,7 @@ def test_every_stage_leaves_its_artifact(finished_run):
     results = finished_run / "results"
     for path in [
         "summary/filtered/stats.json", "summarizer/model/config.json", "eval/seq2seq/scores.json",
+        "summary/dialogues/selection.jsonl", "causal/model/config.json", "eval/causal/scores.json",
         "eval/elm/scores.json", "hpo/elm-demo/best_params.yaml", "hpo/elm-demo/trials.csv",
         "elm/adapter/adapter.safetensors", "lvm/diagnostics/direction.json", "lvm/fivecat/p1.json",
         "lvm/fivecat/p4.json", "lvm/models/p4/model.safetensors", "deploy/tiny.decision.json",
@@ -72,7 +73,7 @@ def test_artifacts_hold_real_numbers_and_the_decision_gates_what_is_bundled(fini
 
     results = finished_run / "results"
     compared = {}
-    for family in ("seq2seq", "elm"):
+    for family in ("seq2seq", "causal", "elm"):
         scores = json.loads((results / f"eval/{family}/scores.json").read_text())
         assert scores["n"] > 0
         assert 0.0 <= scores["rouge"]["rouge1"]["f"] <= 1.0 and -1.0 <= scores["bertscore"]["f1"] <= 1.0
@@ -93,6 +94,21 @@ def test_artifacts_hold_real_numbers_and_the_decision_gates_what_is_bundled(fini
     has_seq2seq = any(rel.startswith("summarizer/") for rel in manifest["files"])
     has_elm = any(rel.startswith("elm/") for rel in manifest["files"])
     assert (has_seq2seq, has_elm) == (chosen["family"] != "elm", chosen["family"] == "elm")
+
+
+def test_summarizers_select_on_the_selection_split_and_read_their_input(finished_run):
+    """Checkpoints are chosen on the selection split (carved from train, id-disjoint from the scored val split),
+    and the causal summarizer's val predictions are not one text for every dialogue (issue 14)."""
+    results = finished_run / "results"
+    ids = {split: {json.loads(line)["id"] for line in (results / f"summary/dialogues/{split}.jsonl").open()}
+           for split in ("train", "selection", "val")}
+    assert len(ids["selection"]) == 4 and not ids["selection"] & (ids["train"] | ids["val"])
+    predictions = [json.loads(line)["prediction"] for line in (results / "eval/causal/predictions.jsonl").open()]
+    assert len(predictions) == len(ids["val"]) and len(set(predictions)) > 1
+    for family in ("seq2seq", "causal"):
+        history = [json.loads(line) for line in (results / f"{'summarizer' if family == 'seq2seq' else 'causal'}"
+                                                           f"/model/history.jsonl").open()]
+        assert all("val/input_dependence/distinct_ratio" in record for record in history)
 
 
 def test_second_run_has_nothing_to_do(finished_run):

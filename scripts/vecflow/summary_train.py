@@ -354,7 +354,8 @@ class Loop:
                 evaluate(step, stats)
                 if self.budget > 0 and step < self.plan.total_steps:
                     self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
-                save_last()
+                if step < self.plan.total_steps:  # resume state; the finished run publishes best/ instead
+                    save_last()
                 next_eval = self._next_eval(step, evals_done)
                 interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.time()}
 
