@@ -99,6 +99,17 @@ def chunk_cmd(tmp: Path, text: bytes, min_tokens: int = 8, target_tokens: int = 
 WIKI = " = Robert Boulter = \n\n Robert Boulter is an English film , television and theatre actor . \n"
 
 
+def diagnose_cmd(tmp: Path, bad: float) -> list[str]:
+    inp = tmp / "in"
+    inp.mkdir(exist_ok=True)
+    contexts = np.stack([unit_rows(3, seed=i) for i in range(4)])
+    contexts[2, 1, 0] = bad
+    save_tensors(inp / "w.safetensors", {"contexts": contexts, "targets": unit_rows(4, seed=9),
+                                         "article_ids": np.zeros(4, np.int64), "target_indices": np.arange(4)})
+    return ["diagnose", "--windows", str(inp / "w.safetensors"), "--settings", json.dumps({"waive_gate": True}),
+            "--out-json", str(tmp / "out" / "d.json"), "--out-plot", str(tmp / "out" / "d.png")]
+
+
 FIVECAT = {"model": {"val": {"c0": 0.6, "margin": 0.1}}}
 SCORES = {"rouge": {"rouge1": {"f": 0.3}}, "bertscore": {"f1": 0.8},
           "input_dependence": {"distinct_ratio": 1.0, "own_rouge1": 0.3, "shuffled_rouge1": 0.1, "margin": 0.2,
@@ -186,6 +197,9 @@ CASES = [
      r"e\.safetensors: tensor 'embeddings': row 3 is not finite"),
     ("unnormalised-chunk-embeddings", lambda t: windows_cmd(t, unit_rows(4) * 3),
      r"e\.safetensors: row 0 is not L2-normalised \(norm 3\.0000\)"),
+    ("nan-windows-never-waived", lambda t: diagnose_cmd(t, float("nan")),
+     r"w\.safetensors: tensor 'contexts': row 7 is not finite .*no gate can waive this"),
+    ("inf-windows", lambda t: diagnose_cmd(t, float("inf")), r"w\.safetensors: tensor 'contexts': row 7 is not finite"),
     # ---- deploy decide / bundle
     ("truncated-scores", lambda t: decide_cmd(t, scores=b'{"rouge": {"rouge1": {"f": 0.3'),
      r"scores\.json:1: invalid JSON: the file is truncated .*; write the file again"),
