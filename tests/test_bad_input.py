@@ -289,8 +289,8 @@ CONFIG_CASES = [
      r"config: models\.tiny\.path: missing \(source 'local' needs it\)"),
     ("local-model-path-not-there", _set("models.tiny", {"source": "local", "path": "/nonexistent/model"}),
      r"config: models\.tiny\.path: folder '/nonexistent/model' not found"),
-    ("deploy-untrained-family", _set("deploy.summarizer", "causal"),
-     r"config: deploy\.summarizer: 'causal' is not trained in this run"),
+    ("deploy-untrained-family", lambda c: (_set("deploy.summarizer", "elm")(c), _set("tracks.elm", False)(c)),
+     r"config: deploy\.summarizer: 'elm' is not trained in this run \(tracks\.elm is false; trained: "),
 ]
 
 
