@@ -38,6 +38,7 @@ COMMANDS = {
     "report": "vecflow.report:main",
     "deploy": "vecflow.deploy:main",
     "serve": "vecflow.serve:main",
+    "bench": "vecflow.bench:main",
 }
 
 

@@ -1,0 +1,750 @@
+"""Benchmarks: every hot path timed side by side with the tool a user would otherwise run (``vecflow bench``).
+
+    vecflow bench NAME [--size tiny|full] [--out-dir results/bench]      # NAME: one of BENCHMARKS, or all
+
+Each benchmark runs our code and its peer in ONE process on the same inputs, checks that the compared outputs
+agree, prints peer figure, our figure, the ratio, the exact workload and the machine (cores, torch threads,
+dtype, load average), and writes ``OUT_DIR/NAME.json``. The machine is shared and noisy, so the ratio is the
+figure to read, not the absolute times. ``--size tiny`` runs each one in seconds on the tiny models the tests
+make (``--minilm``/``--smollm2`` point at other folders); ``full`` is the workload ``make bench`` records in
+BENCHMARKS.md.
+
+- ``embed``: ``vecflow.embeddings.embed_chunks`` vs ``SentenceTransformer.encode`` (chunks/s; max |diff|).
+- ``fivecat``: ``vecflow.fivecat.evaluate_split`` vs ``reference_fivecat``, a one-window-at-a-time evaluator
+  written the way the old evaluator worked (windows/s; every number compared).
+- ``bertscore``: ``vecflow.scoring.bertscore`` vs ``bert_score.score`` (pairs/s, model load included in both).
+- ``generate``: ``vecflow.summary_infer.generate_seq2seq`` / ``generate_causal`` (batched, left padding, KV
+  cache) vs a plain one-dialogue-at-a-time ``model.generate`` loop (summaries/s; share of identical outputs).
+- ``train``: ``vecflow.summary_train.Loop.train_step`` vs HF ``Seq2SeqTrainer`` (BERT2BERT) and ``Trainer``
+  (causal LM) on the same model, rows, batch and lengths, one length-grouped epoch each (samples/s).
+- ``lvm``: achieved FLOP/s of ``vecflow.lvm_train.train_one_epoch`` (FLOPs counted analytically) vs this
+  machine's fp32 and bf16 matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vecflow.errors import VecflowError
+from vecflow.io import write_json
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO / "results" / "bench"
+MODELS = REPO / "resources" / "models"
+DATA = REPO.parent / "shared" / "data"
+WIKITEXT_CHUNKS = REPO / "results" / "wikitext" / "lvm" / "chunks.jsonl"
+BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "lvm")
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+def machine(dtype: str = "float32") -> dict:
+    """Cores, torch threads, dtype and the load at the time of the measurement."""
+    import torch
+
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": model or platform.machine(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": dtype,
+            "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def record(name: str, *, workload: dict, unit: str, peer: str, peer_value: float, ours: str, ours_value: float,
+           goal: float | None, check: dict, dtype: str = "float32", extra: dict | None = None,
+           out_dir: Path | None = None) -> dict:
+    """Print the comparison and write ``OUT_DIR/NAME.json``; ratio = ours / peer (higher = ours faster)."""
+    ratio = ours_value / peer_value if peer_value > 0 else float("inf")
+    result = {"benchmark": name, "unit": unit, "peer": {"name": peer, "value": peer_value},
+              "ours": {"name": ours, "value": ours_value}, "ratio": ratio, "goal_ratio": goal,
+              "goal_met": None if goal is None else bool(ratio >= goal), "check": check, "workload": workload,
+              "machine": machine(dtype), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              **(extra or {})}
+    goal_text = "" if goal is None else f" (goal >= {goal:g}x: {'met' if result['goal_met'] else 'MISSED'})"
+    print(f"[bench {name}] peer  {peer}: {peer_value:.4g} {unit}\n"
+          f"[bench {name}] ours  {ours}: {ours_value:.4g} {unit}\n"
+          f"[bench {name}] ratio {ratio:.2f}x{goal_text}\n"
+          f"[bench {name}] check {json.dumps(check, default=str)}\n"
+          f"[bench {name}] workload {json.dumps(workload, default=str)}\n"
+          f"[bench {name}] machine {json.dumps(result['machine'])}", flush=True)
+    if out_dir is not None:
+        write_json(Path(out_dir) / f"{name}.json", result)
+    return result
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Nested dicts/lists -> {dotted.key: leaf}."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def compare_numbers(a: dict, b: dict) -> dict:
+    """Max |a - b| over every numeric leaf, the keys that differ in kind or are missing, and exact int/bool/None."""
+    fa, fb = flatten(a), flatten(b)
+    mismatched = sorted(set(fa) ^ set(fb))
+    max_diff, worst = 0.0, None
+    for key in sorted(set(fa) & set(fb)):
+        x, y = fa[key], fb[key]
+        if isinstance(x, bool) or isinstance(y, bool) or x is None or y is None or isinstance(x, str):
+            if x != y:
+                mismatched.append(key)
+        elif isinstance(x, int) and isinstance(y, int):
+            if x != y:
+                mismatched.append(key)
+        else:
+            diff = abs(float(x) - float(y))
+            if not diff <= max_diff:  # NaN counts as a mismatch through max_diff = nan
+                max_diff, worst = diff, key
+    return {"numbers": len(fa), "max_abs_diff": max_diff, "worst_key": worst, "mismatched": mismatched}
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+# ---------------------------------------------------------------------------------------------- 3. 5CAT
+def synthetic_split(n_windows: int, dim: int = 384, context: int = 5, chunks_per_article: int = 40,
+                    seed: int = 0) -> dict:
+    """Articles of coherent unit vectors (a random walk per article) and every window over them.
+
+    Returns the bank arrays (embeddings, article_ids, chunk_indices) and the fivecat ``Windows``.
+    """
+    from vecflow.baselines import normalise
+    from vecflow.fivecat import Windows
+
+    rng = np.random.default_rng(seed)
+    per_article = chunks_per_article - context
+    articles = math.ceil(n_windows / per_article)
+    steps = rng.standard_normal((articles, chunks_per_article, dim)).astype(np.float32)
+    walk = np.cumsum(steps * np.float32(0.6), axis=1) + rng.standard_normal((articles, 1, dim)).astype(np.float32) * 3
+    vectors = normalise(walk)
+    article_ids = np.repeat(np.arange(articles, dtype=np.int64) * 7 + 3, chunks_per_article)  # sparse ids
+    chunk_indices = np.tile(np.arange(chunks_per_article, dtype=np.int64), articles)
+    view = np.lib.stride_tricks.sliding_window_view(vectors, context, axis=1)[:, :per_article]  # A, W, D, C
+    contexts = np.ascontiguousarray(view.transpose(0, 1, 3, 2)).reshape(-1, context, dim)[:n_windows]
+    targets = vectors[:, context:].reshape(-1, dim)[:n_windows]
+    window_articles = np.repeat(np.arange(articles, dtype=np.int64) * 7 + 3, per_article)[:n_windows]
+    window_targets = np.tile(np.arange(context, chunks_per_article, dtype=np.int64), articles)[:n_windows]
+    windows = Windows(contexts, np.ascontiguousarray(targets), window_articles, window_targets, "synthetic")
+    return {"embeddings": vectors.reshape(-1, dim), "article_ids": article_ids, "chunk_indices": chunk_indices,
+            "windows": windows}
+
+
+def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.ndarray, chunk_indices: np.ndarray,
+                      rollout_steps: int = 3, min_article_chunks: int = 6, seed: int = 0) -> dict:
+    """The 5CAT numbers computed the straightforward way: a dict of chunks, then one window at a time, one
+    model call per window and ablation. Only the random draws (other-article donors, shuffled slot orders)
+    are taken as ``vecflow.fivecat`` makes them, so that both evaluate the same ablated contexts."""
+    from vecflow.fivecat import OFFSETS, other_article_donors
+
+    def unit(v):
+        v = np.asarray(v, dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v), 1e-12)
+
+    def cos(a, b):
+        return np.float32(np.dot(unit(a), unit(b)))
+
+    def predict_one(context):
+        return predict(np.ascontiguousarray(context[None]))[0]
+
+    def mean(values):
+        return float(np.mean(np.array(values, dtype=np.float32))) if values else None
+
+    chunk = {(int(a), int(c)): embeddings[i] for i, (a, c) in enumerate(zip(article_ids, chunk_indices))}
+    article_chunks: dict[int, list[int]] = {}
+    for i, (a, c) in sorted(enumerate(zip(article_ids.tolist(), chunk_indices.tolist())), key=lambda x: x[1]):
+        article_chunks.setdefault(a, []).append(i)
+    contexts, targets = windows.contexts, windows.targets
+    n, slots = contexts.shape[:2]
+    rng = np.random.default_rng(seed)
+    donors = other_article_donors(windows.article_ids, rng)
+    shuffle_keys = rng.random((n, slots))
+
+    offsets = {k: [] for k in OFFSETS}
+    available = {k: 0 for k in OFFSETS}
+    per_window_offsets, ranks, base = [], [], []
+    loo = [[] for _ in range(slots)]
+    ablated = {"shuffled": [], "reversed": [], "last_repeated": [], "other_article": []}
+    roll = [[] for _ in range(rollout_steps)]
+    predictions = []
+    for i in range(n):
+        article, t = int(windows.article_ids[i]), int(windows.target_indices[i])
+        ctx = contexts[i]
+        p = unit(predict_one(ctx))
+        predictions.append(p)
+        base.append(cos(p, targets[i]))
+        # A
+        row = {}
+        for k in OFFSETS:
+            if (article, t + k) in chunk:
+                available[k] += 1
+                row[k] = cos(p, chunk[(article, t + k)])
+        per_window_offsets.append(row)
+        # B
+        members = article_chunks.get(article, [])
+        if len(members) >= min_article_chunks:
+            candidates = embeddings[members]
+            scores = candidates @ unit(p)
+            true = scores[[chunk_indices[m] for m in members].index(t)]
+            ranks.append(int((scores >= true).sum()))
+        # C
+        for slot in range(slots):
+            others = np.delete(ctx, slot, axis=0)
+            changed = ctx.copy()
+            changed[slot] = unit(others.mean(axis=0))
+            loo[slot].append(cos(predict_one(changed), targets[i]) - base[i])
+        order = np.argsort(shuffle_keys[i])
+        if (order == np.arange(slots)).all():
+            order = np.roll(order, 1)
+        ablated["shuffled"].append(cos(predict_one(ctx[order]), targets[i]) - base[i])
+        ablated["reversed"].append(cos(predict_one(ctx[::-1]), targets[i]) - base[i])
+        ablated["last_repeated"].append(cos(predict_one(np.repeat(ctx[-1:], slots, axis=0)), targets[i]) - base[i])
+        if donors[i] >= 0:
+            ablated["other_article"].append(cos(predict_one(contexts[donors[i]]), targets[i]) - base[i])
+        # D
+        rolled, q = ctx, p
+        for h in range(1, rollout_steps + 1):
+            if h > 1:
+                rolled = np.concatenate([rolled[1:], q[None]], axis=0)
+                q = unit(predict_one(rolled))
+            if (article, t + h - 1) in chunk:
+                roll[h - 1].append(cos(q, chunk[(article, t + h - 1)]))
+
+    complete = [row for row in per_window_offsets if len(row) == len(OFFSETS)]
+    same = bool(complete)
+    sweep = {}
+    for k in OFFSETS:
+        values = [row[k] for row in (complete if same else per_window_offsets) if k in row]
+        sweep[str(k)] = {"c": mean(values), "n": len(values), "n_available": available[k]}
+    scored = {int(k): v["c"] for k, v in sweep.items() if v["c"] is not None}
+    others = [c for k, c in scored.items() if k != 0]
+    kept_articles = {int(windows.article_ids[i]) for i in range(n)
+                     if len(article_chunks.get(int(windows.article_ids[i]), [])) >= min_article_chunks}
+    retrieval = {"r1": float(np.mean([r <= 1 for r in ranks])) if ranks else None,
+                 "r5": float(np.mean([r <= 5 for r in ranks])) if ranks else None,
+                 "mrr": float(np.mean([1.0 / r for r in ranks])) if ranks else None,
+                 "n": len(ranks), "n_articles": len(kept_articles), "min_article_chunks": min_article_chunks}
+    per_slot = [mean(values) for values in loo]
+    ablations = {"shuffled": mean(ablated["shuffled"]), "reversed": mean(ablated["reversed"]),
+                 "leave_one_out": float(np.mean(per_slot)), "last_repeated": mean(ablated["last_repeated"]),
+                 "other_article": mean(ablated["other_article"])}
+    deltas = [v for v in ablations.values() if v is not None]
+    ablations.update({"leave_one_out_per_slot": per_slot, "other_article_n": len(ablated["other_article"]),
+                      "loses_under_all": bool(deltas) and all(v < 0 for v in deltas)})
+    per_step = [mean(values) for values in roll]
+    scored_steps = [c for c in per_step if c is not None]
+    return {
+        "n_windows": n, "cos_target": mean(base), "c0": scored[0],
+        "margin": scored[0] - max(others) if others else None, "peak_k": max(scored, key=scored.get),
+        "r1": retrieval["r1"], "r5": retrieval["r5"], "mrr": retrieval["mrr"],
+        "rollout": float(np.mean(scored_steps)) if scored_steps else None,
+        "offsets": sweep, "retrieval": retrieval, "ablations": ablations,
+        "rollout_detail": {"rollout": float(np.mean(scored_steps)) if scored_steps else None, "per_step": per_step,
+                           "n_per_step": [len(values) for values in roll]},
+    }
+
+
+def lvm_predictor(dim: int, context: int, seed: int = 0, batch_size: int = 256):
+    """The default transformer LVM (the config's lvm.train sizes), seeded random weights, non-residual (an
+    untrained residual model would only return the context mean)."""
+    import torch
+
+    from vecflow.lvm_models import build_model, predict
+
+    torch.manual_seed(seed)
+    model = build_model("transformer", dim, context, {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1,
+                                                      "residual": False}).eval()
+    return lambda contexts: predict(model, contexts, batch_size, "cpu")
+
+
+def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = None,
+                  reference_windows: int | None = None, **_) -> dict:
+    from vecflow.fivecat import ChunkBank, evaluate_split
+
+    total = windows_total or (20000 if size == "full" else 300)
+    ref_n = reference_windows or (2000 if size == "full" else 60)
+    dim = 384 if size == "full" else 32
+    data = synthetic_split(total, dim=dim, context=5, chunks_per_article=40, seed=0)
+    bank = ChunkBank(data["embeddings"], data["article_ids"], data["chunk_indices"], source="synthetic bank")
+    predict = lvm_predictor(dim, 5)
+    options = {"rollout_steps": 3, "min_article_chunks": 6, "seed": 0}
+    sub = data["windows"].subset(np.arange(min(ref_n, total)))
+    ref_seconds, ref = _seconds(lambda: reference_fivecat(predict, sub, data["embeddings"], data["article_ids"],
+                                                          data["chunk_indices"], **options))
+    ours_sub = evaluate_split(predict, sub, bank, **options)
+    ours_seconds, _ = _seconds(lambda: evaluate_split(predict, data["windows"], bank, **options))
+    check = compare_numbers(ours_sub, ref)
+    check["identical"] = not check["mismatched"] and check["max_abs_diff"] <= 1e-6
+    return record("fivecat", workload={
+        "windows": total, "reference_windows": len(sub), "dim": dim, "context": 5, "chunks_per_article": 40,
+        "bank_chunks": len(data["embeddings"]), "predictor": "default transformer LVM (d_model 64, 2 layers, 4 heads)",
+        "data": "synthetic coherent random-walk articles (seed 0)", **options,
+        "note": "ours is timed on all windows, the reference on the first reference_windows (windows/s); the "
+                "numbers are compared on those reference windows"},
+        unit="windows/s", peer="reference_fivecat (one window at a time)", peer_value=len(sub) / ref_seconds,
+        ours="vecflow.fivecat.evaluate_split", ours_value=total / ours_seconds, goal=50.0, check=check,
+        extra={"seconds": {"reference": ref_seconds, "ours": ours_seconds}}, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- 4. BERTScore
+def dialogsum_pairs(count: int) -> tuple[list[str], list[list[str]]]:
+    """Candidates and references from DialogSum dev: candidate i = the summary of dialogue i+1, reference i =
+    the summary of dialogue i (realistic lengths and vocabulary; the pairs are not matched)."""
+    from vecflow.dialogues import load_dialogues
+
+    path = DATA / "dialogsum" / "dev.jsonl"
+    if not path.is_file():
+        raise VecflowError(f"{path}: file not found (the bertscore benchmark reads DialogSum dev)")
+    rows = load_dialogues(path)[: count + 1]
+    return [rows[i + 1]["summaries"][0] for i in range(len(rows) - 1)], [r["summaries"] for r in rows[:-1]]
+
+
+def tiny_pairs(count: int) -> tuple[list[str], list[list[str]]]:
+    words = "the doctor asks person about work and the hotel room for dinner today".split()
+    rng = np.random.default_rng(0)
+    make = lambda: " ".join(rng.choice(words, size=int(rng.integers(4, 12))))  # noqa: E731
+    return [make() for _ in range(count)], [[make()] for _ in range(count)]
+
+
+def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None, pairs: int | None = None,
+                    **_) -> dict:
+    import bert_score
+
+    from vecflow.scoring import bertscore, check_bertscore_model, load_bertscorer
+
+    model_dir = check_bertscore_model(minilm or MODELS / "minilm", 6 if size == "full" else 2)
+    layers = 6 if size == "full" else 2
+    count = pairs or (500 if size == "full" else 12)
+    cands, refs = dialogsum_pairs(count) if size == "full" else tiny_pairs(count)
+    batch = 16
+
+    def peer():
+        return bert_score.score(cands, refs, model_type=str(model_dir), num_layers=layers, batch_size=batch,
+                                device="cpu")
+
+    def ours():
+        load_bertscorer.cache_clear()
+        return bertscore(load_bertscorer(str(model_dir), layers, "cpu"), cands, refs, batch_size=batch)
+
+    warm = (cands[:2], refs[:2])  # imports and first-call set-up, outside the timing of both sides
+    bert_score.score(*warm, model_type=str(model_dir), num_layers=layers, device="cpu")
+    bertscore(load_bertscorer(str(model_dir), layers, "cpu"), *warm)
+    peer_seconds, (P, R, F) = _seconds(peer)
+    ours_seconds, mine = _seconds(ours)
+    warm_seconds, _ = _seconds(lambda: bertscore(load_bertscorer(str(model_dir), layers, "cpu"), cands, refs,
+                                                 batch_size=batch))
+    diff = max(abs(float(F.mean()) - mine["f1"]), abs(float(P.mean()) - mine["p"]), abs(float(R.mean()) - mine["r"]),
+               float(np.max(np.abs(F.numpy() - np.array(mine["per_sample_f1"])))))
+    return record("bertscore", workload={"pairs": len(cands), "references_per_pair": 1, "model": model_dir.name,
+                                         "num_layers": layers, "batch_size": batch, "idf": False,
+                                         "data": "DialogSum dev summaries" if size == "full" else "tiny words",
+                                         "timing": "cold: each side loads the model once (what one scoring job does)"},
+                  unit="pairs/s", peer="bert_score.score", peer_value=len(cands) / peer_seconds,
+                  ours="vecflow.scoring.bertscore (+ load_bertscorer)", ours_value=len(cands) / ours_seconds,
+                  goal=1.0, check={"max_abs_diff_p_r_f1": diff, "equal_within_1e-4": diff <= 1e-4},
+                  extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_warm": warm_seconds},
+                         "ours_warm_pairs_per_s": len(cands) / warm_seconds}, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- 1. embeddings
+def chunk_texts(count: int) -> list[str]:
+    """The first ``count`` WikiText chunk texts of the pipeline's chunks.jsonl (cycled when it has fewer)."""
+    from vecflow.io import iter_jsonl
+
+    if not WIKITEXT_CHUNKS.is_file():
+        raise VecflowError(f"{WIKITEXT_CHUNKS}: file not found (run the wikitext config's chunk_articles first)")
+    texts = [row["text"] for _, row in iter_jsonl(WIKITEXT_CHUNKS)]
+    return [texts[i % len(texts)] for i in range(count)]
+
+
+def tiny_texts(count: int) -> list[str]:
+    words = "the a data model train test value list string number file open read write print return".split()
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(words, size=int(rng.integers(3, 60)))) for _ in range(count)]
+
+
+def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chunks: int | None = None, **_) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from vecflow.embeddings import embed_chunks
+
+    model_dir = Path(minilm or MODELS / "minilm")
+    count = chunks or (5000 if size == "full" else 40)
+    texts = chunk_texts(count) if size == "full" else tiny_texts(count)
+    rows = [{"article_id": 0, "chunk_index": i, "text": t} for i, t in enumerate(texts)]
+    batch = 64
+
+    def peer(texts=texts):
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        if size != "full":  # the tiny encoder folder has no sentence-transformers config: pool + normalise
+            model.max_seq_length = 128
+        vectors = model.encode(texts, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True,
+                               show_progress_bar=False)
+        return vectors, model.max_seq_length
+
+    torch.manual_seed(0)
+    peer(texts[:2])  # imports and first-call set-up, outside the timing of both sides
+    embed_chunks(rows[:2], model_dir, batch, "cpu")
+    peer_seconds, (theirs, peer_max_len) = _seconds(peer)
+    ours_seconds, (mine, _) = _seconds(lambda: embed_chunks(rows, model_dir, batch, "cpu"))
+    diff = float(np.max(np.abs(theirs.astype(np.float32) - mine)))
+    return record("embed", workload={"chunks": count, "model": model_dir.name, "batch_size": batch,
+                                     "max_seq_length": peer_max_len, "data": "WikiText-2 chunks (results/wikitext, "
+                                     "cycled to the count)" if size == "full" else "tiny random words",
+                                     "timing": "model load + encode on both sides"},
+                  unit="chunks/s", peer="SentenceTransformer.encode", peer_value=count / peer_seconds,
+                  ours="vecflow.embeddings.embed_chunks", ours_value=count / ours_seconds, goal=1.5,
+                  check={"max_abs_diff": diff, "equal_within_1e-5": diff <= 1e-5},
+                  extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds}}, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- 6. generation
+def dialogue_rows(count: int, split: str = "dev") -> list[dict]:
+    from vecflow.dialogues import load_dialogues
+
+    path = DATA / "dialogsum" / f"{split}.jsonl"
+    if not path.is_file():
+        raise VecflowError(f"{path}: file not found (the benchmark reads DialogSum {split})")
+    return load_dialogues(path)[:count]
+
+
+def tiny_dialogue_rows(count: int) -> list[dict]:
+    words = "the doctor asks about work and the hotel room for dinner today yes no good".split()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(count):
+        turns = [f"#Person{1 + t % 2}#: " + " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
+                 for t in range(int(rng.integers(2, 6)))]
+        rows.append({"id": str(i), "dialogue": "\n".join(turns), "summaries": [" ".join(rng.choice(words, size=6))]})
+    return rows
+
+
+def seq2seq_model(encoder_dir: Path, rows: list[dict], seed: int = 0):
+    """BERT2BERT warm-started from the encoder folder exactly as the summarizer does (``load_base``)."""
+    import torch
+
+    from vecflow.summarizer import decoder_start_id, load_base
+
+    torch.manual_seed(seed)
+    model, tokenizer = load_base(encoder_dir, [r["dialogue"] for r in rows] + [r["summaries"][0] for r in rows])
+    return model.eval(), tokenizer, decoder_start_id(model, tokenizer)
+
+
+def causal_model(lm_dir: Path):
+    from vecflow.causal import load_base
+
+    model, tokenizer = load_base(lm_dir)
+    return model.eval(), tokenizer
+
+
+def one_at_a_time_seq2seq(model, tokenizer, dialogues, generation_config, max_source_length):
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for dialogue in dialogues:
+            batch = tokenizer(dialogue, max_length=max_source_length, truncation=True, return_tensors="pt",
+                              return_token_type_ids=False)
+            generated = model.generate(**batch, generation_config=generation_config)
+            out.append(tokenizer.decode(generated[0], skip_special_tokens=True).strip())
+    return out
+
+
+def one_at_a_time_causal(model, tokenizer, dialogues, spec, generation_config):
+    import torch
+
+    from vecflow.summary_infer import prompt_ids
+
+    out = []
+    with torch.inference_mode():
+        for dialogue in dialogues:
+            ids = torch.tensor([prompt_ids(tokenizer, dialogue, spec)])
+            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                       generation_config=generation_config)
+            out.append(tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    return out
+
+
+def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, smollm2: Path | None = None,
+                   dialogues: int | None = None, families: tuple = ("seq2seq", "causal"), **_) -> list[dict]:
+    import torch
+
+    from vecflow.generation import to_generation_config
+    from vecflow.summary_infer import causal_generation_config, generate_causal, generate_seq2seq
+
+    full = size == "full"
+    rows = dialogue_rows(dialogues or 16) if full else tiny_dialogue_rows(dialogues or 6)
+    texts = [r["dialogue"] for r in rows]
+    batch_size, device, results = 8, torch.device("cpu"), []
+    if "seq2seq" in families:
+        model, tokenizer, start = seq2seq_model(Path(minilm or MODELS / "minilm"), rows)
+        new_tokens = 32 if full else 8
+        gen = {"num_beams": 2, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "no_repeat_ngram_size": 3,
+               "early_stopping": True}
+        config = to_generation_config(gen, tokenizer, start)
+        src = 256
+        one_at_a_time_seq2seq(model, tokenizer, texts[:1], config, src)  # warm-up, outside the timing
+        generate_seq2seq(model, tokenizer, texts[:1], config, src, batch_size, device)
+        peer_s, theirs = _seconds(lambda: one_at_a_time_seq2seq(model, tokenizer, texts, config, src))
+        ours_s, mine = _seconds(lambda: generate_seq2seq(model, tokenizer, texts, config, src, batch_size, device))
+        same = sum(a == b for a, b in zip(theirs, mine)) / len(rows)
+        results.append(record("generate_seq2seq", workload={
+            "dialogues": len(rows), "model": "BERT2BERT warm-started from " + Path(minilm or MODELS / "minilm").name
+            + " (untrained cross-attention, seed 0)", "generation": gen, "max_source_length": src,
+            "batch_size": batch_size, "data": "DialogSum dev" if full else "tiny dialogues",
+            "note": "min_new_tokens = max_new_tokens: both sides write the same number of tokens"},
+            unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
+            ours="vecflow.summary_infer.generate_seq2seq", ours_value=len(rows) / ours_s, goal=3.0,
+            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir))
+        del model
+    if "causal" in families:
+        model, tokenizer = causal_model(Path(smollm2 or MODELS / "smollm2"))
+        new_tokens = 40 if full else 8
+        gen = {"num_beams": 1, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+        config = causal_generation_config(gen, tokenizer)
+        spec = {"kind": "causal", "max_source_length": 384 if full else 64, "max_target_length": 48,
+                "system_message": None, "user_template": None}
+        one_at_a_time_causal(model, tokenizer, texts[:1], spec, config)  # warm-up, outside the timing
+        generate_causal(model, tokenizer, texts[:1], spec, config, batch_size, device)
+        peer_s, theirs = _seconds(lambda: one_at_a_time_causal(model, tokenizer, texts, spec, config))
+        ours_s, mine = _seconds(lambda: generate_causal(model, tokenizer, texts, spec, config, batch_size, device))
+        same = sum(a == b for a, b in zip(theirs, mine)) / len(rows)
+        results.append(record("generate_causal", workload={
+            "dialogues": len(rows), "model": Path(smollm2 or MODELS / "smollm2").name + " (base weights)",
+            "generation": gen, "max_source_length": spec["max_source_length"], "batch_size": batch_size,
+            "data": "DialogSum dev" if full else "tiny dialogues",
+            "note": "greedy, min_new_tokens = max_new_tokens; prompts through the chat template on both sides"},
+            unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
+            ours="vecflow.summary_infer.generate_causal", ours_value=len(rows) / ours_s, goal=3.0,
+            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- 2. trainers
+class _StepClock:
+    """A TrainerCallback that stamps the end of every optimizer step."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.stamps.append(time.perf_counter())
+
+        self.stamps: list[float] = []
+        self.callback = Callback()
+
+
+def _rate(stamps: list[float], samples_per_step: list[int]) -> float:
+    """Samples/s from the end of step 1 to the end of the last step (the first step is warm-up)."""
+    return sum(samples_per_step[1:]) / (stamps[-1] - stamps[0])
+
+
+def ours_train(model, tokenizer, features, collator, settings, forward=None) -> tuple[float, list[float]]:
+    import torch
+
+    from vecflow.budget import fixed_plan
+    from vecflow.summary_train import Loop
+
+    steps = math.ceil(len(features) / settings["batch_size"])
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = Loop(model=model, tokenizer=tokenizer, features=features, collator=collator, validate=None,
+                    settings=settings, out_dir=Path(tmp) / "model", fingerprint="bench", spec={}, device=torch.device("cpu"),
+                    run_name="bench", resume=None, forward=forward)
+        loop.plan = fixed_plan(steps, settings["warmup_ratio"], 1.0)
+        stamps, samples, losses = [], [], []
+        for step in range(steps):
+            loss, count, _ = loop.train_step(step, False)
+            stamps.append(time.perf_counter())
+            samples.append(count)
+            losses.append(loss)
+    return _rate(stamps, samples), losses
+
+
+def hf_train(model, features, collator, settings, seq2seq: bool) -> tuple[float, list[float]]:
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+
+    steps = math.ceil(len(features) / settings["batch_size"])
+    clock = _StepClock()
+    args_class, trainer_class = (Seq2SeqTrainingArguments, Seq2SeqTrainer) if seq2seq else (TrainingArguments, Trainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = args_class(output_dir=tmp, per_device_train_batch_size=settings["batch_size"], max_steps=steps,
+                          learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"],
+                          warmup_steps=settings["warmup_ratio"], lr_scheduler_type="linear", max_grad_norm=1.0,
+                          train_sampling_strategy="group_by_length", report_to="none", save_strategy="no", eval_strategy="no",
+                          logging_strategy="steps", logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
+                          use_cpu=True, seed=settings["seed"], remove_unused_columns=False)
+        trainer = trainer_class(model=model, args=args, train_dataset=features, data_collator=collator,
+                                callbacks=[clock.callback])
+        trainer.train()
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    sizes = [settings["batch_size"]] * steps
+    sizes[-1] = len(features) - settings["batch_size"] * (steps - 1)
+    return _rate(clock.stamps, sizes), losses
+
+
+def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smollm2: Path | None = None,
+                families: tuple = ("seq2seq", "causal"), **_) -> list[dict]:
+    import copy
+
+    import torch
+
+    from vecflow.causal import CausalCollator, loss_on_labels, tokenize_examples
+    from vecflow.summarizer import make_collator, tokenize_dialogues
+
+    full = size == "full"
+    results = []
+    if "seq2seq" in families:
+        rows = dialogue_rows(32, "train") if full else tiny_dialogue_rows(8)
+        model, tokenizer, start = seq2seq_model(Path(minilm or MODELS / "minilm"), rows)
+        settings = {"batch_size": 4, "learning_rate": 5e-4, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0,
+                    "max_source_length": 128, "max_target_length": 48, "group_by_length": True}
+        features = tokenize_dialogues(rows, tokenizer, settings["max_source_length"], settings["max_target_length"], start)
+        hf_model = copy.deepcopy(model).train()
+        torch.manual_seed(0)
+        ours_rate, ours_losses = ours_train(model.train(), tokenizer, features, make_collator(tokenizer, model), settings)
+        torch.manual_seed(0)
+        hf_rate, hf_losses = hf_train(hf_model, features, make_collator(tokenizer, hf_model), settings, seq2seq=True)
+        results.append(record("train_seq2seq", workload={
+            "model": "BERT2BERT from " + Path(minilm or MODELS / "minilm").name, "rows": len(rows),
+            "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
+            **settings, "precision": "fp32",
+            "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
+            unit="samples/s", peer="transformers Seq2SeqTrainer", peer_value=hf_rate,
+            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate, goal=1.3,
+            check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
+                   "same_start_weights": True}, out_dir=out_dir))
+        del model, hf_model
+    if "causal" in families:
+        rows = dialogue_rows(16, "train") if full else tiny_dialogue_rows(8)
+        model, tokenizer = causal_model(Path(smollm2 or MODELS / "smollm2"))
+        settings = {"batch_size": 2, "learning_rate": 5e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "seed": 0,
+                    "group_by_length": True}
+        spec = {"kind": "causal", "max_source_length": 128 if full else 48, "max_target_length": 48,
+                "system_message": None, "user_template": None}
+        features = tokenize_examples(rows, tokenizer, spec)
+        hf_model = copy.deepcopy(model).train()
+        torch.manual_seed(0)
+        ours_rate, ours_losses = ours_train(model.train(), tokenizer, features, CausalCollator(tokenizer.pad_token_id),
+                                            settings, forward=loss_on_labels)
+        torch.manual_seed(0)
+        hf_rate, hf_losses = hf_train(hf_model, features, CausalCollator(tokenizer.pad_token_id), settings, seq2seq=False)
+        results.append(record("train_causal", workload={
+            "model": Path(smollm2 or MODELS / "smollm2").name + " (full fine-tune)", "rows": len(rows),
+            "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
+            "max_source_length": spec["max_source_length"], "max_target_length": 48, **settings, "precision": "fp32",
+            "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
+            unit="samples/s", peer="transformers Trainer", peer_value=hf_rate,
+            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate, goal=1.3,
+            check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
+                   "same_start_weights": True}, out_dir=out_dir))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- 5. LVM FLOP/s
+def transformer_lvm_flops(batch: int, context: int, dim: int, d_model: int, layers: int) -> int:
+    """Forward FLOPs of TransformerLVM (a multiply-add = 2 FLOPs; matmuls only): input projection, per layer
+    QKV + output projection + 4x FFN (24·C·d²) and attention scores + weighted sum (4·C²·d), the output
+    projection of the last position."""
+    per_sample = (2 * context * dim * d_model + layers * (24 * context * d_model ** 2 + 4 * context ** 2 * d_model)
+                  + 2 * d_model * dim)
+    return batch * per_sample
+
+
+def matmul_peak(dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """FLOP/s of repeated n×n matmuls in ``dtype`` (best of the timed repeats)."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) -> dict:
+    import torch
+
+    from vecflow.lvm_models import build_model
+    from vecflow.lvm_presets import DEFAULTS
+    from vecflow.lvm_train import epoch_generator, train_one_epoch
+
+    full = size == "full"
+    batch = batch or (256 if full else 32)
+    dim, context, sizes = (384 if full else 32), 5, {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1,
+                                                      "residual": True}
+    steps = 40 if full else 3
+    torch.manual_seed(0)
+    model = build_model("transformer", dim, context, sizes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+    rows = batch * steps
+    windows = {"contexts": torch.nn.functional.normalize(torch.randn(rows, context, dim), dim=-1),
+               "targets": torch.nn.functional.normalize(torch.randn(rows, dim), dim=-1)}
+    futures = torch.full((rows, 2), -1, dtype=torch.long)
+    run = {"batch_size": batch, "grad_clip": 1.0}
+    train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run, epoch_generator(0, 0), "cpu")  # warm-up
+    seconds, _ = _seconds(lambda: train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run,
+                                                  epoch_generator(0, 1), "cpu"))
+    flops_per_step = 3 * transformer_lvm_flops(batch, context, dim, sizes["d_model"], sizes["layers"])
+    achieved = flops_per_step * steps / seconds
+    n = 1024 if full else 256
+    peak32 = matmul_peak(torch.float32, n, 1.0 if full else 0.2)
+    peak16 = matmul_peak(torch.bfloat16, n, 1.0 if full else 0.2)
+    return record("lvm", workload={"arch": "transformer", **sizes, "dim": dim, "context": context, "batch": batch,
+                                   "steps": steps, "loss": "lvm_presets.DEFAULTS (MSE)", "optimizer": "AdamW",
+                                   "flops_per_step": flops_per_step,
+                                   "flop_count": "3 x analytic forward matmul FLOPs (backward = 2 x forward)"},
+                  unit="FLOP/s", peer=f"torch.matmul peak fp32 ({n}x{n})", peer_value=peak32,
+                  ours="vecflow.lvm_train.train_one_epoch (fp32)", ours_value=achieved, goal=0.35,
+                  check={"steps_per_s": steps / seconds},
+                  extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": achieved / peak16,
+                         "seconds": seconds}, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+RUNNERS = {"fivecat": bench_fivecat, "bertscore": bench_bertscore, "embed": bench_embed, "generate": bench_generate,
+           "train": bench_train, "lvm": bench_lvm}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow bench", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("--size", choices=["tiny", "full"], default="full")
+    parser.add_argument("--out-dir", default=str(DEFAULT_OUT))
+    parser.add_argument("--minilm", type=Path, help="encoder folder (default resources/models/minilm)")
+    parser.add_argument("--smollm2", type=Path, help="causal LM folder (default resources/models/smollm2)")
+    parser.add_argument("--families", default="seq2seq,causal", help="generate/train: seq2seq,causal")
+    args = parser.parse_args(argv)
+    names = BENCHMARKS if args.name == "all" else (args.name,)
+    for name in names:
+        RUNNERS[name](args.size, Path(args.out_dir), minilm=args.minilm, smollm2=args.smollm2,
+                      families=tuple(args.families.split(",")))
+    return 0
