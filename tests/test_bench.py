@@ -1,0 +1,102 @@
+"""Benchmarks (``vecflow bench``): each runs on a tiny workload and the outputs it compares agree.
+
+No timing is asserted (the figures are in BENCHMARKS.md); only that both sides of each comparison compute the
+same thing, so a ratio is never bought with a different answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vecflow import bench
+from vecflow.io import read_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_reference_fivecat_gives_every_number_of_evaluate_split(tmp_path):
+    result = bench.bench_fivecat("tiny", tmp_path, windows_total=120, reference_windows=40)
+    check = result["check"]
+    assert check["mismatched"] == []
+    assert check["numbers"] > 40  # offsets, retrieval, ablations, rollout: the whole report is compared
+    assert check["max_abs_diff"] <= 1e-6
+    assert read_json(tmp_path / "fivecat.json")["ratio"] == result["ratio"]
+
+
+def test_compare_numbers_sees_a_changed_number_and_a_changed_count():
+    a = {"c0": 0.5, "retrieval": {"n": 10, "r1": 0.25}, "per_step": [0.1, None]}
+    assert bench.compare_numbers(a, a)["max_abs_diff"] == 0.0
+    changed = bench.compare_numbers(a, {"c0": 0.5 + 1e-3, "retrieval": {"n": 11, "r1": 0.25}, "per_step": [0.1, 0.2]})
+    assert changed["max_abs_diff"] == pytest.approx(1e-3)
+    assert changed["worst_key"] == "c0"
+    assert changed["mismatched"] == ["per_step.1", "retrieval.n"]
+
+
+def test_reference_fivecat_catches_a_wrong_offset(tmp_path):
+    """The reference is independent of evaluate_split: evaluated on a bank whose vectors are rolled by one row, the
+    numbers no longer agree (the comparison is not vacuous)."""
+    from vecflow.fivecat import ChunkBank, evaluate_split
+
+    data = bench.synthetic_split(60, dim=16, context=5, chunks_per_article=20)
+    predict = bench.lvm_predictor(16, 5)
+    ref = bench.reference_fivecat(predict, data["windows"], data["embeddings"], data["article_ids"],
+                                  data["chunk_indices"])
+    wrong = ChunkBank(np.roll(data["embeddings"], 1, axis=0), data["article_ids"], data["chunk_indices"])
+    assert bench.compare_numbers(evaluate_split(predict, data["windows"], wrong), ref)["max_abs_diff"] > 1e-3
+
+
+def test_bertscore_matches_bert_score(tiny_encoder, tmp_path):
+    result = bench.bench_bertscore("tiny", tmp_path, minilm=tiny_encoder, pairs=6)
+    assert result["check"]["max_abs_diff_p_r_f1"] <= 1e-4
+    assert result["workload"]["pairs"] == 6
+
+
+def test_embed_chunks_matches_sentence_transformers(tiny_encoder, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    result = bench.bench_embed("tiny", tmp_path, minilm=tiny_encoder, chunks=20)
+    assert result["check"]["max_abs_diff"] <= 1e-5
+
+
+def test_batched_generation_writes_what_one_at_a_time_writes(tiny_encoder, tiny_causal_lm, tmp_path):
+    results = bench.bench_generate("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm, dialogues=5)
+    assert [r["benchmark"] for r in results] == ["generate_seq2seq", "generate_causal"]
+    for result in results:
+        assert result["check"]["identical_outputs"] == 1.0, result["benchmark"]
+        assert (tmp_path / f"{result['benchmark']}.json").is_file()
+
+
+def test_trainers_run_the_same_model_and_batches(tiny_encoder, tiny_causal_lm, tmp_path):
+    results = bench.bench_train("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
+    assert [r["benchmark"] for r in results] == ["train_seq2seq", "train_causal"]
+    for result in results:
+        check = result["check"]
+        assert math.isfinite(check["ours_mean_loss"]) and math.isfinite(check["hf_mean_loss"])
+        # same start weights, same length-grouped epoch: the mean losses of the first epoch are close
+        assert check["ours_mean_loss"] == pytest.approx(check["hf_mean_loss"], rel=0.05)
+        assert result["ours"]["value"] > 0 and result["peer"]["value"] > 0
+
+
+def test_lvm_flop_count_is_the_counted_matmuls(tmp_path):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vecflow.lvm_models import build_model
+
+    model = build_model("transformer", 24, 5, {"d_model": 32, "layers": 3, "heads": 4, "residual": False}).train()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(7, 5, 24))
+    assert bench.transformer_lvm_flops(7, 5, 24, 32, 3) == counter.get_total_flops()
+    result = bench.bench_lvm("tiny", tmp_path)
+    assert result["workload"]["flops_per_step"] > 2 * result["workload"]["analytic_forward_flops"]
+    assert result["peak_bf16_flops"] > 0 and result["ours"]["value"] > 0
+
+
+def test_cli_runs_one_benchmark(tmp_path, capsys):
+    from vecflow.cli import main
+
+    assert main(["bench", "lvm", "--size", "tiny", "--out-dir", str(tmp_path)]) == 0
+    assert "[bench lvm] ratio" in capsys.readouterr().out
+    assert read_json(tmp_path / "lvm.json")["machine"]["cores"] >= 1
