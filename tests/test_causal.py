@@ -145,3 +145,29 @@ def test_lora_is_merged_on_save_and_loads_without_peft(tiny_causal_lm, tmp_path)
     assert not any("lora" in name for name, _ in merged.named_parameters())
     changed = [n for (n, p), (_, q) in zip(merged.named_parameters(), base.named_parameters()) if not torch.equal(p, q)]
     assert changed and all("proj" in n for n in changed)  # only the LoRA-targeted projections moved
+
+
+@pytest.mark.slow
+def test_a_tiny_model_trained_on_two_dialogue_types_writes_different_summaries(tiny_causal_lm, tmp_path):
+    """Behavioural check (issue 14): after training, the model's output depends on its input. Two clearly different
+    dialogue types, each with its own summary; held-out dialogues of each type must get different predictions,
+    each closer to its own type's summary, and the checkpoint must pass the selection gate (distinct ≥ 0.9 of the
+    selection outputs would be impossible with 2 summaries for 8 dialogues, so the threshold here is 0.25 = the two
+    types' share; the margin must be positive as in production)."""
+    hotel = "#Person1#: can you help me book a hotel room ?\n#Person2#: yes , a room for {i} day ."
+    dinner = "#Person1#: what about dinner and food tomorrow ?\n#Person2#: good , my friend will buy food {i} ."
+    rows = []
+    for i in range(12):
+        rows.append({"id": f"h{i}", "dialogue": hotel.format(i=i), "summaries": ["they book a hotel room."]})
+        rows.append({"id": f"d{i}", "dialogue": dinner.format(i=i), "summaries": ["they talk about dinner food."]})
+    train = write_rows(tmp_path / "train.jsonl", rows[:20])
+    selection = write_rows(tmp_path / "sel.jsonl", rows[20:])
+    settings = SETTINGS | {"epochs": 15, "batch_size": 4, "learning_rate": 3e-3, "warmup_ratio": 0.1, "evals": 3,
+                           "val_samples": 4, "min_distinct_ratio": 0.25, "min_input_margin": 0.0,
+                           "generation": {"num_beams": 1, "max_new_tokens": 16}}
+    summary = train_causal(train, selection, tiny_causal_lm, settings, tmp_path / "model")
+    assert summary["selection_gate_passed"], summary
+    summarizer = load_summarizer(tmp_path / "model")
+    out_hotel, out_dinner = summarizer.summarize([hotel.format(i=99), dinner.format(i=99)])
+    assert out_hotel != out_dinner
+    assert "hotel" in out_hotel and "dinner" in out_dinner
