@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: demo test install install-test browser lint format clean-results
+.PHONY: demo test install install-test browser lint format clean-results bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ lint: install-test
 
 format: install-test
 	$(BIN)/snakefmt Snakefile workflow/rules
+
+# Every benchmark side by side with its peer (figures in BENCHMARKS.md, JSON in results/bench/); ~30 min on 2 cores.
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'  # sentence-transformers, scipy, scikit-learn: wheels
+	@touch $@
+
+bench: $(VENV)/.installed-bench
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/vecflow bench all --size full --out-dir results/bench
 
 clean-results:
 	rm -rf results/* .snakemake
