@@ -100,3 +100,12 @@ def test_cli_runs_one_benchmark(tmp_path, capsys):
     assert main(["bench", "lvm", "--size", "tiny", "--out-dir", str(tmp_path)]) == 0
     assert "[bench lvm] ratio" in capsys.readouterr().out
     assert read_json(tmp_path / "lvm.json")["machine"]["cores"] >= 1
+
+
+def test_server_answers_every_request_of_the_load_test(tiny_encoder, tmp_path):
+    results = bench.bench_serve("tiny", tmp_path, minilm=tiny_encoder, requests=16, clients=4)
+    assert [r["benchmark"] for r in results] == ["serve_predict_next", "serve_encode"]
+    for result in results:
+        assert result["server"]["requests"] == 16 and result["in_process"]["requests"] == 16
+        assert result["server"]["p50_ms"] <= result["server"]["p99_ms"]
+    assert "goal_met" in results[0]

@@ -17,6 +17,8 @@ BENCHMARKS.md.
   cache) vs a plain one-dialogue-at-a-time ``model.generate`` loop (summaries/s; share of identical outputs).
 - ``train``: ``vecflow.summary_train.Loop.train_step`` vs HF ``Seq2SeqTrainer`` (BERT2BERT) and ``Trainer``
   (causal LM) on the same model, rows, batch and lengths, one length-grouped epoch each (samples/s).
+- ``serve``: ``/predict-next`` and ``/encode`` of a real ``vecflow serve`` process with 8 concurrent loopback
+  clients vs the same functions called in-process (requests/s, p50/p95/p99).
 - ``lvm``: achieved FLOP/s of ``vecflow.lvm_train.train_one_epoch`` (FLOPs counted analytically) vs this
   machine's fp32 and bf16 matmul peak measured in the same run.
 """
@@ -42,7 +44,7 @@ DEFAULT_OUT = REPO / "results" / "bench"
 MODELS = REPO / "resources" / "models"
 DATA = REPO.parent / "shared" / "data"
 WIKITEXT_CHUNKS = REPO / "results" / "wikitext" / "lvm" / "chunks.jsonl"
-BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "lvm")
+BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lvm")
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -411,6 +413,14 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
     peer_seconds, (theirs, peer_max_len) = _seconds(peer)
     ours_seconds, (mine, _) = _seconds(lambda: embed_chunks(rows, model_dir, batch, "cpu"))
     diff = float(np.max(np.abs(theirs.astype(np.float32) - mine)))
+
+    def ours_bf16():  # not the default: bf16 autocast over the same code, reported with its difference
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            return embed_chunks(rows, model_dir, batch, "cpu")
+
+    bf16_seconds, (mine_bf16, _) = _seconds(ours_bf16)
+    bf16_diff = float(np.max(np.abs(theirs.astype(np.float32) - mine_bf16)))
+    bf16_cos = float(np.min(np.einsum("nd,nd->n", theirs.astype(np.float32), mine_bf16)))
     return record("embed", workload={"chunks": count, "model": model_dir.name, "batch_size": batch,
                                      "max_seq_length": peer_max_len, "data": "WikiText-2 chunks (results/wikitext, "
                                      "cycled to the count)" if size == "full" else "tiny random words",
@@ -418,7 +428,10 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
                   unit="chunks/s", peer="SentenceTransformer.encode", peer_value=count / peer_seconds,
                   ours="vecflow.embeddings.embed_chunks", ours_value=count / ours_seconds, goal=1.5,
                   check={"max_abs_diff": diff, "equal_within_1e-5": diff <= 1e-5},
-                  extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds}}, out_dir=out_dir)
+                  extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_bf16": bf16_seconds},
+                         "ours_bf16": {"chunks_per_s": count / bf16_seconds, "ratio": peer_seconds / bf16_seconds,
+                                       "max_abs_diff": bf16_diff, "min_cosine_to_fp32_peer": bf16_cos}},
+                  out_dir=out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- 6. generation
@@ -742,9 +755,150 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
                          "seconds": seconds}, out_dir=out_dir)
 
 
+# ---------------------------------------------------------------------------------------------- 8. server
+def bench_bundle(out: Path, encoder_dir: Path, bank_texts: list[str], context: int = 5, seed: int = 0) -> Path:
+    """A deployment bundle (``vecflow.deploy.build_bundle``): the encoder, the default transformer LVM with
+    seeded random weights, a bank of ``bank_texts`` encoded by that encoder; the encoder doubles as summarizer
+    folder (the server loads it only for /summarize, which is not measured)."""
+    import torch
+
+    from vecflow.deploy import build_bundle
+    from vecflow.encoder import SentenceEncoder
+    from vecflow.io import save_tensors, write_jsonl
+    from vecflow.lvm_models import build_model, model_config, save_lvm
+
+    parts_dir = out.parent / f"{out.name}.parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    encoder = SentenceEncoder(encoder_dir, device="cpu")
+    sizes = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
+    torch.manual_seed(seed)
+    save_lvm(parts_dir / "lvm", build_model("transformer", encoder.dim, context, sizes),
+             model_config("transformer", encoder.dim, context, sizes))
+    save_tensors(parts_dir / "bank.safetensors", {"embeddings": encoder.encode(bank_texts)})
+    write_jsonl(parts_dir / "bank.index.jsonl", [{"article_id": 0, "chunk_index": i, "text": t}
+                                                 for i, t in enumerate(bank_texts)])
+    decision = {"name": "bench", "deploy": True, "summarizer": {"family": "seq2seq"}}
+    spec = {"kind": "seq2seq", "max_source_length": 64, "max_target_length": 16}
+    build_bundle(out, "bench", decision, {"lvm": parts_dir / "lvm", "encoder": Path(encoder_dir),
+                                          "summarizer": Path(encoder_dir), "bank_embeddings": parts_dir / "bank.safetensors",
+                                          "bank_index": parts_dir / "bank.index.jsonl"}, [], fallback_spec=spec)
+    return out
+
+
+def percentiles(latencies: list[float]) -> dict:
+    ms = np.array(latencies) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "requests": len(ms)}
+
+
+def load_test(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
+    """``clients`` threads, each with its own keep-alive connection, send their share of ``bodies``;
+    returns (requests/s over the whole run, per-request latencies). Any non-200 answer stops the run."""
+    import concurrent.futures
+
+    import httpx
+
+    shares = [bodies[i::clients] for i in range(clients)]
+
+    def client(share):
+        latencies = []
+        with httpx.Client(timeout=60.0) as session:
+            for body in share:
+                start = time.perf_counter()
+                response = session.post(url, json=body)
+                latencies.append(time.perf_counter() - start)
+                if response.status_code != 200:
+                    raise VecflowError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
+        return latencies
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, shares))
+    return len(bodies) / (time.perf_counter() - start), [x for r in results for x in r]
+
+
+def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, requests: int | None = None,
+                clients: int = 8, **_) -> list[dict]:
+    """/predict-next and /encode over loopback (a real ``vecflow serve`` process, 8 concurrent clients) vs the
+    same functions called in-process one request at a time."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from vecflow import serve
+
+    full = size == "full"
+    encoder_dir = Path(minilm or MODELS / "minilm")
+    count = requests or (400 if full else 24)
+    texts = chunk_texts(count) if full else tiny_texts(count)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = bench_bundle(Path(tmp) / "bundle", encoder_dir, texts[:64])
+        bundle = serve.Bundle(root, device="cpu")
+        rng = np.random.default_rng(0)
+        contexts = rng.standard_normal((count, bundle.context_length, bundle.dim)).astype(np.float32)
+        workloads = {
+            "predict-next": ([{"context": c.tolist()} for c in contexts], lambda i: serve.predict_next(bundle, contexts[i])),
+            "encode": ([{"texts": [t]} for t in texts], lambda i: bundle.encoder.encode([texts[i]])),
+        }
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        server = subprocess.Popen([sys.executable, "-m", "vecflow.cli", "serve", "--bundle", str(root), "--host",
+                                   "127.0.0.1", "--port", str(port), "--device", "cpu"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 180
+            while True:
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    raise VecflowError(f"vecflow serve did not start on port {port}")
+                time.sleep(0.5)
+            for name, (bodies, local) in workloads.items():
+                load_test(f"{base}/{name}", bodies[:clients], clients)  # lazy model loads + warm-up
+                local(0)
+                latencies_local = []
+                start = time.perf_counter()
+                for i in range(count):
+                    t0 = time.perf_counter()
+                    local(i)
+                    latencies_local.append(time.perf_counter() - t0)
+                local_rate = count / (time.perf_counter() - start)
+                rate, latencies = load_test(f"{base}/{name}", bodies, clients)
+                served = percentiles(latencies)
+                extra = {"server": served, "in_process": percentiles(latencies_local)}
+                if name == "predict-next":
+                    extra.update(goal_p99_ms=50.0, goal_met=served["p99_ms"] <= 50.0)
+                results.append(record(f"serve_{name.replace('-', '_')}", workload={
+                    "endpoint": f"POST /{name}", "requests": count, "clients": clients, "transport": "loopback HTTP "
+                    "(httpx keep-alive, one connection per client) to a vecflow serve process (uvicorn)",
+                    "model": "default transformer LVM (random weights)" if name == "predict-next" else encoder_dir.name,
+                    "body": f"one context {bundle.context_length}x{bundle.dim}" if name == "predict-next" else "one text",
+                    "in_process": "the same function called in this process, one request at a time"},
+                    unit="requests/s", peer="in-process call", peer_value=local_rate, ours="vecflow serve",
+                    ours_value=rate, goal=None, check={"all_200": True}, extra=extra, out_dir=out_dir))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    for result in results:
+        print(f"[bench {result['benchmark']}] latency server {result['server']} in-process {result['in_process']}")
+    return results
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 RUNNERS = {"fivecat": bench_fivecat, "bertscore": bench_bertscore, "embed": bench_embed, "generate": bench_generate,
-           "train": bench_train, "lvm": bench_lvm}
+           "train": bench_train, "lvm": bench_lvm, "serve": bench_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
