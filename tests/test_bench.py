@@ -109,3 +109,10 @@ def test_server_answers_every_request_of_the_load_test(tiny_encoder, tmp_path):
         assert result["server"]["requests"] == 16 and result["in_process"]["requests"] == 16
         assert result["server"]["p50_ms"] <= result["server"]["p99_ms"]
     assert "goal_met" in results[0]
+
+
+def test_startup_times_every_command_given(tmp_path):
+    result = bench.bench_startup("tiny", tmp_path)
+    assert set(result["per_command_s"]) == {"fivecat", "report", "score"}
+    assert result["floor_s"]["import torch"] > 0
+    assert read_json(tmp_path / "startup.json")["slowest"] in result["per_command_s"]

@@ -21,6 +21,7 @@ BENCHMARKS.md.
   clients vs the same functions called in-process (requests/s, p50/p95/p99).
 - ``lvm``: achieved FLOP/s of ``vecflow.lvm_train.train_one_epoch`` (FLOPs counted analytically) vs this
   machine's fp32 and bf16 matmul peak measured in the same run.
+- ``startup``: the per-job start-up floor, ``vecflow CMD --help`` in a fresh process for every command.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ DEFAULT_OUT = REPO / "results" / "bench"
 MODELS = REPO / "resources" / "models"
 DATA = REPO.parent / "shared" / "data"
 WIKITEXT_CHUNKS = REPO / "results" / "wikitext" / "lvm" / "chunks.jsonl"
-BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lvm")
+BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lvm", "startup")
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -896,9 +897,44 @@ def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, req
     return results
 
 
+# ---------------------------------------------------------------------------------------------- 7. start-up
+def bench_startup(size: str, out_dir: Path | None, **_) -> dict:
+    """Per-job start-up floor: ``vecflow CMD --help`` in a fresh process for every command (imports its module
+    and parses arguments), next to ``import torch`` / ``import transformers`` alone. No peer: seconds."""
+    import subprocess
+    import sys
+
+    from vecflow.cli import COMMANDS
+
+    def run(argv):
+        start = time.perf_counter()
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise VecflowError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+        return seconds
+
+    commands = list(COMMANDS) if size == "full" else ["fivecat", "report", "score"]
+    floor = {"python": run([sys.executable, "-c", "pass"]),
+             "import numpy": run([sys.executable, "-c", "import numpy"]),
+             "import torch": run([sys.executable, "-c", "import torch"]),
+             "import transformers": run([sys.executable, "-c", "import torch, transformers"])}
+    per_command = {name: run([sys.executable, "-m", "vecflow.cli", name, "--help"]) for name in commands}
+    slowest = max(per_command, key=per_command.get)
+    print(f"[bench startup] floor {json.dumps({k: round(v, 2) for k, v in floor.items()})}")
+    print(f"[bench startup] per command {json.dumps({k: round(v, 2) for k, v in per_command.items()})}")
+    result = {"benchmark": "startup", "unit": "s", "floor_s": floor, "per_command_s": per_command,
+              "slowest": slowest, "mean_command_s": float(np.mean(list(per_command.values()))),
+              "workload": {"commands": len(commands), "how": "subprocess `python -m vecflow.cli CMD --help`, once each"},
+              "machine": machine(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if out_dir is not None:
+        write_json(Path(out_dir) / "startup.json", result)
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 RUNNERS = {"fivecat": bench_fivecat, "bertscore": bench_bertscore, "embed": bench_embed, "generate": bench_generate,
-           "train": bench_train, "lvm": bench_lvm, "serve": bench_serve}
+           "train": bench_train, "lvm": bench_lvm, "serve": bench_serve, "startup": bench_startup}
 
 
 def main(argv: list[str] | None = None) -> int:
