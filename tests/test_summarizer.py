@@ -300,3 +300,41 @@ def test_corrupt_resume_state_is_a_clear_error(tmp_path):
     (partial / "last" / "state.pt").write_text("garbage")
     with pytest.raises(VecflowError, match=r"state.pt: cannot read resume state .*delete .*model.partial"):
         load_resume_state(partial, "abc")
+
+
+def test_zero_cross_attention_start_adds_nothing_to_the_decoder(encoder_dir):
+    """With the new cross-attention output projections at zero, the decoder's output does not depend on the
+    encoder at step 0 (no random noise that training would remove by collapsing the encoder, issue 14)."""
+    torch.manual_seed(0)
+    model, tokenizer = load_base(encoder_dir, [d for _, d, _ in DIALOGUES], cross_attention_init="zero")
+    blocks = [m for n, m in model.decoder.named_modules() if n.endswith("crossattention.output.dense")]
+    assert blocks and all(not m.weight.any() and not m.bias.any() for m in blocks)
+    model.eval()
+    batch = tokenizer([DIALOGUES[0][1], DIALOGUES[2][1]], padding=True, return_tensors="pt",
+                      return_token_type_ids=False)
+    decoder_input = torch.full((2, 3), tokenizer.cls_token_id)
+    with torch.no_grad():
+        logits = model(**batch, decoder_input_ids=decoder_input).logits
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)  # same decoder prefix -> same output, whatever the input
+    torch.manual_seed(0)
+    random_model, _ = load_base(encoder_dir, [d for _, d, _ in DIALOGUES])
+    random_model.eval()
+    with torch.no_grad():
+        random_logits = random_model(**batch, decoder_input_ids=decoder_input).logits
+    assert not torch.allclose(random_logits[0], random_logits[1], atol=1e-5)
+
+
+def test_encoder_lr_scale_zero_freezes_the_encoder(encoder_dir, data, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    settings = SETTINGS | {"encoder_lr_scale": 0.0, "cross_attention_init": "zero"}
+    train_summarizer(data[0], data[1], encoder_dir, settings, tmp_path / "model")
+    trained = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "model")
+    torch.manual_seed(0)
+    base, _ = load_base(encoder_dir, [d for _, d, _ in DIALOGUES], cross_attention_init="zero")
+    encoder_same = all(torch.equal(p, q) for (n, p), (_, q) in zip(trained.encoder.named_parameters(),
+                                                                   base.encoder.named_parameters())
+                       if "word_embeddings" not in n)  # rows of added speaker tags may differ in order only
+    decoder_moved = any(not torch.equal(p, q) for p, q in zip(trained.decoder.parameters(), base.decoder.parameters())
+                        if p.shape == q.shape)
+    assert encoder_same and decoder_moved

@@ -79,5 +79,5 @@ def set_learning_rate(optimizer, peak_lr: float, plan: Plan, step: int) -> float
     """Set every param group's lr for optimizer step ``step`` (stateless, so a resumed run needs no scheduler state)."""
     lr = peak_lr * plan.lr_factor(step)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr

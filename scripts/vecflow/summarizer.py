@@ -75,7 +75,28 @@ def _read_summaries(record: dict, path, lineno: int, required: bool) -> list[str
 
 
 # ------------------------------------------------------------------------------------------------ model
-def load_base(base_dir: str | Path, speaker_texts: list[str], min_speakers: int = 3):
+def zero_cross_attention_output(model) -> int:
+    """Zero the output projection of every freshly initialised cross-attention block of a warm start.
+
+    Random cross-attention adds input-dependent noise to a pretrained decoder; the quickest way for training to
+    remove it is to make the encoder's output the same for every input, and the model then writes one summary
+    for every dialogue (issue 14). Starting from zero, cross-attention adds nothing until its gradient says that
+    reading the encoder helps. Returns the number of blocks changed.
+    """
+    import torch
+
+    changed = 0
+    with torch.no_grad():
+        for name, module in model.decoder.named_modules():
+            if name.endswith("crossattention.output.dense"):
+                module.weight.zero_()
+                module.bias.zero_()
+                changed += 1
+    return changed
+
+
+def load_base(base_dir: str | Path, speaker_texts: list[str], min_speakers: int = 3,
+              cross_attention_init: str = "random"):
     """A seq2seq model + tokenizer from ``base_dir`` with speaker tags added.
 
     A seq2seq folder (T5, BART, a saved EncoderDecoder...) loads as is; an encoder folder (BERT-like,
@@ -100,6 +121,8 @@ def load_base(base_dir: str | Path, speaker_texts: list[str], min_speakers: int 
             f"{base_dir}/config.json: field 'model_type': '{config.model_type}' is neither a seq2seq model "
             f"nor a BERT-like encoder ({', '.join(ENCODER_ONLY_TYPES)})"
         )
+    if cross_attention_init == "zero":
+        zero_cross_attention_output(model)
     tags = speaker_tags(count_speakers(speaker_texts, minimum=min_speakers))
     added = add_speaker_tokens(tokenizer, model, tags)
     print(f"[vecflow] speaker tokens added: {', '.join(added) or 'none (already present)'}", flush=True)
@@ -198,7 +221,8 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
     resume = load_resume_state(partial_dir(out_dir), fingerprint)
     if resume is None:
         texts = [r["dialogue"] for r in train_rows] + [s for r in train_rows for s in r["summaries"]]
-        model, tokenizer = load_base(base_dir, texts, int(settings.get("min_speakers", 3)))
+        model, tokenizer = load_base(base_dir, texts, int(settings.get("min_speakers", 3)),
+                                     str(settings.get("cross_attention_init", "random")))
     else:
         model, tokenizer = load_trained(partial_dir(out_dir) / "last")
     model.to(device)
@@ -211,9 +235,14 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
     def validate_model(model_now):
         return validate(model_now, tokenizer, val_rows, generation_config, settings, device)
 
+    encoder_scale = float(settings.get("encoder_lr_scale", 1.0))
+
+    def lr_scale(name: str) -> float:  # a warm-started encoder may learn slower (0 = frozen)
+        return encoder_scale if name.startswith("encoder.") else 1.0
+
     loop = Loop(model=model, tokenizer=tokenizer, features=features, collator=make_collator(tokenizer, model),
                 validate=validate_model, settings=settings, out_dir=out_dir, fingerprint=fingerprint,
-                spec=spec_for(settings), device=device, run_name="summarizer", resume=resume)
+                spec=spec_for(settings), device=device, run_name="summarizer", resume=resume, lr_scale=lr_scale)
     summary = loop.run()
     summary["val_dialogues_scored"] = min(len(val_rows), int(settings.get("val_samples", len(val_rows))))
     return summary

@@ -76,18 +76,27 @@ def use_bf16(requested, device) -> bool | None:
     return device.type == "cpu"
 
 
-def make_optimizer(model, settings: dict):
-    """AdamW, no weight decay on biases and norms; the learning rate is set per step from the plan."""
+def make_optimizer(model, settings: dict, lr_scale=None):
+    """AdamW, no weight decay on biases and norms; the learning rate is set per step from the plan.
+
+    ``lr_scale(name) -> float`` scales a parameter's learning rate (0 freezes it), e.g. a warm-started encoder.
+    """
     import torch
 
-    decay, no_decay = [], []
+    groups: dict[tuple, list] = {}
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            is_norm = param.ndim < 2 or "norm" in name.lower()
-            (no_decay if is_norm else decay).append(param)
-    groups = [{"params": decay, "weight_decay": float(settings.get("weight_decay", 0.0))},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=float(need(settings, "learning_rate")))
+        if not param.requires_grad:
+            continue
+        scale = 1.0 if lr_scale is None else float(lr_scale(name))
+        if scale == 0.0:
+            param.requires_grad_(False)
+            continue
+        is_norm = param.ndim < 2 or "norm" in name.lower()
+        groups.setdefault((is_norm, scale), []).append(param)
+    decay = float(settings.get("weight_decay", 0.0))
+    param_groups = [{"params": params, "weight_decay": 0.0 if is_norm else decay, "lr_scale": scale}
+                    for (is_norm, scale), params in sorted(groups.items())]
+    return torch.optim.AdamW(param_groups, lr=float(need(settings, "learning_rate")))
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -190,7 +199,7 @@ class Loop:
     """One budgeted training run (see the module docstring). ``run()`` returns the summary dict."""
 
     def __init__(self, *, model, tokenizer, features, collator, validate, settings: dict, out_dir, fingerprint: str,
-                 spec: dict, device, run_name: str, resume: dict | None, forward=None):
+                 spec: dict, device, run_name: str, resume: dict | None, forward=None, lr_scale=None):
         self.model, self.tokenizer, self.features, self.collator = model, tokenizer, features, collator
         self.validate, self.settings, self.spec, self.device = validate, settings, spec, device
         self.out_dir, self.partial = Path(out_dir), partial_dir(Path(out_dir))
@@ -206,7 +215,7 @@ class Loop:
         self.steps_per_epoch = math.ceil(math.ceil(len(features) / self.batch_size) / self.grad_accum)
         self.budget = float(settings.get("max_minutes", 0) or 0) * 60.0
         self.evals = int(settings.get("evals", 0) or 0)
-        self.optimizer = make_optimizer(model, settings)
+        self.optimizer = make_optimizer(model, settings, lr_scale)
         self.batch_cache: dict = {}
         self.saved_model = model  # what save_pretrained is called on (a LoRA run sets a merging wrapper)
 
