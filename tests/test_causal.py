@@ -171,3 +171,12 @@ def test_a_tiny_model_trained_on_two_dialogue_types_writes_different_summaries(t
     out_hotel, out_dinner = summarizer.summarize([hotel.format(i=99), dinner.format(i=99)])
     assert out_hotel != out_dinner
     assert "hotel" in out_hotel and "dinner" in out_dinner
+
+
+def test_loss_on_labelled_positions_equals_the_full_model_loss(lm):
+    from vecflow.causal import loss_on_labels
+
+    model, tok = lm
+    batch = CausalCollator(tok.pad_token_id)(tokenize_examples(ROWS, tok, spec_for(SETTINGS)))
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert loss_on_labels(model, batch).item() == pytest.approx(full.item(), rel=1e-5)

@@ -106,8 +106,23 @@ class CausalCollator:
 
 
 def loss_on_labels(model, batch):
-    """Next-token cross-entropy on the labelled (summary + end-of-turn) positions only."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    """Next-token cross-entropy on the labelled (summary + end-of-turn) positions only.
+
+    The LM head runs only where a label follows: about a tenth of the positions for DialogSum, so the
+    (batch × length × vocabulary) logits tensor — gigabytes for a 49k vocabulary — is never built. Same loss
+    as ``model(..., labels=labels).loss`` (a test checks it); models without a separable decoder/head use that.
+    """
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(base, "model", None), base.get_output_embeddings()
+    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
