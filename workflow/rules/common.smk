@@ -58,12 +58,18 @@ def summarizer_kinds():
     return [kind] if isinstance(kind, str) else list(kind)
 
 
+SEQ2SEQ_ONLY = ("cross_attention_init", "encoder_lr_scale", "min_speakers")
+
+
 def summarizer_settings(family):
-    """summarizer settings for a family: the shared keys, with summarizer.causal overriding for causal."""
+    """summarizer settings for a family: the shared keys, with summarizer.causal overriding for causal
+    (seq2seq-only keys are left out of the causal job, so changing them does not retrain the causal model).
+    """
     node = {
         k: v for k, v in config["summarizer"].items() if k not in ("kind", "causal")
     }
     if family == "causal":
+        node = {k: v for k, v in node.items() if k not in SEQ2SEQ_ONLY}
         node.update(config["summarizer"].get("causal", {}))
     return job_settings(**node)
 
