@@ -428,3 +428,36 @@ def test_a_broken_import_fails_start_up(elm_bundle, bundle, monkeypatch):
     with pytest.raises(ImportError):
         create_app(elm_bundle, device="cpu")
     create_app(bundle, device="cpu")  # a seq2seq bundle does not need vecflow.elm
+
+
+def test_a_causal_bundle_serves_dialogues_with_its_trained_settings(tmp_path, tiny_encoder, tiny_causal_lm):
+    """deploy.summarizer chose causal: the bundle's summarizer/ is the causal LM with its spec, served through
+    vecflow.summary_infer (chat template, the trained source length)."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from vecflow.serve import create_app
+
+    pytest.importorskip("vecflow.summary_infer")
+    causal = tmp_path / "causal"
+    shutil.copytree(tiny_causal_lm, causal)
+    write_json(causal / "vecflow_summarizer.json", {"kind": "causal", "max_source_length": 24,
+                                                    "max_target_length": 6, "system_message": None})
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(causal)
+    invisible = [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
+    GenerationConfig(max_new_tokens=4, min_new_tokens=2, suppress_tokens=invisible, do_sample=False,
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(causal)
+    parts = make_bundle_parts(tmp_path, tiny_encoder, summarizer=causal)
+    decision = read_json(parts.pop("decision"))
+    decision["summarizer"] = {**decision["summarizer"], "family": "causal", "choice": "best"}
+    deploy.build_bundle(tmp_path / "bundle", "causal-bundle", decision, parts, parts.pop("metrics"))
+    with TestClient(create_app(tmp_path / "bundle", device="cpu")) as client:
+        response = client.post("/summarize", json={"dialogue": "#Person1#: hello there . #Person2#: hi ."})
+        assert response.status_code == 200 and response.json()["summary"].strip()  # visible tokens only
+        served = client.app.state.bundle
+        assert served.summarizer_family == "causal"
+        assert served.summarizer.kind == "causal" and served.summarizer.max_source_length == 24
+        assert client.post("/summarize", json={"embedding": [0.1] * DIM}).status_code == 422
