@@ -66,18 +66,20 @@ def machine(dtype: str = "float32") -> dict:
 
 def record(name: str, *, workload: dict, unit: str, peer: str, peer_value: float, ours: str, ours_value: float,
            goal: float | None, check: dict, dtype: str = "float32", extra: dict | None = None,
-           out_dir: Path | None = None) -> dict:
+           out_dir: Path | None = None, cpu: float | None = None) -> dict:
     """Print the comparison and write ``OUT_DIR/NAME.json``; ratio = ours / peer (higher = ours faster)."""
     ratio = ours_value / peer_value if peer_value > 0 else float("inf")
     result = {"benchmark": name, "unit": unit, "peer": {"name": peer, "value": peer_value},
               "ours": {"name": ours, "value": ours_value}, "ratio": ratio, "goal_ratio": goal,
-              "goal_met": None if goal is None else bool(ratio >= goal), "check": check, "workload": workload,
+              "goal_met": None if goal is None else bool(ratio >= goal), "cpu_time_ratio": cpu,
+              "check": check, "workload": workload,
               "machine": machine(dtype), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               **(extra or {})}
     goal_text = "" if goal is None else f" (goal >= {goal:g}x: {'met' if result['goal_met'] else 'MISSED'})"
     print(f"[bench {name}] peer  {peer}: {peer_value:.4g} {unit}\n"
           f"[bench {name}] ours  {ours}: {ours_value:.4g} {unit}\n"
-          f"[bench {name}] ratio {ratio:.2f}x{goal_text}\n"
+          f"[bench {name}] ratio {ratio:.2f}x{goal_text}"
+          f"{'' if cpu is None else f'; CPU-time ratio {cpu:.2f}x'}\n"
           f"[bench {name}] check {json.dumps(check, default=str)}\n"
           f"[bench {name}] workload {json.dumps(workload, default=str)}\n"
           f"[bench {name}] machine {json.dumps(result['machine'])}", flush=True)
@@ -121,10 +123,27 @@ def compare_numbers(a: dict, b: dict) -> dict:
     return {"numbers": len(fa), "max_abs_diff": max_diff, "worst_key": worst, "mismatched": mismatched}
 
 
+class Seconds(float):
+    """Wall-clock seconds that also carry ``cpu``: the process's CPU seconds (all its threads) over the same
+    span. On a shared machine the CPU-time ratio is the steadier one: waiting for a core does not count."""
+
+    cpu: float
+
+    def __new__(cls, wall: float, cpu: float):
+        value = super().__new__(cls, wall)
+        value.cpu = cpu
+        return value
+
+
 def _seconds(fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    return Seconds(time.perf_counter() - start, time.process_time() - cpu), out
+
+
+def cpu_ratio(peer: Seconds, ours: Seconds, peer_items: int = 1, ours_items: int = 1) -> float:
+    """(ours items per CPU second) / (peer items per CPU second)."""
+    return (ours_items / max(ours.cpu, 1e-9)) / (peer_items / max(peer.cpu, 1e-9))
 
 
 # ---------------------------------------------------------------------------------------------- 3. 5CAT
@@ -308,7 +327,8 @@ def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = N
                 "numbers are compared on those reference windows"},
         unit="windows/s", peer="reference_fivecat (one window at a time)", peer_value=len(sub) / ref_seconds,
         ours="vecflow.fivecat.evaluate_split", ours_value=total / ours_seconds, goal=50.0, check=check,
-        extra={"seconds": {"reference": ref_seconds, "ours": ours_seconds}}, out_dir=out_dir)
+        extra={"seconds": {"reference": ref_seconds, "ours": ours_seconds}}, out_dir=out_dir,
+        cpu=cpu_ratio(ref_seconds, ours_seconds, len(sub), total))
 
 
 # ---------------------------------------------------------------------------------------------- 4. BERTScore
@@ -368,7 +388,8 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
                   ours="vecflow.scoring.bertscore (+ load_bertscorer)", ours_value=len(cands) / ours_seconds,
                   goal=1.0, check={"max_abs_diff_p_r_f1": diff, "equal_within_1e-4": diff <= 1e-4},
                   extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_warm": warm_seconds},
-                         "ours_warm_pairs_per_s": len(cands) / warm_seconds}, out_dir=out_dir)
+                         "ours_warm_pairs_per_s": len(cands) / warm_seconds}, out_dir=out_dir,
+                  cpu=cpu_ratio(peer_seconds, ours_seconds))
 
 
 # ---------------------------------------------------------------------------------------------- 1. embeddings
@@ -431,8 +452,9 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
                   check={"max_abs_diff": diff, "equal_within_1e-5": diff <= 1e-5},
                   extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_bf16": bf16_seconds},
                          "ours_bf16": {"chunks_per_s": count / bf16_seconds, "ratio": peer_seconds / bf16_seconds,
+                                       "cpu_time_ratio": cpu_ratio(peer_seconds, bf16_seconds),
                                        "max_abs_diff": bf16_diff, "min_cosine_to_fp32_peer": bf16_cos}},
-                  out_dir=out_dir)
+                  out_dir=out_dir, cpu=cpu_ratio(peer_seconds, ours_seconds))
 
 
 # ---------------------------------------------------------------------------------------------- 6. generation
@@ -532,7 +554,8 @@ def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, 
             "note": "min_new_tokens = max_new_tokens: both sides write the same number of tokens"},
             unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
             ours="vecflow.summary_infer.generate_seq2seq", ours_value=len(rows) / ours_s, goal=3.0,
-            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir))
+            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir,
+            cpu=cpu_ratio(peer_s, ours_s)))
         del model
     if "causal" in families:
         model, tokenizer = causal_model(Path(smollm2 or MODELS / "smollm2"))
@@ -553,7 +576,8 @@ def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, 
             "note": "greedy, min_new_tokens = max_new_tokens; prompts through the chat template on both sides"},
             unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
             ours="vecflow.summary_infer.generate_causal", ours_value=len(rows) / ours_s, goal=3.0,
-            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir))
+            check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir,
+            cpu=cpu_ratio(peer_s, ours_s)))
     return results
 
 
@@ -568,18 +592,20 @@ class _StepClock:
 
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                clock.stamps.append(time.perf_counter())
+                clock.stamps.append((time.perf_counter(), time.process_time()))
 
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
         self.callback = Callback()
 
 
-def _rate(stamps: list[float], samples_per_step: list[int]) -> float:
-    """Samples/s from the end of step 1 to the end of the last step (the first step is warm-up)."""
-    return sum(samples_per_step[1:]) / (stamps[-1] - stamps[0])
+def _rate(stamps: list[tuple[float, float]], samples_per_step: list[int]) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second) from the end of step 1 to the end of the last step
+    (the first step is warm-up)."""
+    samples = sum(samples_per_step[1:])
+    return samples / (stamps[-1][0] - stamps[0][0]), samples / max(stamps[-1][1] - stamps[0][1], 1e-9)
 
 
-def ours_train(model, tokenizer, features, collator, settings, forward=None) -> tuple[float, list[float]]:
+def ours_train(model, tokenizer, features, collator, settings, forward=None) -> tuple[tuple, list[float]]:
     import torch
 
     from vecflow.budget import fixed_plan
@@ -594,13 +620,13 @@ def ours_train(model, tokenizer, features, collator, settings, forward=None) -> 
         stamps, samples, losses = [], [], []
         for step in range(steps):
             loss, count, _ = loop.train_step(step, False)
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
             samples.append(count)
             losses.append(loss)
     return _rate(stamps, samples), losses
 
 
-def hf_train(model, features, collator, settings, seq2seq: bool) -> tuple[float, list[float]]:
+def hf_train(model, features, collator, settings, seq2seq: bool) -> tuple[tuple, list[float]]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
     steps = math.ceil(len(features) / settings["batch_size"])
@@ -649,8 +675,9 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
             "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
             **settings, "precision": "fp32",
             "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
-            unit="samples/s", peer="transformers Seq2SeqTrainer", peer_value=hf_rate,
-            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate, goal=1.3,
+            unit="samples/s", peer="transformers Seq2SeqTrainer", peer_value=hf_rate[0],
+            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate[0], goal=1.3,
+            cpu=ours_rate[1] / hf_rate[1],
             check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
                    "same_start_weights": True}, out_dir=out_dir))
         del model, hf_model
@@ -673,8 +700,9 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
             "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
             "max_source_length": spec["max_source_length"], "max_target_length": 48, **settings, "precision": "fp32",
             "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
-            unit="samples/s", peer="transformers Trainer", peer_value=hf_rate,
-            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate, goal=1.3,
+            unit="samples/s", peer="transformers Trainer", peer_value=hf_rate[0],
+            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate[0], goal=1.3,
+            cpu=ours_rate[1] / hf_rate[1],
             check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
                    "same_start_weights": True}, out_dir=out_dir))
     return results
