@@ -124,3 +124,18 @@ def test_load_lvm_names_the_missing_or_mismatched_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"arch": "gru", "dim": DIM}))
     with pytest.raises(VecflowError, match="config.json: field 'context_length': missing"):
         load_lvm(tmp_path, "cpu")
+
+
+def test_ridge_residual_starts_at_its_linear_base_and_saves_it(tmp_path):
+    torch.manual_seed(3)
+    model = build_model("transformer", DIM, CONTEXT, {**SIZES, "residual": "ridge"})
+    rng = np.random.default_rng(0)
+    weights, bias = rng.normal(size=(CONTEXT * DIM, DIM)).astype(np.float32), rng.normal(size=DIM).astype(np.float32)
+    model.set_base(weights, bias)
+    contexts = random_contexts(5)
+    expected = contexts.reshape(5, -1) @ weights + bias
+    np.testing.assert_allclose(model(torch.from_numpy(contexts)).detach().numpy(), expected, atol=1e-4)
+    save_lvm(tmp_path / "lvm", model, model_config("transformer", DIM, CONTEXT, {**SIZES, "residual": "ridge"}))
+    np.testing.assert_allclose(predict(load_lvm(tmp_path / "lvm"), contexts), predict(model, contexts), atol=1e-6)
+    with pytest.raises(VecflowError, match="field 'residual'"):
+        build_model("mlp", DIM, CONTEXT, {**SIZES, "residual": "median"})

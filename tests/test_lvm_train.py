@@ -329,3 +329,19 @@ def test_bad_settings_are_rejected_before_training(lvm_data, tmp_path, capsys):
     assert cli_main(cli_args(lvm_data, tmp_path / "out", settings)) == 2
     assert "settings: missing key 'arch'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_ridge_residual_run_starts_from_the_training_ridge(lvm_data, tmp_path):
+    from vecflow.baselines import normalise
+
+    summary = run_training(lvm_data, tmp_path / "rr", preset="P1", epochs=1, learning_rate=0.0, residual="ridge",
+                           selection_fraction=0.25, selection_metric="dominance")
+    # with a zero learning rate the model IS the ridge baseline: same selection scores
+    ridge = summary["selection_baselines"]["ridge"]
+    assert summary["val_c0"] == pytest.approx(ridge["c0"], abs=1e-5)
+    assert summary["val_margin"] == pytest.approx(ridge["margin"], abs=1e-5)
+    model = load_lvm(tmp_path / "rr", "cpu")
+    assert float(model.base_weight.abs().sum()) > 0
+    contexts = load_windows(lvm_data / "val.safetensors").contexts[:4]
+    flat = contexts.reshape(4, -1) @ model.base_weight.numpy() + model.base_bias.numpy()
+    np.testing.assert_allclose(predict(model, contexts), normalise(flat), atol=1e-5)

@@ -8,8 +8,9 @@ Five architectures share that signature:
 - ``amn``: the context mean (a strong baseline) plus an attention residual queried by the last slot.
 - ``mlp``: the flattened context through a small MLP.
 
-With ``residual: true`` (the default for new models) the transformer, gru, lstm and mlp predict a residual
-over the context mean: ŷ = mean(ctx) + f(ctx) with f's output layer initialised to zero, so an untrained model
+With ``residual: ridge`` they are a residual over the ridge baseline instead (its weights fitted on the training
+windows and stored as buffers). With ``residual: true`` (= ``mean``, the default for new models) the
+transformer, gru, lstm and mlp predict a residual over the context mean: ŷ = mean(ctx) + f(ctx) with f's output layer initialised to zero, so an untrained model
 IS the context-mean baseline and training can only be selected if it improves on it (the amn is a residual
 by construction). Folders saved before this option load as non-residual.
 
@@ -32,6 +33,28 @@ from vecflow.errors import VecflowError
 ARCHITECTURES = ("transformer", "gru", "lstm", "amn", "mlp")
 SIZE_KEYS = ("d_model", "layers", "heads", "dropout", "residual")
 DEFAULT_SIZES = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
+
+
+class RidgeResidual(nn.Module):
+    """ŷ = ridge(ctx) + inner(ctx): a fixed linear map of the flattened context (buffers ``base_weight`` (C·D, D)
+    and ``base_bias`` (D,), set from the ridge baseline fitted on the training windows by ``set_base``) plus a
+    learned residual whose output layer starts at zero, so training starts AT the ridge baseline."""
+
+    def __init__(self, inner: nn.Module, dim: int, context_length: int):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("base_weight", torch.zeros(context_length * dim, dim))
+        self.register_buffer("base_bias", torch.zeros(dim))
+        last = [m for m in inner.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def set_base(self, weights, bias) -> None:
+        self.base_weight.copy_(torch.as_tensor(np.asarray(weights), dtype=torch.float32))
+        self.base_bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
+
+    def forward(self, contexts: torch.Tensor) -> torch.Tensor:
+        return contexts.flatten(start_dim=1) @ self.base_weight + self.base_bias + self.inner(contexts)
 
 
 class ContextMeanResidual(nn.Module):
@@ -127,8 +150,8 @@ def model_sizes(settings: dict) -> dict:
             raise VecflowError(f"settings: field '{key}': expected a positive integer, got {sizes[key]!r}")
     if not 0.0 <= float(sizes["dropout"]) < 1.0:
         raise VecflowError(f"settings: field 'dropout': expected a value in [0, 1), got {sizes['dropout']!r}")
-    if not isinstance(sizes["residual"], bool):
-        raise VecflowError(f"settings: field 'residual': expected true or false, got {sizes['residual']!r}")
+    if sizes["residual"] not in (True, False, "mean", "ridge"):
+        raise VecflowError(f"settings: field 'residual': expected true/false, 'mean' or 'ridge', got {sizes['residual']!r}")
     return sizes
 
 
@@ -149,6 +172,8 @@ def build_model(arch: str, dim: int, context_length: int, settings: dict) -> nn.
     else:
         choices = ", ".join(ARCHITECTURES)
         raise VecflowError(f"settings: field 'arch': unknown architecture '{arch}' (choose from {choices})")
+    if sizes["residual"] == "ridge":
+        return RidgeResidual(model, dim, context_length)
     return ContextMeanResidual(model) if sizes["residual"] else model
 
 

@@ -383,6 +383,7 @@ class RunData:
     fivecat_windows: "fivecat.Windows"  # selection windows scored by the mini-5CAT
     baselines: dict                 # {name: mini-5CAT scores} on the same windows
     selection: dict                 # where the selection split comes from
+    ridge: object                   # the ridge baseline (a residual: ridge model starts from it)
 
     def tensors(self, windows: Windows) -> dict:
         return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
@@ -428,7 +429,7 @@ def baseline_scores(train: Windows, windows: "fivecat.Windows", bank: "fivecat.C
     scores = {name: mini_fivecat(predict_fn(windows.contexts), windows, bank, run["min_article_chunks"])
               for name, predict_fn in baselines.items()}
     scores["ridge"]["lambda"] = baselines["ridge"].ridge_lambda
-    return scores
+    return scores, baselines["ridge"]
 
 
 def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
@@ -450,11 +451,12 @@ def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
     horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
     windows = as_fivecat_windows(val, mini_fivecat_sample(val, run["mini5cat_samples"]), source)
     selection["windows"] = len(val.targets)
+    scores, ridge = baseline_scores(train, windows, bank, run)
     return RunData(
         train, val, bank, schedule,
         torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon)),
         torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon)),
-        windows, baseline_scores(train, windows, bank, run), selection,
+        windows, scores, selection, ridge,
     )
 
 
@@ -499,7 +501,10 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     device = pick_device(settings.get("device", "auto"))
     seed_everything(run["seed"])
     _, context_length, dim = data.train.contexts.shape
-    model = build_model(run["arch"], dim, context_length, settings).to(device)
+    model = build_model(run["arch"], dim, context_length, settings)
+    if hasattr(model, "set_base"):  # residual: ridge starts at the ridge baseline of these training windows
+        model.set_base(data.ridge.weights, data.ridge.bias)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
     print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
           f"{len(data.train.targets)} train / {len(data.val.targets)} selection windows ({data.selection['split']}), "
