@@ -53,6 +53,7 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/vecflow bench all --size full --out-dir results/bench
+	$(BIN)/vecflow bench table --out-dir results/bench --markdown BENCHMARKS.md
 
 clean-results:
 	rm -rf results/* .snakemake

@@ -116,3 +116,14 @@ def test_startup_times_every_command_given(tmp_path):
     assert set(result["per_command_s"]) == {"fivecat", "report", "score"}
     assert result["floor_s"]["import torch"] > 0
     assert read_json(tmp_path / "startup.json")["slowest"] in result["per_command_s"]
+
+
+def test_table_rewrites_only_the_marked_section(tmp_path):
+    out = tmp_path / "bench"
+    bench.bench_lvm("tiny", out)
+    markdown = tmp_path / "B.md"
+    markdown.write_text(f"# Figures\nhand-written\n{bench.TABLE_BEGIN}\nold\n{bench.TABLE_END}\nprofiles\n")
+    bench.update_markdown(markdown, out)
+    text = markdown.read_text()
+    assert text.startswith("# Figures\nhand-written\n") and text.endswith(f"{bench.TABLE_END}\nprofiles\n")
+    assert "old" not in text and "| lvm | torch.matmul peak fp32" in text and "`lvm`" in text
