@@ -127,3 +127,14 @@ def test_table_rewrites_only_the_marked_section(tmp_path):
     text = markdown.read_text()
     assert text.startswith("# Figures\nhand-written\n") and text.endswith(f"{bench.TABLE_END}\nprofiles\n")
     assert "old" not in text and "| lvm | torch.matmul peak fp32" in text and "`lvm`" in text
+
+
+def test_profile_summary_counts_only_stacks_through_the_function(tmp_path):
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (x.py:1);encode (vecflow/encoder.py:9);linear (torch/nn/linear.py:2) 6\n"
+                   "main (x.py:1);encode (vecflow/encoder.py:9);tokenize (tok.py:3) 2\n"
+                   "main (x.py:1);peer (st.py:4) 10\n")
+    summary = bench.profile_summary(raw, within="encode")
+    assert summary["samples"] == 8
+    assert summary["deepest_vecflow_frame"] == [("encode (vecflow/encoder.py:9)", 1.0)]
+    assert summary["leaf_frame"][0] == ("linear (torch/nn/linear.py:2)", 0.75)

@@ -965,6 +965,27 @@ RUNNERS = {"fivecat": bench_fivecat, "bertscore": bench_bertscore, "embed": benc
            "train": bench_train, "lvm": bench_lvm, "serve": bench_serve, "startup": bench_startup}
 
 
+def profile_summary(raw_path: Path, within: str | None = None, top: int = 12) -> dict:
+    """Where the time goes, from a ``py-spy record -f raw`` file: the share of samples per deepest vecflow frame
+    and per leaf frame, counting only stacks that pass through ``within`` (e.g. ``embed_chunks``)."""
+    from collections import Counter
+
+    deepest, leaf, total = Counter(), Counter(), 0
+    for line in Path(raw_path).read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or (within and not any(within in f for f in frames)):
+            continue
+        total += int(count)
+        ours = [f for f in frames if "vecflow/" in f]
+        deepest[ours[-1] if ours else "(outside vecflow)"] += int(count)
+        leaf[frames[-1]] += int(count)
+    share = lambda counter: [(name, round(n / max(total, 1), 3)) for name, n in counter.most_common(top)]  # noqa: E731
+    return {"samples": total, "within": within, "deepest_vecflow_frame": share(deepest), "leaf_frame": share(leaf)}
+
+
+COUNT_OPTION = {"fivecat": "windows_total", "bertscore": "pairs", "embed": "chunks", "generate": "dialogues",
+                "serve": "requests"}
 TABLE_BEGIN, TABLE_END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 
@@ -1029,21 +1050,43 @@ def update_markdown(markdown: Path, out_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow bench", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=[*BENCHMARKS, "all", "table"],
-                        help="a benchmark, all of them, or 'table' (rewrite --markdown's table from --out-dir)")
+    parser.add_argument("name", choices=[*BENCHMARKS, "all", "table", "profile"],
+                        help="a benchmark, all of them, 'table' (rewrite --markdown's table from --out-dir) or "
+                             "'profile' (summarise a py-spy raw file: --raw, --within)")
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="for 'table'")
+    parser.add_argument("--raw", type=Path, help="for 'profile': a `py-spy record -f raw` output")
+    parser.add_argument("--within", help="for 'profile': count only stacks through this function")
     parser.add_argument("--size", choices=["tiny", "full"], default="full")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT))
     parser.add_argument("--minilm", type=Path, help="encoder folder (default resources/models/minilm)")
     parser.add_argument("--smollm2", type=Path, help="causal LM folder (default resources/models/smollm2)")
     parser.add_argument("--families", default="seq2seq,causal", help="generate/train: seq2seq,causal")
+    parser.add_argument("--count", type=int, help="the workload's size instead of --size's (windows, pairs, "
+                                                  "chunks, dialogues or requests)")
     args = parser.parse_args(argv)
+    if args.name == "profile":
+        if args.raw is None or not args.raw.is_file():
+            raise VecflowError(f"--raw: {args.raw}: py-spy raw file not found")
+        summary = profile_summary(args.raw, args.within)
+        print(json.dumps(summary, indent=1))
+        write_json(Path(args.out_dir) / f"profile-{args.raw.stem}.json", summary)
+        return 0
     if args.name == "table":
         update_markdown(args.markdown, Path(args.out_dir))
         print(f"[bench] {args.markdown}: table rewritten from {args.out_dir}")
         return 0
     names = BENCHMARKS if args.name == "all" else (args.name,)
+    failed = []
     for name in names:
-        RUNNERS[name](args.size, Path(args.out_dir), minilm=args.minilm, smollm2=args.smollm2,
-                      families=tuple(args.families.split(",")))
-    return 0
+        options = {COUNT_OPTION[name]: args.count} if args.count and name in COUNT_OPTION else {}
+        try:
+            RUNNERS[name](args.size, Path(args.out_dir), minilm=args.minilm, smollm2=args.smollm2,
+                          families=tuple(args.families.split(",")), **options)
+        except Exception as exc:  # noqa: BLE001 - one failed benchmark must not cost the others' figures
+            if len(names) == 1:
+                raise
+            failed.append(name)
+            print(f"[bench {name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+    if failed:
+        print(f"[bench] failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
