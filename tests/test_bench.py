@@ -73,6 +73,7 @@ def test_trainers_run_the_same_model_and_batches(tiny_encoder, tiny_causal_lm, t
     assert [r["benchmark"] for r in results] == ["train_seq2seq", "train_causal"]
     for result in results:
         check = result["check"]
+        assert check["same_start_weights"] is True
         assert math.isfinite(check["ours_mean_loss"]) and math.isfinite(check["hf_mean_loss"])
         # same start weights, same length-grouped epoch: the mean losses of the first epoch are close
         assert check["ours_mean_loss"] == pytest.approx(check["hf_mean_loss"], rel=0.05)

@@ -648,9 +648,22 @@ def hf_train(model, features, collator, settings, seq2seq: bool) -> tuple[tuple,
     return _rate(clock.stamps, sizes), losses
 
 
+def weights_digest(model) -> str:
+    """A hash of every parameter, to check that both trainers start from the same weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smollm2: Path | None = None,
                 families: tuple = ("seq2seq", "causal"), **_) -> list[dict]:
-    import copy
+    """Each side loads its own copy of the model (seeded: same weights, checked by hash), one after the other,
+    so that only one model and its optimizer state are in memory at a time."""
+    import gc
 
     import torch
 
@@ -659,52 +672,56 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
 
     full = size == "full"
     results = []
+    timing = "end of step 1 to end of the last step, one length-grouped epoch (the longest batch is step 1 on both)"
+
+    def compare(name, load, features_of, collator_of, settings, workload, peer, forward=None, seq2seq=True):
+        digests, rates, losses = {}, {}, {}
+        for side in ("ours", "hf"):
+            model, tokenizer, extra = load()
+            digests[side] = weights_digest(model)
+            features = features_of(tokenizer, extra)
+            torch.manual_seed(0)
+            if side == "ours":
+                rates[side], losses[side] = ours_train(model.train(), tokenizer, features, collator_of(tokenizer, model),
+                                                       settings, forward=forward)
+            else:
+                rates[side], losses[side] = hf_train(model.train(), features, collator_of(tokenizer, model), settings,
+                                                     seq2seq=seq2seq)
+            del model
+            gc.collect()
+        return record(name, workload={**workload, "rows": len(features), "precision": "fp32", "timing": timing,
+                                      "steps": math.ceil(len(features) / settings["batch_size"]), **settings},
+                      unit="samples/s", peer=peer, peer_value=rates["hf"][0], ours="vecflow.summary_train.Loop.train_step",
+                      ours_value=rates["ours"][0], goal=1.3, cpu=rates["ours"][1] / rates["hf"][1],
+                      check={"ours_mean_loss": float(np.mean(losses["ours"])), "hf_mean_loss": float(np.mean(losses["hf"])),
+                             "same_start_weights": digests["ours"] == digests["hf"]}, out_dir=out_dir)
+
     if "seq2seq" in families:
         rows = dialogue_rows(32, "train") if full else tiny_dialogue_rows(8)
-        model, tokenizer, start = seq2seq_model(Path(minilm or MODELS / "minilm"), rows)
+        encoder = Path(minilm or MODELS / "minilm")
         settings = {"batch_size": 4, "learning_rate": 5e-4, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0,
-                    "max_source_length": 128, "max_target_length": 48, "group_by_length": True}
-        features = tokenize_dialogues(rows, tokenizer, settings["max_source_length"], settings["max_target_length"], start)
-        hf_model = copy.deepcopy(model).train()
-        torch.manual_seed(0)
-        ours_rate, ours_losses = ours_train(model.train(), tokenizer, features, make_collator(tokenizer, model), settings)
-        torch.manual_seed(0)
-        hf_rate, hf_losses = hf_train(hf_model, features, make_collator(tokenizer, hf_model), settings, seq2seq=True)
-        results.append(record("train_seq2seq", workload={
-            "model": "BERT2BERT from " + Path(minilm or MODELS / "minilm").name, "rows": len(rows),
-            "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
-            **settings, "precision": "fp32",
-            "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
-            unit="samples/s", peer="transformers Seq2SeqTrainer", peer_value=hf_rate[0],
-            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate[0], goal=1.3,
-            cpu=ours_rate[1] / hf_rate[1],
-            check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
-                   "same_start_weights": True}, out_dir=out_dir))
-        del model, hf_model
+                    "group_by_length": True}
+        lengths = {"max_source_length": 128, "max_target_length": 48}
+        results.append(compare(
+            "train_seq2seq", lambda: seq2seq_model(encoder, rows),
+            lambda tokenizer, start: tokenize_dialogues(rows, tokenizer, lengths["max_source_length"],
+                                                        lengths["max_target_length"], start),
+            make_collator, settings, {"model": f"BERT2BERT from {encoder.name}", **lengths,
+                                      "data": "DialogSum train" if full else "tiny"},
+            "transformers Seq2SeqTrainer"))
     if "causal" in families:
         rows = dialogue_rows(16, "train") if full else tiny_dialogue_rows(8)
-        model, tokenizer = causal_model(Path(smollm2 or MODELS / "smollm2"))
+        lm = Path(smollm2 or MODELS / "smollm2")
         settings = {"batch_size": 2, "learning_rate": 5e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "seed": 0,
                     "group_by_length": True}
         spec = {"kind": "causal", "max_source_length": 128 if full else 48, "max_target_length": 48,
                 "system_message": None, "user_template": None}
-        features = tokenize_examples(rows, tokenizer, spec)
-        hf_model = copy.deepcopy(model).train()
-        torch.manual_seed(0)
-        ours_rate, ours_losses = ours_train(model.train(), tokenizer, features, CausalCollator(tokenizer.pad_token_id),
-                                            settings, forward=loss_on_labels)
-        torch.manual_seed(0)
-        hf_rate, hf_losses = hf_train(hf_model, features, CausalCollator(tokenizer.pad_token_id), settings, seq2seq=False)
-        results.append(record("train_causal", workload={
-            "model": Path(smollm2 or MODELS / "smollm2").name + " (full fine-tune)", "rows": len(rows),
-            "steps": math.ceil(len(rows) / settings["batch_size"]), "data": "DialogSum train" if full else "tiny",
-            "max_source_length": spec["max_source_length"], "max_target_length": 48, **settings, "precision": "fp32",
-            "timing": "end of step 1 to end of the last step (both length-grouped over one epoch: same batches)"},
-            unit="samples/s", peer="transformers Trainer", peer_value=hf_rate[0],
-            ours="vecflow.summary_train.Loop.train_step", ours_value=ours_rate[0], goal=1.3,
-            cpu=ours_rate[1] / hf_rate[1],
-            check={"ours_mean_loss": float(np.mean(ours_losses)), "hf_mean_loss": float(np.mean(hf_losses)),
-                   "same_start_weights": True}, out_dir=out_dir))
+        results.append(compare(
+            "train_causal", lambda: (*causal_model(lm), None), lambda tokenizer, _: tokenize_examples(rows, tokenizer, spec),
+            lambda tokenizer, model: CausalCollator(tokenizer.pad_token_id), settings,
+            {"model": f"{lm.name} (full fine-tune)", "max_source_length": spec["max_source_length"],
+             "max_target_length": spec["max_target_length"], "data": "DialogSum train" if full else "tiny"},
+            "transformers Trainer", forward=loss_on_labels, seq2seq=False))
     return results
 
 
