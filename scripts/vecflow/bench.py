@@ -352,7 +352,7 @@ def tiny_pairs(count: int) -> tuple[list[str], list[list[str]]]:
 
 
 def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None, pairs: int | None = None,
-                    **_) -> dict:
+                    repeats: int | None = None, **_) -> dict:
     import bert_score
 
     from vecflow.scoring import bertscore, check_bertscore_model, load_bertscorer
@@ -362,6 +362,7 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
     count = pairs or (500 if size == "full" else 12)
     cands, refs = dialogsum_pairs(count) if size == "full" else tiny_pairs(count)
     batch = 16
+    repeats = repeats or (2 if size == "full" else 1)
 
     def peer():
         return bert_score.score(cands, refs, model_type=str(model_dir), num_layers=layers, batch_size=batch,
@@ -376,6 +377,9 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
     bertscore(load_bertscorer(str(model_dir), layers, "cpu"), *warm)
     peer_seconds, (P, R, F) = _seconds(peer)
     ours_seconds, mine = _seconds(ours)
+    for _ in range(repeats - 1):  # alternate, keep each side's best: the two are expected to be close
+        peer_seconds = min(peer_seconds, _seconds(peer)[0], key=float)
+        ours_seconds = min(ours_seconds, _seconds(ours)[0], key=float)
     warm_seconds, _ = _seconds(lambda: bertscore(load_bertscorer(str(model_dir), layers, "cpu"), cands, refs,
                                                  batch_size=batch))
     diff = max(abs(float(F.mean()) - mine["f1"]), abs(float(P.mean()) - mine["p"]), abs(float(R.mean()) - mine["r"]),
@@ -383,7 +387,9 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
     return record("bertscore", workload={"pairs": len(cands), "references_per_pair": 1, "model": model_dir.name,
                                          "num_layers": layers, "batch_size": batch, "idf": False,
                                          "data": "DialogSum dev summaries" if size == "full" else "tiny words",
-                                         "timing": "cold: each side loads the model once (what one scoring job does)"},
+                                         "timing": "cold: each side loads the model once (what one scoring job "
+                                                   "does); peer and ours alternate, best of `repeats` each",
+                                         "repeats": repeats},
                   unit="pairs/s", peer="bert_score.score", peer_value=len(cands) / peer_seconds,
                   ours="vecflow.scoring.bertscore (+ load_bertscorer)", ours_value=len(cands) / ours_seconds,
                   goal=1.0, check={"max_abs_diff_p_r_f1": diff, "equal_within_1e-4": diff <= 1e-4},
@@ -1024,6 +1030,8 @@ def render_table(out_dir: Path) -> str:
     workloads = []
     for path in sorted(Path(out_dir).glob("*.json"), key=priority):
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "benchmark" not in data:  # e.g. a profile summary
+            continue
         workloads.append(f"- `{data.get('benchmark')}` ({data.get('measured_at')}): "
                          f"`{json.dumps(data.get('workload'), default=str)}`")
         m = data.get("machine", {})
