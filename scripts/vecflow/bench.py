@@ -767,18 +767,14 @@ def matmul_peak(dtype, n: int = 1024, seconds: float = 1.0) -> float:
     return 2 * n ** 3 / best
 
 
-def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) -> dict:
+def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -> dict:
+    """Achieved matmul FLOP/s of ``train_one_epoch`` (one warm-up epoch, one timed epoch of ``steps`` steps)."""
     import torch
 
     from vecflow.lvm_models import build_model
     from vecflow.lvm_presets import DEFAULTS
     from vecflow.lvm_train import epoch_generator, train_one_epoch
 
-    full = size == "full"
-    batch = batch or (256 if full else 32)
-    dim, context, sizes = (384 if full else 32), 5, {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1,
-                                                      "residual": True}
-    steps = 40 if full else 3
     torch.manual_seed(0)
     model = build_model("transformer", dim, context, sizes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
@@ -790,22 +786,40 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
     train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run, epoch_generator(0, 0), "cpu")  # warm-up
     seconds, _ = _seconds(lambda: train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run,
                                                   epoch_generator(0, 1), "cpu"))
-    forward_flops = transformer_lvm_flops(batch, context, dim, sizes["d_model"], sizes["layers"])
     flops_per_step = step_flops(model, windows["contexts"][:batch])
-    achieved = flops_per_step * steps / seconds
+    return {"d_model": sizes["d_model"], "batch": batch, "steps": steps, "seconds": float(seconds),
+            "flops_per_step": flops_per_step, "flops_per_s": flops_per_step * steps / seconds,
+            "forward_flops": transformer_lvm_flops(batch, context, dim, sizes["d_model"], sizes["layers"])}
+
+
+def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) -> dict:
+    import torch
+
+    full = size == "full"
+    batch = batch or (256 if full else 32)
+    dim, context = (384 if full else 32), 5
+    sizes = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
+    main_run = lvm_step_rate(dim, context, sizes, batch, 40 if full else 3)
+    sweep = [lvm_step_rate(dim, context, {**sizes, "d_model": d}, b, 10 if full else 2)
+             for d, b in ((64, 4 * batch), (256, batch), (512, batch))]  # where the fraction of peak comes from
     n = 1024 if full else 256
     peak32 = matmul_peak(torch.float32, n, 1.0 if full else 0.2)
     peak16 = matmul_peak(torch.bfloat16, n, 1.0 if full else 0.2)
+    for point in sweep:
+        point["fraction_of_fp32_peak"] = point["flops_per_s"] / peak32
+    print(f"[bench lvm] size sweep: " + "; ".join(f"d_model {p['d_model']} batch {p['batch']}: "
+                                                 f"{p['fraction_of_fp32_peak']:.1%} of fp32 peak" for p in sweep))
     return record("lvm", workload={"arch": "transformer", **sizes, "dim": dim, "context": context, "batch": batch,
-                                   "steps": steps, "loss": "lvm_presets.DEFAULTS (MSE)", "optimizer": "AdamW",
-                                   "flops_per_step": flops_per_step, "analytic_forward_flops": forward_flops,
+                                   "steps": main_run["steps"], "loss": "lvm_presets.DEFAULTS (MSE)",
+                                   "optimizer": "AdamW", "flops_per_step": main_run["flops_per_step"],
+                                   "analytic_forward_flops": main_run["forward_flops"],
                                    "flop_count": "matmul FLOPs of forward + backward (torch FlopCounterMode; its "
                                    "forward count equals transformer_lvm_flops)"},
                   unit="FLOP/s", peer=f"torch.matmul peak fp32 ({n}x{n})", peer_value=peak32,
-                  ours="vecflow.lvm_train.train_one_epoch (fp32)", ours_value=achieved, goal=0.35,
-                  check={"steps_per_s": steps / seconds},
-                  extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": achieved / peak16,
-                         "seconds": seconds}, out_dir=out_dir)
+                  ours="vecflow.lvm_train.train_one_epoch (fp32)", ours_value=main_run["flops_per_s"], goal=0.35,
+                  check={"steps_per_s": main_run["steps"] / main_run["seconds"]},
+                  extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": main_run["flops_per_s"] / peak16,
+                         "seconds": main_run["seconds"], "size_sweep": sweep}, out_dir=out_dir)
 
 
 # ---------------------------------------------------------------------------------------------- 8. server
