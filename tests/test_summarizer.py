@@ -338,3 +338,18 @@ def test_encoder_lr_scale_zero_freezes_the_encoder(encoder_dir, data, tmp_path):
     decoder_moved = any(not torch.equal(p, q) for p, q in zip(trained.decoder.parameters(), base.decoder.parameters())
                         if p.shape == q.shape)
     assert encoder_same and decoder_moved
+
+
+def test_self_init_starts_cross_attention_as_the_layers_self_attention(encoder_dir):
+    torch.manual_seed(0)
+    model, tokenizer = load_base(encoder_dir, [d for _, d, _ in DIALOGUES], cross_attention_init="self")
+    for layer in model.decoder.bert.encoder.layer:
+        cross, own = layer.crossattention.state_dict(), layer.attention.state_dict()
+        assert cross.keys() == own.keys() and all(torch.equal(cross[k], own[k]) for k in own)
+    # and the decoder reads the input from the first step: different dialogues, different next-token logits
+    model.eval()
+    batch = tokenizer([DIALOGUES[0][1], DIALOGUES[2][1]], padding=True, return_tensors="pt",
+                      return_token_type_ids=False)
+    with torch.no_grad():
+        logits = model(**batch, decoder_input_ids=torch.full((2, 2), tokenizer.cls_token_id)).logits
+    assert not torch.allclose(logits[0], logits[1], atol=1e-4)

@@ -95,6 +95,29 @@ def zero_cross_attention_output(model) -> int:
     return changed
 
 
+def copy_self_attention_to_cross_attention(model) -> int:
+    """Start each new cross-attention block as a copy of its layer's (pretrained) self-attention.
+
+    In a BERT2BERT warm start both sides are the same checkpoint, so the encoder's outputs and the decoder's
+    hidden states live in the same space: the copied query/key/value/output projections attend to the input in
+    a structured way from the first step, instead of adding random noise that training removes by collapsing
+    the encoder (issue 14). Returns the number of blocks initialised.
+    """
+    import torch
+
+    copied = 0
+    with torch.no_grad():
+        for layer in model.decoder.bert.encoder.layer if hasattr(model.decoder, "bert") else []:
+            cross = getattr(layer, "crossattention", None)
+            if cross is None:
+                continue
+            cross.load_state_dict(layer.attention.state_dict())
+            copied += 1
+    if not copied:
+        raise VecflowError("summarizer.cross_attention_init 'self' needs a BERT-like decoder with cross-attention")
+    return copied
+
+
 def load_base(base_dir: str | Path, speaker_texts: list[str], min_speakers: int = 3,
               cross_attention_init: str = "random"):
     """A seq2seq model + tokenizer from ``base_dir`` with speaker tags added.
@@ -123,6 +146,8 @@ def load_base(base_dir: str | Path, speaker_texts: list[str], min_speakers: int 
         )
     if cross_attention_init == "zero":
         zero_cross_attention_output(model)
+    elif cross_attention_init == "self":
+        copy_self_attention_to_cross_attention(model)
     tags = speaker_tags(count_speakers(speaker_texts, minimum=min_speakers))
     added = add_speaker_tokens(tokenizer, model, tags)
     print(f"[vecflow] speaker tokens added: {', '.join(added) or 'none (already present)'}", flush=True)
