@@ -25,7 +25,6 @@ COMMANDS = {
     "train-lvm": "vecflow.lvm_train:main",
     "fivecat": "vecflow.fivecat:main",
     "lvm-curve": "vecflow.fivecat:main_curve",
-    "lvm-curve": "vecflow.fivecat:main_curve",
     "train-summarizer": "vecflow.summarizer:main_train",
     "predict-summarizer": "vecflow.summarizer:main_predict",
     "train-causal": "vecflow.causal:main_train",
