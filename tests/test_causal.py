@@ -92,10 +92,6 @@ def test_generated_speaker_tags_are_verbatim(lm, tmp_path):
     bias = torch.zeros(model.config.vocab_size)
     bias[tag_ids[0]] = 100.0
 
-    class Push(torch.nn.Module):
-        def forward(self, hidden):
-            return hidden
-
     lm_head = model.lm_head
     original = lm_head.forward
     try:

@@ -142,7 +142,7 @@ def generate_causal(model, tokenizer, dialogues: list[str], spec: dict, generati
                 mask[row, width - len(prompts[i]):] = 1
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           generation_config=generation_config, use_cache=True)
+                                           generation_config=generation_config)
             texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 out[i] = text.strip()

@@ -28,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-from vecflow.budget import Plan, fixed_plan, replan, set_learning_rate
+from vecflow.budget import Plan, budget_steps, fixed_plan, replan, set_learning_rate
 from vecflow.errors import VecflowError
 from vecflow.io import atomic_dir, read_jsonl, sha256_file, write_json, write_jsonl
 from vecflow.tracking import copy_tracking_record
@@ -225,8 +225,7 @@ class Loop:
         import torch
 
         self.model.train()
-        lr = set_learning_rate(self.optimizer, self.peak_lr, self.plan, step)
-        del lr
+        set_learning_rate(self.optimizer, self.peak_lr, self.plan, step)
         losses, samples, tokens = [], 0, 0
         for micro in range(self.grad_accum):
             idx = batch_at(step * self.grad_accum + micro, self.lengths, self.batch_size, self.seed,
@@ -346,8 +345,8 @@ class Loop:
                     calib = {"t0": time.time(), "steps": 0}
             if self.budget > 0 and step == plan_at and resume is None:
                 per_step = (time.time() - calib["t0"]) / max(calib["steps"], 1)
-                warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps_estimate(
-                    self.budget, elapsed(), step, per_step, max_steps)), calibration)
+                warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps(
+                    self.budget, elapsed(), step, per_step, 0.0, max_steps)), calibration)
                 self.plan.warmup_steps = warmup
                 self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
                 next_eval = self._next_eval(step, evals_done)
@@ -401,12 +400,6 @@ class Loop:
         reserve = evals_cost + float(self.settings.get("reserve_seconds", 30))
         replan(self.plan, step=step, elapsed=elapsed, seconds_per_step=per_step, reserved_seconds=reserve,
                max_steps=max_steps)
-
-
-def budget_steps_estimate(budget: float, elapsed: float, step: int, per_step: float, max_steps: int) -> int:
-    from vecflow.budget import budget_steps
-
-    return budget_steps(budget, elapsed, step, per_step, 0.0, max_steps)
 
 
 def _flat(scores: dict, prefix: str = "") -> dict:
