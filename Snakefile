@@ -9,15 +9,11 @@ min_version("9.0")
 include: "workflow/rules/config_checks.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/summary.smk"
-include: "workflow/rules/summarizer.smk"
-include: "workflow/rules/elm.smk"
 include: "workflow/rules/hpo.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/articles.smk"
 include: "workflow/rules/lvm.smk"
-include: "workflow/rules/deploy.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/ship.smk"
 
 
 report: "workflow/report/workflow.rst"

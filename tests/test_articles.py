@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from vecflow.articles import (
+from vecflow.data.articles import (
     OOD_ID_OFFSET,
     chunk_articles,
     detokenize_wikitext,
@@ -17,7 +17,7 @@ from vecflow.articles import (
     turn_rows,
 )
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
+from vecflow.core.errors import VecflowError
 
 WIKITEXT = """ 
  = First Article = 

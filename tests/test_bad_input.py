@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from vecflow.cli import main as cli_main
-from vecflow.io import save_tensors
+from vecflow.core.io import save_tensors
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REPO = Path(__file__).resolve().parents[1]
@@ -324,7 +324,7 @@ def test_bad_yaml_names_file_and_line(tmp_path, tiny_encoder, tiny_causal_lm, te
 
 def test_the_default_config_given_again_is_one_source(tmp_path, tiny_encoder, tiny_causal_lm):
     """`make demo` used to pass --configfile config/config.yaml on top of the default: one source, not two."""
-    from vecflow.config_checks import config_sources, merge_order
+    from vecflow.core.config_checks import config_sources, merge_order
 
     workdir = config_workdir(tmp_path, tiny_encoder, tiny_causal_lm)
     default = workdir / "config" / "config.yaml"

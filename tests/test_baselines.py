@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vecflow.baselines import (
+from vecflow.lvm.baselines import (
     NearestContextOracle,
     RidgeRegression,
     build_baselines,
@@ -10,7 +10,7 @@ from vecflow.baselines import (
     fit_ridge,
     normalise,
 )
-from vecflow.errors import VecflowError
+from vecflow.core.errors import VecflowError
 
 
 def unit_vectors(rng, *shape):
@@ -93,7 +93,7 @@ def test_build_baselines_names_the_three_and_fits_ridge_on_train():
 
 
 def test_gcv_matches_the_explicit_hat_matrix_and_picks_more_shrinkage_for_noisier_targets():
-    from vecflow.baselines import _centred_gram, fit_ridge_gcv, gcv_scores
+    from vecflow.lvm.baselines import _centred_gram, fit_ridge_gcv, gcv_scores
 
     rng = np.random.default_rng(5)
     contexts = rng.normal(size=(60, 2, 4)).astype(np.float32)

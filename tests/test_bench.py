@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vecflow import bench
-from vecflow.io import read_json
+from vecflow.core.io import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_compare_numbers_sees_a_changed_number_and_a_changed_count():
 def test_reference_fivecat_catches_a_wrong_offset(tmp_path):
     """The reference is independent of evaluate_split: evaluated on a bank whose vectors are rolled by one row, the
     numbers no longer agree (the comparison is not vacuous)."""
-    from vecflow.fivecat import ChunkBank, evaluate_split
+    from vecflow.lvm.fivecat import ChunkBank, evaluate_split
 
     data = bench.synthetic_split(60, dim=16, context=5, chunks_per_article=20)
     predict = bench.lvm_predictor(16, 5)
@@ -84,7 +84,7 @@ def test_lvm_flop_count_is_the_counted_matmuls(tmp_path):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vecflow.lvm_models import build_model
+    from vecflow.lvm.models import build_model
 
     model = build_model("transformer", 24, 5, {"d_model": 32, "layers": 3, "heads": 4, "residual": False}).train()
     with FlopCounterMode(display=False) as counter:
@@ -132,10 +132,10 @@ def test_table_rewrites_only_the_marked_section(tmp_path):
 
 def test_profile_summary_counts_only_stacks_through_the_function(tmp_path):
     raw = tmp_path / "p.txt"
-    raw.write_text("main (x.py:1);encode (vecflow/encoder.py:9);linear (torch/nn/linear.py:2) 6\n"
-                   "main (x.py:1);encode (vecflow/encoder.py:9);tokenize (tok.py:3) 2\n"
+    raw.write_text("main (x.py:1);encode (vecflow/core/encoder.py:9);linear (torch/nn/linear.py:2) 6\n"
+                   "main (x.py:1);encode (vecflow/core/encoder.py:9);tokenize (tok.py:3) 2\n"
                    "main (x.py:1);peer (st.py:4) 10\n")
     summary = bench.profile_summary(raw, within="encode")
     assert summary["samples"] == 8
-    assert summary["deepest_vecflow_frame"] == [("encode (vecflow/encoder.py:9)", 1.0)]
+    assert summary["deepest_vecflow_frame"] == [("encode (vecflow/core/encoder.py:9)", 1.0)]
     assert summary["leaf_frame"][0] == ("linear (torch/nn/linear.py:2)", 0.75)

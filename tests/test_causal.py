@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from vecflow.causal import CausalCollator, load_base, spec_for, tokenize_examples, train_causal
+from vecflow.summary.causal import CausalCollator, load_base, spec_for, tokenize_examples, train_causal
 from vecflow.cli import main
-from vecflow.summary_infer import (
+from vecflow.summary.infer import (
     DEFAULT_SYSTEM_MESSAGE,
     SPEC_FILE,
     causal_generation_config,
@@ -170,7 +170,7 @@ def test_a_tiny_model_trained_on_two_dialogue_types_writes_different_summaries(t
 
 
 def test_loss_on_labelled_positions_equals_the_full_model_loss(lm):
-    from vecflow.causal import loss_on_labels
+    from vecflow.summary.causal import loss_on_labels
 
     model, tok = lm
     batch = CausalCollator(tok.pad_token_id)(tokenize_examples(ROWS, tok, spec_for(SETTINGS)))

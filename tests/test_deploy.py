@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecflow import deploy
+from vecflow.ship import deploy
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import read_json, save_tensors, sha256_file, write_json, write_jsonl
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import read_json, save_tensors, sha256_file, write_json, write_jsonl
 
 CONTEXT_LENGTH = 3
 
@@ -78,7 +78,7 @@ def run_decide(tmp_path: Path, gates=None, fivecat=None, scores=None, families=N
 
 
 def make_tiny_lvm(out_dir: Path, dim: int, context_length: int = CONTEXT_LENGTH, seed: int = 0) -> Path:
-    from vecflow.lvm_models import build_model, model_config, save_lvm
+    from vecflow.lvm.models import build_model, model_config, save_lvm
     import torch
 
     torch.manual_seed(seed)
@@ -109,7 +109,7 @@ def make_tiny_summarizer(encoder_dir: Path, out_dir: Path) -> Path:
 
 
 def make_bank(out_dir: Path, encoder_dir: Path, texts_per_article: int = 4) -> tuple[Path, Path]:
-    from vecflow.encoder import SentenceEncoder
+    from vecflow.core.encoder import SentenceEncoder
 
     rows = [
         {"article_id": article, "chunk_index": chunk, "text": f"article {article} chunk {chunk} about python data"}

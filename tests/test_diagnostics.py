@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.diagnostics import check_gate, direction_stats
-from vecflow.io import save_tensors
-from vecflow.windows import make_windows
+from vecflow.lvm.diagnostics import check_gate, direction_stats
+from vecflow.core.io import save_tensors
+from vecflow.lvm.windows import make_windows
 
 C = 5
 GATE = {"min_coherence": 0.4, "min_signal": 0.05, "require_monotonic": True}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.dialogues import ingest_dialogues, load_dialogues, parse_split_args, seeded_subset
-from vecflow.errors import VecflowError
+from vecflow.data.dialogues import ingest_dialogues, load_dialogues, parse_split_args, seeded_subset
+from vecflow.core.errors import VecflowError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from vecflow import elm
-from vecflow.elm_losses import LossWeights, combine_losses, info_nce, text_drift
-from vecflow.errors import VecflowError
-from vecflow.io import save_tensors
+from vecflow.summary import elm
+from vecflow.summary.elm_losses import LossWeights, combine_losses, info_nce, text_drift
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import save_tensors
 
 TEMPLATE = "Summarize the dialogue: <EMB> Summary please."
 SUMMARIES = [

@@ -5,9 +5,9 @@ import pytest
 from safetensors import safe_open
 
 from vecflow.cli import main as cli_main
-from vecflow.embeddings import embed_chunks, load_embeddings
-from vecflow.errors import VecflowError
-from vecflow.io import save_tensors
+from vecflow.lvm.embeddings import embed_chunks, load_embeddings
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import save_tensors
 
 TEXTS = ["the model reads a book", "a friend buys dinner today at work", "python module data file", "the doctor"]
 

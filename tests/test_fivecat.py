@@ -5,9 +5,9 @@ import types
 import numpy as np
 import pytest
 
-from vecflow.baselines import NearestContextOracle, context_mean, copy_last, fit_ridge, normalise
-from vecflow.errors import VecflowError
-from vecflow.fivecat import (
+from vecflow.lvm.baselines import NearestContextOracle, context_mean, copy_last, fit_ridge, normalise
+from vecflow.core.errors import VecflowError
+from vecflow.lvm.fivecat import (
     ChunkBank,
     bank_from_windows,
     Windows,
@@ -24,7 +24,7 @@ from vecflow.fivecat import (
     shuffled_slots,
     subsample,
 )
-from vecflow.io import save_tensors, write_jsonl
+from vecflow.core.io import save_tensors, write_jsonl
 
 DIM = 16
 
@@ -298,8 +298,8 @@ def test_windows_with_inconsistent_shapes_are_rejected(tmp_path):
 # ------------------------------------------------------------------ CLI
 @pytest.fixture
 def fake_lvm_models(monkeypatch):
-    """Stand-in for vecflow.lvm_models: the 'model' in DIR is the 2·ctx[-1] − ctx[-2] extrapolator."""
-    module = types.ModuleType("vecflow.lvm_models")
+    """Stand-in for vecflow.lvm.models: the 'model' in DIR is the 2·ctx[-1] − ctx[-2] extrapolator."""
+    module = types.ModuleType("vecflow.lvm.models")
     loaded = []
 
     def load_lvm(path, device):
@@ -310,7 +310,7 @@ def fake_lvm_models(monkeypatch):
         return np.concatenate([model(contexts[i:i + batch_size]) for i in range(0, len(contexts), batch_size)])
 
     module.load_lvm, module.predict, module.loaded = load_lvm, predict, loaded
-    monkeypatch.setitem(sys.modules, "vecflow.lvm_models", module)
+    monkeypatch.setitem(sys.modules, "vecflow.lvm.models", module)
     return module
 
 
@@ -356,7 +356,7 @@ def test_cli_scores_model_and_baselines_and_writes_json_and_plot(tmp_path, split
 
 
 def test_cli_with_a_real_saved_lvm(tmp_path, split_files):
-    lvm_models = pytest.importorskip("vecflow.lvm_models")
+    lvm_models = pytest.importorskip("vecflow.lvm.models")
     from vecflow.cli import main
 
     settings = {"d_model": 8, "layers": 1, "heads": 2, "dropout": 0.0}
@@ -392,7 +392,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_
 
 
 def test_cli_rejects_a_malformed_split_argument(tmp_path, capsys):
-    from vecflow.fivecat import main
+    from vecflow.lvm.fivecat import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", "m", "--train-windows", "t", "--split", "val=a,b", "--settings", "{}",
@@ -430,7 +430,7 @@ def test_bank_from_windows_rebuilds_every_chunk_of_the_windowed_articles(ordered
 
 
 def test_dominance_verdicts_need_all_three_metrics_and_a_tie_loses():
-    from vecflow.fivecat import dominance_verdicts
+    from vecflow.lvm.fivecat import dominance_verdicts
 
     model = {"val": {"c0": 0.6, "mrr": 0.5, "margin": 0.0}}
     baselines = {"ridge": {"val": {"c0": 0.6, "mrr": 0.3, "margin": -0.1}},

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from vecflow.errors import VecflowError
-from vecflow.generation import check_generation_config, to_generation_config
+from vecflow.core.errors import VecflowError
+from vecflow.summary.generation import check_generation_config, to_generation_config
 
 WHERE = "summarizer.generation"
 
@@ -64,7 +64,7 @@ def test_sampling_flags_allowed_with_do_sample():
 
 def test_importable_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-            "from vecflow.generation import check_generation_config\n"
+            "from vecflow.summary.generation import check_generation_config\n"
             "check_generation_config({'num_beams': 2, 'max_new_tokens': 4}, 'x')\nprint('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "ok"

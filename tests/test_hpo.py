@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from test_elm import elm_settings, make_elm_data
-from vecflow import elm, hpo
+from vecflow.summary import elm
+from vecflow.hpo import study as hpo
 from vecflow.cli import main
-from vecflow.errors import VecflowError
+from vecflow.core.errors import VecflowError
 
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},

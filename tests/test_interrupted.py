@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from vecflow.io import atomic_dir, atomic_path, clean_stale_temps
+from vecflow.core.io import atomic_dir, atomic_path, clean_stale_temps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys, time
 from pathlib import Path
-from vecflow.io import atomic_{kind}
+from vecflow.core.io import atomic_{kind}
 with atomic_{kind}(sys.argv[1]) as tmp:
     if "{kind}" == "dir":
         (tmp / "model.safetensors").write_bytes(b"w" * 4_000_000)

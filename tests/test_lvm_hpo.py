@@ -8,9 +8,9 @@ import torch
 import yaml
 
 from test_lvm_train import SETTINGS, lvm_data  # noqa: F401  (the fixture)
-from vecflow import hpo
+from vecflow.hpo import study as hpo
 from vecflow.cli import main
-from vecflow.errors import VecflowError
+from vecflow.core.errors import VecflowError
 
 SPACE = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
          "losses.lambda_ac": {"type": "float", "low": 0.0, "high": 0.5}}

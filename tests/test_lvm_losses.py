@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vecflow.lvm_losses import (
+from vecflow.lvm.losses import (
     LossBatch,
     adaptive_boost,
     anti_copy_loss,
@@ -13,8 +13,8 @@ from vecflow.lvm_losses import (
     ranking_nce_loss,
     rollout_loss,
 )
-from vecflow.lvm_models import build_model
-from vecflow.lvm_presets import DEFAULTS
+from vecflow.lvm.models import build_model
+from vecflow.lvm.presets import DEFAULTS
 
 DIM, CONTEXT = 8, 3
 

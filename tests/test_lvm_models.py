@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vecflow.errors import VecflowError
-from vecflow.lvm_models import ARCHITECTURES, build_model, load_lvm, model_config, predict, save_lvm
+from vecflow.core.errors import VecflowError
+from vecflow.lvm.models import ARCHITECTURES, build_model, load_lvm, model_config, predict, save_lvm
 
 DIM, CONTEXT = 12, 4
 SIZES = {"d_model": 16, "layers": 2, "heads": 4, "dropout": 0.1, "residual": False}

@@ -6,11 +6,11 @@ import torch
 from safetensors.numpy import load_file
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import read_jsonl, save_tensors, write_jsonl
-from vecflow.lvm_models import load_lvm, predict
-from vecflow.lvm_presets import resolve_schedule
-from vecflow.lvm_train import (
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import read_jsonl, save_tensors, write_jsonl
+from vecflow.lvm.models import load_lvm, predict
+from vecflow.lvm.presets import resolve_schedule
+from vecflow.lvm.train import (
     carve_selection,
     dominance,
     future_window_indices,
@@ -163,7 +163,7 @@ def test_future_window_indices_follow_the_article_and_stop_at_its_end():
 
 
 def test_mini_fivecat_is_the_fivecat_rules_definition(lvm_data):
-    from vecflow import fivecat
+    from vecflow.lvm import fivecat
 
     val = fivecat.load_windows(lvm_data / "val.safetensors")
     bank = fivecat.load_bank(lvm_data / "val_bank.safetensors", lvm_data / "val_bank.index.jsonl")
@@ -332,7 +332,7 @@ def test_bad_settings_are_rejected_before_training(lvm_data, tmp_path, capsys):
 
 
 def test_ridge_residual_run_starts_from_the_training_ridge(lvm_data, tmp_path):
-    from vecflow.baselines import normalise
+    from vecflow.lvm.baselines import normalise
 
     summary = run_training(lvm_data, tmp_path / "rr", preset="P1", epochs=1, learning_rate=0.0, residual="ridge",
                            selection_fraction=0.25, selection_metric="dominance")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.report import build_report, collect_artifacts, git_revision, history_axes, parse_artifact
+from vecflow.core.errors import VecflowError
+from vecflow.ship.report import build_report, collect_artifacts, git_revision, history_axes, parse_artifact
 
 SETTINGS = {"title": "demo <report>", "config_hash": "abc123", "seed": 1, "device": "cpu"}
 
@@ -123,7 +123,7 @@ def test_full_page_has_every_section_with_content(full_page):
         assert "not run" not in section(html_text, section_id), section_id
     assert "<title>demo &lt;report&gt;</title>" in html_text
     lineage = section(html_text, "lineage")
-    from vecflow.io import sha256_file
+    from vecflow.core.io import sha256_file
 
     assert sha256_file(artifacts["config"]) in lineage and "<details>" in lineage
     assert "title: &lt;demo&gt;" in lineage  # config content, escaped
@@ -259,7 +259,7 @@ def hook(event, args):
     if event == "open" and isinstance(args[0], str) and args[0].startswith(root):
         opened.add(args[0])
 sys.addaudithook(hook)
-from vecflow.report import main
+from vecflow.ship.report import main
 main({json.dumps(argv)})
 print(json.dumps({{"opened": sorted(opened), "torch": "torch" in sys.modules,
                    "transformers": "transformers" in sys.modules}}))
@@ -286,13 +286,13 @@ def test_fivecat_tolerates_partial_and_odd_structures(tmp_path):
 
 
 def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
-    from vecflow.fivecat import learning_curve, plot_learning_curve
+    from vecflow.lvm.fivecat import learning_curve, plot_learning_curve
 
     def fivecat_report(model_c0):
         model = {"val": {"c0": model_c0, "mrr": 0.4, "margin": -0.01}, "ood": {"c0": 0.7, "mrr": 0.4, "margin": 0.0}}
         baselines = {"context_mean": {"val": {"c0": 0.6, "mrr": 0.2, "margin": -0.1},
                                       "ood": {"c0": 0.6, "mrr": 0.2, "margin": -0.1}}}
-        from vecflow.fivecat import dominance_verdicts
+        from vecflow.lvm.fivecat import dominance_verdicts
 
         return {"model": model, "baselines": baselines, "dominance": dominance_verdicts(model, baselines)}
 

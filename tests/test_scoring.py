@@ -4,8 +4,8 @@ import socket
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.scoring import (
+from vecflow.core.errors import VecflowError
+from vecflow.summary.scoring import (
     bertscore,
     load_bertscorer,
     read_predictions,

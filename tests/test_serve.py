@@ -1,7 +1,7 @@
 """The model server: a real uvicorn process on a loopback port, called over HTTP with httpx.
 
-The bundle is built by ``vecflow.deploy`` from tiny parts: the tiny encoder, a tiny transformer LVM, a tiny
-BERT2BERT summarizer, a 12-chunk bank and (when ``vecflow.elm`` is importable) a random ELM adapter on the
+The bundle is built by ``vecflow.ship.deploy`` from tiny parts: the tiny encoder, a tiny transformer LVM, a tiny
+BERT2BERT summarizer, a 12-chunk bank and (when ``vecflow.summary.elm`` is importable) a random ELM adapter on the
 tiny causal LM.
 """
 
@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from test_deploy import CONTEXT_LENGTH, SPEC, make_bundle_parts, make_tiny_summarizer
-from vecflow import deploy
+from vecflow.ship import deploy
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import read_json, read_jsonl, sha256_file, write_json
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import read_json, read_jsonl, sha256_file, write_json
 
-pytest.importorskip("vecflow.lvm_models")
+pytest.importorskip("vecflow.lvm.models")
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32  # the tiny encoder's hidden size
 START_TIMEOUT_S = 180
@@ -39,12 +39,12 @@ def free_loopback_port() -> int:
 
 
 def make_tiny_elm_adapter(out_dir: Path, lm_dir: Path, embed_dim: int) -> Path:
-    """A random adapter in the layout ``vecflow.elm.write_adapter`` produces."""
+    """A random adapter in the layout ``vecflow.summary.elm.write_adapter`` produces."""
     import torch
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoTokenizer
 
-    elm = pytest.importorskip("vecflow.elm")
+    elm = pytest.importorskip("vecflow.summary.elm")
     torch.manual_seed(0)
     settings = {"soft_tokens": 2, "hidden_dim": 16, "dropout": 0.0, "residual_scale": 0.1}
     config = elm.adapter_config(settings, embed_dim, AutoConfig.from_pretrained(lm_dir).hidden_size)
@@ -156,7 +156,7 @@ def test_openapi_lists_every_endpoint(server):
 
 
 def test_encode_returns_the_bundled_encoders_unit_vectors(server, bundle):
-    from vecflow.encoder import SentenceEncoder
+    from vecflow.core.encoder import SentenceEncoder
 
     texts = ["the doctor asks about lunch", "python module data"]
     response = post(server, "/encode", {"texts": texts})
@@ -168,7 +168,7 @@ def test_encode_returns_the_bundled_encoders_unit_vectors(server, bundle):
 
 
 def test_predict_next_matches_the_lvm(server, bundle):
-    from vecflow.lvm_models import load_lvm, predict
+    from vecflow.lvm.models import load_lvm, predict
 
     context = random_unit_vectors(CONTEXT_LENGTH)
     response = post(server, "/predict-next", {"context": context})
@@ -237,7 +237,7 @@ def test_summarize_a_dialogue_with_the_bundled_seq2seq_model(server, bundle):
 def test_the_elm_bundle_summarizes_embeddings_and_dialogues(elm_bundle):
     from fastapi.testclient import TestClient
 
-    from vecflow.serve import create_app
+    from vecflow.ship.serve import create_app
 
     with TestClient(create_app(elm_bundle, device="cpu")) as client:
         vector = random_unit_vectors(1)[0]
@@ -274,7 +274,7 @@ def test_summarize_rejects_bad_bodies_with_422(server, body, message):
 def test_bundle_without_elm_answers_422_for_embeddings(bundle):
     from fastapi.testclient import TestClient
 
-    from vecflow.serve import create_app
+    from vecflow.ship.serve import create_app
 
     with TestClient(create_app(bundle, device="cpu")) as client:
         response = client.post("/summarize", json={"embedding": [0.1] * DIM})
@@ -300,7 +300,7 @@ def test_tampered_file_stops_the_server_naming_the_file(bundle, tmp_path, capsys
 
 
 def test_missing_file_or_manifest_is_a_clear_error(bundle, tmp_path):
-    from vecflow.serve import create_app
+    from vecflow.ship.serve import create_app
 
     broken = copy_bundle(bundle, tmp_path / "broken")
     (broken / "bank.index.jsonl").unlink()
@@ -361,8 +361,8 @@ def test_huge_finite_context_gives_a_finite_prediction_or_a_422(server):
 def test_a_non_finite_model_output_is_a_422_never_a_200(bundle, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from vecflow import lvm_models
-    from vecflow.serve import create_app
+    from vecflow.lvm import models as lvm_models
+    from vecflow.ship.serve import create_app
 
     monkeypatch.setattr(lvm_models, "predict", lambda model, context, **kw: np.full((1, DIM), np.nan, np.float32))
     with TestClient(create_app(bundle, device="cpu")) as client:
@@ -405,15 +405,15 @@ def test_errors_name_the_problem_and_never_echo_the_input(server, path, body, me
 
 def test_the_server_truncates_as_training_did(bundle):
     """max_source_length comes from the bundle (64 here, from the training settings), not a fixed 512."""
-    from vecflow.serve import Bundle
+    from vecflow.ship.serve import Bundle
 
     served = Bundle(bundle, device="cpu")
     assert served.summarizer_spec["max_source_length"] == 64
     summarizer = served.summarizer
-    if hasattr(summarizer, "max_source_length"):  # vecflow.summary_infer
+    if hasattr(summarizer, "max_source_length"):  # vecflow.summary.infer
         assert summarizer.max_source_length == 64
     long_dialogue = "#Person1#: " + " ".join(["book"] * 200)
-    from vecflow.serve import summarize_dialogue
+    from vecflow.ship.serve import summarize_dialogue
 
     tail_changed = long_dialogue + " and something else entirely at the very end ."
     assert summarize_dialogue(served, long_dialogue) == summarize_dialogue(served, tail_changed)
@@ -422,24 +422,24 @@ def test_the_server_truncates_as_training_did(bundle):
 def test_a_broken_import_fails_start_up(elm_bundle, bundle, monkeypatch):
     import sys as _sys
 
-    from vecflow.serve import create_app
+    from vecflow.ship.serve import create_app
 
-    monkeypatch.setitem(_sys.modules, "vecflow.elm", None)  # importing it now raises ImportError
+    monkeypatch.setitem(_sys.modules, "vecflow.summary.elm", None)  # importing it now raises ImportError
     with pytest.raises(ImportError):
         create_app(elm_bundle, device="cpu")
-    create_app(bundle, device="cpu")  # a seq2seq bundle does not need vecflow.elm
+    create_app(bundle, device="cpu")  # a seq2seq bundle does not need vecflow.summary.elm
 
 
 def test_a_causal_bundle_serves_dialogues_with_its_trained_settings(tmp_path, tiny_encoder, tiny_causal_lm):
     """deploy.summarizer chose causal: the bundle's summarizer/ is the causal LM with its spec, served through
-    vecflow.summary_infer (chat template, the trained source length)."""
+    vecflow.summary.infer (chat template, the trained source length)."""
     import shutil
 
     from fastapi.testclient import TestClient
 
-    from vecflow.serve import create_app
+    from vecflow.ship.serve import create_app
 
-    pytest.importorskip("vecflow.summary_infer")
+    pytest.importorskip("vecflow.summary.infer")
     causal = tmp_path / "causal"
     shutil.copytree(tiny_causal_lm, causal)
     write_json(causal / "vecflow_summarizer.json", {"kind": "causal", "max_source_length": 24,

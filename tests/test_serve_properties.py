@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from test_serve import CONTEXT_LENGTH, DIM, REPO, bundle, server  # noqa: E402,F401 (fixtures)
-from vecflow import serve  # noqa: E402
+from vecflow.ship import serve  # noqa: E402
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vecflow.speakers import add_speaker_tokens, count_speakers, embedding_owners, speaker_tags
+from vecflow.data.speakers import add_speaker_tokens, count_speakers, embedding_owners, speaker_tags
 
 
 @pytest.fixture(scope="module")

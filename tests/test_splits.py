@@ -3,8 +3,8 @@ import json
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.splits import assign_articles, parse_ranges, read_chunks, split_chunks
+from vecflow.core.errors import VecflowError
+from vecflow.data.splits import assign_articles, parse_ranges, read_chunks, split_chunks
 
 FRACTIONS = {"method": "fractions", "fractions": {"train": 0.6, "val": 0.2, "ood": 0.2}}
 

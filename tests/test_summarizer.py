@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vecflow.cli import main
-from vecflow.errors import VecflowError
-from vecflow.summarizer import (
+from vecflow.core.errors import VecflowError
+from vecflow.summary.seq2seq import (
     generate_summaries,
     load_base,
     load_trained,
@@ -18,7 +18,7 @@ from vecflow.summarizer import (
     tokenize_dialogues,
     train_summarizer,
 )
-from vecflow.generation import to_generation_config
+from vecflow.summary.generation import to_generation_config
 
 DIALOGUES = [
     ("d1", "#Person1#: can you help me book a hotel room ?\n#Person2#: yes , for today ?",
@@ -251,7 +251,7 @@ def test_resume_from_partial_state(encoder_dir, data, tmp_path):
     class Stop(Exception):
         pass
 
-    import vecflow.summarizer as summarizer
+    import vecflow.summary.seq2seq as summarizer
 
     original = summarizer.validate
     calls = {"n": 0}
@@ -282,7 +282,7 @@ def test_resume_from_partial_state(encoder_dir, data, tmp_path):
 
 
 def test_resume_state_is_ignored_when_the_run_changed(tmp_path):
-    from vecflow.summarizer import load_resume_state
+    from vecflow.summary.seq2seq import load_resume_state
 
     partial = tmp_path / "model.partial"
     (partial / "last").mkdir(parents=True)
@@ -293,7 +293,7 @@ def test_resume_state_is_ignored_when_the_run_changed(tmp_path):
 
 
 def test_corrupt_resume_state_is_a_clear_error(tmp_path):
-    from vecflow.summarizer import load_resume_state
+    from vecflow.summary.seq2seq import load_resume_state
 
     partial = tmp_path / "model.partial"
     (partial / "last").mkdir(parents=True)

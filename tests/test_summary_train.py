@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from vecflow import summary_train
-from vecflow.budget import Plan, budget_steps, fixed_plan, replan
-from vecflow.scoring import input_dependence
-from vecflow.summary_train import eligible, epoch_batches
+from vecflow.summary import loop as summary_train
+from vecflow.summary.budget import Plan, budget_steps, fixed_plan, replan
+from vecflow.summary.scoring import input_dependence
+from vecflow.summary.loop import eligible, epoch_batches
 
 REFS = [["#Person1# books a hotel room for today."], ["#Person2# will buy food for dinner."],
         ["#Person1# needs a new job at the school."], ["The doctor wants to help a friend."]]
@@ -91,7 +91,7 @@ def test_length_grouped_batches_are_deterministic_and_cover_every_index():
 @pytest.mark.slow
 def test_a_budgeted_run_plans_its_length_from_throughput_and_ends_decayed(tiny_causal_lm, tmp_path, monkeypatch):
     """Each optimizer step costs exactly 2 s of a fake clock: a 1-minute budget plans ~30 steps minus reserves."""
-    from vecflow.causal import train_causal
+    from vecflow.summary.causal import train_causal
 
     clock = {"now": 1000.0}
     monkeypatch.setattr(summary_train.time, "time", lambda: clock["now"])
@@ -123,7 +123,7 @@ def test_a_budgeted_run_plans_its_length_from_throughput_and_ends_decayed(tiny_c
 
 @pytest.mark.slow
 def test_bf16_auto_times_both_and_records_the_choice(tiny_causal_lm, tmp_path):
-    from vecflow.causal import train_causal
+    from vecflow.summary.causal import train_causal
 
     rows = [{"id": f"d{i}", "dialogue": f"#Person1#: hi {i} .", "summaries": [f"hi {i}."]} for i in range(4)]
     data = tmp_path / "d.jsonl"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import load_tensors, read_jsonl
-from vecflow.synthesis import DEFAULT_TEMPLATES, build_records, prompt_templates, synthesize
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import load_tensors, read_jsonl
+from vecflow.data.synthesis import DEFAULT_TEMPLATES, build_records, prompt_templates, synthesize
 
 DIALOGUES = [
     {"id": "a", "dialogue": "#Person1#: I want to buy a book.\n#Person2#: It is on the table.",
@@ -48,7 +48,7 @@ def test_templates_from_settings_and_their_errors():
 
 
 def test_synthesize_writes_records_and_matching_embeddings(tiny_encoder, tmp_path):
-    from vecflow.encoder import SentenceEncoder
+    from vecflow.core.encoder import SentenceEncoder
 
     path = _write_dialogues(tmp_path / "train.jsonl")
     out_jsonl, out_emb = tmp_path / "out" / "train_synthesis.jsonl", tmp_path / "out" / "train_embeddings.safetensors"

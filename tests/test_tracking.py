@@ -1,4 +1,4 @@
-"""``vecflow.tracking.Tracker``: local history.jsonl always; wandb (offline) and MLflow (local store) when asked.
+"""``vecflow.core.tracking.Tracker``: local history.jsonl always; wandb (offline) and MLflow (local store) when asked.
 
 The wandb and MLflow tests read back what was logged with each library's own reader (``wandb leet inspect``
 on the offline run, ``MlflowClient`` on the local store; see ``tracking_readers``). They skip where the
@@ -23,8 +23,8 @@ from tracking_readers import (
     require,
     wandb_summary,
 )
-from vecflow.errors import VecflowError
-from vecflow.tracking import TRACKING_FILE, Tracker, copy_tracking_record, mlflow_key, read_tracking_record
+from vecflow.core.errors import VecflowError
+from vecflow.core.tracking import TRACKING_FILE, Tracker, copy_tracking_record, mlflow_key, read_tracking_record
 
 CONFIG = {"seed": 7, "learning_rate": 0.001, "arch": "transformer", "generation": {"num_beams": 2},
           "layers": [1, 2], "bf16": False}
@@ -193,7 +193,7 @@ def test_mlflow_sqlite_store_gets_params_metrics_and_summary_and_resume_keeps_bo
 
 
 def test_report_rejects_a_tracking_file_without_a_runs_list(tmp_path):
-    from vecflow.report import build_report, collect_artifacts
+    from vecflow.ship.report import build_report, collect_artifacts
 
     bad = tmp_path / "tracking.json"
     bad.write_text(json.dumps({"runs": {"backend": "wandb"}}))
@@ -202,6 +202,6 @@ def test_report_rejects_a_tracking_file_without_a_runs_list(tmp_path):
 
 
 def test_report_without_tracking_has_no_tracking_table(tmp_path):
-    from vecflow.report import build_report
+    from vecflow.ship.report import build_report
 
     assert "Experiment tracking" not in build_report({}, {})

@@ -26,7 +26,7 @@ from tracking_readers import (
     offline_wandb_env,
     require,
 )
-from vecflow.tracking import read_tracking_record
+from vecflow.core.tracking import read_tracking_record
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def lvm_job(lvm_data, mlflow_uri, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def summarizer_job(tiny_encoder, mlflow_uri, tmp_path_factory):
-    from vecflow.summarizer import train_summarizer
+    from vecflow.summary.seq2seq import train_summarizer
 
     root = tmp_path_factory.mktemp("tracked-summarizer")
     train_path, val_path = write_dialogues(root / "train.jsonl"), write_dialogues(root / "val.jsonl", DIALOGUES[:2])
@@ -121,7 +121,7 @@ def test_report_lineage_names_the_tracking_runs_of_both_jobs(lvm_job, summarizer
     """The report as the workflow calls it: each training folder gives its history.jsonl and tracking.json."""
     import html
 
-    from vecflow.report import main as report_main
+    from vecflow.ship.report import main as report_main
 
     argv = []
     for name, job in (("lvm-p4", lvm_job), ("seq2seq", summarizer_job)):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from vecflow.cli import main as cli_main
-from vecflow.errors import VecflowError
-from vecflow.io import load_tensors, save_tensors
-from vecflow.windows import load_windows, make_windows
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import load_tensors, save_tensors
+from vecflow.lvm.windows import load_windows, make_windows
 
 
 def unit_rows(n, dim=8, seed=0):

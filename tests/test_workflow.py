@@ -135,9 +135,9 @@ def test_tiny_slice_really_runs(tiny_workdir):
     targets = ["results/summary/filtered/stats.json", "results/lvm/diagnostics/direction.json"]
     targets += [f"results/lvm/windows/{split}.safetensors" for split in ("val", "ood")]
     run(tiny_workdir, targets=targets, cores=2)
-    from vecflow.diagnostics import check_gate, direction_stats
-    from vecflow.io import load_tensors, read_jsonl
-    from vecflow.windows import load_windows
+    from vecflow.lvm.diagnostics import check_gate, direction_stats
+    from vecflow.core.io import load_tensors, read_jsonl
+    from vecflow.lvm.windows import load_windows
 
     stats = json.loads((tiny_workdir / "results/summary/filtered/stats.json").read_text())
     for split in ("train", "val"):  # the stats describe the files written, not just any non-empty dict

@@ -98,7 +98,7 @@ def make_tiny_causal_lm(out_dir: str | Path, hidden: int = 32, layers: int = 2, 
 
 def write_manifest(model_dir: str | Path, name: str) -> Path:
     """A minimal manifest.json as fetch_model writes it (source: local)."""
-    from vecflow.io import sha256_tree
+    from vecflow.core.io import sha256_tree
 
     model_dir = Path(model_dir)
     manifest = {

@@ -5,7 +5,7 @@
 - MLflow: ``MlflowClient`` on the local store the run used.
 
 The expectations are computed here from the job's ``history.jsonl`` and its settings, independently of
-``vecflow.tracking``.
+``vecflow.core.tracking``.
 """
 
 from __future__ import annotations

@@ -9,17 +9,17 @@ figure to read, not the absolute times. ``--size tiny`` runs each one in seconds
 make (``--minilm``/``--smollm2`` point at other folders); ``full`` is the workload ``make bench`` records in
 BENCHMARKS.md.
 
-- ``embed``: ``vecflow.embeddings.embed_chunks`` vs ``SentenceTransformer.encode`` (chunks/s; max |diff|).
-- ``fivecat``: ``vecflow.fivecat.evaluate_split`` vs ``reference_fivecat``, a one-window-at-a-time evaluator
+- ``embed``: ``vecflow.lvm.embeddings.embed_chunks`` vs ``SentenceTransformer.encode`` (chunks/s; max |diff|).
+- ``fivecat``: ``vecflow.lvm.fivecat.evaluate_split`` vs ``reference_fivecat``, a one-window-at-a-time evaluator
   written the way the old evaluator worked (windows/s; every number compared).
-- ``bertscore``: ``vecflow.scoring.bertscore`` vs ``bert_score.score`` (pairs/s, model load included in both).
-- ``generate``: ``vecflow.summary_infer.generate_seq2seq`` / ``generate_causal`` (batched, left padding, KV
+- ``bertscore``: ``vecflow.summary.scoring.bertscore`` vs ``bert_score.score`` (pairs/s, model load included in both).
+- ``generate``: ``vecflow.summary.infer.generate_seq2seq`` / ``generate_causal`` (batched, left padding, KV
   cache) vs a plain one-dialogue-at-a-time ``model.generate`` loop (summaries/s; share of identical outputs).
-- ``train``: ``vecflow.summary_train.Loop.train_step`` vs HF ``Seq2SeqTrainer`` (BERT2BERT) and ``Trainer``
+- ``train``: ``vecflow.summary.loop.Loop.train_step`` vs HF ``Seq2SeqTrainer`` (BERT2BERT) and ``Trainer``
   (causal LM) on the same model, rows, batch and lengths, one length-grouped epoch each (samples/s).
 - ``serve``: ``/predict-next`` and ``/encode`` of a real ``vecflow serve`` process with 8 concurrent loopback
   clients vs the same functions called in-process (requests/s, p50/p95/p99).
-- ``lvm``: achieved FLOP/s of ``vecflow.lvm_train.train_one_epoch`` (matmul FLOPs counted: torch FlopCounterMode,
+- ``lvm``: achieved FLOP/s of ``vecflow.lvm.train.train_one_epoch`` (matmul FLOPs counted: torch FlopCounterMode,
   whose forward count equals ``transformer_lvm_flops``) vs this
   machine's fp32 and bf16 matmul peak measured in the same run.
 - ``startup``: the per-job start-up floor, ``vecflow CMD --help`` in a fresh process for every command.
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vecflow.errors import VecflowError
-from vecflow.io import write_json
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import write_json
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "results" / "bench"
@@ -154,8 +154,8 @@ def synthetic_split(n_windows: int, dim: int = 384, context: int = 5, chunks_per
 
     Returns the bank arrays (embeddings, article_ids, chunk_indices) and the fivecat ``Windows``.
     """
-    from vecflow.baselines import normalise
-    from vecflow.fivecat import Windows
+    from vecflow.lvm.baselines import normalise
+    from vecflow.lvm.fivecat import Windows
 
     rng = np.random.default_rng(seed)
     per_article = chunks_per_article - context
@@ -179,8 +179,8 @@ def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.
                       rollout_steps: int = 3, min_article_chunks: int = 6, seed: int = 0) -> dict:
     """The 5CAT numbers computed the straightforward way: a dict of chunks, then one window at a time, one
     model call per window and ablation. Only the random draws (other-article donors, shuffled slot orders)
-    are taken as ``vecflow.fivecat`` makes them, so that both evaluate the same ablated contexts."""
-    from vecflow.fivecat import OFFSETS, other_article_donors
+    are taken as ``vecflow.lvm.fivecat`` makes them, so that both evaluate the same ablated contexts."""
+    from vecflow.lvm.fivecat import OFFSETS, other_article_donors
 
     def unit(v):
         v = np.asarray(v, dtype=np.float32)
@@ -294,7 +294,7 @@ def lvm_predictor(dim: int, context: int, seed: int = 0, batch_size: int = 256):
     untrained residual model would only return the context mean)."""
     import torch
 
-    from vecflow.lvm_models import build_model, predict
+    from vecflow.lvm.models import build_model, predict
 
     torch.manual_seed(seed)
     model = build_model("transformer", dim, context, {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1,
@@ -304,7 +304,7 @@ def lvm_predictor(dim: int, context: int, seed: int = 0, batch_size: int = 256):
 
 def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = None,
                   reference_windows: int | None = None, **_) -> dict:
-    from vecflow.fivecat import ChunkBank, evaluate_split
+    from vecflow.lvm.fivecat import ChunkBank, evaluate_split
 
     total = windows_total or (20000 if size == "full" else 300)
     ref_n = reference_windows or (2000 if size == "full" else 60)
@@ -327,7 +327,7 @@ def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = N
         "note": "ours is timed on all windows, the reference on the first reference_windows (windows/s); the "
                 "numbers are compared on those reference windows"},
         unit="windows/s", peer="reference_fivecat (one window at a time)", peer_value=len(sub) / ref_seconds,
-        ours="vecflow.fivecat.evaluate_split", ours_value=total / ours_seconds, goal=50.0, check=check,
+        ours="vecflow.lvm.fivecat.evaluate_split", ours_value=total / ours_seconds, goal=50.0, check=check,
         extra={"seconds": {"reference": ref_seconds, "ours": ours_seconds}}, out_dir=out_dir,
         cpu=cpu_ratio(ref_seconds, ours_seconds, len(sub), total))
 
@@ -336,7 +336,7 @@ def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = N
 def dialogsum_pairs(count: int) -> tuple[list[str], list[list[str]]]:
     """Candidates and references from DialogSum dev: candidate i = the summary of dialogue i+1, reference i =
     the summary of dialogue i (realistic lengths and vocabulary; the pairs are not matched)."""
-    from vecflow.dialogues import load_dialogues
+    from vecflow.data.dialogues import load_dialogues
 
     path = DATA / "dialogsum" / "dev.jsonl"
     if not path.is_file():
@@ -356,7 +356,7 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
                     repeats: int | None = None, **_) -> dict:
     import bert_score
 
-    from vecflow.scoring import bertscore, check_bertscore_model, load_bertscorer
+    from vecflow.summary.scoring import bertscore, check_bertscore_model, load_bertscorer
 
     model_dir = check_bertscore_model(minilm or MODELS / "minilm", 6 if size == "full" else 2)
     layers = 6 if size == "full" else 2
@@ -392,7 +392,7 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
                                                    "does); peer and ours alternate, best of `repeats` each",
                                          "repeats": repeats},
                   unit="pairs/s", peer="bert_score.score", peer_value=len(cands) / peer_seconds,
-                  ours="vecflow.scoring.bertscore (+ load_bertscorer)", ours_value=len(cands) / ours_seconds,
+                  ours="vecflow.summary.scoring.bertscore (+ load_bertscorer)", ours_value=len(cands) / ours_seconds,
                   goal=1.0, check={"max_abs_diff_p_r_f1": diff, "equal_within_1e-4": diff <= 1e-4},
                   extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_warm": warm_seconds},
                          "ours_warm_pairs_per_s": len(cands) / warm_seconds}, out_dir=out_dir,
@@ -402,7 +402,7 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
 # ---------------------------------------------------------------------------------------------- 1. embeddings
 def chunk_texts(count: int) -> list[str]:
     """The first ``count`` WikiText chunk texts of the pipeline's chunks.jsonl (cycled when it has fewer)."""
-    from vecflow.io import iter_jsonl
+    from vecflow.core.io import iter_jsonl
 
     if not WIKITEXT_CHUNKS.is_file():
         raise VecflowError(f"{WIKITEXT_CHUNKS}: file not found (run the wikitext config's chunk_articles first)")
@@ -420,7 +420,7 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from vecflow.embeddings import embed_chunks
+    from vecflow.lvm.embeddings import embed_chunks
 
     model_dir = Path(minilm or MODELS / "minilm")
     count = chunks or (5000 if size == "full" else 40)
@@ -455,7 +455,7 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
                                      "cycled to the count)" if size == "full" else "tiny random words",
                                      "timing": "model load + encode on both sides"},
                   unit="chunks/s", peer="SentenceTransformer.encode", peer_value=count / peer_seconds,
-                  ours="vecflow.embeddings.embed_chunks", ours_value=count / ours_seconds, goal=1.5,
+                  ours="vecflow.lvm.embeddings.embed_chunks", ours_value=count / ours_seconds, goal=1.5,
                   check={"max_abs_diff": diff, "equal_within_1e-5": diff <= 1e-5},
                   extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_bf16": bf16_seconds},
                          "ours_bf16": {"chunks_per_s": count / bf16_seconds, "ratio": peer_seconds / bf16_seconds,
@@ -466,7 +466,7 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
 
 # ---------------------------------------------------------------------------------------------- 6. generation
 def dialogue_rows(count: int, split: str = "dev") -> list[dict]:
-    from vecflow.dialogues import load_dialogues
+    from vecflow.data.dialogues import load_dialogues
 
     path = DATA / "dialogsum" / f"{split}.jsonl"
     if not path.is_file():
@@ -489,7 +489,7 @@ def seq2seq_model(encoder_dir: Path, rows: list[dict], seed: int = 0):
     """BERT2BERT warm-started from the encoder folder exactly as the summarizer does (``load_base``)."""
     import torch
 
-    from vecflow.summarizer import decoder_start_id, load_base
+    from vecflow.summary.seq2seq import decoder_start_id, load_base
 
     torch.manual_seed(seed)
     model, tokenizer = load_base(encoder_dir, [r["dialogue"] for r in rows] + [r["summaries"][0] for r in rows])
@@ -497,7 +497,7 @@ def seq2seq_model(encoder_dir: Path, rows: list[dict], seed: int = 0):
 
 
 def causal_model(lm_dir: Path):
-    from vecflow.causal import load_base
+    from vecflow.summary.causal import load_base
 
     model, tokenizer = load_base(lm_dir)
     return model.eval(), tokenizer
@@ -519,7 +519,7 @@ def one_at_a_time_seq2seq(model, tokenizer, dialogues, generation_config, max_so
 def one_at_a_time_causal(model, tokenizer, dialogues, spec, generation_config):
     import torch
 
-    from vecflow.summary_infer import prompt_ids
+    from vecflow.summary.infer import prompt_ids
 
     out = []
     with torch.inference_mode():
@@ -535,8 +535,8 @@ def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, 
                    dialogues: int | None = None, families: tuple = ("seq2seq", "causal"), **_) -> list[dict]:
     import torch
 
-    from vecflow.generation import to_generation_config
-    from vecflow.summary_infer import causal_generation_config, generate_causal, generate_seq2seq
+    from vecflow.summary.generation import to_generation_config
+    from vecflow.summary.infer import causal_generation_config, generate_causal, generate_seq2seq
 
     full = size == "full"
     rows = dialogue_rows(dialogues or 16) if full else tiny_dialogue_rows(dialogues or 6)
@@ -560,7 +560,7 @@ def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, 
             "batch_size": batch_size, "data": "DialogSum dev" if full else "tiny dialogues",
             "note": "min_new_tokens = max_new_tokens: both sides write the same number of tokens"},
             unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
-            ours="vecflow.summary_infer.generate_seq2seq", ours_value=len(rows) / ours_s, goal=3.0,
+            ours="vecflow.summary.infer.generate_seq2seq", ours_value=len(rows) / ours_s, goal=3.0,
             check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir,
             cpu=cpu_ratio(peer_s, ours_s)))
         del model
@@ -582,7 +582,7 @@ def bench_generate(size: str, out_dir: Path | None, minilm: Path | None = None, 
             "data": "DialogSum dev" if full else "tiny dialogues",
             "note": "greedy, min_new_tokens = max_new_tokens; prompts through the chat template on both sides"},
             unit="summaries/s", peer="model.generate one dialogue at a time", peer_value=len(rows) / peer_s,
-            ours="vecflow.summary_infer.generate_causal", ours_value=len(rows) / ours_s, goal=3.0,
+            ours="vecflow.summary.infer.generate_causal", ours_value=len(rows) / ours_s, goal=3.0,
             check={"identical_outputs": same}, extra={"seconds": {"peer": peer_s, "ours": ours_s}}, out_dir=out_dir,
             cpu=cpu_ratio(peer_s, ours_s)))
     return results
@@ -615,8 +615,8 @@ def _rate(stamps: list[tuple[float, float]], samples_per_step: list[int]) -> tup
 def ours_train(model, tokenizer, features, collator, settings, forward=None) -> tuple[tuple, list[float]]:
     import torch
 
-    from vecflow.budget import fixed_plan
-    from vecflow.summary_train import Loop
+    from vecflow.summary.budget import fixed_plan
+    from vecflow.summary.loop import Loop
 
     steps = math.ceil(len(features) / settings["batch_size"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -674,8 +674,8 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
 
     import torch
 
-    from vecflow.causal import CausalCollator, loss_on_labels, tokenize_examples
-    from vecflow.summarizer import make_collator, tokenize_dialogues
+    from vecflow.summary.causal import CausalCollator, loss_on_labels, tokenize_examples
+    from vecflow.summary.seq2seq import make_collator, tokenize_dialogues
 
     full = size == "full"
     results = []
@@ -698,7 +698,7 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
             gc.collect()
         return record(name, workload={**workload, "rows": len(features), "precision": "fp32", "timing": timing,
                                       "steps": math.ceil(len(features) / settings["batch_size"]), **settings},
-                      unit="samples/s", peer=peer, peer_value=rates["hf"][0], ours="vecflow.summary_train.Loop.train_step",
+                      unit="samples/s", peer=peer, peer_value=rates["hf"][0], ours="vecflow.summary.loop.Loop.train_step",
                       ours_value=rates["ours"][0], goal=1.3, cpu=rates["ours"][1] / rates["hf"][1],
                       check={"ours_mean_loss": float(np.mean(losses["ours"])), "hf_mean_loss": float(np.mean(losses["hf"])),
                              "same_start_weights": digests["ours"] == digests["hf"]}, out_dir=out_dir)
@@ -771,9 +771,9 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
     """Achieved matmul FLOP/s of ``train_one_epoch`` (one warm-up epoch, one timed epoch of ``steps`` steps)."""
     import torch
 
-    from vecflow.lvm_models import build_model
-    from vecflow.lvm_presets import DEFAULTS
-    from vecflow.lvm_train import epoch_generator, train_one_epoch
+    from vecflow.lvm.models import build_model
+    from vecflow.lvm.presets import DEFAULTS
+    from vecflow.lvm.train import epoch_generator, train_one_epoch
 
     torch.manual_seed(0)
     model = build_model("transformer", dim, context, sizes)
@@ -816,7 +816,7 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
                                    "flop_count": "matmul FLOPs of forward + backward (torch FlopCounterMode; its "
                                    "forward count equals transformer_lvm_flops)"},
                   unit="FLOP/s", peer=f"torch.matmul peak fp32 ({n}x{n})", peer_value=peak32,
-                  ours="vecflow.lvm_train.train_one_epoch (fp32)", ours_value=main_run["flops_per_s"], goal=0.35,
+                  ours="vecflow.lvm.train.train_one_epoch (fp32)", ours_value=main_run["flops_per_s"], goal=0.35,
                   check={"steps_per_s": main_run["steps"] / main_run["seconds"]},
                   extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": main_run["flops_per_s"] / peak16,
                          "seconds": main_run["seconds"], "size_sweep": sweep}, out_dir=out_dir)
@@ -824,15 +824,15 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
 
 # ---------------------------------------------------------------------------------------------- 8. server
 def bench_bundle(out: Path, encoder_dir: Path, bank_texts: list[str], context: int = 5, seed: int = 0) -> Path:
-    """A deployment bundle (``vecflow.deploy.build_bundle``): the encoder, the default transformer LVM with
+    """A deployment bundle (``vecflow.ship.deploy.build_bundle``): the encoder, the default transformer LVM with
     seeded random weights, a bank of ``bank_texts`` encoded by that encoder; the encoder doubles as summarizer
     folder (the server loads it only for /summarize, which is not measured)."""
     import torch
 
-    from vecflow.deploy import build_bundle
-    from vecflow.encoder import SentenceEncoder
-    from vecflow.io import save_tensors, write_jsonl
-    from vecflow.lvm_models import build_model, model_config, save_lvm
+    from vecflow.ship.deploy import build_bundle
+    from vecflow.core.encoder import SentenceEncoder
+    from vecflow.core.io import save_tensors, write_jsonl
+    from vecflow.lvm.models import build_model, model_config, save_lvm
 
     parts_dir = out.parent / f"{out.name}.parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -894,7 +894,7 @@ def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, req
 
     import httpx
 
-    from vecflow import serve
+    from vecflow.ship import serve
 
     full = size == "full"
     encoder_dir = Path(minilm or MODELS / "minilm")
@@ -1078,7 +1078,7 @@ def render_table(out_dir: Path) -> str:
 
 def update_markdown(markdown: Path, out_dir: Path) -> None:
     """Replace the table between the bench-table markers of ``markdown`` with the figures in ``out_dir``."""
-    from vecflow.io import write_text
+    from vecflow.core.io import write_text
 
     text = markdown.read_text(encoding="utf-8")
     if TABLE_BEGIN not in text or TABLE_END not in text:

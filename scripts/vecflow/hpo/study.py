@@ -1,0 +1,520 @@
+"""Hyper-parameter search for the ELM adapter (or, with ``hpo.target: lvm``, a next-vector model) with Optuna:
+parallel workers on one shared study.
+
+    vecflow hpo-worker --study elm-demo --storage sqlite:///results/hpo/elm-demo/study.db --worker 0 ...
+    vecflow hpo-best   --study elm-demo --storage sqlite:///results/hpo/elm-demo/study.db --workers w0.json,w1.json ...
+
+Each worker opens (or creates) the study, samples with ``TPESampler(seed=seed + worker)``, prunes with a
+``MedianPruner`` on the per-epoch validation score that ``vecflow.summary.elm.train_elm`` reports, and runs
+``trials_per_worker`` trials. The study lives in the storage, so rerunning a worker adds trials and never
+loses one. A worker that resumes draws from a sampler seed offset by the trials it already ran, so it
+does not re-propose its first parameters.
+
+``hpo.target: lvm`` (see ``run_lvm_worker``): each trial trains ``vecflow.lvm.train.train_lvm`` with the
+lvm.train settings sampled from ``hpo.lvm_search_space`` (its own key, so that the ELM ``search_space`` of a base
+config never leaks in; ``losses.<key>`` entries set loss weights) and returns the selection split's margin,
+subject to c_0 >= the context-mean baseline's c_0 there (an Optuna constraint: TPE prefers feasible trials,
+and ``hpo-best`` picks the best feasible one). The ELM target is unchanged.
+
+Storage URLs: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the parent folder is created),
+``journal:///path.log`` (Optuna's JournalStorage on a file: safe for several processes on a shared file
+system), or any other SQLAlchemy URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vecflow.summary import elm
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import atomic_path, read_json, write_json, write_text
+from vecflow.core.settings import need, settings_arg
+
+PARAM_TYPES = ("float", "int", "categorical")
+DIRECTIONS = ("maximize", "minimize")
+METRICS = ("bertscore_f1", "rougeL")
+TARGETS = ("elm", "lvm")
+LVM_TUNABLE = ("learning_rate", "weight_decay", "dropout", "d_model", "layers", "heads", "batch_size", "epochs",
+               "grad_clip")
+RESUME_SEED_STRIDE = 1000
+
+
+# ------------------------------------------------------------------------------------------ search space
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+
+
+def parse_search_space(space: dict, target: str = "elm") -> dict[str, ParamSpec]:
+    """``hpo.search_space`` -> specs; an entry Optuna cannot sample is a VecflowError naming it."""
+    if not isinstance(space, dict) or not space:
+        key = "lvm_search_space" if target == "lvm" else "search_space"
+        raise VecflowError(f"settings: hpo.{key}: must be a non-empty mapping of {target} settings")
+    return {name: _parse_param(name, entry, target) for name, entry in space.items()}
+
+
+def _lvm_setting(name: str) -> bool:
+    from vecflow.lvm.presets import DEFAULTS as LOSS_DEFAULTS
+
+    return name in LVM_TUNABLE or (name.startswith("losses.") and name.removeprefix("losses.") in LOSS_DEFAULTS)
+
+
+def _parse_param(name: str, entry, target: str = "elm") -> ParamSpec:
+    label = f"hpo.{'lvm_search_space' if target == 'lvm' else 'search_space'}.{name}"
+    if target == "lvm" and not _lvm_setting(name):
+        raise VecflowError(f"{label}: not a tunable lvm setting (one of {', '.join(LVM_TUNABLE)}, or losses.<key>)")
+    if target == "elm" and name not in elm.DEFAULTS:
+        raise VecflowError(f"{label}: not an elm setting")
+    if not isinstance(entry, dict):
+        raise VecflowError(f"{label}: expected a mapping with 'type'")
+    kind = entry.get("type")
+    if kind not in PARAM_TYPES:
+        raise VecflowError(f"{label}: type must be one of {', '.join(PARAM_TYPES)}, got {kind!r}")
+    if kind == "categorical":
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise VecflowError(f"{label}: categorical needs a non-empty 'choices' list")
+        return ParamSpec(name, kind, choices=tuple(choices))
+    low, high, log = entry.get("low"), entry.get("high"), entry.get("log", False)
+    number = int if kind == "int" else (int, float)
+    for key, value in (("low", low), ("high", high)):
+        if not isinstance(value, number) or isinstance(value, bool):
+            raise VecflowError(
+                f"{label}: '{key}' must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}"
+            )
+    if low >= high:
+        raise VecflowError(f"{label}: 'low' ({low}) must be below 'high' ({high})")
+    if not isinstance(log, bool):
+        raise VecflowError(f"{label}: 'log' must be true or false")
+    if log and low <= 0:
+        raise VecflowError(f"{label}: log scale needs 'low' > 0, got {low}")
+    return ParamSpec(name, kind, low=low, high=high, log=log)
+
+
+def suggest(trial, specs: dict[str, ParamSpec]) -> dict:
+    params = {}
+    for name, spec in specs.items():
+        if spec.type == "float":
+            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif spec.type == "int":
+            params[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        else:
+            params[name] = trial.suggest_categorical(name, list(spec.choices))
+    return params
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def open_storage(url: str):
+    """An Optuna storage for ``url``; file-based storages get their parent folder created."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not url:
+        raise VecflowError("--storage: empty (use sqlite:///path.db or journal:///path.log)")
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return url
+    if url.startswith("journal:///"):
+        path = Path(url[len("journal:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise VecflowError(f"--storage: '{url}' is not a URL (use sqlite:///path.db or journal:///path.log)")
+    return url
+
+
+def load_study(study_name: str, storage_url: str):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        raise VecflowError(f"{storage_url}: no study named '{study_name}'") from None
+
+
+# ----------------------------------------------------------------------------------------------- worker
+
+
+@dataclass(frozen=True)
+class HpoSettings:
+    trials_per_worker: int
+    direction: str
+    metric: str
+    specs: dict[str, ParamSpec]
+    pruner_startup_trials: int
+    pruner_warmup_epochs: int
+
+
+def read_hpo_settings(settings: dict) -> HpoSettings:
+    hpo = need(settings, "hpo")
+    trials = hpo.get("trials_per_worker", 1)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise VecflowError(f"settings: hpo.trials_per_worker: must be a positive integer, got {trials!r}")
+    direction = hpo.get("direction", "maximize")
+    if direction not in DIRECTIONS:
+        raise VecflowError(f"settings: hpo.direction: must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    metric = hpo.get("metric", "bertscore_f1")
+    if metric not in METRICS:
+        raise VecflowError(f"settings: hpo.metric: must be one of {', '.join(METRICS)}, got {metric!r}")
+    return HpoSettings(
+        trials,
+        direction,
+        metric,
+        parse_search_space(hpo.get("search_space")),
+        int(hpo.get("pruner_startup_trials", 2)),
+        int(hpo.get("pruner_warmup_epochs", 0)),
+    )
+
+
+def trial_settings(settings: dict, params: dict, run_name: str) -> dict:
+    """The elm section with the global seed/device/tracking, overridden by the trial's parameters."""
+    base = dict(need(settings, "elm"))
+    for key in ("seed", "device", "tracking"):
+        if key in settings:
+            base[key] = settings[key]
+    return {**base, **params, "run_name": run_name}
+
+
+def fail_abandoned_trials(study, worker: int) -> list[int]:
+    """This worker's trials still RUNNING when it starts were left by a killed run (Snakemake runs one job per
+    worker index at a time): mark them FAIL so the study resumes cleanly; its COMPLETE trials are kept."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    abandoned = [t for t in running if t.user_attrs.get("worker") == worker]
+    for trial in abandoned:
+        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", "its worker process was killed")
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        print(f"[vecflow] hpo-worker {worker}: trial {trial.number} was left running by a killed run: marked FAIL")
+    return [t.number for t in abandoned]
+
+
+def run_worker(
+    settings: dict, study_name: str, storage_url: str, worker: int, data_dir, lm_dir, encoder_dir, bertscore_model=None
+) -> dict:
+    """Run this worker's trials on the shared study; returns the worker record (trial numbers, values, states)."""
+    import optuna
+
+    hpo = read_hpo_settings(settings)
+    if hpo.metric == "bertscore_f1" and bertscore_model is None:
+        raise VecflowError("settings: hpo.metric: 'bertscore_f1' needs --bertscore-model (or set metric: rougeL)")
+    seed = int(settings.get("seed", 0))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=open_storage(storage_url),
+        load_if_exists=True,
+        direction=hpo.direction,
+        sampler=optuna.samplers.TPESampler(seed=seed + worker),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=hpo.pruner_startup_trials, n_warmup_steps=hpo.pruner_warmup_epochs
+        ),
+    )
+    fail_abandoned_trials(study, worker)
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
+    sampler_seed = seed + worker + RESUME_SEED_STRIDE * len(earlier)
+    if earlier:  # a resumed worker must not re-propose the parameters of its first run
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    numbers: list[int] = []
+
+    def objective(trial) -> float:
+        numbers.append(trial.number)
+        trial.set_user_attr("worker", worker)
+        params = suggest(trial, hpo.specs)
+        run_settings = trial_settings(settings, params, f"{study_name}-trial{trial.number}")
+        with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
+            return elm.train_elm(
+                run_settings,
+                data_dir,
+                lm_dir,
+                encoder_dir,
+                Path(tmp) / "adapter",
+                trial=trial,
+                bertscore_model=bertscore_model if hpo.metric == "bertscore_f1" else None,
+            )
+
+    study.optimize(objective, n_trials=hpo.trials_per_worker)
+    ran = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers}
+    return {
+        "study": study_name,
+        "storage": storage_url,
+        "worker": worker,
+        "sampler_seed": sampler_seed,
+        "metric": hpo.metric,
+        "direction": hpo.direction,
+        "trials": [_trial_record(ran[n]) for n in numbers],
+    }
+
+
+def _trial_record(trial) -> dict:
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
+    }
+
+
+# ------------------------------------------------------------------------------------------ LVM target
+
+
+def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
+    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), overridden by the trial's parameters;
+    ``losses.<key>`` parameters go into the run's loss overrides."""
+    base = dict(need(settings, "lvm"))
+    losses = dict(base.get("losses") or {})
+    for name, value in params.items():
+        if name.startswith("losses."):
+            losses[name.removeprefix("losses.")] = value
+        else:
+            base[name] = value
+    if losses:
+        base["losses"] = losses
+    return {**base, "run_name": run_name, "tracking": settings.get("tracking", base.get("tracking", {}))}
+
+
+def lvm_constraint(summary: dict) -> float:
+    """<= 0 when the selected checkpoint's c_0 is at least the context-mean baseline's on the selection split."""
+    return float(summary["selection_baselines"]["context_mean"]["c0"] - summary["val_c0"])
+
+
+def _constraints(trial) -> tuple[float]:
+    return tuple(trial.user_attrs.get("constraint", (1.0,)))
+
+
+def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: int, windows: dict) -> dict:
+    """LVM trials: train_lvm per trial, objective the selection margin, constraint c_0 >= context-mean c_0;
+    the per-epoch margin is reported to Optuna and a MedianPruner stops hopeless trials."""
+    import optuna
+
+    from vecflow.lvm import train as lvm_train
+
+    hpo = need(settings, "hpo")
+    specs = parse_search_space(hpo.get("lvm_search_space"), "lvm")
+    trials = hpo.get("trials_per_worker", 1)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise VecflowError(f"settings: hpo.trials_per_worker: must be a positive integer, got {trials!r}")
+    if hpo.get("direction", "maximize") != "maximize":
+        raise VecflowError("settings: hpo.direction: the lvm target maximises the margin (set direction: maximize)")
+    seed = int(settings.get("seed", 0))
+
+    native = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5: constraints live on the trial
+
+    def sampler(sampler_seed):
+        if native:
+            return optuna.samplers.TPESampler(seed=sampler_seed)
+        return optuna.samplers.TPESampler(seed=sampler_seed, constraints_func=_constraints)
+
+    study = optuna.create_study(
+        study_name=study_name, storage=open_storage(storage_url), load_if_exists=True, direction="maximize",
+        sampler=sampler(seed + worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=int(hpo.get("pruner_startup_trials", 2)),
+                                           n_warmup_steps=int(hpo.get("pruner_warmup_epochs", 0))),
+    )
+    fail_abandoned_trials(study, worker)
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
+    sampler_seed = seed + worker + RESUME_SEED_STRIDE * len(earlier)
+    if earlier:
+        study.sampler = sampler(sampler_seed)
+    numbers: list[int] = []
+
+    def objective(trial) -> float:
+        numbers.append(trial.number)
+        trial.set_user_attr("worker", worker)
+        run_settings = lvm_trial_settings(settings, suggest(trial, specs), f"{study_name}-trial{trial.number}")
+
+        def report(record: dict) -> None:
+            trial.report(record["val/margin"], record["epoch"])
+            if trial.should_prune():
+                trial.set_user_attr("constraint", (1.0,))
+                raise optuna.TrialPruned()
+
+        with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
+            summary = lvm_train.train_lvm(windows["train"], windows["val"], windows["val_embeddings"],
+                                          windows["val_index"], run_settings, Path(tmp) / "lvm",
+                                          epoch_callback=report)
+        constraint = lvm_constraint(summary)
+        trial.set_user_attr("constraint", (constraint,))
+        if native:
+            trial.set_constraint("context_mean_c0_minus_c0", constraint)
+        trial.set_user_attr("c0", summary["val_c0"])
+        trial.set_user_attr("context_mean_c0", summary["selection_baselines"]["context_mean"]["c0"])
+        return float(summary["val_margin"])
+
+    study.optimize(objective, n_trials=trials)
+    ran = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers}
+    return {"study": study_name, "storage": storage_url, "worker": worker, "sampler_seed": sampler_seed,
+            "metric": "margin", "direction": "maximize", "target": "lvm",
+            "trials": [{**_trial_record(ran[n]), "constraint": list(_constraints(ran[n]))} for n in numbers]}
+
+
+def main_worker(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow hpo-worker", description="Run ELM (or LVM) trials on a shared Optuna study.")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", required=True, help="sqlite:///path.db or journal:///path.log")
+    parser.add_argument("--worker", required=True, type=int, help="worker index (sampler seed = seed + index)")
+    parser.add_argument("--data-dir", help="ELM: filtered synthesis folder")
+    parser.add_argument("--lm", help="ELM: causal LM folder")
+    parser.add_argument("--encoder", help="ELM: sentence encoder folder")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="{hpo, elm | lvm, seed, device} as JSON")
+    parser.add_argument("--bertscore-model", default=None, help="BERTScore backbone (needed for metric bertscore_f1)")
+    parser.add_argument("--train-windows", help="LVM: training windows")
+    parser.add_argument("--val-windows", help="LVM: validation windows (used only with selection_fraction 0)")
+    parser.add_argument("--val-embeddings", help="LVM: validation chunk embeddings")
+    parser.add_argument("--val-index", help="LVM: validation chunk index")
+    parser.add_argument("--out", required=True, help="worker JSON")
+    args = parser.parse_args(argv)
+    target = args.settings.get("hpo", {}).get("target", "elm")
+    if target not in TARGETS:
+        raise VecflowError(f"settings: hpo.target: must be one of {', '.join(TARGETS)}, got {target!r}")
+    needed = (("train_windows", "val_windows", "val_embeddings", "val_index") if target == "lvm"
+              else ("data_dir", "lm", "encoder"))
+    missing = [f"--{name.replace('_', '-')}" for name in needed if not getattr(args, name)]
+    if missing:
+        raise VecflowError(f"hpo-worker (target {target}): missing {', '.join(missing)}")
+    if target == "lvm":
+        windows = {"train": args.train_windows, "val": args.val_windows, "val_embeddings": args.val_embeddings,
+                   "val_index": args.val_index}
+        record = run_lvm_worker(args.settings, args.study, args.storage, args.worker, windows)
+        write_json(args.out, record)
+        print(f"[vecflow] hpo-worker {args.worker} (lvm): trials {[t['number'] for t in record['trials']]} -> {args.out}")
+        return 0
+    record = run_worker(
+        args.settings,
+        args.study,
+        args.storage,
+        args.worker,
+        args.data_dir,
+        args.lm,
+        args.encoder,
+        bertscore_model=args.bertscore_model,
+    )
+    write_json(args.out, record)
+    print(f"[vecflow] hpo-worker {args.worker}: trials {[t['number'] for t in record['trials']]} -> {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- best
+
+
+def check_worker_files(paths: list[str], study_name: str) -> int:
+    """The worker JSONs must exist and belong to this study; returns how many trials they ran."""
+    total = 0
+    for path in paths:
+        record = read_json(path)
+        if record.get("study") != study_name:
+            raise VecflowError(f"{path}: field 'study': '{record.get('study')}' is not '{study_name}'")
+        total += len(record.get("trials", []))
+    return total
+
+
+def check_direction(study, settings: dict) -> None:
+    """The study must optimise in the direction the config asks for (a reused study name could differ)."""
+    wanted = settings.get("hpo", {}).get("direction")
+    actual = study.direction.name.lower()
+    if wanted is not None and wanted != actual:
+        raise VecflowError(
+            f"settings: hpo.direction: '{wanted}', but study '{study.study_name}' was created to {actual}"
+        )
+
+
+def best_trial(study, target: str = "elm"):
+    """The best complete trial; for the lvm target the best FEASIBLE one (c_0 >= context-mean c_0), falling
+    back to the best overall (marked ``feasible: false`` in its user attributes) when none is."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if not complete:
+        states = sorted({t.state.name for t in study.get_trials(deepcopy=False)}) or ["no trials"]
+        raise VecflowError(f"study '{study.study_name}': no complete trial ({', '.join(states)})")
+    if target == "lvm":
+        feasible = [t for t in complete if all(c <= 0 for c in _constraints(t))]
+        return max(feasible or complete, key=lambda t: t.value)
+    return study.best_trial
+
+
+def write_best_params(path, study, trial) -> None:
+    import yaml
+
+    header = (
+        f"# best of study '{study.study_name}': trial {trial.number}, value {trial.value:.6g} "
+        f"({study.direction.name.lower()})\n"
+    )
+    write_text(path, header + yaml.safe_dump(dict(trial.params), sort_keys=True))
+
+
+def write_trials_table(path, study) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        study.trials_dataframe().to_csv(tmp, index=False)
+
+
+def param_importances(study) -> tuple[dict[str, float], str | None]:
+    """(importances, None) or ({}, why they cannot be computed)."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if len(complete) < 2:
+        return {}, f"{len(complete)} complete trial(s): parameter importance needs at least 2"
+    try:
+        return optuna.importance.get_param_importances(study), None
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        return {}, f"parameter importance could not be computed: {exc}"
+
+
+def write_importance_plot(path, study) -> None:
+    """A bar plot of parameter importances, or a placeholder that says why there is none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    importances, reason = param_importances(study)
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * max(len(importances), 3)))
+    if importances:
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names], color="tab:blue")
+        ax.set_xlabel("importance (optuna.importance default evaluator)")
+    else:
+        ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    ax.set_title(f"parameter importance: {study.study_name}")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main_best(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow hpo-best", description="Best parameters of an Optuna study.")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", required=True, help="the storage URL the workers used")
+    parser.add_argument("--workers", required=True, help="comma-separated worker JSON files")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="{hpo, ...} as JSON")
+    parser.add_argument("--out-params", required=True, help="best params YAML (for train-elm --params)")
+    parser.add_argument("--out-trials", required=True, help="trials table CSV")
+    parser.add_argument("--out-plot", required=True, help="parameter-importance PNG")
+    args = parser.parse_args(argv)
+    worker_trials = check_worker_files([p for p in args.workers.split(",") if p], args.study)
+    study = load_study(args.study, args.storage)
+    check_direction(study, args.settings)
+    trial = best_trial(study, args.settings.get("hpo", {}).get("target", "elm"))
+    write_best_params(args.out_params, study, trial)
+    write_trials_table(args.out_trials, study)
+    write_importance_plot(args.out_plot, study)
+    print(
+        f"[vecflow] hpo-best: {len(study.trials)} trials in the study ({worker_trials} from these workers); "
+        f"best trial {trial.number} = {trial.value:.4f} {trial.params}"
+    )
+    return 0

@@ -1,0 +1,632 @@
+"""5CAT: the five-category evaluation of a next-vector (LVM) model, with baselines (DESIGN §6).
+
+Offsets are relative to the TRUE TARGET chunk: t = the target's own chunk index, so c_0 compares the
+prediction with the target, c_-1 with ctx[-1] and c_+1 with the chunk after the target.
+
+- A offset sweep: c_k = mean cos(ŷ, chunk[t+k]) for k = -3..+3, every c_k averaged over the SAME windows:
+  those where all seven chunks exist in the same article (never wrapped into a neighbouring article), n
+  reported; margin = c_0 - max_{k≠0} c_k; peak_k = argmax_k c_k. Only when no window has all seven offsets
+  does each c_k fall back to the windows where chunk t+k exists (``same_windows: false``).
+- B retrieval: rank of chunk[t] among all chunks of its article (articles with >= 6 chunks): R@1, R@5, MRR.
+  Ties are ranked pessimistically: a candidate scoring the same as the target ranks above it.
+- C ablations: Δ = cos(ŷ', y) - cos(ŷ, y) under shuffled, reversed, leave-one-out (each slot replaced by
+  the normalised mean of the others, averaged over slots), last-slot-repeated and other-article contexts.
+- D rollout: feed predictions back for H steps; mean over h of cos(ŷ_h, chunk[t+h-1]) where it exists.
+- E generalisation: the same numbers on VAL and OOD; |VAL - OOD| for c_0, margin and R@1.
+
+Everything works on a predictor ``predict(contexts (B, C, D)) -> (B, D)``, so a model, a baseline or an
+oracle plug in the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, Predictor, build_baselines, normalise
+from vecflow.core.devices import pick_device
+from vecflow.core.errors import VecflowError, where
+from vecflow.core.io import atomic_path, check_embeddings, load_tensors, iter_jsonl, require_fields, write_json
+from vecflow.core.settings import seed_everything, settings_arg
+
+OFFSETS = tuple(range(-3, 4))
+GATED_METRICS = ("c0", "margin", "r1", "r5", "mrr", "rollout")
+GAP_METRICS = ("c0", "margin", "r1")
+WINDOW_KEYS = ("contexts", "targets", "article_ids", "target_indices")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Windows:
+    """(contexts N×C×D, targets N×D, article_ids N, target_indices N) read from ``source``."""
+
+    contexts: np.ndarray
+    targets: np.ndarray
+    article_ids: np.ndarray
+    target_indices: np.ndarray
+    source: str = "windows"
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, rows: np.ndarray) -> "Windows":
+        return Windows(self.contexts[rows], self.targets[rows], self.article_ids[rows],
+                       self.target_indices[rows], self.source)
+
+
+def load_windows(path: str | Path) -> Windows:
+    """Read and check a windows safetensors file; shape problems name the file and tensor."""
+    arrays = load_tensors(path, required=WINDOW_KEYS)
+    contexts, targets = arrays["contexts"], arrays["targets"]
+    article_ids, target_indices = arrays["article_ids"], arrays["target_indices"]
+    if contexts.ndim != 3:
+        raise VecflowError(f"{path}: tensor 'contexts': expected shape (N, C, D), got {contexts.shape}")
+    n, _, dim = contexts.shape
+    expected = {"targets": (targets, (n, dim)), "article_ids": (article_ids, (n,)),
+                "target_indices": (target_indices, (n,))}
+    for key, (array, shape) in expected.items():
+        if array.shape != shape:
+            raise VecflowError(f"{path}: tensor '{key}': expected shape {shape}, got {array.shape}")
+    for key in ("article_ids", "target_indices"):
+        if not np.issubdtype(arrays[key].dtype, np.integer):
+            raise VecflowError(f"{path}: tensor '{key}': expected integers, got {arrays[key].dtype}")
+    if n == 0:
+        raise VecflowError(f"{path}: no windows")
+    for key, array in (("contexts", contexts), ("targets", targets)):  # finite, or the file is corrupt
+        check_embeddings(array, path, key, tolerance=None)
+    return Windows(contexts.astype(np.float32), targets.astype(np.float32), article_ids.astype(np.int64),
+                   target_indices.astype(np.int64), str(path))
+
+
+class ChunkBank:
+    """Every chunk embedding of one split, addressable by (article_id, chunk_index) without wrapping.
+
+    ``rows(articles, chunks)`` returns bank rows (-1 where the chunk does not exist), and ``article_table``
+    holds each article's rows in chunk order (padded with -1), both built with vectorised numpy.
+    """
+
+    def __init__(self, embeddings: np.ndarray, article_ids: np.ndarray, chunk_indices: np.ndarray,
+                 source: str = "bank"):
+        self.embeddings = np.asarray(embeddings, dtype=np.float32)
+        self.source = source
+        self.articles, codes = np.unique(np.asarray(article_ids, dtype=np.int64), return_inverse=True)
+        chunk_indices = np.asarray(chunk_indices, dtype=np.int64)
+        self._stride = int(chunk_indices.max()) + 1
+        keys = codes * self._stride + chunk_indices
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted_keys = keys[self._order]
+        self.article_sizes = np.bincount(codes, minlength=len(self.articles))
+        self.article_table = self._build_article_table(codes[self._order])
+
+    def _build_article_table(self, sorted_codes: np.ndarray) -> np.ndarray:
+        starts = np.concatenate([[0], np.cumsum(self.article_sizes)[:-1]])
+        position = np.arange(len(sorted_codes)) - starts[sorted_codes]
+        table = np.full((len(self.articles), int(self.article_sizes.max())), -1, dtype=np.int64)
+        table[sorted_codes, position] = self._order
+        return table
+
+    def article_codes(self, article_ids: np.ndarray) -> np.ndarray:
+        """Dense code of each article id (-1 for an article the bank does not hold)."""
+        pos = np.searchsorted(self.articles, article_ids)
+        pos_clipped = np.minimum(pos, len(self.articles) - 1)
+        return np.where(self.articles[pos_clipped] == article_ids, pos_clipped, -1)
+
+    def rows(self, article_ids: np.ndarray, chunk_indices: np.ndarray) -> np.ndarray:
+        """Bank row of each (article_id, chunk_index), or -1 where that chunk is not in the bank."""
+        codes = self.article_codes(np.asarray(article_ids))
+        chunk_indices = np.asarray(chunk_indices)
+        valid = (codes >= 0) & (chunk_indices >= 0) & (chunk_indices < self._stride)
+        keys = np.where(valid, codes * self._stride + chunk_indices, -1)
+        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), len(self._sorted_keys) - 1)
+        found = valid & (self._sorted_keys[pos] == keys)
+        return np.where(found, self._order[pos], -1)
+
+
+def load_bank(embeddings_path: str | Path, index_path: str | Path) -> ChunkBank:
+    """Read ``{split}.safetensors`` (key ``embeddings``) and its ``{split}.index.jsonl`` (same row order)."""
+    embeddings = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
+    if embeddings.ndim != 2:
+        raise VecflowError(f"{embeddings_path}: tensor 'embeddings': expected shape (M, D), got {embeddings.shape}")
+    check_embeddings(embeddings, embeddings_path, tolerance=None)  # finite; norms are checked below
+    article_ids, chunk_indices, seen = [], [], {}
+    for lineno, record in iter_jsonl(index_path):
+        require_fields(record, {"article_id": int, "chunk_index": int}, index_path, lineno)
+        key = (record["article_id"], record["chunk_index"])
+        if key in seen:
+            raise VecflowError(f"{where(index_path, lineno)}: duplicate (article_id={key[0]}, "
+                               f"chunk_index={key[1]}), first on line {seen[key]}")
+        if key[1] < 0:
+            raise VecflowError(f"{where(index_path, lineno, 'chunk_index')}: must be >= 0, got {key[1]}")
+        seen[key] = lineno
+        article_ids.append(key[0])
+        chunk_indices.append(key[1])
+    if len(article_ids) != len(embeddings):
+        raise VecflowError(f"{index_path}: {len(article_ids)} rows but {embeddings_path} has "
+                           f"{len(embeddings)} embeddings")
+    if not article_ids:
+        raise VecflowError(f"{index_path}: no rows")
+    check_unit_rows(embeddings, embeddings_path)
+    return ChunkBank(embeddings, np.array(article_ids), np.array(chunk_indices), source=str(index_path))
+
+
+def check_unit_rows(embeddings: np.ndarray, source, tolerance: float = 1e-3) -> None:
+    """Bank rows must be L2-normalised (retrieval and c_k compare raw dot products): name the first bad row."""
+    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= tolerance))
+    if len(bad):
+        raise VecflowError(f"{source}: row {int(bad[0])} has norm {norms[bad[0]]:.4f}, not 1 ({len(bad)} rows "
+                           f"are not L2-normalised); re-run vecflow embed, which normalises every row")
+
+
+def bank_from_windows(windows: Windows) -> ChunkBank:
+    """The chunk bank of the articles that windows cover, rebuilt from the windows themselves (target = chunk
+    t, context slot i = chunk t-C+i). Each article's chunks from 0 to its last target are all present, so the
+    candidate sets are those of the real bank for every article with a window."""
+    n, slots, dim = windows.contexts.shape
+    article_ids = np.concatenate([np.repeat(windows.article_ids, slots), windows.article_ids])
+    chunk_indices = np.concatenate([(windows.target_indices[:, None] - slots + np.arange(slots)).ravel(),
+                                    windows.target_indices])
+    vectors = np.concatenate([windows.contexts.reshape(n * slots, dim), windows.targets])
+    keys = np.stack([article_ids, chunk_indices], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    vectors = normalise(vectors[first])
+    return ChunkBank(vectors, article_ids[first], chunk_indices[first], source=f"{windows.source} (chunks)")
+
+
+def check_windows_in_bank(windows: Windows, bank: ChunkBank) -> np.ndarray:
+    """Bank row of every window's target; a target that is not in the bank is an error naming it."""
+    rows = bank.rows(windows.article_ids, windows.target_indices)
+    missing = np.flatnonzero(rows < 0)
+    if len(missing):
+        first = missing[0]
+        raise VecflowError(
+            f"{windows.source}: window {first}: (article_id={windows.article_ids[first]}, "
+            f"target_index={windows.target_indices[first]}) is not in {bank.source} "
+            f"({len(missing)} of {len(windows)} windows missing)")
+    if windows.contexts.shape[2] != bank.embeddings.shape[1]:
+        raise VecflowError(f"{windows.source}: vectors have dim {windows.contexts.shape[2]} but "
+                           f"{bank.source} has dim {bank.embeddings.shape[1]}")
+    return rows
+
+
+def subsample(windows: Windows, max_samples: int, seed: int) -> Windows:
+    """A seeded subset of at most ``max_samples`` windows, kept in file order (0 = all)."""
+    if not max_samples or len(windows) <= max_samples:
+        return windows
+    rows = np.sort(np.random.default_rng(seed).choice(len(windows), size=max_samples, replace=False))
+    return windows.subset(rows)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("nd,nd->n", normalise(a), normalise(b))
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if len(values) else None
+
+
+def offset_sweep(predictions: np.ndarray, windows: Windows, bank: ChunkBank) -> dict:
+    """A: c_k for k in OFFSETS over the windows where all seven chunks exist (``n``; per offset ``n`` is the
+    windows averaged and ``n_available`` those where chunk t+k exists), margin = c_0 - max_{k≠0} c_k, peak_k."""
+    rows = {k: bank.rows(windows.article_ids, windows.target_indices + k) for k in OFFSETS}
+    common = np.logical_and.reduce([rows[k] >= 0 for k in OFFSETS])
+    same_windows = bool(common.any())
+    offsets = {}
+    for k in OFFSETS:
+        used = common if same_windows else rows[k] >= 0
+        cosines = rowwise_cosine(predictions[used], bank.embeddings[rows[k][used]])
+        offsets[str(k)] = {"c": _mean_or_none(cosines), "n": int(used.sum()), "n_available": int((rows[k] >= 0).sum())}
+    scored = {int(k): v["c"] for k, v in offsets.items() if v["c"] is not None}
+    others = [c for k, c in scored.items() if k != 0]
+    margin = scored[0] - max(others) if others else None
+    return {"offsets": offsets, "c0": scored[0], "margin": margin, "peak_k": max(scored, key=scored.get),
+            "n": int(common.sum()) if same_windows else int((rows[0] >= 0).sum()), "same_windows": same_windows}
+
+
+def retrieval(predictions: np.ndarray, windows: Windows, bank: ChunkBank, min_article_chunks: int = 6,
+              batch_values: int = 1 << 24) -> dict:
+    """B: rank of chunk[t] among all chunks of its article, for articles with >= ``min_article_chunks``."""
+    codes = bank.article_codes(windows.article_ids)
+    kept = np.flatnonzero(bank.article_sizes[codes] >= min_article_chunks)
+    true_rows = bank.rows(windows.article_ids[kept], windows.target_indices[kept])
+    width, dim = bank.article_table.shape[1], bank.embeddings.shape[1]
+    batch = max(1, batch_values // (width * dim))
+    ranks = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(kept), batch):
+        sel = slice(start, start + batch)
+        candidates = bank.article_table[codes[kept[sel]]]
+        scores = np.einsum("bld,bd->bl", bank.embeddings[np.maximum(candidates, 0)],
+                           normalise(predictions[kept[sel]]))
+        scores[candidates < 0] = -np.inf
+        true_column = np.argmax(candidates == true_rows[sel, None], axis=1)
+        true_score = np.take_along_axis(scores, true_column[:, None], axis=1)
+        ranks.append((scores >= true_score).sum(axis=1))  # pessimistic: ties rank above the target
+    ranks = np.concatenate(ranks)
+    return {
+        "r1": _mean_or_none(ranks <= 1), "r5": _mean_or_none(ranks <= 5), "mrr": _mean_or_none(1.0 / ranks),
+        "n": int(len(ranks)), "n_articles": int(len(np.unique(windows.article_ids[kept]))),
+        "min_article_chunks": min_article_chunks,
+    }
+
+
+def shuffled_slots(contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each window's slots in a seeded random order that is never the original order (when C > 1)."""
+    n, slots = contexts.shape[:2]
+    order = np.argsort(rng.random((n, slots)), axis=1)
+    identity = (order == np.arange(slots)).all(axis=1)
+    order[identity] = np.roll(order[identity], 1, axis=1)
+    return np.take_along_axis(contexts, order[:, :, None], axis=1)
+
+
+def leave_one_out(contexts: np.ndarray, slot: int) -> np.ndarray:
+    """Replace ``slot`` by the normalised mean of the other slots."""
+    others = np.delete(contexts, slot, axis=1)
+    ablated = contexts.copy()
+    ablated[:, slot] = normalise(others.mean(axis=1))
+    return ablated
+
+
+def other_article_donors(article_ids: np.ndarray, rng: np.random.Generator, tries: int = 100) -> np.ndarray:
+    """For each window, a seeded random window of a different article (-1 where none exists)."""
+    donors = rng.permutation(len(article_ids))
+    for _ in range(tries):
+        clash = np.flatnonzero(article_ids[donors] == article_ids)
+        if not len(clash):
+            break
+        donors[clash] = rng.integers(0, len(article_ids), size=len(clash))
+    donors[article_ids[donors] == article_ids] = -1
+    return donors
+
+
+def ablations(predict: Predictor, windows: Windows, base_cosine: np.ndarray, rng: np.random.Generator) -> dict:
+    """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information)."""
+    contexts, targets = windows.contexts, windows.targets
+
+    def delta(ablated: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
+        if len(ablated) == 0:
+            return None
+        predictions = predict(np.ascontiguousarray(ablated))  # torch refuses negative strides (reversed)
+        return float((rowwise_cosine(predictions, targets[rows]) - base_cosine[rows]).mean())
+
+    slots = contexts.shape[1]
+    per_slot = [delta(leave_one_out(contexts, slot)) for slot in range(slots)]
+    donors = other_article_donors(windows.article_ids, rng)
+    swapped = np.flatnonzero(donors >= 0)
+    result = {
+        "shuffled": delta(shuffled_slots(contexts, rng)),
+        "reversed": delta(contexts[:, ::-1]),
+        "leave_one_out": float(np.mean(per_slot)),
+        "last_repeated": delta(np.repeat(contexts[:, -1:], slots, axis=1)),
+        "other_article": delta(contexts[donors[swapped]], swapped),
+    }
+    deltas = [v for v in result.values() if v is not None]
+    result.update({"leave_one_out_per_slot": per_slot, "other_article_n": int(len(swapped)),
+                   "loses_under_all": bool(deltas) and all(v < 0 for v in deltas)})
+    return result
+
+
+def rollout(predict: Predictor, first_predictions: np.ndarray, windows: Windows, bank: ChunkBank,
+            steps: int) -> dict:
+    """D: feed predictions back for ``steps`` steps; per-step mean cos(ŷ_h, chunk[t+h-1]) where it exists."""
+    contexts, predictions = windows.contexts, first_predictions
+    per_step, n_per_step = [], []
+    for h in range(1, steps + 1):
+        if h > 1:
+            contexts = np.concatenate([contexts[:, 1:], predictions[:, None]], axis=1)
+            predictions = normalise(predict(contexts))
+        rows = bank.rows(windows.article_ids, windows.target_indices + h - 1)
+        present = rows >= 0
+        per_step.append(_mean_or_none(rowwise_cosine(predictions[present], bank.embeddings[rows[present]])))
+        n_per_step.append(int(present.sum()))
+    scored = [c for c in per_step if c is not None]
+    return {"rollout": float(np.mean(scored)) if scored else None, "per_step": per_step, "n_per_step": n_per_step}
+
+
+def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollout_steps: int = 3,
+                   min_article_chunks: int = 6, seed: int = 0) -> dict:
+    """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested)."""
+    check_windows_in_bank(windows, bank)
+    rng = np.random.default_rng(seed)
+    predictions = normalise(predict(windows.contexts))
+    if predictions.shape != windows.targets.shape:
+        raise VecflowError(f"predictor returned shape {predictions.shape} for {windows.contexts.shape} contexts; "
+                           f"expected {windows.targets.shape}")
+    base_cosine = rowwise_cosine(predictions, windows.targets)
+    sweep = offset_sweep(predictions, windows, bank)
+    ranks = retrieval(predictions, windows, bank, min_article_chunks)
+    roll = rollout(predict, predictions, windows, bank, rollout_steps)
+    return {
+        "n_windows": len(windows), "cos_target": float(base_cosine.mean()),
+        "c0": sweep["c0"], "margin": sweep["margin"], "peak_k": sweep["peak_k"],
+        "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "rollout": roll["rollout"],
+        "offsets": sweep["offsets"], "retrieval": ranks,
+        "ablations": ablations(predict, windows, base_cosine, rng),
+        "rollout_detail": roll,
+    }
+
+
+def evaluate_predictor(predict: Predictor, splits: dict[str, tuple[Windows, ChunkBank]], **options) -> dict:
+    """``evaluate_split`` on every split: {split: metrics}."""
+    return {name: evaluate_split(predict, windows, bank, **options) for name, (windows, bank) in splits.items()}
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+def generalisation_gaps(results: dict, first: str = "val", second: str = "ood") -> dict:
+    """E: |first - second| for c_0, margin and R@1 (None when a split or number is missing)."""
+    if first not in results or second not in results:
+        return {}
+    gaps = {}
+    for metric in GAP_METRICS:
+        a, b = results[first][metric], results[second][metric]
+        gaps[metric] = None if a is None or b is None else abs(a - b)
+    return gaps
+
+
+def gates(results: dict, thresholds: dict) -> dict:
+    """{split: {metric: passed}} for every split with thresholds, plus {"generalisation": {metric: passed}}.
+
+    Only dicts of booleans, so readers (deploy, report) can walk every section the same way.
+    """
+    verdicts: dict = {}
+    for split, metrics in results.items():
+        limits = thresholds.get(split)
+        if not isinstance(limits, dict):
+            continue
+        verdicts[split] = {m: metrics.get(m) is not None and metrics[m] >= limits[m] for m in GATED_METRICS
+                           if m in limits}
+    max_gap = thresholds.get("max_generalisation_gap")
+    gaps = generalisation_gaps(results)
+    if max_gap is not None and gaps:
+        verdicts["generalisation"] = {m: gap is not None and gap <= max_gap for m, gap in gaps.items()}
+    return verdicts
+
+
+def gate_counts(verdicts: dict) -> dict:
+    """How many of the gates passed: {passed, total, all_passed}."""
+    flags = [ok for group in verdicts.values() for ok in group.values()]
+    return {"passed": sum(flags), "total": len(flags), "all_passed": bool(flags) and all(flags)}
+
+
+DOMINANCE_METRICS = ("c0", "mrr", "margin")
+
+
+def dominance_verdicts(model: dict, baselines: dict) -> dict:
+    """Per split: does the model beat every baseline on c_0, MRR and margin at once? The one-line verdict names
+    the baseline and metric it loses to (a tie is not a win)."""
+    def beats(a, b):
+        return a is not None and (b is None or a > b)
+
+    verdicts = {}
+    for split, metrics in model.items():
+        lost = [(name, metric, scores[split].get(metric)) for name, scores in baselines.items()
+                for metric in DOMINANCE_METRICS if split in scores
+                and not beats(metrics.get(metric), scores[split].get(metric))]
+        if not lost:
+            line = f"{split}: the model dominates every baseline ({', '.join(baselines)}) on c0, MRR and margin"
+        else:
+            parts = [f"{name} on {metric} ({_fmt(metrics.get(metric))} vs {_fmt(value)})" for name, metric, value in lost]
+            line = f"{split}: the model does NOT dominate: it loses to " + "; ".join(parts)
+        verdicts[split] = {"dominates": not lost, "loses_to": [f"{n}:{m}" for n, m, _ in lost], "line": line}
+    return verdicts
+
+
+def beats_baselines(model: dict, baselines: dict) -> dict:
+    """Per split and baseline: True when the model's c_0 AND margin are both higher than the baseline's."""
+    def higher(a, b):
+        return a is not None and (b is None or a > b)
+
+    return {
+        split: {name: higher(metrics["c0"], scores[split]["c0"]) and higher(metrics["margin"], scores[split]["margin"])
+                for name, scores in baselines.items()}
+        for split, metrics in model.items()
+    }
+
+
+def plot_offsets(curves: dict[str, dict], out_path: str | Path) -> None:
+    """c_k against k, one panel per split, one line per predictor (``curves``: {predictor: {split: metrics}})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 4), squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], splits):
+        for name, results in curves.items():
+            offsets = results[split]["offsets"]
+            ks = [int(k) for k, v in offsets.items() if v["c"] is not None]
+            ax.plot(ks, [offsets[str(k)]["c"] for k in ks], marker="o", label=name,
+                    linewidth=2.5 if name == "model" else 1.2)
+        ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=f"{split}: cos(ŷ, chunk[t+k])", xlabel="k (0 = true target, -1 = ctx[-1])",
+               xticks=list(OFFSETS))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean cosine")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def parse_split(text: str) -> tuple[str, tuple[str, str, str]]:
+    """``NAME=WINDOWS,EMBEDDINGS,INDEX`` -> (name, (windows, embeddings, index))."""
+    name, sep, paths = text.partition("=")
+    parts = paths.split(",")
+    if not sep or not name or len(parts) != 3 or not all(parts):
+        raise argparse.ArgumentTypeError(f"--split '{text}': expected NAME=WINDOWS,EMBEDDINGS,INDEX")
+    return name, tuple(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vecflow fivecat", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="trained LVM folder (read with vecflow.lvm.models)")
+    parser.add_argument("--train-windows", required=True, help="TRAIN windows; the ridge baseline is fitted on them")
+    parser.add_argument("--split", action="append", required=True, type=parse_split,
+                        metavar="NAME=WINDOWS,EMBEDDINGS,INDEX", help="an evaluation split (repeat: val, ood)")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm.fivecat config section")
+    parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-plot", required=True)
+    return parser
+
+
+def load_splits(split_args: list[tuple[str, tuple[str, str, str]]], max_samples: int, seed: int
+                ) -> dict[str, tuple[Windows, ChunkBank]]:
+    splits = {}
+    for name, (windows_path, embeddings_path, index_path) in split_args:
+        if name in splits:
+            raise VecflowError(f"--split: split '{name}' given twice")
+        bank = load_bank(embeddings_path, index_path)
+        windows = load_windows(windows_path)
+        check_windows_in_bank(windows, bank)
+        splits[name] = (subsample(windows, max_samples, seed), bank)
+    return splits
+
+
+def model_predictor(model_dir: str, device, batch_size: int) -> Predictor:
+    from vecflow.lvm.models import load_lvm, predict
+
+    model = load_lvm(model_dir, device)
+    return lambda contexts: predict(model, contexts, batch_size, device)
+
+
+def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict, settings: dict) -> dict:
+    """Score the model and every baseline on every split; add gates, gaps and the baseline comparison."""
+    options = {"rollout_steps": int(settings.get("rollout_steps", 3)),
+               "min_article_chunks": int(settings.get("min_article_chunks", 6)),
+               "seed": int(settings.get("seed", 0))}
+    thresholds = settings.get("thresholds", {})
+    model_results = evaluate_predictor(model, splits, **options)
+    baseline_results = {name: evaluate_predictor(predict, splits, **options) for name, predict in baselines.items()}
+    verdicts = gates(model_results, thresholds)
+    ridge = baselines.get("ridge")
+    return {
+        "ridge": {"lambda": getattr(ridge, "ridge_lambda", None),
+                  "gcv": {str(k): v for k, v in (getattr(ridge, "gcv", None) or {}).items()}},
+        "model": model_results,
+        "baselines": baseline_results,
+        "generalisation": generalisation_gaps(model_results),
+        "gates": verdicts,
+        "gate_counts": gate_counts(verdicts),
+        "thresholds": thresholds,
+        "beats_baselines": beats_baselines(model_results, baseline_results),
+        "dominance": dominance_verdicts(model_results, baseline_results),
+        "settings": settings,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = args.settings
+    seed = int(settings.get("seed", 0))
+    seed_everything(seed)
+    splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
+    train = load_windows(args.train_windows)
+    fraction = float(settings.get("train_fraction", 1.0))  # a learning-curve run: ridge sees the same share
+    if fraction < 1.0:
+        train = subsample(train, max(1, round(fraction * len(train))), seed)
+    train = subsample(train, int(settings.get("ridge_max_samples", 20000)), seed)
+    baselines = build_baselines(train.contexts, train.targets, settings.get("ridge_lambda", "auto"),
+                                settings.get("ridge_lambdas") or DEFAULT_LAMBDA_GRID)
+    device = pick_device(settings.get("device", "auto"))
+    model = model_predictor(args.model, device, int(settings.get("batch_size", 256)))
+    report = run_fivecat(model, baselines, splits, settings)
+    plot_offsets({"model": report["model"], **report["baselines"]}, args.out_plot)
+    write_json(args.out_json, report)
+    print(_summary_line(report), flush=True)
+    return 0
+
+
+def _summary_line(report: dict) -> str:
+    parts = [f"{split}: c0={m['c0']:.3f} margin={_fmt(m['margin'])} peak_k={m['peak_k']} r1={_fmt(m['r1'])}"
+             for split, m in report["model"].items()]
+    gate = report["gate_counts"]
+    verdicts = " | ".join(v["line"] for v in report.get("dominance", {}).values())
+    return f"[vecflow] 5CAT {'; '.join(parts)}; gates {gate['passed']}/{gate['total']} passed\n[vecflow] {verdicts}"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------- learning curve
+CURVE_METRICS = ("c0", "mrr", "margin", "r1", "r5")
+
+
+def learning_curve(points: list[dict]) -> dict:
+    """Rows {run, train_windows, split, predictor, c0, mrr, margin, r1, r5} from each run's 5CAT report and
+    training summary (``points``: [{"run", "fivecat": report, "summary": summary}]), sorted by windows."""
+    rows = []
+    for point in sorted(points, key=lambda p: p["summary"].get("train_windows", 0)):
+        report = point["fivecat"]
+        contenders = {"model": report.get("model", {}), **report.get("baselines", {})}
+        for predictor, splits in contenders.items():
+            for split, metrics in splits.items():
+                rows.append({"run": point["run"], "train_windows": point["summary"].get("train_windows"),
+                             "train_fraction": point["summary"].get("train_fraction", 1.0), "split": split,
+                             "predictor": predictor, **{m: metrics.get(m) for m in CURVE_METRICS}})
+    verdicts = {p["run"]: {s: v["line"] for s, v in p["fivecat"].get("dominance", {}).items()} for p in points}
+    return {"rows": rows, "dominance": verdicts}
+
+
+def plot_learning_curve(curve: dict, out_path: str | Path) -> None:
+    """c_0, MRR and margin against training windows (log x), one row of panels per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = curve["rows"]
+    splits = sorted({r["split"] for r in rows}, key=lambda s: ("val", "ood").index(s) if s in ("val", "ood") else 9)
+    metrics = ("c0", "mrr", "margin")
+    fig, axes = plt.subplots(len(splits), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(splits)),
+                             squeeze=False)
+    for i, split in enumerate(splits):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for predictor in dict.fromkeys(r["predictor"] for r in rows):
+                points = [(r["train_windows"], r[metric]) for r in rows
+                          if r["split"] == split and r["predictor"] == predictor and r[metric] is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, marker="o", label=predictor, linewidth=2.5 if predictor == "model" else 1.0,
+                            linestyle="-" if predictor in ("model", "ridge") else "--")
+            ax.set(xscale="log", title=f"{split}: {metric}", xlabel="training windows")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main_curve(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow lvm-curve",
+                                     description="LVM learning curve: 5CAT of one recipe against training windows")
+    parser.add_argument("--point", action="append", required=True, metavar="RUN=FIVECAT_JSON,MODEL_DIR",
+                        help="one trained run (repeat): its 5CAT report and its model folder (summary.json)")
+    parser.add_argument("--out-json", required=True)
+    parser.add_argument("--out-plot", required=True)
+    args = parser.parse_args(argv)
+    points = []
+    for text in args.point:
+        run, sep, paths = text.partition("=")
+        parts = paths.split(",")
+        if not sep or not run or len(parts) != 2:
+            raise VecflowError(f"--point '{text}': expected RUN=FIVECAT_JSON,MODEL_DIR")
+        summary_path = Path(parts[1]) / "summary.json"
+        if not summary_path.is_file():
+            raise VecflowError(f"{summary_path}: file not found (not a trained LVM folder)")
+        from vecflow.core.io import read_json
+
+        points.append({"run": run, "fivecat": read_json(parts[0]), "summary": read_json(summary_path)})
+    curve = learning_curve(points)
+    plot_learning_curve(curve, args.out_plot)
+    write_json(args.out_json, curve)
+    print(f"[vecflow] learning curve over {len(points)} runs -> {args.out_json}", flush=True)
+    return 0

@@ -1,0 +1,594 @@
+"""``vecflow train-lvm``: train one next-vector model (a run = preset + architecture) with resumable state.
+
+    vecflow train-lvm --train-windows F --val-windows F --val-embeddings F --val-index F --settings S --out DIR
+
+Settings: ``lvm.train`` merged with the run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the
+global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the selection
+split's loss terms and cosine, and a mini-5CAT on up to ``mini5cat_samples`` of its windows; one record goes
+to ``history.jsonl`` (and wandb/mlflow when enabled).
+
+The selection split: with ``selection_fraction`` > 0 a seeded share of the TRAINING articles is held out
+(never trained on) and checkpoints are chosen there, so the VAL split that 5CAT reports is never seen; with 0
+the ``--val-*`` inputs are the selection split (history keys ``val/...`` always mean the selection split).
+The mini-5CAT calls the ``fivecat`` functions themselves (offset sweep over the windows where all seven
+offsets exist, within-article retrieval of articles with >= ``min_article_chunks`` chunks, ties ranked
+pessimistically), and scores copy-last, context-mean and ridge (λ by GCV on the training windows) on the
+same windows once. ``selection_metric: dominance`` (default) keeps the checkpoint that beats the most of
+those (baseline, metric) pairs for c_0, MRR and margin, ties broken by margin: a checkpoint that dominates
+every baseline always wins over one that does not. Early stopping counts epochs without a gain in the
+selection metric.
+
+Resuming: after every epoch, ``DIR.partial/state.pt`` holds the model, optimizer, RNG state, best checkpoint
+and history; a rerun with the same settings and inputs continues from it. Only a finished run publishes DIR
+(atomically): ``model.safetensors`` (best epoch), ``config.json``, ``history.jsonl``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vecflow.lvm import fivecat
+from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, build_baselines
+from vecflow.core.devices import pick_device
+from vecflow.lvm.embeddings import load_embeddings
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import atomic_dir, atomic_path, write_json, write_jsonl
+from vecflow.lvm.losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
+from vecflow.lvm.models import build_model, model_config, predict, save_lvm
+from vecflow.lvm.presets import resolve_schedule
+from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.core.tracking import Tracker, copy_tracking_record
+from vecflow.lvm.windows import load_windows as read_windows_file
+
+OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
+SELECTION_METRICS = {  # setting -> (history key, higher is better)
+    "dominance": ("val/dominance", True),  # [pairs won of baselines x (c0, mrr, margin), margin]
+    "val_margin": ("val/margin", True),
+    "val_cos": ("val/cos_sim", True),
+    "val_loss": ("val/mse", False),
+}
+DOMINANCE_METRICS = ("c0", "mrr", "margin")
+# settings that do not change what a run computes, so a resumed run may differ in them
+NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name", "run")
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+@dataclass
+class Windows:
+    contexts: np.ndarray        # (N, C, D) float32
+    targets: np.ndarray         # (N, D)
+    article_ids: np.ndarray     # (N,) int64
+    target_indices: np.ndarray  # (N,) int64: the target's own chunk index
+
+
+@dataclass
+class Bank:
+    """Embeddings of every chunk of a split with their (article, chunk) keys."""
+    embeddings: np.ndarray      # (M, D)
+    article_ids: np.ndarray     # (M,)
+    chunk_indices: np.ndarray   # (M,)
+
+
+def load_windows(path: str | Path) -> Windows:
+    """Read a windows safetensors file (checked by ``vecflow.lvm.windows.load_windows``)."""
+    arrays = read_windows_file(path)
+    return Windows(arrays["contexts"], arrays["targets"], arrays["article_ids"], arrays["target_indices"])
+
+
+def load_bank(embeddings_path: str | Path, index_path: str | Path) -> Bank:
+    """Read ``{split}.safetensors`` + ``{split}.index.jsonl`` (checked by ``vecflow.lvm.embeddings.load_embeddings``)."""
+    embeddings, rows = load_embeddings(embeddings_path, index_path)
+    return Bank(embeddings, np.array([row["article_id"] for row in rows], dtype=np.int64),
+                np.array([row["chunk_index"] for row in rows], dtype=np.int64))
+
+
+def check_compatible(train: Windows, val: Windows, bank: Bank, paths: dict) -> None:
+    """Validation windows and bank must have the training windows' shape, and every val target a bank row."""
+    _, context_length, dim = train.contexts.shape
+    if val.contexts.shape[1:] != (context_length, dim):
+        raise VecflowError(f"{paths['val_windows']}: contexts are {val.contexts.shape[1]} x {val.contexts.shape[2]}, "
+                           f"but the training windows are {context_length} x {dim}")
+    if bank.embeddings.shape[1] != dim:
+        raise VecflowError(f"{paths['val_embeddings']}: embeddings have dimension {bank.embeddings.shape[1]}, "
+                           f"the windows {dim}")
+    keys = set(zip(bank.article_ids.tolist(), bank.chunk_indices.tolist()))
+    for row, key in enumerate(zip(val.article_ids.tolist(), val.target_indices.tolist())):
+        if key not in keys:
+            raise VecflowError(f"{paths['val_windows']}: window {row}: target (article {key[0]}, chunk {key[1]}) "
+                               f"is not in {paths['val_index']}")
+
+
+def future_window_indices(article_ids: np.ndarray, target_indices: np.ndarray, horizon: int) -> np.ndarray:
+    """(N, horizon): for each window, the row of the window whose target is chunk t+1, t+2, ... of the same
+    article, or -1 where there is none (the article has ended)."""
+    row_of = {key: row for row, key in enumerate(zip(article_ids.tolist(), target_indices.tolist()))}
+    futures = np.full((len(article_ids), horizon), -1, dtype=np.int64)
+    for row, (article, chunk) in enumerate(zip(article_ids.tolist(), target_indices.tolist())):
+        for step in range(1, horizon + 1):
+            futures[row, step - 1] = row_of.get((article, chunk + step), -1)
+    return futures
+
+
+# ----------------------------------------------------------------------------------------------- mini-5CAT
+
+def mini_fivecat(pred: np.ndarray, windows: "fivecat.Windows", bank: "fivecat.ChunkBank",
+                 min_article_chunks: int = 6) -> dict:
+    """The 5CAT offset sweep and retrieval (the ``fivecat`` functions, same definitions) for one epoch.
+
+    Returns {"c": {k: c_k}, "c0", "margin", "peak_offset", "r1", "r5", "mrr", "sweep_n", "samples"}.
+    """
+    sweep = fivecat.offset_sweep(pred, windows, bank)
+    ranks = fivecat.retrieval(pred, windows, bank, min_article_chunks)
+    return {"c": {int(k): v["c"] for k, v in sweep["offsets"].items() if v["c"] is not None},
+            "c0": sweep["c0"], "margin": sweep["margin"], "peak_offset": sweep["peak_k"],
+            "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "sweep_n": sweep["n"],
+            "samples": len(pred)}
+
+
+def dominance(scores: dict, baselines: dict) -> dict:
+    """Which (baseline, metric) pairs for c_0, MRR and margin the model beats (strictly) on the selection split.
+
+    Returns {"wins", "pairs", "dominates", "loses_to": ["baseline:metric", ...]}."""
+    def beats(a, b):
+        return a is not None and (b is None or a > b)
+
+    lost = [f"{name}:{metric}" for name, base in baselines.items() for metric in DOMINANCE_METRICS
+            if not beats(scores.get(metric), base.get(metric))]
+    pairs = len(baselines) * len(DOMINANCE_METRICS)
+    return {"wins": pairs - len(lost), "pairs": pairs, "dominates": not lost, "loses_to": lost}
+
+
+def offset_key(k: int) -> str:
+    """History key of c_k: ``c_m1`` for k=-1, ``c_0``, ``c_p1`` (tracking backends reject '+' in names)."""
+    return f"c_m{-k}" if k < 0 else f"c_p{k}" if k > 0 else "c_0"
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+def run_settings(settings: dict) -> dict:
+    """Checked training settings with defaults for the optional keys."""
+    run = {
+        "seed": need(settings, "seed"),
+        "preset": need(settings, "preset"),
+        "arch": need(settings, "arch"),
+        "epochs": need(settings, "epochs"),
+        "batch_size": need(settings, "batch_size"),
+        "learning_rate": float(need(settings, "learning_rate")),
+        "weight_decay": float(settings.get("weight_decay", 0.01)),
+        "grad_clip": float(settings.get("grad_clip", 1.0)),
+        "selection_metric": settings.get("selection_metric", "dominance"),
+        "selection_fraction": float(settings.get("selection_fraction", 0.0)),
+        "train_fraction": float(settings.get("train_fraction", 1.0)),
+        "min_article_chunks": settings.get("min_article_chunks", 6),
+        "ridge_max_samples": settings.get("ridge_max_samples", 20000),
+        "ridge_lambdas": settings.get("ridge_lambdas") or list(DEFAULT_LAMBDA_GRID),
+        "early_stop_patience": settings.get("early_stop_patience", 0),
+        "mini5cat_samples": settings.get("mini5cat_samples", 200),
+        "stop_after_epoch": settings.get("stop_after_epoch", 0),
+    }
+    for key in ("epochs", "batch_size", "mini5cat_samples"):
+        if not isinstance(run[key], int) or run[key] < 1:
+            raise VecflowError(f"settings: field '{key}': expected a positive integer, got {run[key]!r}")
+    if not 0.0 < run["train_fraction"] <= 1.0:
+        raise VecflowError(f"settings: field 'train_fraction': expected a value in (0, 1], got {run['train_fraction']!r}")
+    if not 0.0 <= run["selection_fraction"] < 1.0:
+        raise VecflowError(f"settings: field 'selection_fraction': expected a value in [0, 1), "
+                           f"got {run['selection_fraction']!r}")
+    for key in ("early_stop_patience", "stop_after_epoch", "ridge_max_samples"):
+        if not isinstance(run[key], int) or run[key] < 0:
+            raise VecflowError(f"settings: field '{key}': expected an integer >= 0, got {run[key]!r}")
+    if run["selection_metric"] not in SELECTION_METRICS:
+        raise VecflowError(f"settings: field 'selection_metric': '{run['selection_metric']}' is not one of "
+                           f"{', '.join(SELECTION_METRICS)}")
+    return run
+
+
+def fingerprint(settings: dict, input_paths: dict) -> str:
+    """Identifies what a run computes: settings (minus device/tracking/...) and the inputs' sizes and times."""
+    relevant = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED}
+    files = {name: [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for name, p in sorted(input_paths.items())}
+    text = json.dumps({"settings": relevant, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- one epoch
+
+def make_batch(windows: dict, futures: torch.Tensor, rows: torch.Tensor, device) -> LossBatch:
+    """Gather rows of the (CPU) window tensors plus their future targets into a LossBatch on ``device``."""
+    future_rows = futures[rows]
+    future_mask = future_rows >= 0
+    future_targets = windows["targets"][future_rows.clamp(min=0)]
+    return LossBatch(windows["contexts"][rows].to(device), windows["targets"][rows].to(device),
+                     future_targets.to(device), future_mask.to(device))
+
+
+def drop_context_slots(contexts: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Zero each context slot with ``probability`` (seeded), so the model cannot lean on any one slot."""
+    if probability <= 0:
+        return contexts
+    keep = torch.rand(contexts.shape[:2], generator=generator) >= probability
+    return contexts * keep.unsqueeze(-1).to(contexts.device, contexts.dtype)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator for one epoch's shuffle and context drop: a function of (seed, epoch) only, so a resumed
+    run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1000 + epoch)
+
+
+def train_one_epoch(model, optimizer, windows: dict, futures: torch.Tensor, weights: dict, run: dict,
+                    generator: torch.Generator, device) -> dict:
+    """One shuffled pass; returns the mean of every loss term (unweighted) plus ``total`` and ``dir_boost``."""
+    model.train()
+    order = torch.randperm(len(windows["targets"]), generator=generator)
+    sums, seen = {}, 0
+    for start in range(0, len(order), run["batch_size"]):
+        batch = make_batch(windows, futures, order[start:start + run["batch_size"]], device)
+        batch.contexts = drop_context_slots(batch.contexts, weights["context_drop"], generator)
+        terms = compute_losses(model, batch, weights)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if run["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"])
+        optimizer.step()
+        size = len(batch.targets)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * size
+        seen += size
+    return {name: total / seen for name, total in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(model, windows: dict, futures: torch.Tensor, weights: dict, batch_size: int, device) -> dict:
+    """Mean loss terms over all validation windows (no context drop), plus ``cos_sim`` = 1 - cos term."""
+    model.eval()
+    sums, seen = {}, 0
+    for start in range(0, len(windows["targets"]), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(windows["targets"])))
+        terms = compute_losses(model, make_batch(windows, futures, rows, device), weights, rollout_with_grad=False)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
+        seen += len(rows)
+    means = {name: total / seen for name, total in sums.items()}
+    means["cos_sim"] = 1.0 - means["cos"]
+    return means
+
+
+def mini_fivecat_sample(val: Windows, max_samples: int) -> np.ndarray:
+    """Evenly spaced validation rows (deterministic, spread over articles)."""
+    count = min(max_samples, len(val.targets))
+    return np.unique(np.linspace(0, len(val.targets) - 1, count).round().astype(np.int64))
+
+
+def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, fivecat: dict,
+                 epoch_time: float, device) -> dict:
+    record = {"epoch": epoch, "device": str(device), "epoch_time_s": round(epoch_time, 4)}
+    record.update({f"train/{name}": train_terms[name] for name in (*TERMS, "total")})
+    record["train/cos_sim"] = 1.0 - train_terms["cos"]
+    record.update({f"val/{name}": val_terms[name] for name in (*TERMS, "total", "cos_sim")})
+    for key, value in weights.items():  # lambda_roll -> lambda/roll; margin_dir -> schedule/margin_dir
+        record[f"lambda/{key.removeprefix('lambda_')}" if key.startswith("lambda_") else f"schedule/{key}"] = value
+    record["lambda/dir_effective"] = weights["lambda_dir"] * train_terms["dir_boost"]
+    record["train/guard_to_mse"] = guard_to_mse_ratio(train_terms, weights)
+    record["val/margin"] = fivecat["margin"]
+    record["val/c0"] = fivecat["c0"]
+    record["val/r1"] = fivecat["r1"]
+    record["val/r5"] = fivecat["r5"]
+    record["val/mrr"] = fivecat["mrr"]
+    record["val/sweep_n"] = fivecat["sweep_n"]
+    record["val/peak_offset"] = fivecat["peak_offset"]
+    record["val/wins"] = fivecat["dominance"]["wins"]
+    record["val/dominates"] = fivecat["dominance"]["dominates"]
+    record["val/loses_to"] = fivecat["dominance"]["loses_to"]
+    record["val/dominance"] = [fivecat["dominance"]["wins"], fivecat["margin"]]
+    record.update({f"val/{offset_key(k)}": value for k, value in fivecat["c"].items()})
+    return record
+
+
+def format_epoch_line(record: dict, epochs: int) -> str:
+    return (f"[train-lvm] epoch {record['epoch']}/{epochs} train_total {record['train/total']:.5f} "
+            f"val_mse {record['val/mse']:.5f} val_cos {record['val/cos_sim']:.4f} margin {record['val/margin']:+.4f} "
+            f"c0 {record['val/c0']:.4f} MRR {record['val/mrr']:.3f} R@1 {record['val/r1']:.3f} "
+            f"peak k={record['val/peak_offset']} beats {record['val/wins']}/9 "
+            f"guard/mse {record['train/guard_to_mse']:.3f} "
+            f"lambda_roll {record['lambda/roll']} lambda_dir {record['lambda/dir']} ({record['epoch_time_s']:.2f}s)")
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+def is_better(value, best, higher_is_better: bool) -> bool:
+    """``value`` beats ``best``; lists ([wins, margin]) compare in order, a missing/NaN part never wins."""
+    if isinstance(value, (list, tuple)):
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in value):
+            return False
+        return best is None or list(value) > list(best)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if higher_is_better else value < best)
+
+
+def fresh_state(fingerprint_text: str) -> dict:
+    return {"fingerprint": fingerprint_text, "epoch": 0, "history": [], "best_epoch": None, "best_value": None,
+            "best_model": None, "best_margin": None, "epochs_without_margin_gain": 0, "stopped_early": False}
+
+
+def load_state(path: Path, fingerprint_text: str) -> dict | None:
+    """The saved state of an interrupted run with the same fingerprint, or None."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        print(f"[train-lvm] ignoring unreadable {path} ({exc})", flush=True)
+        return None
+    if state.get("fingerprint") != fingerprint_text:
+        print(f"[train-lvm] {path} belongs to other settings or inputs: starting over", flush=True)
+        return None
+    return state
+
+
+def save_state(path: Path, state: dict, model, optimizer) -> None:
+    state = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def restore_state(state: dict, model, optimizer) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def update_best(state: dict, record: dict, model, run: dict) -> None:
+    """Keep the best checkpoint by the selection metric; stop early after ``early_stop_patience`` epochs
+    without a gain in it (0 = never)."""
+    key, higher = SELECTION_METRICS[run["selection_metric"]]
+    if is_better(record[key], state["best_value"], higher):
+        state["best_value"], state["best_epoch"] = record[key], record["epoch"]
+        state["best_model"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
+        state["epochs_without_margin_gain"] = 0
+    else:
+        state["epochs_without_margin_gain"] += 1
+    patience = run["early_stop_patience"]
+    state["stopped_early"] = bool(patience and state["epochs_without_margin_gain"] >= patience)
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+@dataclass
+class RunData:
+    """Everything a run reads, checked and prepared once: windows, selection bank, schedule, future rows."""
+    train: Windows
+    val: Windows                    # the selection split
+    bank: "fivecat.ChunkBank"       # its chunks
+    schedule: list[dict]            # per-epoch loss weights
+    train_futures: torch.Tensor     # (N, F) rows of the windows whose targets are t+1..t+F, -1 = none
+    val_futures: torch.Tensor
+    fivecat_windows: "fivecat.Windows"  # selection windows scored by the mini-5CAT
+    baselines: dict                 # {name: mini-5CAT scores} on the same windows
+    selection: dict                 # where the selection split comes from
+    ridge: object                   # the ridge baseline (a residual: ridge model starts from it)
+
+    def tensors(self, windows: Windows) -> dict:
+        return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
+
+
+def subset(windows: Windows, rows: np.ndarray) -> Windows:
+    return Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
+                   windows.target_indices[rows])
+
+
+def carve_selection(train: Windows, fraction: float, seed: int) -> tuple[Windows, Windows, list[int]]:
+    """Hold out a seeded ``fraction`` of the training ARTICLES (at least one, never all) as the selection split."""
+    articles = np.unique(train.article_ids)
+    if len(articles) < 2:
+        raise VecflowError(f"settings: selection_fraction {fraction}: the training windows come from "
+                           f"{len(articles)} article; set selection_fraction: 0 to select on --val-windows")
+    count = min(len(articles) - 1, max(1, round(fraction * len(articles))))
+    chosen = np.sort(np.random.default_rng(seed).choice(articles, size=count, replace=False))
+    held = np.isin(train.article_ids, chosen)
+    return subset(train, np.flatnonzero(~held)), subset(train, np.flatnonzero(held)), chosen.tolist()
+
+
+def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
+    """A seeded ``fraction`` of the training windows (learning curve); smaller fractions are nested in larger
+    ones because every fraction takes a prefix of the same permutation."""
+    if fraction >= 1.0:
+        return train
+    count = max(1, round(fraction * len(train.targets)))
+    return subset(train, np.sort(np.random.default_rng(seed + 1).permutation(len(train.targets))[:count]))
+
+
+def as_fivecat_windows(windows: Windows, rows: np.ndarray, source: str) -> "fivecat.Windows":
+    return fivecat.Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
+                           windows.target_indices[rows], source)
+
+
+def baseline_scores(train: Windows, windows: "fivecat.Windows", bank: "fivecat.ChunkBank", run: dict) -> dict:
+    """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows)."""
+    rows = np.arange(len(train.targets))
+    if run["ridge_max_samples"] and len(rows) > run["ridge_max_samples"]:
+        rows = np.sort(np.random.default_rng(run["seed"]).choice(rows, run["ridge_max_samples"], replace=False))
+    baselines = build_baselines(train.contexts[rows], train.targets[rows], "auto", run["ridge_lambdas"])
+    scores = {name: mini_fivecat(predict_fn(windows.contexts), windows, bank, run["min_article_chunks"])
+              for name, predict_fn in baselines.items()}
+    scores["ridge"]["lambda"] = baselines["ridge"].ridge_lambda
+    return scores, baselines["ridge"]
+
+
+def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
+    train = load_windows(paths["train_windows"])
+    if run["selection_fraction"] > 0:
+        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"])
+        source = f"{paths['train_windows']} (selection articles)"
+        bank = fivecat.bank_from_windows(fivecat.Windows(val.contexts, val.targets, val.article_ids,
+                                                         val.target_indices, source))
+        selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held)}
+    else:
+        val = load_windows(paths["val_windows"])
+        check_compatible(train, val, load_bank(paths["val_embeddings"], paths["val_index"]), paths)
+        bank = fivecat.load_bank(paths["val_embeddings"], paths["val_index"])
+        source = str(paths["val_windows"])
+        selection = {"split": "val", "articles": int(len(np.unique(val.article_ids)))}
+    train = train_subset(train, run["train_fraction"], run["seed"])
+    schedule = resolve_schedule(run["preset"], losses, run["epochs"])
+    horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
+    windows = as_fivecat_windows(val, mini_fivecat_sample(val, run["mini5cat_samples"]), source)
+    selection["windows"] = len(val.targets)
+    scores, ridge = baseline_scores(train, windows, bank, run)
+    return RunData(
+        train, val, bank, schedule,
+        torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon)),
+        torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon)),
+        windows, scores, selection, ridge,
+    )
+
+
+def run_epoch(epoch: int, model, optimizer, data: RunData, run: dict, device) -> dict:
+    """Train one epoch, validate, score the mini-5CAT; return the epoch's history record."""
+    weights = data.schedule[epoch - 1]
+    started = time.perf_counter()
+    train_terms = train_one_epoch(model, optimizer, data.tensors(data.train), data.train_futures, weights, run,
+                                  epoch_generator(run["seed"], epoch), device)
+    val_terms = evaluate(model, data.tensors(data.val), data.val_futures, weights, run["batch_size"], device)
+    pred = predict(model, data.fivecat_windows.contexts, run["batch_size"], device)
+    scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
+    scores["dominance"] = dominance(scores, data.baselines)
+    return epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
+
+
+def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) -> dict:
+    """The saved state of an interrupted identical run (model/optimizer/RNG restored), or a fresh one."""
+    state_path = partial_dir / "state.pt"
+    state = load_state(state_path, fingerprint_text)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        return fresh_state(fingerprint_text)
+    restore_state(state, model, optimizer)
+    write_jsonl(partial_dir / "history.jsonl", state["history"])  # drop records logged after the saved state
+    print(f"[train-lvm] resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    return state
+
+
+def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir,
+              epoch_callback=None) -> dict | None:
+    """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
+    on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call).
+    ``epoch_callback(record)`` is called after each epoch (HPO reports and prunes there)."""
+    run = run_settings(settings)
+    out_dir = Path(out_dir)
+    partial_dir = out_dir.with_name(out_dir.name + ".partial")
+    paths = {"train_windows": train_path, "val_windows": val_path,
+             "val_embeddings": val_embeddings_path, "val_index": val_index_path}
+    data = load_run_data(paths, run, settings.get("losses"))
+
+    device = pick_device(settings.get("device", "auto"))
+    seed_everything(run["seed"])
+    _, context_length, dim = data.train.contexts.shape
+    model = build_model(run["arch"], dim, context_length, settings)
+    if hasattr(model, "set_base"):  # residual: ridge starts at the ridge baseline of these training windows
+        model.set_base(data.ridge.weights, data.ridge.bias)
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
+    print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
+          f"{len(data.train.targets)} train / {len(data.val.targets)} selection windows ({data.selection['split']}), "
+          f"C={context_length}, D={dim}", flush=True)
+    for name, scores in data.baselines.items():
+        print(f"[train-lvm] selection baseline {name}: c0 {scores['c0']:.4f} MRR {scores['mrr']:.3f} "
+              f"margin {scores['margin']:+.4f} (sweep n={scores['sweep_n']})", flush=True)
+
+    used = paths if run["selection_fraction"] == 0 else {"train_windows": train_path}  # val unread when carving
+    state = start_or_resume(partial_dir, fingerprint(settings, used), model, optimizer)
+    run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
+    tracker = Tracker(partial_dir / "history.jsonl", run_name, config=settings,
+                      backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
+    for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
+        if state["stopped_early"]:
+            break
+        record = run_epoch(epoch, model, optimizer, data, run, device)
+        print(format_epoch_line(record, run["epochs"]), flush=True)
+        update_best(state, record, model, run)
+        state["epoch"] = epoch
+        state["history"].append(record)
+        save_state(partial_dir / "state.pt", state, model, optimizer)
+        tracker.log(record, step=epoch)
+        if epoch_callback is not None:
+            epoch_callback(record)
+        if state["stopped_early"]:
+            print(f"[train-lvm] early stop: no {run['selection_metric']} gain for {run['early_stop_patience']} epochs",
+                  flush=True)
+        if run["stop_after_epoch"] and run["stop_after_epoch"] <= epoch < run["epochs"]:
+            print(f"[train-lvm] stopping after epoch {epoch} (stop_after_epoch); state kept in {partial_dir}")
+            tracker.finish({})
+            return None
+
+    summary = build_summary(state, run, device, len(data.train.targets), len(data.val.targets))
+    summary.update({"selection": data.selection, "selection_baselines": data.baselines})
+    tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
+                          best_epoch=state["best_epoch"])
+    publish(out_dir, partial_dir, state, model, config, summary)
+    print(f"[train-lvm] best epoch {summary['best_epoch']} by {run['selection_metric']}: wrote {out_dir}", flush=True)
+    return summary
+
+
+def build_summary(state: dict, run: dict, device, train_count: int, val_count: int) -> dict:
+    history = state["history"]
+    best = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1])
+    times = [r["epoch_time_s"] for r in history]
+    return {
+        "arch": run["arch"], "preset": run["preset"], "device": str(device),
+        "selection_metric": run["selection_metric"], "best_epoch": best["epoch"],
+        "best": {k: v for k, v in best.items() if k != "epoch"},
+        "epochs_run": len(history), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
+        "epoch_times_s": times, "mean_epoch_time_s": sum(times) / len(times), "train_time_s": sum(times),
+        "train_windows": train_count, "val_windows": val_count, "train_fraction": run["train_fraction"],
+        "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
+        "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
+        "loses_to": best["val/loses_to"],
+    }
+
+
+def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, summary: dict) -> None:
+    """Write DIR atomically with the best checkpoint, then drop the resumable side folder."""
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    with atomic_dir(out_dir) as tmp:
+        save_lvm(tmp, model, config)
+        shutil.copyfile(partial_dir / "history.jsonl", tmp / "history.jsonl")
+        copy_tracking_record(partial_dir, tmp)  # names the W&B / MLflow runs, when tracking was on
+        write_json(tmp / "summary.json", summary)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vecflow train-lvm", description=__doc__.split("\n")[0])
+    parser.add_argument("--train-windows", required=True, help="training windows (.safetensors)")
+    parser.add_argument("--val-windows", required=True, help="validation windows (.safetensors)")
+    parser.add_argument("--val-embeddings", required=True, help="validation chunk embeddings (.safetensors)")
+    parser.add_argument("--val-index", required=True, help="validation chunk index (.index.jsonl)")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.train + run entry, as JSON")
+    parser.add_argument("--out", required=True, help="output model folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out)
+    return 0

@@ -1,0 +1,220 @@
+"""Causal-LM dialogue summarizer: fine-tune a decoder-only LM (default SmolLM2-135M-Instruct) on dialogue → summary.
+
+    vecflow train-causal --train train.jsonl --val selection.jsonl --base resources/models/smollm2 \
+        --settings '{"seed": 1, "max_minutes": 45, "learning_rate": 5e-5, ...}' --out results/causal/model
+    vecflow predict-summarizer --model results/causal/model --dialogues val.jsonl --settings S --out preds.jsonl
+
+Each example is the LM's own chat template with an EXPLICIT system message (never the template's default
+"helpful assistant" one), the dialogue in the user turn and the summary as the assistant turn. The loss is on
+the summary tokens and the end-of-turn token only: the prompt and the padding are -100. Sequences are not
+padded in preprocessing; the collator pads per batch (inputs with the pad id, labels with -100).
+
+Speaker tags need nothing special here: a byte-level BPE decodes exactly what it encoded, so ``#Person1#``
+comes back verbatim (a test decodes real predictions and labels).
+
+``lora.enabled`` trains LoRA adapters through ``peft`` instead of every weight (for larger LMs) and merges
+them on save, so the published folder is a plain HF model: the bundle and the server need no peft.
+
+Training runs in the loop shared with the seq2seq family (``vecflow.summary.loop``): time budget, WSD schedule,
+length-grouped batches, bf16 autocast when it is faster, selection on the selection split, resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vecflow.core.errors import VecflowError
+from vecflow.summary.generation import check_generation_config
+from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.summary.seq2seq import read_dialogues
+from vecflow.summary.infer import (
+    causal_generation_config,
+    chat_messages,
+    end_of_turn_id,
+    generate_causal,
+    prompt_ids,
+)
+from vecflow.summary.loop import Loop, load_resume_state, partial_dir, run_fingerprint
+
+
+# ----------------------------------------------------------------------------------------------- model
+def load_base(base_dir: str | Path):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = Path(base_dir)
+    if not (base_dir / "config.json").exists():
+        raise VecflowError(f"{base_dir}: not an HF model folder (no config.json)")
+    config = AutoConfig.from_pretrained(base_dir)
+    if getattr(config, "is_encoder_decoder", False):
+        raise VecflowError(f"{base_dir}/config.json: an encoder-decoder model; use summarizer.kind: seq2seq for it")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if not getattr(tokenizer, "chat_template", None):
+        raise VecflowError(f"{base_dir}: the tokenizer has no chat template; the causal summarizer needs an "
+                           "instruct/chat LM (e.g. SmolLM2-135M-Instruct)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    return model, tokenizer
+
+
+def spec_for(settings: dict) -> dict:
+    return {"kind": "causal", "max_source_length": int(need(settings, "max_source_length")),
+            "max_target_length": int(need(settings, "max_target_length")),
+            "system_message": settings.get("system_message") or None,
+            "user_template": settings.get("user_template") or None}
+
+
+# ------------------------------------------------------------------------------------------ features
+def tokenize_examples(rows: list[dict], tokenizer, spec: dict) -> list[dict]:
+    """Prompt + summary + end-of-turn, unpadded; labels are -100 on every prompt token.
+
+    The summary is tokenized on its own (truncated to ``max_target_length``) and appended to the prompt ids,
+    so the boundary between what is conditioned on and what is learned is exact.
+    """
+    eot = end_of_turn_id(tokenizer)
+    features = []
+    for row in rows:
+        prompt = prompt_ids(tokenizer, row["dialogue"], spec)
+        target = tokenizer(row["summaries"][0], add_special_tokens=False)["input_ids"]
+        target = target[: int(spec["max_target_length"])] + [eot]
+        features.append({"input_ids": prompt + target, "attention_mask": [1] * (len(prompt) + len(target)),
+                         "labels": [-100] * len(prompt) + target})
+    return features
+
+
+class CausalCollator:
+    """Right-pads a batch: input ids with the pad id, attention mask with 0, labels with -100."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]):
+        import torch
+        from transformers import BatchEncoding
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), width), -100, dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.tensor(f["input_ids"])
+            mask[row, :n] = 1
+            labels[row, :n] = torch.tensor(f["labels"])
+        return BatchEncoding({"input_ids": ids, "attention_mask": mask, "labels": labels})
+
+
+def loss_on_labels(model, batch):
+    """Next-token cross-entropy on the labelled (summary + end-of-turn) positions only.
+
+    The LM head runs only where a label follows: about a tenth of the positions for DialogSum, so the
+    (batch × length × vocabulary) logits tensor — gigabytes for a 49k vocabulary — is never built. Same loss
+    as ``model(..., labels=labels).loss`` (a test checks it); models without a separable decoder/head use that.
+    """
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(base, "model", None), base.get_output_embeddings()
+    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+# ---------------------------------------------------------------------------------------------- LoRA
+def apply_lora(model, lora: dict):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
+                        lora_dropout=float(lora.get("dropout", 0.05)),
+                        target_modules=lora.get("target_modules") or ["q_proj", "k_proj", "v_proj", "o_proj"],
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+class MergedOnSave:
+    """Wraps a peft model so that ``save_pretrained`` writes the merged plain model (no peft needed to load)."""
+
+    def __init__(self, peft_model):
+        self.peft_model = peft_model
+
+    def save_pretrained(self, folder):
+        import copy
+
+        merged = copy.deepcopy(self.peft_model).merge_and_unload()
+        merged.save_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def validate(model, tokenizer, rows: list[dict], spec: dict, generation_config, settings: dict, device):
+    from vecflow.summary.scoring import selection_scores
+
+    rows = rows[: int(settings.get("val_samples", len(rows)))]
+    predictions = generate_causal(model, tokenizer, [r["dialogue"] for r in rows], spec, generation_config,
+                                  int(settings.get("eval_batch_size", need(settings, "batch_size"))), device)
+    scores = selection_scores(predictions, [r["summaries"] for r in rows])
+    examples = [{"id": r["id"], "prediction": p, "reference": r["summaries"][0]}
+                for r, p in zip(rows, predictions)][: int(settings.get("log_examples", 2))]
+    return scores, examples
+
+
+def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dict:
+    """Fine-tune on ``train_path``, select on ``val_path`` (the selection split); returns the summary."""
+    from vecflow.core.devices import pick_device
+
+    check_generation_config(need(settings, "generation"), "summarizer.causal.generation")
+    out_dir = Path(out_dir)
+    seed_everything(int(need(settings, "seed")))
+    train_rows, val_rows = read_dialogues(train_path), read_dialogues(val_path)
+    device = pick_device(settings.get("device", "auto"))
+    spec = spec_for(settings)
+    fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
+    resume = load_resume_state(partial_dir(out_dir), fingerprint)
+    model, tokenizer = load_base(partial_dir(out_dir) / "last" if resume else base_dir)
+    lora = settings.get("lora") or {}
+    train_model = apply_lora(model, lora) if lora.get("enabled") else model
+    train_model.to(device)
+    generation_config = causal_generation_config(settings["generation"], tokenizer)
+    model.generation_config = generation_config
+    features = tokenize_examples(train_rows, tokenizer, spec)
+    print(f"[vecflow] {len(features)} examples, mean {sum(len(f['input_ids']) for f in features) / len(features):.0f} "
+          f"tokens ({sum(sum(1 for x in f['labels'] if x != -100) for f in features) / len(features):.0f} "
+          f"in the loss); system message: {spec['system_message'] or '(vecflow default)'}", flush=True)
+
+    def validate_model(model_now):
+        return validate(model_now, tokenizer, val_rows, spec, generation_config, settings, device)
+
+    saved = MergedOnSave(train_model) if lora.get("enabled") else train_model
+    loop = Loop(model=train_model, tokenizer=tokenizer, features=features,
+                collator=CausalCollator(tokenizer.pad_token_id), validate=validate_model, settings=settings,
+                out_dir=out_dir, fingerprint=fingerprint, spec=spec, device=device, run_name="causal",
+                resume=resume, forward=loss_on_labels)
+    if lora.get("enabled"):
+        loop.saved_model = saved
+    summary = loop.run()
+    summary["lora"] = bool(lora.get("enabled"))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def main_train(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow train-causal", description=__doc__.split("\n")[0])
+    parser.add_argument("--train", required=True, help="dialogues JSONL to train on (first summary = target)")
+    parser.add_argument("--val", required=True, help="selection dialogues JSONL (checkpoints are chosen on it)")
+    parser.add_argument("--base", required=True, help="HF causal-LM folder with a chat template")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="the summarizer settings (causal)")
+    parser.add_argument("--out", required=True, help="output model folder (DIR.partial/ holds resume state)")
+    args = parser.parse_args(argv)
+    summary = train_causal(args.train, args.val, args.base, args.settings, args.out)
+    best = "none eligible" if summary["best_score"] is None else f"{summary['best_score']:.4f}"
+    print(f"[vecflow] best step {summary['best_step']} of {summary['steps']} ({summary['samples_seen']} samples, "
+          f"{summary['train_minutes']:.1f} min): selection {summary['selection_metric']} {best} -> {args.out}",
+          flush=True)
+    return 0
+
+
+__all__ = ["chat_messages", "main_train", "train_causal", "tokenize_examples"]

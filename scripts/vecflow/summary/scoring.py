@@ -1,0 +1,281 @@
+"""Scoring generated summaries: ROUGE (rouge-score) and BERTScore (bert-score on a local model folder).
+
+    vecflow score --predictions preds.jsonl --bertscore-model resources/models/minilm \
+        --settings '{"bertscore": {"num_layers": 6, "batch_size": 16}, "examples": 3, "seed": 1, "device": "auto"}' \
+        --out-scores scores.json --out-examples examples.json
+
+Conventions (documented here because they change the numbers):
+- ROUGE uses rouge-score's default tokenizer with the Porter stemmer: it lower-cases and replaces every
+  non-alphanumeric character by a space, so the speaker tag ``#Person1#`` is scored as the word ``person1``.
+- rougeLsum needs one sentence per line. NLTK's punkt is not available offline, so ``split_sentences``
+  splits on ``.``, ``!``, ``?`` followed by whitespace (and on line breaks); only rougeLsum sees that text.
+- Several references (DialogSum's test split has three): each metric takes, per sample, the reference with
+  the best F-measure (rouge-score's ``score_multi``); BERTScore takes the max over references (bert-score's
+  list-of-lists mode).
+- BERTScore runs on a LOCAL folder only (never a hub id), without baseline rescaling (no baseline files
+  offline). An empty prediction gets BERTScore 0 (bert-score cannot encode an empty string with
+  transformers 5) and is counted in ``empty_predictions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import re
+import statistics
+from pathlib import Path
+
+from vecflow.core.errors import VecflowError, where
+from vecflow.core.io import iter_jsonl, require_fields, write_json
+from vecflow.core.settings import seed_everything, settings_arg
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+SPEAKER_TAG = re.compile(r"#Person\d+#", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def read_predictions(path: str | Path) -> list[dict]:
+    """Read predictions JSONL ``{id, prediction, references: [str, ...]}``; errors name file:line and field."""
+    rows = []
+    for lineno, record in iter_jsonl(path):
+        require_fields(record, {"id": (str, int), "prediction": str, "references": list}, path, lineno)
+        references = record["references"]
+        if not references:
+            raise VecflowError(f"{where(path, lineno, 'references')}: empty list (need at least one reference)")
+        for i, reference in enumerate(references):
+            if not isinstance(reference, str) or not reference.strip():
+                raise VecflowError(f"{where(path, lineno, 'references')}: item {i} is not a non-empty string")
+        rows.append({"id": str(record["id"]), "prediction": record["prediction"], "references": references})
+    if not rows:
+        raise VecflowError(f"{path}: no predictions (empty file)")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ ROUGE
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences with a regex (no NLTK): after . ! ? followed by whitespace, and at newlines."""
+    return [sentence for sentence in SENTENCE_BOUNDARY.split(text.strip()) if sentence]
+
+
+def _one_sentence_per_line(text: str) -> str:
+    return "\n".join(split_sentences(text))
+
+
+def rouge_scores(predictions: list[str], references_list: list[list[str]]) -> dict:
+    """ROUGE-1/2/L/Lsum with stemming; best reference per metric per sample.
+
+    Returns ``{"mean": {metric: {"f", "p", "r"}}, "per_sample": [{metric: {"f", "p", "r"}}, ...]}``.
+    """
+    from rouge_score import rouge_scorer
+
+    plain = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    summary_level = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    per_sample = []
+    for prediction, references in zip(predictions, references_list, strict=True):
+        scores = plain.score_multi(references, prediction)
+        scores |= summary_level.score_multi(
+            [_one_sentence_per_line(r) for r in references], _one_sentence_per_line(prediction)
+        )
+        per_sample.append(
+            {name: {"f": s.fmeasure, "p": s.precision, "r": s.recall} for name, s in scores.items()}
+        )
+    mean = {
+        name: {part: statistics.fmean(sample[name][part] for sample in per_sample) for part in ("f", "p", "r")}
+        for name in ROUGE_TYPES
+    }
+    return {"mean": mean, "per_sample": per_sample}
+
+
+# -------------------------------------------------------------------------------------------- BERTScore
+def check_bertscore_model(model_dir: str | Path, num_layers: int) -> Path:
+    """A local HF folder with config.json whose depth allows ``num_layers``; anything else is a VecflowError."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise VecflowError(f"{model_dir}: not a local model folder (no config.json); BERTScore never uses the hub")
+    depth = json.loads(config_path.read_text(encoding="utf-8")).get("num_hidden_layers")
+    if not isinstance(num_layers, int) or num_layers < 1 or (depth is not None and num_layers > depth):
+        raise VecflowError(
+            f"settings: field 'bertscore.num_layers': {num_layers!r} must be between 1 and {depth} for {model_dir}"
+        )
+    return model_dir.resolve()
+
+
+@functools.lru_cache(maxsize=4)
+def load_bertscorer(model_dir: str, num_layers: int, device: str = "cpu"):
+    """One ``BERTScorer`` per (folder, layers, device), reused by every call in this process."""
+    import bert_score
+
+    scorer = bert_score.BERTScorer(model_type=model_dir, num_layers=num_layers, device=device)
+    # bert-score truncates at tokenizer.model_max_length; cap it by the position embeddings so that a folder
+    # without model_max_length (transformers' "very large" default) cannot overflow them.
+    tokenizer = scorer._tokenizer
+    max_positions = getattr(scorer._model.config, "max_position_embeddings", 512)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, max_positions)
+    return scorer
+
+
+def bertscore(scorer, predictions: list[str], references_list: list[list[str]], batch_size: int = 16) -> dict:
+    """BERTScore P/R/F1 (max over references). Returns means, F1 std and the per-sample F1 list."""
+    scored = [i for i, prediction in enumerate(predictions) if prediction.strip()]
+    p = [0.0] * len(predictions)
+    r = [0.0] * len(predictions)
+    f1 = [0.0] * len(predictions)
+    if scored:
+        P, R, F = scorer.score(
+            [predictions[i] for i in scored], [references_list[i] for i in scored], batch_size=batch_size
+        )
+        for j, i in enumerate(scored):
+            p[i], r[i], f1[i] = float(P[j]), float(R[j]), float(F[j])
+    return {
+        "p": statistics.fmean(p),
+        "r": statistics.fmean(r),
+        "f1": statistics.fmean(f1),
+        "f1_std": statistics.pstdev(f1),
+        "per_sample_f1": f1,
+    }
+
+
+# ----------------------------------------------------------------------------------- input dependence
+def input_dependence(predictions: list[str], references_list: list[list[str]], shifts: int = 3,
+                     seed: int = 0) -> dict:
+    """Does a summarizer read its input? Distinct predictions, and ROUGE-1 against the own references minus
+    ROUGE-1 against other dialogues' references (``shifts`` seeded cyclic shifts: never the own row).
+
+    A model that writes one summary for every dialogue has ``distinct_ratio`` 1/n and a margin near 0,
+    however good its ROUGE looks.
+    """
+    import random
+
+    from rouge_score import rouge_scorer
+
+    n = len(predictions)
+    distinct = len({" ".join(p.lower().split()) for p in predictions}) / n if n else 0.0
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+
+    def rouge1(prediction: str, references: list[str]) -> float:
+        return scorer.score_multi(references, prediction)["rouge1"].fmeasure
+
+    own = statistics.fmean(rouge1(p, r) for p, r in zip(predictions, references_list, strict=True)) if n else 0.0
+    if n < 2:
+        return {"n": n, "distinct_ratio": distinct, "own_rouge1": own, "shuffled_rouge1": own, "margin": 0.0}
+    offsets = random.Random(seed).sample(range(1, n), min(shifts, n - 1))
+    shuffled = statistics.fmean(
+        rouge1(predictions[i], references_list[(i + k) % n]) for k in offsets for i in range(n)
+    )
+    return {"n": n, "distinct_ratio": distinct, "own_rouge1": own, "shuffled_rouge1": shuffled,
+            "margin": own - shuffled}
+
+
+def selection_scores(predictions: list[str], references_list: list[list[str]]) -> dict:
+    """What trainers log and select on per evaluation: ROUGE F1, speaker tags, length, input dependence."""
+    mean = rouge_scores(predictions, references_list)["mean"]
+    scores = {name: mean[name]["f"] for name in ROUGE_TYPES}
+    scores["speaker_tag_rate"] = statistics.fmean(bool(SPEAKER_TAG.search(p)) for p in predictions)
+    scores["mean_pred_words"] = statistics.fmean(len(p.split()) for p in predictions)
+    scores["input_dependence"] = input_dependence(predictions, references_list)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------ text stats
+def text_stats(predictions: list[str], references_list: list[list[str]]) -> dict:
+    """Empty predictions, mean word counts, and how often speaker tags (#PersonN#) appear."""
+    all_references = [r for references in references_list for r in references]
+    return {
+        "empty_predictions": sum(1 for p in predictions if not p.strip()),
+        "mean_pred_words": statistics.fmean(len(p.split()) for p in predictions),
+        "mean_ref_words": statistics.fmean(len(r.split()) for r in all_references),
+        "speaker_tag_rate": {
+            "predictions": statistics.fmean(bool(SPEAKER_TAG.search(p)) for p in predictions),
+            "references": statistics.fmean(
+                any(SPEAKER_TAG.search(r) for r in references) for references in references_list
+            ),
+        },
+    }
+
+
+def pick_examples(rows: list[dict], rouge: dict, bert: dict, count: int) -> dict:
+    """The ``count`` best and worst samples by rougeL F (ties keep file order), with their scores."""
+
+    def example(i: int) -> dict:
+        sample = rouge["per_sample"][i]
+        scores = {name: sample[name]["f"] for name in ROUGE_TYPES} | {"bertscore_f1": bert["per_sample_f1"][i]}
+        return {**rows[i], "scores": scores}
+
+    order = sorted(range(len(rows)), key=lambda i: (-rouge["per_sample"][i]["rougeL"]["f"], i))
+    worst = sorted(range(len(rows)), key=lambda i: (rouge["per_sample"][i]["rougeL"]["f"], i))
+    return {
+        "ranked_by": "rougeL.f",
+        "best": [example(i) for i in order[:count]],
+        "worst": [example(i) for i in worst[:count]],
+    }
+
+
+# ------------------------------------------------------------------------------------------------- main
+def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -> tuple[dict, dict]:
+    """Everything ``vecflow score`` computes: (scores JSON, examples JSON)."""
+    bert_settings = settings.get("bertscore", {})
+    num_layers = bert_settings.get("num_layers", 6)
+    model_dir = check_bertscore_model(model_dir, num_layers)
+    predictions = [row["prediction"] for row in rows]
+    references_list = [row["references"] for row in rows]
+
+    rouge = rouge_scores(predictions, references_list)
+    scorer = load_bertscorer(str(model_dir), num_layers, _device_name(settings.get("device", "auto")))
+    bert = bertscore(scorer, predictions, references_list, batch_size=bert_settings.get("batch_size", 16))
+
+    scores = {
+        "n": len(rows),
+        "rouge": rouge["mean"],
+        "bertscore": {
+            "p": bert["p"], "r": bert["r"], "f1": bert["f1"], "f1_std": bert["f1_std"],
+            "model": str(model_dir), "num_layers": num_layers, "rescaled_with_baseline": False,
+        },
+        **text_stats(predictions, references_list),
+        "input_dependence": input_dependence(predictions, references_list, seed=int(settings.get("seed", 0))),
+    }
+    examples = pick_examples(rows, rouge, bert, example_count(settings))
+    return scores, examples
+
+
+def example_count(settings: dict) -> int:
+    count = settings.get("examples", 3)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise VecflowError(f"settings: field 'examples': expected a non-negative integer, got {count!r}")
+    return count
+
+
+def _device_name(requested: str) -> str:
+    from vecflow.core.devices import pick_device
+
+    return str(pick_device(requested))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vecflow score", description="ROUGE + BERTScore for predictions JSONL.")
+    parser.add_argument("--predictions", required=True, help="predictions JSONL {id, prediction, references}")
+    parser.add_argument("--bertscore-model", required=True, help="local HF model folder for BERTScore")
+    parser.add_argument("--settings", required=True, type=settings_arg, help="the 'evaluation' config section")
+    parser.add_argument("--out-scores", required=True, help="scores JSON")
+    parser.add_argument("--out-examples", required=True, help="best/worst examples JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    seed_everything(args.settings.get("seed", 0))
+    rows = read_predictions(args.predictions)
+    scores, examples = score_predictions(rows, args.bertscore_model, args.settings)
+    write_json(args.out_scores, scores)
+    write_json(args.out_examples, examples)
+    rouge = scores["rouge"]
+    print(
+        f"[vecflow] scored {scores['n']} predictions: rouge1 {rouge['rouge1']['f']:.4f} "
+        f"rougeL {rouge['rougeL']['f']:.4f} bertscore f1 {scores['bertscore']['f1']:.4f} distinct "
+        f"{scores['input_dependence']['distinct_ratio']:.2f} own-vs-shuffled rouge1 "
+        f"{scores['input_dependence']['margin']:+.4f}",
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,134 @@
+# Data: dialogues (ingest, synthesis, summary filter) and articles (chunks, article-based splits).
+# Package: vecflow/data/.
+
+
+rule ingest_dialogues:
+    input:
+        unpack(summary_split_inputs),
+    output:
+        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=DIALOGUE_SPLITS),
+        stats=report(
+            f"{R}/summary/dialogues/stats.json",
+            caption="../report/ingest.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{LOGS}/ingest_dialogues.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        splits=lambda w, input: " ".join(f"--split {k}={v}" for k, v in input.items()),
+        settings=lambda w: settings("summary"),
+        out_dir=parent_of("stats"),
+    shell:
+        "vecflow ingest-dialogues {params.splits} --settings {params.settings:q} "
+        "--out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
+
+
+rule synthesize:
+    input:
+        dialogues=f"{R}/summary/dialogues/{{split}}.jsonl",
+        encoder=model_input(config["encoder"]),
+    output:
+        jsonl=f"{R}/summary/synthesis/{{split}}_synthesis.jsonl",
+        embeddings=f"{R}/summary/synthesis/{{split}}_embeddings.safetensors",
+    log:
+        f"{LOGS}/synthesize/{{split}}.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=60,
+    params:
+        settings=lambda w: settings("summary"),
+        encoder=parent_of("encoder"),
+    shell:
+        "vecflow synthesize --dialogues {input.dialogues} --encoder {params.encoder} "
+        "--settings {params.settings:q} --out-jsonl {output.jsonl} "
+        "--out-embeddings {output.embeddings} > {log} 2>&1"
+
+
+rule filter_summary:
+    input:
+        unpack(synthesis_inputs),
+    output:
+        expand(
+            "{R}/summary/filtered/{split}_{kind}",
+            R=R,
+            split=synthesis_splits(),
+            kind=["synthesis.jsonl", "embeddings.safetensors"],
+        ),
+        stats=report(
+            f"{R}/summary/filtered/stats.json",
+            caption="../report/filter.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{LOGS}/filter_summary.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        in_dir=parent_of("train_synthesis"),
+        out_dir=parent_of("stats"),
+        settings=lambda w: settings("summary"),
+        splits=",".join(synthesis_splits()),
+    shell:
+        "vecflow filter-summary --in-dir {params.in_dir} --splits {params.splits} "
+        "--settings {params.settings:q} --out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
+
+
+rule chunk_articles:
+    input:
+        articles=lambda w: (
+            []
+            if config["lvm"]["articles"]["format"] == "pydoc"
+            else config["lvm"]["articles"]["input"]
+        ),
+        ood_articles=lambda w: (
+            [config["lvm"]["articles"]["ood_input"]]
+            if config["lvm"]["articles"]["ood_input"]
+            else []
+        ),
+    output:
+        chunks=f"{R}/lvm/chunks.jsonl",
+    log:
+        f"{LOGS}/chunk_articles.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        source=config["lvm"]["articles"]["input"],
+        format=config["lvm"]["articles"]["format"],
+        ood=lambda w, input: (
+            f"--ood-input {input.ood_articles}" if input.ood_articles else ""
+        ),
+        settings=lambda w: settings(
+            "lvm", "articles", chunking=config["lvm"]["chunking"]
+        ),
+    shell:
+        "vecflow chunk-articles --input {params.source:q} --format {params.format} {params.ood} "
+        "--settings {params.settings:q} --out {output.chunks} > {log} 2>&1"
+
+
+rule split_articles:
+    input:
+        chunks=f"{R}/lvm/chunks.jsonl",
+    output:
+        splits=expand("{R}/lvm/splits/{split}.jsonl", R=R, split=LVM_SPLITS),
+        ids=f"{R}/lvm/splits/ids.json",
+        leakage=report(
+            f"{R}/lvm/splits/leakage.json",
+            caption="../report/leakage.rst",
+            category="1. Data",
+        ),
+    log:
+        f"{LOGS}/split_articles.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        out_dir=parent_of("ids"),
+        settings=lambda w: settings("lvm", "split"),
+    shell:
+        "vecflow split-articles --chunks {input.chunks} --settings {params.settings:q} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,80 @@
+# Ship: the deploy decision and bundle, the resolved config and the report. Package: vecflow/ship/.
+
+
+# Deploy: the decision picks the summarizer (deploy.summarizer: a family, or `best` by
+# deploy.summarizer_metric) and applies the gates; the bundle holds only the chosen summarizer.
+checkpoint deploy_decision:
+    input:
+        unpack(deploy_decision_inputs),
+    output:
+        decision=f"{R}/deploy/{{name}}.decision.json",
+    log:
+        f"{LOGS}/deploy/{{name}}.decision.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        scores=deploy_scores_args,
+        settings=lambda w: settings("deploy"),
+    shell:
+        "vecflow deploy decide --settings {params.settings:q} --fivecat {input.fivecat} "
+        "{params.scores} --out {output.decision} > {log} 2>&1"
+
+
+rule deploy_bundle:
+    input:
+        unpack(deploy_summarizer_inputs),
+        decision=f"{R}/deploy/{{name}}.decision.json",
+        lvm=f"{R}/lvm/models/{DEPLOY['lvm_run']}",
+        encoder=model_input(config["encoder"]),
+        bank_vectors=f"{R}/lvm/embeddings/train.safetensors",
+        bank_index=f"{R}/lvm/embeddings/train.index.jsonl",
+        fivecat=f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json",
+    output:
+        bundle=directory(f"{R}/deploy/{{name}}"),
+    log:
+        f"{LOGS}/deploy/{{name}}.bundle.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        encoder=parent_of("encoder"),
+        summarizer=deploy_summarizer_args,
+        settings=deploy_bundle_settings,
+    shell:
+        "vecflow deploy bundle --decision {input.decision} --settings {params.settings:q} "
+        "--lvm {input.lvm} --encoder {params.encoder} --bank-embeddings {input.bank_vectors} "
+        "--bank-index {input.bank_index} {params.summarizer} "
+        "--metrics {input.fivecat} --metrics {input.scores} --out {output.bundle} > {log} 2>&1"
+
+
+rule resolved_config:
+    output:
+        f"{R}/config.resolved.yaml",
+    log:
+        f"{LOGS}/resolved_config.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        config=lambda w: json.dumps(config, sort_keys=True, default=str),
+        sources=lambda w: " ".join(f"--source {f}" for f in config_sources()),
+    shell:
+        "vecflow resolve-config --config {params.config:q} {params.sources} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        html=report(
+            f"{R}/report/index.html",
+            caption="../report/index.rst",
+            category="5. Report",
+        ),
+    log:
+        f"{LOGS}/report.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    params:
+        artifacts=artifact_args,
+        settings=lambda w: settings("report", config_hash=config_hash()),
+    shell:
+        "vecflow report {params.artifacts} --settings {params.settings:q} --out {output.html} > {log} 2>&1"
