@@ -119,6 +119,16 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _number_literal(text: str, expected: str) -> str:
+    """How to write ``text`` (a number YAML read as a string) so YAML reads the ``expected`` type."""
+    text = text.strip().lower()
+    if expected == "integer":
+        value = float(text)
+        return str(int(value)) if value.is_integer() else f"a whole number (not {text})"
+    mantissa, _, exponent = text.partition("e")
+    return (mantissa if "." in mantissa else mantissa + ".0") + (f"e{exponent}" if exponent else "")
+
+
 def schema_error(error, files: dict[str, dict]) -> str:
     """One line for a jsonschema ValidationError: where (file:line, key), what is wrong, what to do."""
     keys = list(error.absolute_path)
@@ -141,9 +151,7 @@ def schema_error(error, files: dict[str, dict]) -> str:
         expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
         hint = ""
         if isinstance(instance, str) and NUMBER_LIKE.match(instance.strip()) and expected in ("number", "integer"):
-            mantissa, _, exponent = instance.strip().lower().partition("e")
-            fixed = (mantissa if "." in mantissa else mantissa + ".0") + (f"e{exponent}" if exponent else "")
-            hint = f"; YAML reads {instance} as a string: write {fixed}"
+            hint = f"; YAML reads {instance} as a string: write {_number_literal(instance, expected)}"
         return f"{where}: key '{dotted}': expected {expected}, got {type(instance).__name__} {_short(instance)}{hint}"
     if error.validator == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)

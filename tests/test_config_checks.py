@@ -1,0 +1,34 @@
+"""Unit tests of the config checks' one-line messages (the bad-input cases through Snakemake are in test_bad_input)."""
+
+import jsonschema
+import pytest
+
+from vecflow.core.config_checks import _number_literal, schema_error
+
+
+def _error(schema: dict, instance: dict):
+    return next(jsonschema.Draft7Validator(schema).iter_errors(instance))
+
+
+@pytest.mark.parametrize(
+    "text, expected, literal",
+    [("5e-4", "number", "5.0e-4"), ("1E3", "number", "1.0e3"), ("3", "number", "3.0"),
+     ("1e3", "integer", "1000"), ("8", "integer", "8"), ("2.5e0", "integer", "a whole number (not 2.5e0)")],
+)
+def test_number_hint_is_a_literal_of_the_expected_type(text, expected, literal):
+    assert _number_literal(text, expected) == literal
+
+
+def test_integer_given_as_exponent_string_gets_an_integer_hint():
+    schema = {"type": "object", "properties": {"train": {"type": "object",
+                                                          "properties": {"steps": {"type": "integer"}}}}}
+    message = schema_error(_error(schema, {"train": {"steps": "1e3"}}), files={})
+    assert message == ("config: key 'train.steps': expected integer, got str '1e3'; "
+                       "YAML reads 1e3 as a string: write 1000")
+
+
+def test_unknown_key_names_the_key_not_the_schema():
+    schema = {"type": "object", "properties": {"seed": {"type": "integer"}}, "additionalProperties": False}
+    message = schema_error(_error(schema, {"seed": 1, "sede": 2}), files={})
+    assert message.startswith("config: unknown key 'sede' under the top level")
+    assert "\n" not in message
