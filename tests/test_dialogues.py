@@ -64,6 +64,31 @@ def test_bad_records_name_file_line_and_field(tmp_path, record, message):
         load_dialogues(path)
 
 
+def test_dialogues_to_summarize_may_lack_summaries(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [{"id": "5", "dialogue": "hi"}, {"id": "6", "dialogue": "yo", "summaries": []},
+                                         {"id": "7", "dialogue": "hey", "summary": "s"}])
+    assert load_dialogues(path, need_summaries=False) == [
+        {"id": "5", "dialogue": "hi", "summaries": [], "topic": None},
+        {"id": "6", "dialogue": "yo", "summaries": [], "topic": None},
+        {"id": "7", "dialogue": "hey", "summaries": ["s"], "topic": None},
+    ]
+    with pytest.raises(VecflowError, match=r"d\.jsonl:1: field 'summary': missing"):
+        load_dialogues(path)
+    with pytest.raises(VecflowError, match=r"d\.jsonl:1: field 'summaries\[0\]': expected str"):
+        load_dialogues(_jsonl(tmp_path / "d.jsonl", [{"id": "5", "dialogue": "hi", "summaries": [3]}]),
+                       need_summaries=False)
+
+
+def test_every_stage_reads_dialogues_with_this_module():
+    """The summarizers and synthesis read the normalised files with this module's reader (issue 12): no copy."""
+    from vecflow.data import synthesis
+    from vecflow.summary import causal, seq2seq
+
+    for module in (seq2seq, causal, synthesis):
+        assert module.load_dialogues is load_dialogues
+        assert not hasattr(module, "read_dialogues")
+
+
 def test_empty_and_missing_files_are_errors(tmp_path):
     with pytest.raises(VecflowError, match=r"empty\.jsonl: no dialogues"):
         load_dialogues(_jsonl(tmp_path / "empty.jsonl", []))
@@ -112,8 +137,24 @@ def test_bad_max_dialogues_settings(tmp_path):
     train = _jsonl(tmp_path / "train.jsonl", [_dialogue(1)])
     with pytest.raises(VecflowError, match=r"'max_dialogues\.test': no such split \(have: train\)"):
         ingest_dialogues({"train": train}, {"seed": 1, "max_dialogues": {"test": 3}}, tmp_path / "o", tmp_path / "s.json")
-    with pytest.raises(VecflowError, match=r"'max_dialogues\.train': expected a positive integer, got 0"):
-        ingest_dialogues({"train": train}, {"seed": 1, "max_dialogues": {"train": 0}}, tmp_path / "o", tmp_path / "s.json")
+
+
+def test_the_schema_checks_the_summary_settings_ingest_reads():
+    """ingest relies on the schema for the types and ranges of its settings (it checks only the split names)."""
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}}) == []
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "max_dialogues": {"train": 0}})
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "selection_dialogues": -1})
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "selection_dialogues": "4"})
+
+
+def schema_errors(section: str, value) -> list[str]:
+    """Messages of the config schema's section ``section`` on ``value`` (as snakemake's validate() runs it)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sub = {**schema["properties"][section], "definitions": schema["definitions"]}
+    return [error.message for error in jsonschema.Draft202012Validator(sub).iter_errors(value)]
 
 
 def test_split_arguments():

@@ -14,7 +14,6 @@ from vecflow.summary.seq2seq import (
     load_trained,
     make_collator,
     partial_dir,
-    read_dialogues,
     tokenize_dialogues,
     train_summarizer,
 )
@@ -65,34 +64,7 @@ def bert2bert(encoder_dir):
     return load_base(encoder_dir, [d for _, d, _ in DIALOGUES])
 
 
-# ------------------------------------------------------------------------------------------ input checks
-@pytest.mark.parametrize(
-    "line, message",
-    [
-        ('{"dialogue": "hi", "summaries": ["x"]}', "data.jsonl:2: field 'id': missing"),
-        ('{"id": "b", "summaries": ["x"]}', "data.jsonl:2: field 'dialogue': missing"),
-        ('{"id": "b", "dialogue": "hi"}', "data.jsonl:2: field 'summaries': missing"),
-        ('{"id": "b", "dialogue": "hi", "summaries": []}', "data.jsonl:2: field 'summaries': expected a non-empty list"),
-        ('{"id": "b", "dialogue": "hi", "summaries": ["ok", 3]}', "data.jsonl:2: field 'summaries': item 1"),
-        ('{"id": "a", "dialogue": "hi", "summaries": ["x"]}', "data.jsonl:2: field 'id': duplicate id 'a' (first on line 1)"),
-        ('{"id": "b", "dialogue": " ", "summaries": ["x"]}', "data.jsonl:2: field 'dialogue': expected a non-empty string"),
-        ("not json", "data.jsonl:2: invalid JSON"),
-    ],
-)
-def test_bad_dialogues_name_file_line_field(tmp_path, line, message):
-    path = tmp_path / "data.jsonl"
-    path.write_text('{"id": "a", "dialogue": "hi", "summaries": ["x"]}\n' + line + "\n")
-    with pytest.raises(VecflowError) as err:
-        read_dialogues(path)
-    assert str(err.value).startswith(f"{path.parent}/{message}")
-
-
-def test_predict_input_may_lack_summaries(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"id": 5, "dialogue": "hi"}\n')
-    assert read_dialogues(path, need_summaries=False) == [{"id": "5", "dialogue": "hi", "summaries": []}]
-
-
+# input checks of the dialogue files: tests/test_dialogues.py (one reader, vecflow.data.dialogues)
 def test_base_must_be_a_model_folder(tmp_path):
     with pytest.raises(VecflowError, match="no config.json"):
         load_base(tmp_path, [])
@@ -234,7 +206,7 @@ def test_bad_train_file_fails_with_no_output(encoder_dir, data, tmp_path, capsys
     code = main(["train-summarizer", "--train", str(bad), "--val", str(data[1]), "--base", str(encoder_dir),
                  "--settings", json.dumps(SETTINGS), "--out", str(out)])
     assert code == 2
-    assert f"{bad}:2: field 'summaries': missing" in capsys.readouterr().err
+    assert f"{bad}:2: field 'summary': missing" in capsys.readouterr().err
     assert not out.exists() and not partial_dir(out).exists()
 
 

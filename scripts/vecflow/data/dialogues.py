@@ -1,4 +1,4 @@
-"""``vecflow ingest-dialogues``: read dialogue JSONL (vecflow or DialogSum format), validate, normalise.
+"""Dialogues JSONL: the one reader (and the ``vecflow ingest-dialogues`` writer) of this format.
 
 Accepted input records (one JSON object per line):
 
@@ -9,6 +9,11 @@ Every record becomes ``{"id", "dialogue", "summaries": [...], "topic": str | Non
 line endings normalised; speaker tags (``#Person1#`` ... ``#PersonN#``) are kept verbatim. An id may appear
 only once per split and in one split only. ``max_dialogues: {split: N}`` keeps a seeded subset of N dialogues
 in file order.
+
+``ingest-dialogues`` validates the users' files and writes them normalised (``{split}.jsonl``); every later
+stage (synthesis, the summarizers' train and predict, dialogues as LVM articles, the benchmarks) reads those
+files with ``load_dialogues`` here, so the checks and their file:line messages are the same everywhere.
+``need_summaries=False`` accepts records without summaries (``summaries: []``): dialogues to summarize.
 """
 
 from __future__ import annotations
@@ -83,17 +88,17 @@ def ingest_dialogues(split_paths: dict[str, Path], settings: dict, out_dir: Path
 # -------------------------------------------------------------------------------------- reading
 
 
-def load_dialogues(path: str | Path) -> list[dict]:
+def load_dialogues(path: str | Path, need_summaries: bool = True) -> list[dict]:
     """All dialogues of one file, validated and normalised to ``{id, dialogue, summaries, topic}``."""
-    return [record for _, record in read_dialogues(Path(path))]
+    return [record for _, record in read_dialogues(Path(path), need_summaries)]
 
 
-def read_dialogues(path: Path) -> list[tuple[int, dict]]:
+def read_dialogues(path: Path, need_summaries: bool = True) -> list[tuple[int, dict]]:
     """``(line number, normalised record)`` for each line; duplicate ids are an error naming both lines."""
     rows: list[tuple[int, dict]] = []
     first_line_of: dict[str, int] = {}
     for lineno, raw in iter_jsonl(path):
-        record = normalise_dialogue(raw, path, lineno)
+        record = normalise_dialogue(raw, path, lineno, need_summaries)
         if record["id"] in first_line_of:
             raise VecflowError(
                 f"{where(path, lineno, 'id')}: duplicate id '{record['id']}' (first at line {first_line_of[record['id']]})"
@@ -105,29 +110,35 @@ def read_dialogues(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def normalise_dialogue(raw: dict, path, lineno: int) -> dict:
+def normalise_dialogue(raw: dict, path, lineno: int, need_summaries: bool = True) -> dict:
     """One input record (vecflow or DialogSum) -> ``{id, dialogue, summaries, topic}``, or a VecflowError."""
     id_field = "id" if "id" in raw else "fname" if "fname" in raw else "id"
     return {
         "id": _text(raw, id_field, path, lineno),
         "dialogue": _text(raw, "dialogue", path, lineno),
-        "summaries": _summaries(raw, path, lineno),
+        "summaries": _summaries(raw, path, lineno, need_summaries),
         "topic": _topic(raw, path, lineno),
     }
 
 
-def _summaries(raw: dict, path, lineno: int) -> list[str]:
+def _summaries(raw: dict, path, lineno: int, required: bool = True) -> list[str]:
     numbered = sorted((int(m.group(1)), key) for key in raw if (m := NUMBERED_SUMMARY.match(key)))
     present = [key for key in ("summary", "summaries") if key in raw] + (["summary1.."] if numbered else [])
     if len(present) > 1:
         raise VecflowError(f"{where(path, lineno)}: give only one of {', '.join(present)}")
+    if not present and not required:
+        return []
     if "summaries" in raw:
         value = raw["summaries"]
+        if value == [] and not required:
+            return []
         if not isinstance(value, list) or not value:
             raise VecflowError(f"{where(path, lineno, 'summaries')}: expected a non-empty list of strings")
         return [_clean_text(item, path, lineno, f"summaries[{i}]") for i, item in enumerate(value)]
     if numbered:
         return [_text(raw, key, path, lineno) for _, key in numbered]
+    if "summary" not in raw:
+        raise VecflowError(f"{where(path, lineno, 'summary')}: missing (give 'summary' or 'summaries')")
     return [_text(raw, "summary", path, lineno)]
 
 
@@ -197,21 +208,15 @@ def carve_selection(train: list[dict], count: int, seed: int, train_path: Path) 
 
 
 def _selection_count(settings: dict) -> int:
-    count = settings.get("selection_dialogues", 0)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise VecflowError(f"settings: 'selection_dialogues': expected a non-negative integer, got {count!r}")
-    return count
+    return int(settings.get("selection_dialogues", 0))  # the schema checks it: an integer >= 0
 
 
 def _max_dialogues(settings: dict, split_paths: dict[str, Path]) -> dict[str, int]:
+    """``max_dialogues`` (the schema checks each count is a positive integer) naming only splits given here."""
     caps = settings.get("max_dialogues") or {}
-    if not isinstance(caps, dict):
-        raise VecflowError(f"settings: 'max_dialogues' must be a mapping split -> count, got {type(caps).__name__}")
-    for split, limit in caps.items():
+    for split in caps:
         if split not in split_paths:
             raise VecflowError(f"settings: 'max_dialogues.{split}': no such split (have: {', '.join(split_paths)})")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise VecflowError(f"settings: 'max_dialogues.{split}': expected a positive integer, got {limit!r}")
     return dict(caps)
 
 

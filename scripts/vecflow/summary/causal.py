@@ -25,9 +25,9 @@ import argparse
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError
+from vecflow.data.dialogues import load_dialogues
 from vecflow.summary.generation import check_generation_config
 from vecflow.core.settings import need, seed_everything, settings_arg
-from vecflow.summary.seq2seq import read_dialogues
 from vecflow.summary.infer import (
     causal_generation_config,
     chat_messages,
@@ -165,12 +165,13 @@ def validate(model, tokenizer, rows: list[dict], spec: dict, generation_config, 
 def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dict:
     """Fine-tune on ``train_path``, select on ``val_path`` (the selection split); returns the summary."""
     from vecflow.core.devices import pick_device
+    from vecflow.core import distributed
 
     check_generation_config(need(settings, "generation"), "summarizer.causal.generation")
     out_dir = Path(out_dir)
     seed_everything(int(need(settings, "seed")))
-    train_rows, val_rows = read_dialogues(train_path), read_dialogues(val_path)
-    device = pick_device(settings.get("device", "auto"))
+    train_rows, val_rows = load_dialogues(train_path), load_dialogues(val_path)
+    device = distributed.setup(pick_device(settings.get("device", "auto")))  # this rank's, under torchrun
     spec = spec_for(settings)
     fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
     resume = load_resume_state(partial_dir(out_dir), fingerprint)

@@ -24,10 +24,11 @@ import argparse
 import time
 from pathlib import Path
 
-from vecflow.core.errors import VecflowError, where
+from vecflow.core.errors import VecflowError
 from vecflow.summary.generation import check_generation_config, to_generation_config
-from vecflow.core.io import iter_jsonl, write_jsonl
+from vecflow.core.io import write_jsonl
 from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.data.dialogues import load_dialogues
 from vecflow.data.speakers import add_speaker_tokens, count_speakers, speaker_tags
 from vecflow.summary.infer import generate_seq2seq
 from vecflow.summary.loop import Loop, load_resume_state, partial_dir, run_fingerprint
@@ -35,43 +36,6 @@ from vecflow.summary.loop import Loop, load_resume_state, partial_dir, run_finge
 __all__ = ["load_resume_state", "partial_dir"]  # re-exported: tests and callers import them from here
 
 ENCODER_ONLY_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet")
-
-
-# ----------------------------------------------------------------------------------------------- inputs
-def read_dialogues(path: str | Path, need_summaries: bool = True) -> list[dict]:
-    """Read dialogues JSONL ``{id, dialogue, summaries: [str, ...], topic?}``; errors name file:line:field."""
-    rows, seen = [], {}
-    for lineno, record in iter_jsonl(path):
-        for field in ("id", "dialogue"):
-            if field not in record:
-                raise VecflowError(f"{where(path, lineno, field)}: missing")
-        if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
-            raise VecflowError(f"{where(path, lineno, 'id')}: expected str, got {type(record['id']).__name__}")
-        if not isinstance(record["dialogue"], str) or not record["dialogue"].strip():
-            raise VecflowError(f"{where(path, lineno, 'dialogue')}: expected a non-empty string")
-        summaries = _read_summaries(record, path, lineno, need_summaries)
-        row_id = str(record["id"])
-        if row_id in seen:
-            raise VecflowError(f"{where(path, lineno, 'id')}: duplicate id '{row_id}' (first on line {seen[row_id]})")
-        seen[row_id] = lineno
-        rows.append({"id": row_id, "dialogue": record["dialogue"], "summaries": summaries})
-    if not rows:
-        raise VecflowError(f"{path}: no dialogues (empty file)")
-    return rows
-
-
-def _read_summaries(record: dict, path, lineno: int, required: bool) -> list[str]:
-    if "summaries" not in record:
-        if required:
-            raise VecflowError(f"{where(path, lineno, 'summaries')}: missing")
-        return []
-    summaries = record["summaries"]
-    if not isinstance(summaries, list) or (required and not summaries):
-        raise VecflowError(f"{where(path, lineno, 'summaries')}: expected a non-empty list of strings")
-    for i, summary in enumerate(summaries):
-        if not isinstance(summary, str) or not summary.strip():
-            raise VecflowError(f"{where(path, lineno, 'summaries')}: item {i} is not a non-empty string")
-    return summaries
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -236,12 +200,13 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
     ``val_path`` is the SELECTION split (carved from train by ingest): the split that is scored is never seen.
     """
     from vecflow.core.devices import pick_device
+    from vecflow.core import distributed
 
     check_generation_config(need(settings, "generation"), "summarizer.generation")
     out_dir = Path(out_dir)
     seed_everything(int(need(settings, "seed")))
-    train_rows, val_rows = read_dialogues(train_path), read_dialogues(val_path)
-    device = pick_device(settings.get("device", "auto"))
+    train_rows, val_rows = load_dialogues(train_path), load_dialogues(val_path)
+    device = distributed.setup(pick_device(settings.get("device", "auto")))  # this rank's, under torchrun
     fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
     resume = load_resume_state(partial_dir(out_dir), fingerprint)
     if resume is None:
@@ -280,7 +245,7 @@ def predict_summaries(model_dir, dialogues_path, settings: dict, out_path) -> in
     from vecflow.summary.infer import SPEC_FILE, load_summarizer
 
     seed_everything(int(need(settings, "seed")))
-    rows = read_dialogues(dialogues_path, need_summaries=False)
+    rows = load_dialogues(dialogues_path, need_summaries=False)
     device = pick_device(settings.get("device", "auto"))
     batch_size = int(settings.get("eval_batch_size", need(settings, "batch_size")))
     summarizer = load_summarizer(model_dir, device, batch_size)
