@@ -99,14 +99,33 @@ def chunk_cmd(tmp: Path, text: bytes, min_tokens: int = 8, target_tokens: int = 
 WIKI = " = Robert Boulter = \n\n Robert Boulter is an English film , television and theatre actor . \n"
 
 
-def diagnose_cmd(tmp: Path, bad: float) -> list[str]:
+def diagnose_cmd(tmp: Path, kind: str) -> list[str]:
+    """diagnose with waive_gate on: a bank with a NaN row (``nan-bank``), windows in the old float layout
+    (``old-windows``) or windows pointing past the bank (``outside``)."""
+    from vecflow.lvm.bank import load_bank
+    from vecflow.lvm.windows import make_windows, save_windows
+
     inp = tmp / "in"
     inp.mkdir(exist_ok=True)
-    contexts = np.stack([unit_rows(3, seed=i) for i in range(4)])
-    contexts[2, 1, 0] = bad
-    save_tensors(inp / "w.safetensors", {"contexts": contexts, "targets": unit_rows(4, seed=9),
-                                         "article_ids": np.zeros(4, np.int64), "target_indices": np.arange(4)})
-    return ["diagnose", "--windows", str(inp / "w.safetensors"), "--settings", json.dumps({"waive_gate": True}),
+    vectors = unit_rows(6)
+    save_tensors(inp / "e.safetensors", {"embeddings": vectors})
+    rows = [{"article_id": 0, "chunk_index": i, "text": f"chunk {i}"} for i in range(6)]
+    (inp / "e.index.jsonl").write_bytes(jsonl_bytes(rows))
+    bank = load_bank(inp / "e.safetensors", inp / "e.index.jsonl")
+    windows = make_windows(bank, 3)
+    save_windows(inp / "w.safetensors", windows, bank)
+    if kind == "nan-bank":
+        vectors[4, 0] = float("nan")
+        save_tensors(inp / "e.safetensors", {"embeddings": vectors})
+    elif kind == "old-windows":
+        save_tensors(inp / "w.safetensors", {"contexts": vectors[windows.context_rows],
+                                             "targets": vectors[windows.target_rows],
+                                             "article_ids": windows.article_ids, "target_indices": windows.target_indices})
+    elif kind == "outside":
+        save_tensors(inp / "w.safetensors", {"rows": windows.rows + 3, "article_ids": windows.article_ids,
+                                             "target_indices": windows.target_indices})
+    return ["diagnose", "--windows", str(inp / "w.safetensors"), "--embeddings", str(inp / "e.safetensors"),
+            "--index", str(inp / "e.index.jsonl"), "--settings", json.dumps({"waive_gate": True}),
             "--out-json", str(tmp / "out" / "d.json"), "--out-plot", str(tmp / "out" / "d.png")]
 
 
@@ -194,12 +213,15 @@ CASES = [
      r"lower lvm\.chunking\.min_tokens"),
     # ---- LVM embeddings
     ("nan-chunk-embeddings", lambda t: windows_cmd(t, np.vstack([unit_rows(3), np.full((1, 8), np.nan, np.float32)])),
-     r"e\.safetensors: tensor 'embeddings': row 3 is not finite"),
+     r"e\.safetensors: row 3 is not finite"),
     ("unnormalised-chunk-embeddings", lambda t: windows_cmd(t, unit_rows(4) * 3),
-     r"e\.safetensors: row 0 is not L2-normalised \(norm 3\.0000\)"),
-    ("nan-windows-never-waived", lambda t: diagnose_cmd(t, float("nan")),
-     r"w\.safetensors: tensor 'contexts': row 7 is not finite .*no gate can waive this"),
-    ("inf-windows", lambda t: diagnose_cmd(t, float("inf")), r"w\.safetensors: tensor 'contexts': row 7 is not finite"),
+     r"e\.safetensors: row 0 has norm 3\.0000, not 1"),
+    ("nan-bank-never-waived", lambda t: diagnose_cmd(t, "nan-bank"),
+     r"e\.safetensors: row 4 is not finite .*no gate can waive this"),
+    ("old-float-windows", lambda t: diagnose_cmd(t, "old-windows"),
+     r"w\.safetensors: an old windows file with float vectors .*delete it and rerun the make_windows rule"),
+    ("windows-outside-the-bank", lambda t: diagnose_cmd(t, "outside"),
+     r"w\.safetensors: window 0: row \[3, 4, 5, 6\] outside .*e\.safetensors \(6 rows\)"),
     # ---- deploy decide / bundle
     ("truncated-scores", lambda t: decide_cmd(t, scores=b'{"rouge": {"rouge1": {"f": 0.3'),
      r"scores\.json:1: invalid JSON: the file is truncated .*; write the file again"),

@@ -5,9 +5,10 @@ import pytest
 from safetensors import safe_open
 
 from vecflow.cli import main as cli_main
-from vecflow.lvm.embeddings import embed_chunks, load_embeddings
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import save_tensors
+from vecflow.lvm.bank import ShardedBankWriter, export_bank, load_bank, load_embeddings, map_tensor, open_embeddings
+from vecflow.lvm.embeddings import embed_chunks
 
 TEXTS = ["the model reads a book", "a friend buys dinner today at work", "python module data file", "the doctor"]
 
@@ -18,8 +19,8 @@ def write_chunks(path, texts=TEXTS):
     return path
 
 
-def run_embed(tmp_path, chunks, encoder):
-    settings = json.dumps({"seed": 1, "device": "cpu", "embed_batch_size": 3})
+def run_embed(tmp_path, chunks, encoder, **settings):
+    settings = json.dumps({"seed": 1, "device": "cpu", "embed_batch_size": 3, **settings})
     out, index = tmp_path / "e.safetensors", tmp_path / "e.index.jsonl"
     argv = ["embed", "--chunks", str(chunks), "--encoder", str(encoder), "--settings", settings]
     return cli_main(argv + ["--out", str(out), "--index", str(index)]), out, index
@@ -36,6 +37,16 @@ def test_cli_embed_writes_normalised_vectors_index_and_metadata(tmp_path, tiny_e
     ]
     with safe_open(str(out), "np") as fh:
         assert fh.metadata() == {"encoder": "tiny-encoder", "dim": "32", "count": "4"}
+    assert not (tmp_path / "e.safetensors.partial").exists()
+
+
+def test_sharded_export_equals_one_pass_and_is_a_normal_safetensors_file(tmp_path, tiny_encoder):
+    code, out, index = run_embed(tmp_path, write_chunks(tmp_path / "c.jsonl"), tiny_encoder, embed_shard_rows=3)
+    assert code == 0
+    whole, _ = embed_chunks([{"text": t} for t in TEXTS], tiny_encoder, batch_size=4, device="cpu")
+    with safe_open(str(out), "np") as fh:  # the streamed file is what safetensors itself reads
+        np.testing.assert_allclose(fh.get_tensor("embeddings"), whole, atol=1e-5)
+    assert isinstance(map_tensor(out), np.memmap)  # readers map the bank, they do not load it
 
 
 def test_embedding_rows_follow_input_order_and_batches_do_not_matter(tiny_encoder):
@@ -46,16 +57,91 @@ def test_embedding_rows_follow_input_order_and_batches_do_not_matter(tiny_encode
     assert not np.allclose(small[0], small[1])
 
 
+# ------------------------------------------------------------------ shards, resume, bounded memory
+def fake_rows(n):
+    return [{"article_id": i // 5, "chunk_index": i % 5, "text": f"chunk {i}"} for i in range(n)]
+
+
+def fake_encode(texts):
+    """Deterministic unit vectors from the text (stands in for the encoder)."""
+    seeds = [int(t.split()[1]) for t in texts]
+    x = np.stack([np.random.default_rng(s).normal(size=6) for s in seeds]).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_export_resumes_after_the_last_complete_shard(tmp_path):
+    out, index = tmp_path / "b.safetensors", tmp_path / "b.index.jsonl"
+    source = {"chunks": "c.jsonl", "size": 1}
+    calls = []
+
+    def dies_on_third_shard(texts):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise Killed
+        return fake_encode(texts)
+
+    with pytest.raises(Killed):
+        export_bank(iter(fake_rows(23)), dies_on_third_shard, ShardedBankWriter(out, index, 10, source), {})
+    assert not out.exists() and not index.exists()  # nothing published
+    partial = tmp_path / "b.safetensors.partial"
+    manifest = json.loads((partial / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["shards"]] == [10, 10]
+    # a sharded folder reads like a bank: the 20 rows of the two complete shards
+    assert len(load_bank(partial)) == 20 and open_embeddings(partial).shape == (20, 6)
+
+    resumed = []
+    writer = ShardedBankWriter(out, index, 10, source)
+    assert writer.rows_done == 20
+    total = export_bank(iter(fake_rows(23)), lambda t: resumed.append(len(t)) or fake_encode(t), writer, {})
+    assert total == 23 and resumed == [3]  # only the rows after the last complete shard are encoded again
+    assert not partial.exists()
+    bank = load_bank(out, index)
+    np.testing.assert_array_equal(bank.embeddings, fake_encode([r["text"] for r in fake_rows(23)]))
+    assert bank.chunk_indices.tolist() == [i % 5 for i in range(23)]
+
+
+def test_partial_export_of_other_inputs_is_not_resumed(tmp_path, capsys):
+    out, index = tmp_path / "b.safetensors", tmp_path / "b.index.jsonl"
+    writer = ShardedBankWriter(out, index, 4, {"size": 1})
+    writer.add_shard(fake_encode(["chunk 0", "chunk 1"]), fake_rows(2), {})
+    assert ShardedBankWriter(out, index, 4, {"size": 2}).rows_done == 0
+    assert "belongs to other inputs or settings: starting over" in capsys.readouterr().out
+
+
+def test_export_holds_one_shard_of_rows_at_a_time(tmp_path):
+    """Peak memory does not grow with the corpus: rows are read lazily, one shard ahead at most."""
+    consumed = []
+
+    def rows():
+        for row in fake_rows(50):
+            consumed.append(row)
+            yield row
+
+    def encode(texts):
+        assert len(texts) <= 8 and len(consumed) <= 8 * (len(encode.calls) + 1)
+        encode.calls.append(len(texts))
+        return fake_encode(texts)
+
+    encode.calls = []
+    writer = ShardedBankWriter(tmp_path / "b.safetensors", tmp_path / "b.index.jsonl", 8, {})
+    assert export_bank(rows(), encode, writer, {}) == 50 and encode.calls == [8] * 6 + [2]
+
+
+# ------------------------------------------------------------------ the reader's checks
 def test_load_embeddings_rejects_row_count_mismatch(tmp_path):
     save_tensors(tmp_path / "e.safetensors", {"embeddings": np.eye(3, dtype=np.float32)})
     (tmp_path / "e.index.jsonl").write_text(
         "".join(json.dumps({"article_id": 0, "chunk_index": i, "text": "x"}) + "\n" for i in range(2))
     )
-    with pytest.raises(VecflowError, match=r"e.safetensors: 3 embeddings but .*e.index.jsonl has 2 rows"):
+    with pytest.raises(VecflowError, match=r"e.index.jsonl: 2 rows but .*e.safetensors has 3 embeddings"):
         load_embeddings(tmp_path / "e.safetensors", tmp_path / "e.index.jsonl")
 
 
-def test_load_embeddings_rejects_unnormalised_and_bad_index(tmp_path):
+def test_load_embeddings_rejects_unnormalised_nonfinite_and_bad_index(tmp_path):
     save_tensors(tmp_path / "e.safetensors", {"embeddings": 2 * np.eye(2, dtype=np.float32)})
     (tmp_path / "e.index.jsonl").write_text(
         json.dumps({"article_id": 0, "chunk_index": 0, "text": "x"}) + "\n"
@@ -64,8 +150,14 @@ def test_load_embeddings_rejects_unnormalised_and_bad_index(tmp_path):
     with pytest.raises(VecflowError, match=r"e.index.jsonl:2: field 'chunk_index': expected int"):
         load_embeddings(tmp_path / "e.safetensors", tmp_path / "e.index.jsonl")
     write_chunks(tmp_path / "e.index.jsonl", ["a", "b"])
-    with pytest.raises(VecflowError, match=r"e.safetensors: row 0 is not L2-normalised \(norm 2.0000\)"):
+    with pytest.raises(VecflowError, match=r"e.safetensors: row 0 has norm 2.0000, not 1"):
         load_embeddings(tmp_path / "e.safetensors", tmp_path / "e.index.jsonl")
+    save_tensors(tmp_path / "e.safetensors", {"embeddings": np.array([[1, 0], [np.nan, 0]], np.float32)})
+    with pytest.raises(VecflowError, match=r"e.safetensors: row 1 is not finite"):
+        load_bank(tmp_path / "e.safetensors", tmp_path / "e.index.jsonl")
+    save_tensors(tmp_path / "e.safetensors", {"embeddings": np.eye(2, dtype=np.float64)})
+    with pytest.raises(VecflowError, match=r"tensor 'embeddings' must be a 2-D float32 array, got F64"):
+        load_bank(tmp_path / "e.safetensors", tmp_path / "e.index.jsonl")
 
 
 def test_cli_embed_bad_chunks_and_bad_encoder(tmp_path, tiny_encoder, capsys):
@@ -76,4 +168,4 @@ def test_cli_embed_bad_chunks_and_bad_encoder(tmp_path, tiny_encoder, capsys):
     assert not out.exists() and not index.exists()
     code, out, _ = run_embed(tmp_path, write_chunks(chunks), tmp_path)
     assert code == 2 and "not an HF model folder" in capsys.readouterr().err
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "e.safetensors.partial").exists()

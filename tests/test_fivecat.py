@@ -7,24 +7,21 @@ import pytest
 
 from vecflow.lvm.baselines import NearestContextOracle, context_mean, copy_last, fit_ridge, normalise
 from vecflow.core.errors import VecflowError
+from vecflow.lvm.bank import ChunkBank, load_bank
 from vecflow.lvm.fivecat import (
-    ChunkBank,
-    bank_from_windows,
-    Windows,
     evaluate_split,
     gate_counts,
     gates,
     beats_baselines,
     generalisation_gaps,
     leave_one_out,
-    load_bank,
-    load_windows,
     offset_sweep,
     retrieval,
     shuffled_slots,
     subsample,
 )
 from vecflow.core.io import save_tensors, write_jsonl
+from vecflow.lvm.windows import Windows, load_windows, make_windows, save_windows
 
 DIM = 16
 
@@ -50,17 +47,10 @@ def bank_of(articles, rng=None):
     return ChunkBank(vectors[order], ids[order], chunks[order], source="bank.index.jsonl")
 
 
-def windows_of(articles, slots):
-    """Every window of ``slots`` consecutive chunks -> the next chunk, never crossing an article."""
-    contexts, targets, ids, indices = [], [], [], []
-    for article, chunks in articles.items():
-        for t in range(slots, len(chunks)):
-            contexts.append(chunks[t - slots:t])
-            targets.append(chunks[t])
-            ids.append(article)
-            indices.append(t)
-    return Windows(np.array(contexts, np.float32), np.array(targets, np.float32), np.array(ids, np.int64),
-                   np.array(indices, np.int64), source="val.windows.safetensors")
+def windows_of(bank, slots):
+    """Every window of ``slots`` consecutive chunks -> the next chunk of ``bank``, never crossing an article."""
+    windows = make_windows(bank, slots)
+    return Windows(windows.rows, windows.article_ids, windows.target_indices, source="val.windows.safetensors")
 
 
 def extrapolate(contexts):
@@ -73,14 +63,15 @@ def ordered():
     rng = np.random.default_rng(0)
     train = rotating_articles([12] * 40, rng, first_id=0)
     val = rotating_articles([10] * 12 + [4, 5], rng, first_id=1000)
-    return {"train": windows_of(train, 5), "val": windows_of(val, 3), "val_bank": bank_of(val, rng),
-            "train5": train, "val_articles": val}
+    train_bank, val_bank = bank_of(train), bank_of(val, rng)
+    return {"train": windows_of(train_bank, 5), "train_bank": train_bank, "val": windows_of(val_bank, 3),
+            "val_bank": val_bank, "train5": train, "val_articles": val}
 
 
 # ------------------------------------------------------------------ A: offsets
 def test_oracle_peaks_at_the_true_target_with_positive_margin_and_perfect_retrieval(ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    result = evaluate_split(NearestContextOracle(windows.contexts, windows.targets), windows, bank)
+    result = evaluate_split(NearestContextOracle(windows.contexts(bank), windows.targets(bank)), windows, bank)
     assert result["peak_k"] == 0
     assert result["c0"] == pytest.approx(1.0, abs=1e-5)
     assert result["margin"] > 0.05
@@ -89,7 +80,7 @@ def test_oracle_peaks_at_the_true_target_with_positive_margin_and_perfect_retrie
 
 def test_copy_last_peaks_at_minus_one_because_k_minus_one_is_ctx_last(ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    sweep = offset_sweep(copy_last(windows.contexts), windows, bank)
+    sweep = offset_sweep(copy_last(windows.contexts(bank)), windows, bank)
     assert sweep["peak_k"] == -1
     assert sweep["offsets"]["-1"]["c"] == pytest.approx(1.0, abs=1e-5)
     assert sweep["margin"] < 0
@@ -101,15 +92,16 @@ def test_copy_last_peaks_at_minus_one_because_k_minus_one_is_ctx_last(ordered):
 def test_offsets_near_article_edges_are_skipped_not_wrapped():
     rng = np.random.default_rng(1)
     articles = rotating_articles([5, 7], rng, first_id=10)
-    windows, bank = windows_of(articles, 3), bank_of(articles, rng)
+    bank = bank_of(articles, rng)
+    windows = windows_of(bank, 3)
     # targets: article 10 -> t = 3, 4 ; article 11 -> t = 3, 4, 5, 6
-    sweep = offset_sweep(copy_last(windows.contexts), windows, bank)
+    sweep = offset_sweep(copy_last(windows.contexts(bank)), windows, bank)
     available = {int(k): v["n_available"] for k, v in sweep["offsets"].items()}
     assert available == {-3: 6, -2: 6, -1: 6, 0: 6, 1: 1 + 3, 2: 0 + 2, 3: 0 + 1}
     # every c_k is averaged over the same windows: the only one with all seven offsets is article 11's t=3
     assert sweep["n"] == 1 and sweep["same_windows"]
     assert all(v["n"] == 1 for v in sweep["offsets"].values())
-    prediction = copy_last(windows.contexts[2:3])[0]
+    prediction = copy_last(windows.contexts(bank)[2:3])[0]
     for k in (-3, 0, 3):
         expected = float(prediction @ articles[11][3 + k])
         assert sweep["offsets"][str(k)]["c"] == pytest.approx(expected, abs=1e-5)
@@ -118,8 +110,9 @@ def test_offsets_near_article_edges_are_skipped_not_wrapped():
 def test_an_offset_that_no_window_has_is_reported_as_none():
     rng = np.random.default_rng(2)
     articles = rotating_articles([4, 4], rng)
-    windows, bank = windows_of(articles, 3), bank_of(articles)
-    sweep = offset_sweep(windows.targets, windows, bank)
+    bank = bank_of(articles)
+    windows = windows_of(bank, 3)
+    sweep = offset_sweep(windows.targets(bank), windows, bank)
     assert sweep["offsets"]["1"] == {"c": None, "n": 0, "n_available": 0}
     assert not sweep["same_windows"]  # no window has all seven offsets: each c_k uses what exists
     assert sweep["peak_k"] == 0 and sweep["margin"] > 0
@@ -128,7 +121,7 @@ def test_an_offset_that_no_window_has_is_reported_as_none():
 # ------------------------------------------------------------------ B: retrieval
 def test_retrieval_counts_only_articles_with_at_least_six_chunks(ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    ranks = retrieval(windows.targets, windows, bank)
+    ranks = retrieval(windows.targets(bank), windows, bank)
     assert ranks["n_articles"] == 12            # the 4- and 5-chunk articles are left out
     assert ranks["n"] == 12 * (10 - 3)
     assert ranks["n"] < len(windows)
@@ -138,7 +131,8 @@ def test_retrieval_counts_only_articles_with_at_least_six_chunks(ordered):
 def test_retrieval_ranks_within_the_article():
     rng = np.random.default_rng(3)
     articles = rotating_articles([8], rng)
-    windows, bank = windows_of(articles, 3), bank_of(articles)
+    bank = bank_of(articles)
+    windows = windows_of(bank, 3)
     # predict the chunk two before the target: the target is then never first
     predictions = articles[0][windows.target_indices - 2]
     ranks = retrieval(predictions, windows, bank)
@@ -149,9 +143,9 @@ def test_retrieval_ranks_within_the_article():
 # ------------------------------------------------------------------ C: ablations, D: rollout
 def test_predictors_that_use_order_lose_under_shuffled_and_reversed_context(ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    train = ordered["train"]
-    ridge = fit_ridge(train.contexts, train.targets, ridge_lambda=0.1)
-    val5 = windows_of(ordered["val_articles"], 5)
+    train, train_bank = ordered["train"], ordered["train_bank"]
+    ridge = fit_ridge(train.contexts(train_bank), train.targets(train_bank), ridge_lambda=0.1)
+    val5 = windows_of(bank, 5)
     for predict, data in ((extrapolate, windows), (ridge, val5)):
         ablation = evaluate_split(predict, data, bank)["ablations"]
         assert ablation["shuffled"] < -0.05
@@ -165,9 +159,9 @@ def test_predictors_that_use_order_lose_under_shuffled_and_reversed_context(orde
 
 
 def test_ridge_fitted_on_train_beats_context_mean_on_ordered_data(ordered):
-    train = ordered["train"]
-    val5 = windows_of(ordered["val_articles"], 5)
-    ridge = fit_ridge(train.contexts, train.targets, ridge_lambda=0.1)
+    train, train_bank = ordered["train"], ordered["train_bank"]
+    val5 = windows_of(ordered["val_bank"], 5)
+    ridge = fit_ridge(train.contexts(train_bank), train.targets(train_bank), ridge_lambda=0.1)
     ridge_result = evaluate_split(ridge, val5, ordered["val_bank"])
     mean_result = evaluate_split(context_mean, val5, ordered["val_bank"])
     assert ridge_result["c0"] > mean_result["c0"] + 0.1
@@ -176,7 +170,7 @@ def test_ridge_fitted_on_train_beats_context_mean_on_ordered_data(ordered):
 
 def test_rollout_follows_the_true_future_chunks_for_the_oracle(ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    result = evaluate_split(NearestContextOracle(windows.contexts, windows.targets), windows, bank,
+    result = evaluate_split(NearestContextOracle(windows.contexts(bank), windows.targets(bank)), windows, bank,
                             rollout_steps=3)
     detail = result["rollout_detail"]
     assert detail["per_step"] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
@@ -234,7 +228,7 @@ def test_subsample_is_seeded_bounded_and_in_file_order(ordered):
     windows = ordered["train"]
     a, b = subsample(windows, 50, seed=3), subsample(windows, 50, seed=3)
     assert len(a) == 50
-    np.testing.assert_array_equal(a.targets, b.targets)
+    np.testing.assert_array_equal(a.rows, b.rows)
     assert subsample(windows, 0, seed=3) is windows
     keys = a.article_ids * 100 + a.target_indices
     assert np.all(np.diff(keys) > 0)
@@ -242,14 +236,15 @@ def test_subsample_is_seeded_bounded_and_in_file_order(ordered):
 
 # ------------------------------------------------------------------ files and bad input
 def write_split(tmp_path, name, articles, slots, drop_key=None):
-    windows = windows_of(articles, slots)
-    tensors = {"contexts": windows.contexts, "targets": windows.targets,
-               "article_ids": windows.article_ids, "target_indices": windows.target_indices}
-    tensors.pop(drop_key, None)
     bank = bank_of(articles)
+    windows = windows_of(bank, slots)
     paths = (tmp_path / f"{name}.windows.safetensors", tmp_path / f"{name}.safetensors",
              tmp_path / f"{name}.index.jsonl")
-    save_tensors(paths[0], tensors)
+    save_windows(paths[0], windows, bank)
+    if drop_key:
+        tensors = {"rows": windows.rows, "article_ids": windows.article_ids, "target_indices": windows.target_indices}
+        tensors.pop(drop_key)
+        save_tensors(paths[0], tensors)
     save_tensors(paths[1], {"embeddings": bank.embeddings})
     write_jsonl(paths[2], ({"article_id": int(a), "chunk_index": int(c), "text": f"chunk {c}"}
                            for a, chunks in articles.items() for c in range(len(chunks))))
@@ -265,11 +260,10 @@ def test_windows_without_target_indices_name_the_file_and_key(tmp_path):
 
 def test_a_window_whose_target_is_not_in_the_bank_is_named(tmp_path, ordered):
     windows, bank = ordered["val"], ordered["val_bank"]
-    broken = Windows(windows.contexts, windows.targets, windows.article_ids,
-                     windows.target_indices.copy(), windows.source)
+    broken = Windows(windows.rows, windows.article_ids, windows.target_indices.copy(), windows.source)
     broken.target_indices[4] = 99
-    with pytest.raises(VecflowError, match=r"val\.windows\.safetensors: window 4: \(article_id=1000, "
-                                           r"target_index=99\) is not in bank\.index\.jsonl"):
+    with pytest.raises(VecflowError, match=r"val\.windows\.safetensors: window 4 \(article_id=1000, "
+                                           r"target_index=99\) does not point at its chunks in bank\.index\.jsonl"):
         evaluate_split(copy_last, broken, bank)
 
 
@@ -287,11 +281,11 @@ def test_bad_bank_index_rows_name_file_line_and_field(tmp_path):
         load_bank(paths[1], paths[2])
 
 
-def test_windows_with_inconsistent_shapes_are_rejected(tmp_path):
+def test_old_float_windows_are_refused(tmp_path):
     path = tmp_path / "w.safetensors"
-    save_tensors(path, {"contexts": np.zeros((4, 3, 8), np.float32), "targets": np.zeros((4, 7), np.float32),
+    save_tensors(path, {"contexts": np.zeros((4, 3, 8), np.float32), "targets": np.zeros((4, 8), np.float32),
                         "article_ids": np.zeros(4, np.int64), "target_indices": np.zeros(4, np.int64)})
-    with pytest.raises(VecflowError, match=r"w\.safetensors: tensor 'targets': expected shape \(4, 8\)"):
+    with pytest.raises(VecflowError, match=r"w\.safetensors: an old windows file with float vectors"):
         load_windows(path)
 
 
@@ -315,7 +309,8 @@ def fake_lvm_models(monkeypatch):
 
 
 def cli_args(tmp_path, splits, settings):
-    args = ["fivecat", "--model", str(tmp_path / "model"), "--train-windows", str(splits["train"][0])]
+    args = ["fivecat", "--model", str(tmp_path / "model"), "--train-windows", str(splits["train"][0]),
+            "--train-embeddings", str(splits["train"][1]), "--train-index", str(splits["train"][2])]
     for name in ("val", "ood"):
         args += ["--split", f"{name}=" + ",".join(str(p) for p in splits[name])]
     return args + ["--settings", json.dumps(settings), "--out-json", str(tmp_path / "out" / "5cat.json"),
@@ -365,15 +360,12 @@ def test_cli_with_a_real_saved_lvm(tmp_path, split_files):
     fivecat_settings = {"seed": 0, "device": "cpu", "max_samples": 20, "thresholds": THRESHOLDS}
     assert main(cli_args(tmp_path, split_files, fivecat_settings)) == 0
     report = json.loads((tmp_path / "out" / "5cat.json").read_text())
-    val = windows_of_file(split_files["val"][0], 20, seed=0)
-    expected = lvm_models.predict(lvm_models.load_lvm(tmp_path / "model"), val.contexts)
-    cos = float(np.mean(np.sum(expected * val.targets, axis=1)))
+    bank = load_bank(*split_files["val"][1:])
+    val = subsample(load_windows(split_files["val"][0], bank), 20, seed=0)
+    expected = lvm_models.predict(lvm_models.load_lvm(tmp_path / "model"), val.contexts(bank))
+    cos = float(np.mean(np.sum(expected * val.targets(bank), axis=1)))
     assert report["model"]["val"]["cos_target"] == pytest.approx(cos, abs=1e-5)
     assert report["model"]["val"]["n_windows"] == 20
-
-
-def windows_of_file(path, max_samples, seed):
-    return subsample(load_windows(path), max_samples, seed)
 
 
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_files, fake_lvm_models, capsys):
@@ -387,7 +379,8 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "ood.windows.safetensors: window 35: (article_id=205, target_index=8) is not in" in err
+    assert "ood.windows.safetensors: built from a bank of 54 rows, but" in err and "has 53" in err
+    assert "delete it and rerun the make_windows rule" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -416,17 +409,9 @@ def test_ties_are_ranked_pessimistically():
     vectors = normalise(rng.normal(size=(7, 4)).astype(np.float32))
     vectors[6] = vectors[5]  # chunk 6 is an exact copy of the target chunk 5
     bank = ChunkBank(vectors, np.zeros(7, np.int64), np.arange(7))
-    windows = Windows(vectors[None, :5], vectors[5:6], np.zeros(1, np.int64), np.array([5]))
+    windows = Windows(np.arange(6)[None], np.zeros(1, np.int64), np.array([5]))
     ranks = retrieval(vectors[5:6], windows, bank)
     assert ranks["r1"] == 0.0 and ranks["mrr"] == 0.5
-
-
-def test_bank_from_windows_rebuilds_every_chunk_of_the_windowed_articles(ordered):
-    train = ordered["train"]
-    bank = bank_from_windows(train)
-    assert len(bank.embeddings) == 40 * 12 and bank.article_sizes.tolist() == [12] * 40
-    rows = bank.rows(train.article_ids, train.target_indices - 1)
-    np.testing.assert_allclose(bank.embeddings[rows], train.contexts[:, -1], atol=1e-6)
 
 
 def test_dominance_verdicts_need_all_three_metrics_and_a_tie_loses():

@@ -10,15 +10,16 @@ from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_jsonl, save_tensors, write_jsonl
 from vecflow.lvm.models import load_lvm, predict
 from vecflow.lvm.presets import resolve_schedule
+from vecflow.lvm.bank import ChunkBank, load_bank
 from vecflow.lvm.train import (
     carve_selection,
     dominance,
-    future_window_indices,
+    future_rows,
     is_better,
-    load_windows,
     mini_fivecat,
     train_lvm,
 )
+from vecflow.lvm.windows import load_windows, make_windows, save_windows
 
 DIM, CONTEXT = 16, 4
 SETTINGS = {
@@ -58,16 +59,19 @@ def ordered_articles(count: int, length: int, seed: int, rot: np.ndarray, noise:
     return articles
 
 
-def windows_of(articles: list[np.ndarray], first_id: int) -> dict:
-    contexts, targets, article_ids, target_indices = [], [], [], []
-    for offset, chunks in enumerate(articles):
-        for t in range(CONTEXT, len(chunks)):
-            contexts.append(chunks[t - CONTEXT:t])
-            targets.append(chunks[t])
-            article_ids.append(first_id + offset)
-            target_indices.append(t)
-    return {"contexts": np.array(contexts), "targets": np.array(targets),
-            "article_ids": np.array(article_ids, np.int64), "target_indices": np.array(target_indices, np.int64)}
+def write_split(root, name: str, articles: list[np.ndarray], first_id: int) -> None:
+    """``{name}_bank.safetensors`` + ``.index.jsonl`` (every chunk) and ``{name}.safetensors``, its windows."""
+    save_tensors(root / f"{name}_bank.safetensors", {"embeddings": np.concatenate(articles)})
+    write_jsonl(root / f"{name}_bank.index.jsonl", [
+        {"article_id": first_id + a, "chunk_index": i, "text": f"chunk {a}.{i}"}
+        for a, chunks in enumerate(articles) for i in range(len(chunks))])
+    bank = load_bank(root / f"{name}_bank.safetensors", root / f"{name}_bank.index.jsonl")
+    save_windows(root / f"{name}.safetensors", make_windows(bank, CONTEXT), bank)
+
+
+def val_split(data):
+    bank = load_bank(data / "val_bank.safetensors", data / "val_bank.index.jsonl")
+    return load_windows(data / "val.safetensors", bank), bank
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +80,15 @@ def lvm_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("lvm-data")
     rot = rotation(DIM, 0.15, seed=0)
     train_articles, val_articles = ordered_articles(16, 14, 1, rot), ordered_articles(5, 12, 2, rot)
-    save_tensors(root / "train.safetensors", windows_of(train_articles, 0))
-    save_tensors(root / "val.safetensors", windows_of(val_articles, 100))
-    save_tensors(root / "val_bank.safetensors", {"embeddings": np.concatenate(val_articles)})
-    write_jsonl(root / "val_bank.index.jsonl", [
-        {"article_id": 100 + a, "chunk_index": i, "text": f"chunk {a}.{i}"}
-        for a, chunks in enumerate(val_articles) for i in range(len(chunks))])
+    write_split(root, "train", train_articles, 0)
+    write_split(root, "val", val_articles, 100)
     return root
 
 
 def cli_args(data, out, settings) -> list[str]:
     return ["train-lvm", "--train-windows", str(data / "train.safetensors"),
+            "--train-embeddings", str(data / "train_bank.safetensors"),
+            "--train-index", str(data / "train_bank.index.jsonl"),
             "--val-windows", str(data / "val.safetensors"), "--val-embeddings", str(data / "val_bank.safetensors"),
             "--val-index", str(data / "val_bank.index.jsonl"), "--settings", json.dumps(settings), "--out", str(out)]
 
@@ -94,7 +96,8 @@ def cli_args(data, out, settings) -> list[str]:
 def run_training(data, out, **overrides):
     settings = {**SETTINGS, **overrides}
     return train_lvm(data / "train.safetensors", data / "val.safetensors", data / "val_bank.safetensors",
-                     data / "val_bank.index.jsonl", settings, out)
+                     data / "val_bank.index.jsonl", settings, out, train_embeddings_path=data / "train_bank.safetensors",
+                     train_index_path=data / "train_bank.index.jsonl")
 
 
 # ------------------------------------------------------------------------------------------ schedules
@@ -155,22 +158,23 @@ def test_bad_schedule_settings_name_the_field():
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def test_future_window_indices_follow_the_article_and_stop_at_its_end():
-    article_ids = np.array([1, 1, 1, 2, 2])
-    target_indices = np.array([4, 5, 6, 4, 6])
-    futures = future_window_indices(article_ids, target_indices, 2)
-    assert futures.tolist() == [[1, 2], [2, -1], [-1, -1], [-1, 4], [-1, -1]]
+def test_future_rows_follow_the_article_and_stop_at_its_end_or_a_gap():
+    # article 1: chunks 0..6; article 2: chunks 0..4 and 6 (chunk 5 dropped); rows in bank order
+    keys = [(1, c) for c in range(7)] + [(2, c) for c in (0, 1, 2, 3, 4, 6)]
+    bank = ChunkBank(np.eye(13, 4, dtype=np.float32), [a for a, _ in keys], [c for _, c in keys])
+    windows = make_windows(bank, 4)
+    assert windows.target_indices.tolist() == [4, 5, 6, 4]
+    assert future_rows(windows, bank, 2).tolist() == [[5, 6], [6, -1], [-1, -1], [-1, -1]]  # 2's chunk 6 follows a gap
 
 
 def test_mini_fivecat_is_the_fivecat_rules_definition(lvm_data):
     from vecflow.lvm import fivecat
 
-    val = fivecat.load_windows(lvm_data / "val.safetensors")
-    bank = fivecat.load_bank(lvm_data / "val_bank.safetensors", lvm_data / "val_bank.index.jsonl")
-    oracle = mini_fivecat(val.targets, val, bank)
+    val, bank = val_split(lvm_data)
+    oracle = mini_fivecat(val.targets(bank), val, bank)
     assert oracle["margin"] > 0 and oracle["r1"] == 1.0 and oracle["mrr"] == 1.0 and oracle["peak_offset"] == 0
     assert oracle["c"][0] == pytest.approx(1.0, abs=1e-5)
-    copy_last = mini_fivecat(val.contexts[:, -1], val, bank)
+    copy_last = mini_fivecat(val.contexts(bank)[:, -1], val, bank)
     assert copy_last["peak_offset"] == -1 and copy_last["margin"] < 0 and copy_last["r1"] == 0.0
     # same numbers as the 5CAT rule's evaluate_split (same windows, candidate sets, ties)
     full = fivecat.evaluate_split(lambda c: c[:, -1], val, bank)
@@ -199,7 +203,7 @@ def test_selection_split_is_carved_from_training_articles(lvm_data):
     rest, held, ids = carve_selection(train, 0.25, seed=3)
     assert len(ids) == 4 and set(np.unique(held.article_ids)) == set(ids)
     assert not set(np.unique(rest.article_ids)) & set(ids)
-    assert len(rest.targets) + len(held.targets) == len(train.targets)
+    assert len(rest) + len(held) == len(train)
     assert carve_selection(train, 0.25, seed=3)[2] == ids
 
 
@@ -225,14 +229,14 @@ def test_cli_trains_two_epochs_and_publishes_a_loadable_model(lvm_data, tmp_path
     assert files == ["config.json", "history.jsonl", "model.safetensors", "summary.json"]
     assert not (tmp_path / "p4.partial").exists()
     history = read_jsonl(out / "history.jsonl")
-    assert [r["epoch"] for r in history] == [1, 2]
+    assert [r["epoch"] for r in history] == [0, 1, 2]  # epoch 0: the untrained start
     for record in history:
         for key in ("train/mse", "train/roll", "val/mse", "val/dir", "val/fut", "val/roll", "val/cos_sim",
                     "val/margin", "val/r1", "val/c_m3", "val/c_0", "val/c_p3", "lambda/roll", "lambda/dir",
                     "schedule/margin_dir", "train/guard_to_mse", "epoch_time_s"):
             assert isinstance(record[key], float), key
         assert record["device"] == "cpu"
-    assert history[0]["lambda/roll"] == 0.0 and history[1]["lambda/roll"] == 0.10  # P4 phases over 2 epochs
+    assert history[1]["lambda/roll"] == 0.0 and history[2]["lambda/roll"] == 0.10  # P4 phases over 2 epochs
     summary = json.loads((out / "summary.json").read_text())
     best = max(history, key=lambda r: r["val/margin"])
     assert summary["best_epoch"] == best["epoch"] and summary["val_margin"] == best["val/margin"]
@@ -240,7 +244,8 @@ def test_cli_trains_two_epochs_and_publishes_a_loadable_model(lvm_data, tmp_path
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == "transformer" and config["dim"] == DIM and config["context_length"] == CONTEXT
     model = load_lvm(out, "cpu")
-    assert predict(model, load_windows(lvm_data / "val.safetensors").contexts[:3]).shape == (3, DIM)
+    val, bank = val_split(lvm_data)
+    assert predict(model, val.contexts(bank)[:3]).shape == (3, DIM)
     printed = capsys.readouterr().out
     assert "epoch 2/2" in printed and "device: cpu" in printed
 
@@ -252,7 +257,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(lvm_data, tmp_path):
     assert run_training(lvm_data, tmp_path / "resumed", **settings, stop_after_epoch=1) is None
     assert not (tmp_path / "resumed").exists()
     assert (tmp_path / "resumed.partial" / "state.pt").exists()
-    assert len(read_jsonl(tmp_path / "resumed.partial" / "history.jsonl")) == 1
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "resumed.partial" / "history.jsonl")] == [0, 1]
     run_training(lvm_data, tmp_path / "resumed", **settings)
 
     straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
@@ -268,16 +273,17 @@ def test_state_from_other_settings_is_not_resumed(lvm_data, tmp_path, capsys):
     run_training(lvm_data, tmp_path / "run", epochs=2, preset="P1", stop_after_epoch=1)
     run_training(lvm_data, tmp_path / "run", epochs=2, preset="P1", learning_rate=1e-3)
     assert "starting over" in capsys.readouterr().out
-    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "history.jsonl")] == [1, 2]
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "history.jsonl")] == [0, 1, 2]
 
 
 def test_trained_model_beats_copy_last_on_ordered_data(lvm_data, tmp_path):
     summary = run_training(lvm_data, tmp_path / "p1", preset="P1", arch="mlp", epochs=12, d_model=64,
                            learning_rate=1e-2, selection_metric="val_cos")
-    val = load_windows(lvm_data / "val.safetensors")
-    copy_last_cos = float(np.mean(np.sum(val.contexts[:, -1] * val.targets, axis=1)))
-    pred = predict(load_lvm(tmp_path / "p1", "cpu"), val.contexts)
-    model_cos = float(np.mean(np.sum(pred * val.targets, axis=1)))
+    val, bank = val_split(lvm_data)
+    contexts, targets = val.contexts(bank), val.targets(bank)
+    copy_last_cos = float(np.mean(np.sum(contexts[:, -1] * targets, axis=1)))
+    pred = predict(load_lvm(tmp_path / "p1", "cpu"), contexts)
+    model_cos = float(np.mean(np.sum(pred * targets, axis=1)))
     assert model_cos > copy_last_cos + 0.1, (model_cos, copy_last_cos)
     assert summary["val_margin"] > 0 and summary["val_cos"] == pytest.approx(model_cos, abs=1e-4)
 
@@ -285,7 +291,8 @@ def test_trained_model_beats_copy_last_on_ordered_data(lvm_data, tmp_path):
 def test_early_stop_when_the_margin_stops_improving(lvm_data, tmp_path):
     summary = run_training(lvm_data, tmp_path / "es", preset="P1", arch="amn", epochs=6, learning_rate=0.0,
                            early_stop_patience=1)
-    assert summary["stopped_early"] and summary["epochs_run"] == 2 and summary["best_epoch"] == 1
+    # nothing is learnt: epoch 1 is no better than the untrained start (epoch 0), which stays selected
+    assert summary["stopped_early"] and summary["epochs_run"] == 1 and summary["best_epoch"] == 0
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -317,9 +324,11 @@ def test_val_target_missing_from_the_bank_is_an_error(lvm_data, tmp_path):
     rows = read_jsonl(lvm_data / "val_bank.index.jsonl")
     rows[CONTEXT]["chunk_index"] = 99  # article 100's chunk 4, the first window's target
     write_jsonl(index, rows)
-    with pytest.raises(VecflowError, match=r"val.safetensors: window 0: target \(article 100, chunk 4\) is not in"):
+    with pytest.raises(VecflowError, match=r"val.safetensors: window 0 \(article_id=100, target_index=4\) does not "
+                                           r"point at its chunks in .*val_bank.safetensors"):
         train_lvm(lvm_data / "train.safetensors", lvm_data / "val.safetensors", lvm_data / "val_bank.safetensors",
-                  index, SETTINGS, tmp_path / "out")
+                  index, SETTINGS, tmp_path / "out", train_embeddings_path=lvm_data / "train_bank.safetensors",
+                  train_index_path=lvm_data / "train_bank.index.jsonl")
 
 
 def test_bad_settings_are_rejected_before_training(lvm_data, tmp_path, capsys):
@@ -342,6 +351,32 @@ def test_ridge_residual_run_starts_from_the_training_ridge(lvm_data, tmp_path):
     assert summary["val_margin"] == pytest.approx(ridge["margin"], abs=1e-5)
     model = load_lvm(tmp_path / "rr", "cpu")
     assert float(model.base_weight.abs().sum()) > 0
-    contexts = load_windows(lvm_data / "val.safetensors").contexts[:4]
+    val, bank = val_split(lvm_data)
+    contexts = val.contexts(bank)[:4]
     flat = contexts.reshape(4, -1) @ model.base_weight.numpy() + model.base_bias.numpy()
     np.testing.assert_allclose(predict(model, contexts), normalise(flat), atol=1e-5)
+
+
+def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(lvm_data, tmp_path, monkeypatch):
+    from vecflow.lvm import train as lvm_train
+    from vecflow.lvm.baselines import normalise
+
+    def diverging_epoch(model, optimizer, windows, weights, run, generator, device):
+        """Training that only makes the model worse (a diverging optimiser): random weights."""
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator))
+        return lvm_train.evaluate(model, windows, weights, run["batch_size"], device)
+
+    monkeypatch.setattr(lvm_train, "train_one_epoch", diverging_epoch)
+    # a residual model starts AT the context mean (epoch 0)
+    summary = run_training(lvm_data, tmp_path / "bad", preset="P1", arch="mlp", epochs=2, residual=True,
+                           selection_metric="val_cos")
+    history = read_jsonl(tmp_path / "bad" / "history.jsonl")
+    assert history[0]["epoch"] == 0 and all(r["val/cos_sim"] < history[0]["val/cos_sim"] for r in history[1:])
+    assert summary["best_epoch"] == 0 and summary["best_is_untrained_start"]
+    assert summary["untrained_start"]["val/cos_sim"] == summary["val_cos"] and summary["epochs_run"] == 2
+    val, bank = val_split(lvm_data)
+    contexts = val.contexts(bank)  # the published model is the untrained start: the context mean
+    np.testing.assert_allclose(predict(load_lvm(tmp_path / "bad", "cpu"), contexts), normalise(contexts.mean(1)),
+                               atol=1e-5)

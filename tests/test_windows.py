@@ -6,7 +6,8 @@ import pytest
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import load_tensors, save_tensors
-from vecflow.lvm.windows import load_windows, make_windows
+from vecflow.lvm.bank import ChunkBank, load_bank
+from vecflow.lvm.windows import Windows, load_windows, make_windows, save_windows
 
 
 def unit_rows(n, dim=8, seed=0):
@@ -27,24 +28,32 @@ def run_cli(emb, index, out, context_length):
                      "--out", str(out)])
 
 
+def bank_of(keys, vectors=None):
+    vectors = unit_rows(len(keys), 3) if vectors is None else vectors
+    return ChunkBank(vectors, [a for a, _ in keys], [c for _, c in keys], source="bank")
+
+
 def test_make_windows_never_crosses_articles_and_keeps_target_index():
     # article 0 has 4 chunks, article 1 has 2, article 2 has 3; C = 2
     keys = [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
-    vectors = np.arange(len(keys), dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
-    w = make_windows(vectors, [a for a, _ in keys], [c for _, c in keys], context_length=2)
-    assert w["article_ids"].tolist() == [0, 0, 2]
-    assert w["target_indices"].tolist() == [2, 3, 2]
-    assert w["contexts"][:, :, 0].tolist() == [[0, 1], [1, 2], [6, 7]]
-    assert w["targets"][:, 0].tolist() == [2, 3, 8]
-    assert w["contexts"].shape == (3, 2, 3) and w["contexts"].dtype == np.float32
+    vectors = unit_rows(len(keys), 3)
+    bank = bank_of(keys, vectors)
+    w = make_windows(bank, context_length=2)
+    assert w.article_ids.tolist() == [0, 0, 2]
+    assert w.target_indices.tolist() == [2, 3, 2]
+    assert w.rows.tolist() == [[0, 1, 2], [1, 2, 3], [6, 7, 8]] and w.rows.dtype == np.int64
+    assert w.context_length == 2
+    np.testing.assert_array_equal(w.contexts(bank)[2], vectors[[6, 7]])
+    np.testing.assert_array_equal(w.targets(bank), vectors[[2, 3, 8]])
+    assert w.contexts(bank).shape == (3, 2, 3) and w.contexts(bank).dtype == np.float32
 
 
 def test_make_windows_sorts_rows_and_skips_gaps_in_chunk_indices():
     keys = [(5, 3), (5, 0), (5, 1), (5, 2), (5, 5), (5, 6), (5, 7)]  # chunk 4 was dropped
-    vectors = np.array([[a * 10 + c] for a, c in keys], dtype=np.float32)
-    w = make_windows(vectors, [a for a, _ in keys], [c for _, c in keys], context_length=2)
-    assert w["target_indices"].tolist() == [2, 3, 7]
-    assert w["contexts"][:, :, 0].tolist() == [[50, 51], [51, 52], [55, 56]]
+    w = make_windows(bank_of(keys), context_length=2)
+    assert w.target_indices.tolist() == [2, 3, 7]
+    # rows point into the bank's own (unsorted) order: chunk 0 is row 1, chunk 3 is row 0, ...
+    assert w.rows.tolist() == [[1, 2, 3], [2, 3, 0], [4, 5, 6]]
 
 
 def test_cli_windows_roundtrip_and_load_windows(tmp_path):
@@ -52,11 +61,35 @@ def test_cli_windows_roundtrip_and_load_windows(tmp_path):
     vectors = unit_rows(len(keys))
     emb, index = write_embeddings(tmp_path, vectors, keys)
     assert run_cli(emb, index, tmp_path / "w.safetensors", context_length=3) == 0
-    w = load_windows(tmp_path / "w.safetensors")
-    assert w["contexts"].shape == (9, 3, 8) and w["targets"].shape == (9, 8)
-    assert w["target_indices"].tolist() == [3, 4, 5] * 3
-    np.testing.assert_array_equal(w["targets"][0], vectors[3])
-    np.testing.assert_array_equal(w["contexts"][0], vectors[0:3])
+    stored = load_tensors(tmp_path / "w.safetensors")
+    assert set(stored) == {"rows", "article_ids", "target_indices"}  # indices only: no vectors on disk
+    assert stored["rows"].shape == (9, 4)
+    bank = load_bank(emb, index)
+    w = load_windows(tmp_path / "w.safetensors", bank)
+    assert w.target_indices.tolist() == [3, 4, 5] * 3
+    np.testing.assert_array_equal(w.targets(bank)[0], vectors[3])
+    np.testing.assert_array_equal(w.contexts(bank)[0], vectors[0:3])
+
+
+def test_old_float_windows_are_refused_with_how_to_rebuild(tmp_path):
+    old = tmp_path / "train.safetensors"
+    save_tensors(old, {"contexts": unit_rows(8).reshape(2, 4, 8), "targets": unit_rows(2),
+                       "article_ids": np.zeros(2, np.int64), "target_indices": np.array([4, 5])})
+    with pytest.raises(VecflowError, match=r"train.safetensors: an old windows file with float vectors .*"
+                                           r"delete it and rerun the make_windows rule"):
+        load_windows(old)
+
+
+def test_windows_built_from_another_bank_are_refused(tmp_path):
+    keys = [(0, c) for c in range(6)]
+    bank = bank_of(keys)
+    save_windows(tmp_path / "w.safetensors", make_windows(bank, 2), bank)
+    load_windows(tmp_path / "w.safetensors", bank)
+    with pytest.raises(VecflowError, match="built from a bank of 6 rows, but other has 7"):
+        load_windows(tmp_path / "w.safetensors", ChunkBank(unit_rows(7, 3), [0] * 7, range(7), source="other"))
+    reordered = ChunkBank(unit_rows(6, 3), [0] * 6, [1, 0, 2, 3, 4, 5], source="reordered")  # re-embedded
+    with pytest.raises(VecflowError, match="window 0 .* does not point at its chunks in reordered"):
+        load_windows(tmp_path / "w.safetensors", reordered)
 
 
 def test_cli_no_windows_says_why(tmp_path, capsys):
@@ -71,18 +104,22 @@ def test_cli_no_windows_says_why(tmp_path, capsys):
 def test_cli_duplicate_chunk_key_is_an_error(tmp_path, capsys):
     emb, index = write_embeddings(tmp_path, unit_rows(3), [(0, 0), (0, 1), (0, 1)])
     assert run_cli(emb, index, tmp_path / "w.safetensors", context_length=1) == 2
-    assert "e.index.jsonl:3: chunk (article 0, chunk 1) appears twice" in capsys.readouterr().err
+    assert "e.index.jsonl:3: duplicate (article_id=0, chunk_index=1), first on line 2" in capsys.readouterr().err
 
 
 def test_load_windows_rejects_inconsistent_shapes(tmp_path):
-    good = make_windows(unit_rows(6), [0] * 6, range(6), context_length=2)
-    save_tensors(tmp_path / "w.safetensors", {**good, "targets": good["targets"][:2]})
-    with pytest.raises(VecflowError, match=r"w.safetensors: 'targets' must be 4 x 8 float32"):
+    bank = bank_of([(0, c) for c in range(6)])
+    good = make_windows(bank, context_length=2)
+    arrays = {"rows": good.rows, "article_ids": good.article_ids, "target_indices": good.target_indices}
+    save_tensors(tmp_path / "w.safetensors", {**arrays, "target_indices": good.target_indices[:2]})
+    with pytest.raises(VecflowError, match=r"w.safetensors: 'target_indices' must be 4 int64 values"):
         load_windows(tmp_path / "w.safetensors")
-    save_tensors(tmp_path / "w.safetensors", {k: v for k, v in good.items() if k != "article_ids"})
+    save_tensors(tmp_path / "w.safetensors", {k: v for k, v in arrays.items() if k != "article_ids"})
     with pytest.raises(VecflowError, match="missing tensor 'article_ids'"):
         load_windows(tmp_path / "w.safetensors")
-    save_tensors(tmp_path / "w.safetensors", {**good, "article_ids": good["article_ids"].astype(np.int32)})
-    with pytest.raises(VecflowError, match="'article_ids' must be 4 int64 values"):
+    save_tensors(tmp_path / "w.safetensors", {**arrays, "rows": good.rows.astype(np.float32)})
+    with pytest.raises(VecflowError, match=r"'rows' must be N x \(C\+1\) int64 bank rows"):
         load_windows(tmp_path / "w.safetensors")
-    assert set(load_tensors(tmp_path / "w.safetensors")) == {"contexts", "targets", "article_ids", "target_indices"}
+    save_tensors(tmp_path / "w.safetensors", {**arrays, "rows": good.rows + 10})
+    with pytest.raises(VecflowError, match=r"window 0: row \[10, 11, 12\] outside bank"):
+        load_windows(tmp_path / "w.safetensors", bank)

@@ -154,25 +154,21 @@ def synthetic_split(n_windows: int, dim: int = 384, context: int = 5, chunks_per
 
     Returns the bank arrays (embeddings, article_ids, chunk_indices) and the fivecat ``Windows``.
     """
+    from vecflow.lvm.bank import ChunkBank
     from vecflow.lvm.baselines import normalise
-    from vecflow.lvm.fivecat import Windows
+    from vecflow.lvm.windows import make_windows
 
     rng = np.random.default_rng(seed)
     per_article = chunks_per_article - context
     articles = math.ceil(n_windows / per_article)
     steps = rng.standard_normal((articles, chunks_per_article, dim)).astype(np.float32)
     walk = np.cumsum(steps * np.float32(0.6), axis=1) + rng.standard_normal((articles, 1, dim)).astype(np.float32) * 3
-    vectors = normalise(walk)
+    vectors = normalise(walk).reshape(-1, dim)
     article_ids = np.repeat(np.arange(articles, dtype=np.int64) * 7 + 3, chunks_per_article)  # sparse ids
     chunk_indices = np.tile(np.arange(chunks_per_article, dtype=np.int64), articles)
-    view = np.lib.stride_tricks.sliding_window_view(vectors, context, axis=1)[:, :per_article]  # A, W, D, C
-    contexts = np.ascontiguousarray(view.transpose(0, 1, 3, 2)).reshape(-1, context, dim)[:n_windows]
-    targets = vectors[:, context:].reshape(-1, dim)[:n_windows]
-    window_articles = np.repeat(np.arange(articles, dtype=np.int64) * 7 + 3, per_article)[:n_windows]
-    window_targets = np.tile(np.arange(context, chunks_per_article, dtype=np.int64), articles)[:n_windows]
-    windows = Windows(contexts, np.ascontiguousarray(targets), window_articles, window_targets, "synthetic")
-    return {"embeddings": vectors.reshape(-1, dim), "article_ids": article_ids, "chunk_indices": chunk_indices,
-            "windows": windows}
+    bank = ChunkBank(vectors, article_ids, chunk_indices, source="synthetic bank")
+    windows = make_windows(bank, context).subset(np.arange(n_windows))  # windows are bank rows
+    return {"embeddings": vectors, "article_ids": article_ids, "chunk_indices": chunk_indices, "windows": windows}
 
 
 def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.ndarray, chunk_indices: np.ndarray,
@@ -199,7 +195,7 @@ def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.
     article_chunks: dict[int, list[int]] = {}
     for i, (a, c) in sorted(enumerate(zip(article_ids.tolist(), chunk_indices.tolist())), key=lambda x: x[1]):
         article_chunks.setdefault(a, []).append(i)
-    contexts, targets = windows.contexts, windows.targets
+    contexts, targets = embeddings[windows.rows[:, :-1]], embeddings[windows.rows[:, -1]]
     n, slots = contexts.shape[:2]
     rng = np.random.default_rng(seed)
     donors = other_article_donors(windows.article_ids, rng)
@@ -304,7 +300,8 @@ def lvm_predictor(dim: int, context: int, seed: int = 0, batch_size: int = 256):
 
 def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = None,
                   reference_windows: int | None = None, **_) -> dict:
-    from vecflow.lvm.fivecat import ChunkBank, evaluate_split
+    from vecflow.lvm.bank import ChunkBank
+    from vecflow.lvm.fivecat import evaluate_split
 
     total = windows_total or (20000 if size == "full" else 300)
     ref_n = reference_windows or (2000 if size == "full" else 60)
@@ -773,20 +770,20 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
 
     from vecflow.lvm.models import build_model
     from vecflow.lvm.presets import DEFAULTS
-    from vecflow.lvm.train import epoch_generator, train_one_epoch
+    from vecflow.lvm.train import WindowTensors, epoch_generator, train_one_epoch
 
     torch.manual_seed(0)
     model = build_model("transformer", dim, context, sizes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
     rows = batch * steps
-    windows = {"contexts": torch.nn.functional.normalize(torch.randn(rows, context, dim), dim=-1),
-               "targets": torch.nn.functional.normalize(torch.randn(rows, dim), dim=-1)}
-    futures = torch.full((rows, 2), -1, dtype=torch.long)
+    bank = torch.nn.functional.normalize(torch.randn(rows * (context + 1), dim), dim=-1)
+    windows = WindowTensors(bank, torch.arange(rows * (context + 1)).reshape(rows, context + 1),
+                            torch.full((rows, 2), -1, dtype=torch.long))  # windows gather from the bank by row
     run = {"batch_size": batch, "grad_clip": 1.0}
-    train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run, epoch_generator(0, 0), "cpu")  # warm-up
-    seconds, _ = _seconds(lambda: train_one_epoch(model, optimizer, windows, futures, dict(DEFAULTS), run,
+    train_one_epoch(model, optimizer, windows, dict(DEFAULTS), run, epoch_generator(0, 0), "cpu")  # warm-up
+    seconds, _ = _seconds(lambda: train_one_epoch(model, optimizer, windows, dict(DEFAULTS), run,
                                                   epoch_generator(0, 1), "cpu"))
-    flops_per_step = step_flops(model, windows["contexts"][:batch])
+    flops_per_step = step_flops(model, bank[windows.rows[:batch, :-1]])
     return {"d_model": sizes["d_model"], "batch": batch, "steps": steps, "seconds": float(seconds),
             "flops_per_step": flops_per_step, "flops_per_s": flops_per_step * steps / seconds,
             "forward_flops": transformer_lvm_flops(batch, context, dim, sizes["d_model"], sizes["layers"])}

@@ -27,6 +27,8 @@ rule embed_chunks:
         index=f"{R}/lvm/embeddings/{{split}}.index.jsonl",
     log:
         f"{LOGS}/embed_chunks/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed_chunks/{{split}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     resources:
@@ -49,6 +51,8 @@ rule make_windows:
         windows=f"{R}/lvm/windows/{{split}}.safetensors",
     log:
         f"{LOGS}/make_windows/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/make_windows/{{split}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     params:
@@ -61,6 +65,8 @@ rule make_windows:
 rule diagnose_direction:
     input:
         windows=f"{R}/lvm/windows/train.safetensors",
+        vectors=f"{R}/lvm/embeddings/train.safetensors",
+        index=f"{R}/lvm/embeddings/train.index.jsonl",
     output:
         json=f"{R}/lvm/diagnostics/direction.json",
         plot=report(
@@ -70,12 +76,15 @@ rule diagnose_direction:
         ),
     log:
         f"{LOGS}/diagnose_direction.log",
+    benchmark:
+        f"{R}/benchmarks/diagnose_direction.tsv"
     conda:
         "../../envs/vecflow.yaml"
     params:
         settings=lambda w: settings("lvm", "diagnostics"),
     shell:
-        "vecflow diagnose --windows {input.windows} --settings {params.settings:q} "
+        "vecflow diagnose --windows {input.windows} --embeddings {input.vectors} --index {input.index} "
+        "--settings {params.settings:q} "
         "--out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
 
 
@@ -83,6 +92,8 @@ rule train_lvm:
     input:
         gate=f"{R}/lvm/diagnostics/direction.json",
         train=f"{R}/lvm/windows/train.safetensors",
+        train_vectors=f"{R}/lvm/embeddings/train.safetensors",
+        train_index=f"{R}/lvm/embeddings/train.index.jsonl",
         val=f"{R}/lvm/windows/val.safetensors",
         val_vectors=f"{R}/lvm/embeddings/val.safetensors",
         val_index=f"{R}/lvm/embeddings/val.index.jsonl",
@@ -90,6 +101,8 @@ rule train_lvm:
         model=directory(f"{R}/lvm/models/{{run}}"),
     log:
         f"{LOGS}/train_lvm/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_lvm/{{run}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     resources:
@@ -105,7 +118,8 @@ rule train_lvm:
             sort_keys=True,
         ),
     shell:
-        "vecflow train-lvm --train-windows {input.train} --val-windows {input.val} "
+        "vecflow train-lvm --train-windows {input.train} --train-embeddings {input.train_vectors} "
+        "--train-index {input.train_index} --val-windows {input.val} "
         "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
@@ -114,6 +128,8 @@ rule fivecat:
     input:
         model=f"{R}/lvm/models/{{run}}",
         train=f"{R}/lvm/windows/train.safetensors",
+        train_vectors=f"{R}/lvm/embeddings/train.safetensors",
+        train_index=f"{R}/lvm/embeddings/train.index.jsonl",
         windows=expand("{R}/lvm/windows/{split}.safetensors", R=R, split=["val", "ood"]),
         vectors=expand(
             "{R}/lvm/embeddings/{split}.safetensors", R=R, split=["val", "ood"]
@@ -131,6 +147,8 @@ rule fivecat:
         ),
     log:
         f"{LOGS}/fivecat/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/fivecat/{{run}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     resources:
@@ -150,7 +168,8 @@ rule fivecat:
             train_fraction=config["lvm"]["runs"][w.run].get("train_fraction", 1.0),
         ),
     shell:
-        "vecflow fivecat --model {input.model} --train-windows {input.train} {params.splits} "
+        "vecflow fivecat --model {input.model} --train-windows {input.train} "
+        "--train-embeddings {input.train_vectors} --train-index {input.train_index} {params.splits} "
         "--settings {params.settings:q} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_path, write_json
 from vecflow.core.settings import settings_arg
-from vecflow.lvm.windows import load_windows
+from vecflow.lvm.bank import ChunkBank, load_bank
+from vecflow.lvm.windows import Windows, load_windows
 
 DEFAULT_THRESHOLDS = {"min_coherence": 0.2, "min_signal": 0.0, "require_monotonic": False}
 
@@ -28,23 +29,32 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
-def direction_stats(contexts: np.ndarray, targets: np.ndarray, article_ids: np.ndarray | None = None) -> dict:
-    """pos_i, temporal signal, monotonicity and coherence of a set of windows (plus per-article spread)."""
-    contexts, targets = _unit(contexts.astype(np.float64)), _unit(targets.astype(np.float64))
-    cos_to_target = np.einsum("ncd,nd->nc", contexts, targets)  # N x C
-    cos_adjacent = np.einsum("ncd,ncd->nc", contexts[:, :-1], contexts[:, 1:])  # N x (C-1)
-    pos = cos_to_target.mean(axis=0)
-    stats = {
-        "n_windows": int(len(targets)),
-        "context_length": int(contexts.shape[1]),
+def direction_stats(windows: Windows, bank: ChunkBank, block_rows: int = 4096) -> dict:
+    """pos_i, temporal signal, monotonicity and coherence of a set of windows (plus per-article spread).
+
+    The vectors are gathered from the bank ``block_rows`` windows at a time, so memory stays at one block.
+    """
+    n, c = len(windows), windows.context_length
+    to_target_sum, adjacent_sum = np.zeros(c), np.zeros(max(c - 1, 0))
+    window_signal = np.zeros(n)
+    for start in range(0, n, block_rows):
+        block = windows.subset(slice(start, start + block_rows))
+        contexts = _unit(block.contexts(bank).astype(np.float64))
+        targets = _unit(block.targets(bank).astype(np.float64))
+        cos_to_target = np.einsum("ncd,nd->nc", contexts, targets)  # B x C
+        to_target_sum += cos_to_target.sum(axis=0)
+        adjacent_sum += np.einsum("ncd,ncd->nc", contexts[:, :-1], contexts[:, 1:]).sum(axis=0)
+        window_signal[start:start + len(block)] = cos_to_target[:, -1] - cos_to_target[:, 0]
+    pos = to_target_sum / n
+    return {
+        "n_windows": int(n),
+        "context_length": int(c),
         "pos": [float(p) for p in pos],
         "signal": float(pos[-1] - pos[0]),
         "monotonic": bool(np.all(np.diff(pos) > 0)),
-        "coherence": float(cos_adjacent.mean()) if cos_adjacent.size else None,  # undefined for C = 1
+        "coherence": float(adjacent_sum.mean() / n) if c > 1 else None,  # undefined for C = 1
+        "per_article": per_article_spread(window_signal, windows.article_ids),
     }
-    if article_ids is not None:
-        stats["per_article"] = per_article_spread(cos_to_target[:, -1] - cos_to_target[:, 0], article_ids)
-    return stats
 
 
 def per_article_spread(window_signal: np.ndarray, article_ids: np.ndarray) -> dict:
@@ -110,13 +120,15 @@ def plot_direction(stats: dict, gate: dict, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--windows", required=True, help="windows safetensors")
+    parser.add_argument("--embeddings", required=True, help="the bank the windows index (F.safetensors)")
+    parser.add_argument("--index", required=True, help="its F.index.jsonl")
     parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.diagnostics (or lvm) as JSON")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True, help="PNG")
     args = parser.parse_args(argv)
 
-    windows = load_windows(args.windows)
-    stats = direction_stats(windows["contexts"], windows["targets"], windows["article_ids"])
+    bank = load_bank(args.embeddings, args.index)
+    stats = direction_stats(load_windows(args.windows, bank), bank)
     thresholds = thresholds_from(args.settings)
     waive = bool(diagnostics_section(args.settings).get("waive_gate", False))
     gate = check_gate(stats, thresholds, waived=waive)

@@ -1,62 +1,62 @@
-"""Chunk embeddings (``vecflow embed``) and their validated reader ``load_embeddings``.
+"""Chunk embeddings (``vecflow embed``): the export that writes the embedding bank (``vecflow.lvm.bank``).
 
-``embed`` encodes every chunk text with the sentence encoder (mean pooling, L2-normalised) and writes
-``F.safetensors`` (key ``embeddings``, N x D float32, metadata: encoder folder name, dim, count) plus
-``F.index.jsonl`` rows ``{article_id, chunk_index, text}`` in the same order.
+``embed`` encodes every chunk text with the sentence encoder (mean pooling, L2-normalised) shard by shard:
+``F.safetensors.partial/`` receives fixed-size shards and a manifest as it goes, a killed job resumes after
+the last complete shard, and only a finished export publishes ``F.safetensors`` (key ``embeddings``, N x D
+float32, metadata: encoder folder name, dim, count) plus ``F.index.jsonl`` rows ``{article_id, chunk_index,
+text}`` in the same order. Memory holds one shard of texts and vectors, whatever the corpus size.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
 from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.lvm.bank import ShardedBankWriter, export_bank, iter_index
 
-INDEX_FIELDS = {"article_id": int, "chunk_index": int, "text": str}
-NORM_TOLERANCE = 1e-3
-
-
-def read_index(path: str | Path) -> list[dict]:
-    """Rows ``{article_id, chunk_index, text}`` (extra fields such as ``title`` are dropped), validated."""
-    rows = []
-    for lineno, row in iter_jsonl(path):
-        require_fields(row, INDEX_FIELDS, path, lineno)
-        rows.append({key: row[key] for key in INDEX_FIELDS})
-    return rows
+DEFAULT_SHARD_ROWS = 32768
 
 
 def embed_chunks(rows: list[dict], encoder_dir: str | Path, batch_size: int, device: str = "auto") -> tuple:
-    """Encode the chunk texts; return ``(vectors N x D float32, metadata)``."""
+    """Encode the chunk texts in memory; return ``(vectors N x D float32, metadata)`` (small inputs, bench)."""
     from vecflow.core.encoder import SentenceEncoder
 
     encoder = SentenceEncoder(encoder_dir, device=device)
-    start = time.perf_counter()
     vectors = encoder.encode([row["text"] for row in rows], batch_size=batch_size, progress=True)
-    seconds = time.perf_counter() - start
-    print(f"[vecflow] embedded {len(rows)} chunks in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.0f}/s)")
     metadata = {"encoder": Path(encoder_dir).name, "dim": str(encoder.dim), "count": str(len(rows))}
     return vectors.astype(np.float32), metadata
 
 
-def load_embeddings(path: str | Path, index_path: str | Path) -> tuple[np.ndarray, list[dict]]:
-    """Read embeddings + index; check shape, dtype, unit norm and that both have the same number of rows."""
-    vectors = load_tensors(path, required=["embeddings"])["embeddings"]
-    if vectors.ndim != 2 or vectors.dtype != np.float32:
-        raise VecflowError(f"{path}: 'embeddings' must be a 2-D float32 array, got {vectors.dtype} {vectors.shape}")
-    index = read_index(index_path)
-    if len(index) != len(vectors):
-        raise VecflowError(f"{path}: {len(vectors)} embeddings but {index_path} has {len(index)} rows")
-    check_embeddings(vectors, path, tolerance=None)  # finite (NaN would pass the norm test below)
-    norms = np.linalg.norm(vectors, axis=1)
-    bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
-    if bad.size:
-        raise VecflowError(f"{path}: row {int(bad[0])} is not L2-normalised (norm {norms[bad[0]]:.4f})")
-    return vectors, index
+def lazy_encoder(encoder_dir: str | Path, batch_size: int, device: str):
+    """``encode(texts) -> vectors``; the model is loaded on the first call (a finished export never loads it)."""
+    loaded = {}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        if "encoder" not in loaded:
+            from vecflow.core.encoder import SentenceEncoder
+
+            loaded["encoder"] = SentenceEncoder(encoder_dir, device=device)
+        start = time.perf_counter()
+        vectors = loaded["encoder"].encode(texts, batch_size=batch_size, progress=False)
+        seconds = time.perf_counter() - start
+        print(f"[vecflow] embedded {len(texts)} chunks in {seconds:.1f} s ({len(texts) / max(seconds, 1e-9):.0f}/s)",
+              flush=True)
+        return vectors.astype(np.float32)
+
+    return encode
+
+
+def export_source(chunks: str | Path, encoder_dir: str | Path) -> dict:
+    """What a partial export was computed from: resuming needs the same chunks file and encoder."""
+    stat = Path(chunks).stat()
+    return {"chunks": str(Path(chunks).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "encoder": str(Path(encoder_dir).resolve())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     seed_everything(int(args.settings.get("seed", 0)))
-    rows = read_index(args.chunks)
-    if not rows:
-        raise VecflowError(f"{args.chunks}: no chunks to embed")
     batch_size = int(args.settings.get("embed_batch_size", args.settings.get("batch_size", 64)))
-    vectors, metadata = embed_chunks(rows, args.encoder, batch_size, args.settings.get("device", "auto"))
-    save_tensors(args.out, {"embeddings": vectors}, metadata=metadata)
-    write_jsonl(args.index, rows)
-    print(f"[vecflow] {args.out}: {vectors.shape[0]} x {vectors.shape[1]} ({metadata['encoder']})", flush=True)
+    shard_rows = int(args.settings.get("embed_shard_rows", DEFAULT_SHARD_ROWS))
+    writer = ShardedBankWriter(args.out, args.index, shard_rows, export_source(args.chunks, args.encoder))
+    encode = lazy_encoder(args.encoder, batch_size, args.settings.get("device", "auto"))
+    rows = iter_index(args.chunks)
+    first = next(rows, None)
+    if first is None:
+        raise VecflowError(f"{args.chunks}: no chunks to embed")
+    total = export_bank(itertools.chain([first], rows), encode, writer, {"encoder": Path(args.encoder).name})
+    print(f"[vecflow] {args.out}: {total} x {writer.manifest['dim']} ({Path(args.encoder).name}, "
+          f"{len(writer.manifest['shards'])} shards of <= {shard_rows})", flush=True)
     return 0

@@ -28,170 +28,19 @@ import numpy as np
 
 from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, Predictor, build_baselines, normalise
 from vecflow.core.devices import pick_device
-from vecflow.core.errors import VecflowError, where
-from vecflow.core.io import atomic_path, check_embeddings, load_tensors, iter_jsonl, require_fields, write_json
+from vecflow.core.errors import VecflowError
+from vecflow.core.io import atomic_path, read_json, write_json
 from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.lvm.bank import ChunkBank, load_bank
+from vecflow.lvm.fivecat_results import read_results, write_results
+from vecflow.lvm.windows import Windows, check_against_bank, load_windows
 
 OFFSETS = tuple(range(-3, 4))
 GATED_METRICS = ("c0", "margin", "r1", "r5", "mrr", "rollout")
 GAP_METRICS = ("c0", "margin", "r1")
-WINDOW_KEYS = ("contexts", "targets", "article_ids", "target_indices")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class Windows:
-    """(contexts N×C×D, targets N×D, article_ids N, target_indices N) read from ``source``."""
-
-    contexts: np.ndarray
-    targets: np.ndarray
-    article_ids: np.ndarray
-    target_indices: np.ndarray
-    source: str = "windows"
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def subset(self, rows: np.ndarray) -> "Windows":
-        return Windows(self.contexts[rows], self.targets[rows], self.article_ids[rows],
-                       self.target_indices[rows], self.source)
-
-
-def load_windows(path: str | Path) -> Windows:
-    """Read and check a windows safetensors file; shape problems name the file and tensor."""
-    arrays = load_tensors(path, required=WINDOW_KEYS)
-    contexts, targets = arrays["contexts"], arrays["targets"]
-    article_ids, target_indices = arrays["article_ids"], arrays["target_indices"]
-    if contexts.ndim != 3:
-        raise VecflowError(f"{path}: tensor 'contexts': expected shape (N, C, D), got {contexts.shape}")
-    n, _, dim = contexts.shape
-    expected = {"targets": (targets, (n, dim)), "article_ids": (article_ids, (n,)),
-                "target_indices": (target_indices, (n,))}
-    for key, (array, shape) in expected.items():
-        if array.shape != shape:
-            raise VecflowError(f"{path}: tensor '{key}': expected shape {shape}, got {array.shape}")
-    for key in ("article_ids", "target_indices"):
-        if not np.issubdtype(arrays[key].dtype, np.integer):
-            raise VecflowError(f"{path}: tensor '{key}': expected integers, got {arrays[key].dtype}")
-    if n == 0:
-        raise VecflowError(f"{path}: no windows")
-    for key, array in (("contexts", contexts), ("targets", targets)):  # finite, or the file is corrupt
-        check_embeddings(array, path, key, tolerance=None)
-    return Windows(contexts.astype(np.float32), targets.astype(np.float32), article_ids.astype(np.int64),
-                   target_indices.astype(np.int64), str(path))
-
-
-class ChunkBank:
-    """Every chunk embedding of one split, addressable by (article_id, chunk_index) without wrapping.
-
-    ``rows(articles, chunks)`` returns bank rows (-1 where the chunk does not exist), and ``article_table``
-    holds each article's rows in chunk order (padded with -1), both built with vectorised numpy.
-    """
-
-    def __init__(self, embeddings: np.ndarray, article_ids: np.ndarray, chunk_indices: np.ndarray,
-                 source: str = "bank"):
-        self.embeddings = np.asarray(embeddings, dtype=np.float32)
-        self.source = source
-        self.articles, codes = np.unique(np.asarray(article_ids, dtype=np.int64), return_inverse=True)
-        chunk_indices = np.asarray(chunk_indices, dtype=np.int64)
-        self._stride = int(chunk_indices.max()) + 1
-        keys = codes * self._stride + chunk_indices
-        self._order = np.argsort(keys, kind="stable")
-        self._sorted_keys = keys[self._order]
-        self.article_sizes = np.bincount(codes, minlength=len(self.articles))
-        self.article_table = self._build_article_table(codes[self._order])
-
-    def _build_article_table(self, sorted_codes: np.ndarray) -> np.ndarray:
-        starts = np.concatenate([[0], np.cumsum(self.article_sizes)[:-1]])
-        position = np.arange(len(sorted_codes)) - starts[sorted_codes]
-        table = np.full((len(self.articles), int(self.article_sizes.max())), -1, dtype=np.int64)
-        table[sorted_codes, position] = self._order
-        return table
-
-    def article_codes(self, article_ids: np.ndarray) -> np.ndarray:
-        """Dense code of each article id (-1 for an article the bank does not hold)."""
-        pos = np.searchsorted(self.articles, article_ids)
-        pos_clipped = np.minimum(pos, len(self.articles) - 1)
-        return np.where(self.articles[pos_clipped] == article_ids, pos_clipped, -1)
-
-    def rows(self, article_ids: np.ndarray, chunk_indices: np.ndarray) -> np.ndarray:
-        """Bank row of each (article_id, chunk_index), or -1 where that chunk is not in the bank."""
-        codes = self.article_codes(np.asarray(article_ids))
-        chunk_indices = np.asarray(chunk_indices)
-        valid = (codes >= 0) & (chunk_indices >= 0) & (chunk_indices < self._stride)
-        keys = np.where(valid, codes * self._stride + chunk_indices, -1)
-        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), len(self._sorted_keys) - 1)
-        found = valid & (self._sorted_keys[pos] == keys)
-        return np.where(found, self._order[pos], -1)
-
-
-def load_bank(embeddings_path: str | Path, index_path: str | Path) -> ChunkBank:
-    """Read ``{split}.safetensors`` (key ``embeddings``) and its ``{split}.index.jsonl`` (same row order)."""
-    embeddings = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
-    if embeddings.ndim != 2:
-        raise VecflowError(f"{embeddings_path}: tensor 'embeddings': expected shape (M, D), got {embeddings.shape}")
-    check_embeddings(embeddings, embeddings_path, tolerance=None)  # finite; norms are checked below
-    article_ids, chunk_indices, seen = [], [], {}
-    for lineno, record in iter_jsonl(index_path):
-        require_fields(record, {"article_id": int, "chunk_index": int}, index_path, lineno)
-        key = (record["article_id"], record["chunk_index"])
-        if key in seen:
-            raise VecflowError(f"{where(index_path, lineno)}: duplicate (article_id={key[0]}, "
-                               f"chunk_index={key[1]}), first on line {seen[key]}")
-        if key[1] < 0:
-            raise VecflowError(f"{where(index_path, lineno, 'chunk_index')}: must be >= 0, got {key[1]}")
-        seen[key] = lineno
-        article_ids.append(key[0])
-        chunk_indices.append(key[1])
-    if len(article_ids) != len(embeddings):
-        raise VecflowError(f"{index_path}: {len(article_ids)} rows but {embeddings_path} has "
-                           f"{len(embeddings)} embeddings")
-    if not article_ids:
-        raise VecflowError(f"{index_path}: no rows")
-    check_unit_rows(embeddings, embeddings_path)
-    return ChunkBank(embeddings, np.array(article_ids), np.array(chunk_indices), source=str(index_path))
-
-
-def check_unit_rows(embeddings: np.ndarray, source, tolerance: float = 1e-3) -> None:
-    """Bank rows must be L2-normalised (retrieval and c_k compare raw dot products): name the first bad row."""
-    norms = np.linalg.norm(np.asarray(embeddings, dtype=np.float64), axis=1)
-    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= tolerance))
-    if len(bad):
-        raise VecflowError(f"{source}: row {int(bad[0])} has norm {norms[bad[0]]:.4f}, not 1 ({len(bad)} rows "
-                           f"are not L2-normalised); re-run vecflow embed, which normalises every row")
-
-
-def bank_from_windows(windows: Windows) -> ChunkBank:
-    """The chunk bank of the articles that windows cover, rebuilt from the windows themselves (target = chunk
-    t, context slot i = chunk t-C+i). Each article's chunks from 0 to its last target are all present, so the
-    candidate sets are those of the real bank for every article with a window."""
-    n, slots, dim = windows.contexts.shape
-    article_ids = np.concatenate([np.repeat(windows.article_ids, slots), windows.article_ids])
-    chunk_indices = np.concatenate([(windows.target_indices[:, None] - slots + np.arange(slots)).ravel(),
-                                    windows.target_indices])
-    vectors = np.concatenate([windows.contexts.reshape(n * slots, dim), windows.targets])
-    keys = np.stack([article_ids, chunk_indices], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    vectors = normalise(vectors[first])
-    return ChunkBank(vectors, article_ids[first], chunk_indices[first], source=f"{windows.source} (chunks)")
-
-
-def check_windows_in_bank(windows: Windows, bank: ChunkBank) -> np.ndarray:
-    """Bank row of every window's target; a target that is not in the bank is an error naming it."""
-    rows = bank.rows(windows.article_ids, windows.target_indices)
-    missing = np.flatnonzero(rows < 0)
-    if len(missing):
-        first = missing[0]
-        raise VecflowError(
-            f"{windows.source}: window {first}: (article_id={windows.article_ids[first]}, "
-            f"target_index={windows.target_indices[first]}) is not in {bank.source} "
-            f"({len(missing)} of {len(windows)} windows missing)")
-    if windows.contexts.shape[2] != bank.embeddings.shape[1]:
-        raise VecflowError(f"{windows.source}: vectors have dim {windows.contexts.shape[2]} but "
-                           f"{bank.source} has dim {bank.embeddings.shape[1]}")
-    return rows
-
-
 def subsample(windows: Windows, max_samples: int, seed: int) -> Windows:
     """A seeded subset of at most ``max_samples`` windows, kept in file order (0 = all)."""
     if not max_samples or len(windows) <= max_samples:
@@ -282,9 +131,9 @@ def other_article_donors(article_ids: np.ndarray, rng: np.random.Generator, trie
     return donors
 
 
-def ablations(predict: Predictor, windows: Windows, base_cosine: np.ndarray, rng: np.random.Generator) -> dict:
+def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, article_ids: np.ndarray,
+              base_cosine: np.ndarray, rng: np.random.Generator) -> dict:
     """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information)."""
-    contexts, targets = windows.contexts, windows.targets
 
     def delta(ablated: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
         if len(ablated) == 0:
@@ -294,7 +143,7 @@ def ablations(predict: Predictor, windows: Windows, base_cosine: np.ndarray, rng
 
     slots = contexts.shape[1]
     per_slot = [delta(leave_one_out(contexts, slot)) for slot in range(slots)]
-    donors = other_article_donors(windows.article_ids, rng)
+    donors = other_article_donors(article_ids, rng)
     swapped = np.flatnonzero(donors >= 0)
     result = {
         "shuffled": delta(shuffled_slots(contexts, rng)),
@@ -309,10 +158,10 @@ def ablations(predict: Predictor, windows: Windows, base_cosine: np.ndarray, rng
     return result
 
 
-def rollout(predict: Predictor, first_predictions: np.ndarray, windows: Windows, bank: ChunkBank,
-            steps: int) -> dict:
+def rollout(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndarray, windows: Windows,
+            bank: ChunkBank, steps: int) -> dict:
     """D: feed predictions back for ``steps`` steps; per-step mean cos(ŷ_h, chunk[t+h-1]) where it exists."""
-    contexts, predictions = windows.contexts, first_predictions
+    predictions = first_predictions
     per_step, n_per_step = [], []
     for h in range(1, steps + 1):
         if h > 1:
@@ -329,22 +178,23 @@ def rollout(predict: Predictor, first_predictions: np.ndarray, windows: Windows,
 def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollout_steps: int = 3,
                    min_article_chunks: int = 6, seed: int = 0) -> dict:
     """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested)."""
-    check_windows_in_bank(windows, bank)
+    check_against_bank(windows, bank)
     rng = np.random.default_rng(seed)
-    predictions = normalise(predict(windows.contexts))
-    if predictions.shape != windows.targets.shape:
-        raise VecflowError(f"predictor returned shape {predictions.shape} for {windows.contexts.shape} contexts; "
-                           f"expected {windows.targets.shape}")
-    base_cosine = rowwise_cosine(predictions, windows.targets)
+    contexts, targets = windows.contexts(bank), windows.targets(bank)
+    predictions = normalise(predict(contexts))
+    if predictions.shape != targets.shape:
+        raise VecflowError(f"predictor returned shape {predictions.shape} for {contexts.shape} contexts; "
+                           f"expected {targets.shape}")
+    base_cosine = rowwise_cosine(predictions, targets)
     sweep = offset_sweep(predictions, windows, bank)
     ranks = retrieval(predictions, windows, bank, min_article_chunks)
-    roll = rollout(predict, predictions, windows, bank, rollout_steps)
+    roll = rollout(predict, predictions, contexts, windows, bank, rollout_steps)
     return {
         "n_windows": len(windows), "cos_target": float(base_cosine.mean()),
         "c0": sweep["c0"], "margin": sweep["margin"], "peak_k": sweep["peak_k"],
         "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "rollout": roll["rollout"],
         "offsets": sweep["offsets"], "retrieval": ranks,
-        "ablations": ablations(predict, windows, base_cosine, rng),
+        "ablations": ablations(predict, contexts, targets, windows.article_ids, base_cosine, rng),
         "rollout_detail": roll,
     }
 
@@ -467,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecflow fivecat", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="trained LVM folder (read with vecflow.lvm.models)")
     parser.add_argument("--train-windows", required=True, help="TRAIN windows; the ridge baseline is fitted on them")
+    parser.add_argument("--train-embeddings", required=True, help="the TRAIN bank those windows index")
+    parser.add_argument("--train-index", required=True, help="its index JSONL")
     parser.add_argument("--split", action="append", required=True, type=parse_split,
                         metavar="NAME=WINDOWS,EMBEDDINGS,INDEX", help="an evaluation split (repeat: val, ood)")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm.fivecat config section")
@@ -482,8 +334,7 @@ def load_splits(split_args: list[tuple[str, tuple[str, str, str]]], max_samples:
         if name in splits:
             raise VecflowError(f"--split: split '{name}' given twice")
         bank = load_bank(embeddings_path, index_path)
-        windows = load_windows(windows_path)
-        check_windows_in_bank(windows, bank)
+        windows = load_windows(windows_path, bank)
         splits[name] = (subsample(windows, max_samples, seed), bank)
     return splits
 
@@ -526,18 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(settings.get("seed", 0))
     seed_everything(seed)
     splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
-    train = load_windows(args.train_windows)
+    train_bank = load_bank(args.train_embeddings, args.train_index)
+    train = load_windows(args.train_windows, train_bank)
     fraction = float(settings.get("train_fraction", 1.0))  # a learning-curve run: ridge sees the same share
     if fraction < 1.0:
         train = subsample(train, max(1, round(fraction * len(train))), seed)
     train = subsample(train, int(settings.get("ridge_max_samples", 20000)), seed)
-    baselines = build_baselines(train.contexts, train.targets, settings.get("ridge_lambda", "auto"),
+    baselines = build_baselines(train.contexts(train_bank), train.targets(train_bank), settings.get("ridge_lambda", "auto"),
                                 settings.get("ridge_lambdas") or DEFAULT_LAMBDA_GRID)
     device = pick_device(settings.get("device", "auto"))
     model = model_predictor(args.model, device, int(settings.get("batch_size", 256)))
     report = run_fivecat(model, baselines, splits, settings)
     plot_offsets({"model": report["model"], **report["baselines"]}, args.out_plot)
-    write_json(args.out_json, report)
+    write_results(args.out_json, report)
     print(_summary_line(report), flush=True)
     return 0
 
@@ -622,9 +474,7 @@ def main_curve(argv: list[str] | None = None) -> int:
         summary_path = Path(parts[1]) / "summary.json"
         if not summary_path.is_file():
             raise VecflowError(f"{summary_path}: file not found (not a trained LVM folder)")
-        from vecflow.core.io import read_json
-
-        points.append({"run": run, "fivecat": read_json(parts[0]), "summary": read_json(summary_path)})
+        points.append({"run": run, "fivecat": read_results(parts[0]), "summary": read_json(summary_path)})
     curve = learning_curve(points)
     plot_learning_curve(curve, args.out_plot)
     write_json(args.out_json, curve)

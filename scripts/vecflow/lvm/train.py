@@ -1,6 +1,10 @@
 """``vecflow train-lvm``: train one next-vector model (a run = preset + architecture) with resumable state.
 
-    vecflow train-lvm --train-windows F --val-windows F --val-embeddings F --val-index F --settings S --out DIR
+    vecflow train-lvm --train-windows F --train-embeddings F --train-index F \
+        --val-windows F --val-embeddings F --val-index F --settings S --out DIR
+
+Windows are bank row indices (``vecflow.lvm.windows``); each batch gathers its vectors from the bank, which
+sits on the training device when it fits there (``vecflow.lvm.bank.resident_bank``).
 
 Settings: ``lvm.train`` merged with the run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the
 global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the selection
@@ -13,7 +17,9 @@ the ``--val-*`` inputs are the selection split (history keys ``val/...`` always 
 The mini-5CAT calls the ``fivecat`` functions themselves (offset sweep over the windows where all seven
 offsets exist, within-article retrieval of articles with >= ``min_article_chunks`` chunks, ties ranked
 pessimistically), and scores copy-last, context-mean and ridge (λ by GCV on the training windows) on the
-same windows once. ``selection_metric: dominance`` (default) keeps the checkpoint that beats the most of
+same windows once. Epoch 0 is the untrained start (a residual model's context mean or ridge baseline),
+scored and recorded like every epoch and a selection candidate, so training never publishes a checkpoint
+that is worse than where it started by the selection metric. ``selection_metric: dominance`` (default) keeps the checkpoint that beats the most of
 those (baseline, metric) pairs for c_0, MRR and margin, ties broken by margin: a checkpoint that dominates
 every baseline always wins over one that does not. Early stopping counts epochs without a gain in the
 selection metric.
@@ -40,7 +46,7 @@ import torch
 from vecflow.lvm import fivecat
 from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, build_baselines
 from vecflow.core.devices import pick_device
-from vecflow.lvm.embeddings import load_embeddings
+from vecflow.lvm.bank import ChunkBank, load_bank, resident_bank
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_dir, atomic_path, write_json, write_jsonl
 from vecflow.lvm.losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
@@ -48,7 +54,7 @@ from vecflow.lvm.models import build_model, model_config, predict, save_lvm
 from vecflow.lvm.presets import resolve_schedule
 from vecflow.core.settings import need, seed_everything, settings_arg
 from vecflow.core.tracking import Tracker, copy_tracking_record
-from vecflow.lvm.windows import load_windows as read_windows_file
+from vecflow.lvm.windows import Windows, load_windows
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 SELECTION_METRICS = {  # setting -> (history key, higher is better)
@@ -60,69 +66,34 @@ SELECTION_METRICS = {  # setting -> (history key, higher is better)
 DOMINANCE_METRICS = ("c0", "mrr", "margin")
 # settings that do not change what a run computes, so a resumed run may differ in them
 NOT_FINGERPRINTED = ("device", "stop_after_epoch", "tracking", "run_name", "run")
+UNTRAINED_KEYS = ("val/c0", "val/margin", "val/mrr", "val/r1", "val/cos_sim", "val/mse", "val/wins", "val/dominates")
 
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-@dataclass
-class Windows:
-    contexts: np.ndarray        # (N, C, D) float32
-    targets: np.ndarray         # (N, D)
-    article_ids: np.ndarray     # (N,) int64
-    target_indices: np.ndarray  # (N,) int64: the target's own chunk index
+def check_compatible(train: Windows, val: Windows, train_bank: ChunkBank, val_bank: ChunkBank, paths: dict) -> None:
+    """Validation windows and bank must have the training windows' context length and the training bank's
+    dimension (that every window points at its own chunks is checked when the windows are read)."""
+    if val.context_length != train.context_length:
+        raise VecflowError(f"{paths['val_windows']}: windows of {val.context_length} context chunks, but the "
+                           f"training windows have {train.context_length}")
+    if val_bank.dim != train_bank.dim:
+        raise VecflowError(f"{paths['val_embeddings']}: embeddings have dimension {val_bank.dim}, "
+                           f"the training bank {paths['train_embeddings']} {train_bank.dim}")
 
 
-@dataclass
-class Bank:
-    """Embeddings of every chunk of a split with their (article, chunk) keys."""
-    embeddings: np.ndarray      # (M, D)
-    article_ids: np.ndarray     # (M,)
-    chunk_indices: np.ndarray   # (M,)
-
-
-def load_windows(path: str | Path) -> Windows:
-    """Read a windows safetensors file (checked by ``vecflow.lvm.windows.load_windows``)."""
-    arrays = read_windows_file(path)
-    return Windows(arrays["contexts"], arrays["targets"], arrays["article_ids"], arrays["target_indices"])
-
-
-def load_bank(embeddings_path: str | Path, index_path: str | Path) -> Bank:
-    """Read ``{split}.safetensors`` + ``{split}.index.jsonl`` (checked by ``vecflow.lvm.embeddings.load_embeddings``)."""
-    embeddings, rows = load_embeddings(embeddings_path, index_path)
-    return Bank(embeddings, np.array([row["article_id"] for row in rows], dtype=np.int64),
-                np.array([row["chunk_index"] for row in rows], dtype=np.int64))
-
-
-def check_compatible(train: Windows, val: Windows, bank: Bank, paths: dict) -> None:
-    """Validation windows and bank must have the training windows' shape, and every val target a bank row."""
-    _, context_length, dim = train.contexts.shape
-    if val.contexts.shape[1:] != (context_length, dim):
-        raise VecflowError(f"{paths['val_windows']}: contexts are {val.contexts.shape[1]} x {val.contexts.shape[2]}, "
-                           f"but the training windows are {context_length} x {dim}")
-    if bank.embeddings.shape[1] != dim:
-        raise VecflowError(f"{paths['val_embeddings']}: embeddings have dimension {bank.embeddings.shape[1]}, "
-                           f"the windows {dim}")
-    keys = set(zip(bank.article_ids.tolist(), bank.chunk_indices.tolist()))
-    for row, key in enumerate(zip(val.article_ids.tolist(), val.target_indices.tolist())):
-        if key not in keys:
-            raise VecflowError(f"{paths['val_windows']}: window {row}: target (article {key[0]}, chunk {key[1]}) "
-                               f"is not in {paths['val_index']}")
-
-
-def future_window_indices(article_ids: np.ndarray, target_indices: np.ndarray, horizon: int) -> np.ndarray:
-    """(N, horizon): for each window, the row of the window whose target is chunk t+1, t+2, ... of the same
-    article, or -1 where there is none (the article has ended)."""
-    row_of = {key: row for row, key in enumerate(zip(article_ids.tolist(), target_indices.tolist()))}
-    futures = np.full((len(article_ids), horizon), -1, dtype=np.int64)
-    for row, (article, chunk) in enumerate(zip(article_ids.tolist(), target_indices.tolist())):
-        for step in range(1, horizon + 1):
-            futures[row, step - 1] = row_of.get((article, chunk + step), -1)
-    return futures
+def future_rows(windows: Windows, bank: ChunkBank, horizon: int) -> np.ndarray:
+    """(N, horizon): bank rows of chunks t+1 .. t+horizon of each window's article, -1 from the first missing
+    one on (the article has ended, or has a gap), so rollout step h always continues consecutive text."""
+    steps = np.arange(1, horizon + 1)
+    rows = bank.rows(windows.article_ids[:, None], windows.target_indices[:, None] + steps[None, :])
+    present = np.cumprod(rows >= 0, axis=1).astype(bool)
+    return np.where(present, rows, -1)
 
 
 # ----------------------------------------------------------------------------------------------- mini-5CAT
 
-def mini_fivecat(pred: np.ndarray, windows: "fivecat.Windows", bank: "fivecat.ChunkBank",
+def mini_fivecat(pred: np.ndarray, windows: Windows, bank: ChunkBank,
                  min_article_chunks: int = 6) -> dict:
     """The 5CAT offset sweep and retrieval (the ``fivecat`` functions, same definitions) for one epoch.
 
@@ -204,13 +175,27 @@ def fingerprint(settings: dict, input_paths: dict) -> str:
 
 # ----------------------------------------------------------------------------------------------- one epoch
 
-def make_batch(windows: dict, futures: torch.Tensor, rows: torch.Tensor, device) -> LossBatch:
-    """Gather rows of the (CPU) window tensors plus their future targets into a LossBatch on ``device``."""
-    future_rows = futures[rows]
-    future_mask = future_rows >= 0
-    future_targets = windows["targets"][future_rows.clamp(min=0)]
-    return LossBatch(windows["contexts"][rows].to(device), windows["targets"][rows].to(device),
-                     future_targets.to(device), future_mask.to(device))
+@dataclass
+class WindowTensors:
+    """Windows as torch index tensors next to the bank they index (on the device when the bank is there):
+    a batch gathers its context, target and future vectors from the bank on the fly."""
+    bank: torch.Tensor     # (M, D)
+    rows: torch.Tensor     # (N, C+1) bank rows: ctx_0..ctx_{C-1}, target
+    futures: torch.Tensor  # (N, F) bank rows of chunks t+1..t+F, -1 = none
+
+    @classmethod
+    def build(cls, bank: torch.Tensor, windows: Windows, futures: np.ndarray) -> "WindowTensors":
+        return cls(bank, torch.from_numpy(windows.rows).to(bank.device), torch.from_numpy(futures).to(bank.device))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, index: torch.Tensor, device) -> LossBatch:
+        index = index.to(self.rows.device)
+        rows, future_rows = self.rows[index], self.futures[index]
+        future_mask = future_rows >= 0
+        return LossBatch(self.bank[rows[:, :-1]].to(device), self.bank[rows[:, -1]].to(device),
+                         self.bank[future_rows.clamp(min=0)].to(device), future_mask.to(device))
 
 
 def drop_context_slots(contexts: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
@@ -227,14 +212,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1000 + epoch)
 
 
-def train_one_epoch(model, optimizer, windows: dict, futures: torch.Tensor, weights: dict, run: dict,
+def train_one_epoch(model, optimizer, windows: WindowTensors, weights: dict, run: dict,
                     generator: torch.Generator, device) -> dict:
     """One shuffled pass; returns the mean of every loss term (unweighted) plus ``total`` and ``dir_boost``."""
     model.train()
-    order = torch.randperm(len(windows["targets"]), generator=generator)
+    order = torch.randperm(len(windows), generator=generator)
     sums, seen = {}, 0
     for start in range(0, len(order), run["batch_size"]):
-        batch = make_batch(windows, futures, order[start:start + run["batch_size"]], device)
+        batch = windows.batch(order[start:start + run["batch_size"]], device)
         batch.contexts = drop_context_slots(batch.contexts, weights["context_drop"], generator)
         terms = compute_losses(model, batch, weights)
         optimizer.zero_grad(set_to_none=True)
@@ -250,13 +235,13 @@ def train_one_epoch(model, optimizer, windows: dict, futures: torch.Tensor, weig
 
 
 @torch.no_grad()
-def evaluate(model, windows: dict, futures: torch.Tensor, weights: dict, batch_size: int, device) -> dict:
-    """Mean loss terms over all validation windows (no context drop), plus ``cos_sim`` = 1 - cos term."""
+def evaluate(model, windows: WindowTensors, weights: dict, batch_size: int, device) -> dict:
+    """Mean loss terms over all the windows (no context drop), plus ``cos_sim`` = 1 - cos term."""
     model.eval()
     sums, seen = {}, 0
-    for start in range(0, len(windows["targets"]), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(windows["targets"])))
-        terms = compute_losses(model, make_batch(windows, futures, rows, device), weights, rollout_with_grad=False)
+    for start in range(0, len(windows), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(windows)))
+        terms = compute_losses(model, windows.batch(rows, device), weights, rollout_with_grad=False)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
         seen += len(rows)
@@ -267,8 +252,8 @@ def evaluate(model, windows: dict, futures: torch.Tensor, weights: dict, batch_s
 
 def mini_fivecat_sample(val: Windows, max_samples: int) -> np.ndarray:
     """Evenly spaced validation rows (deterministic, spread over articles)."""
-    count = min(max_samples, len(val.targets))
-    return np.unique(np.linspace(0, len(val.targets) - 1, count).round().astype(np.int64))
+    count = min(max_samples, len(val))
+    return np.unique(np.linspace(0, len(val) - 1, count).round().astype(np.int64))
 
 
 def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, fivecat: dict,
@@ -373,25 +358,26 @@ def update_best(state: dict, record: dict, model, run: dict) -> None:
 
 @dataclass
 class RunData:
-    """Everything a run reads, checked and prepared once: windows, selection bank, schedule, future rows."""
+    """Everything a run reads, checked and prepared once: windows, banks, schedule, mini-5CAT baselines."""
     train: Windows
     val: Windows                    # the selection split
-    bank: "fivecat.ChunkBank"       # its chunks
+    train_bank: ChunkBank           # the chunks the training windows index
+    bank: ChunkBank                 # the selection split's chunks (the training bank when carved from it)
     schedule: list[dict]            # per-epoch loss weights
-    train_futures: torch.Tensor     # (N, F) rows of the windows whose targets are t+1..t+F, -1 = none
-    val_futures: torch.Tensor
-    fivecat_windows: "fivecat.Windows"  # selection windows scored by the mini-5CAT
+    horizon: int                    # future chunks t+1..t+horizon per window (rollout and ranking losses)
+    fivecat_windows: Windows        # selection windows scored by the mini-5CAT
     baselines: dict                 # {name: mini-5CAT scores} on the same windows
     selection: dict                 # where the selection split comes from
     ridge: object                   # the ridge baseline (a residual: ridge model starts from it)
 
-    def tensors(self, windows: Windows) -> dict:
-        return {"contexts": torch.from_numpy(windows.contexts), "targets": torch.from_numpy(windows.targets)}
-
-
-def subset(windows: Windows, rows: np.ndarray) -> Windows:
-    return Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
-                   windows.target_indices[rows])
+    def tensors(self, device) -> dict[str, WindowTensors]:
+        """Train and selection windows as index tensors next to their banks, resident on ``device`` when
+        they fit (one copy of a bank shared by both when the selection split is carved from training)."""
+        train_bank = resident_bank(self.train_bank, device)
+        val_bank = train_bank if self.bank is self.train_bank else resident_bank(self.bank, device)
+        return {"train": WindowTensors.build(train_bank, self.train, future_rows(self.train, self.train_bank,
+                                                                                  self.horizon)),
+                "val": WindowTensors.build(val_bank, self.val, future_rows(self.val, self.bank, self.horizon))}
 
 
 def carve_selection(train: Windows, fraction: float, seed: int) -> tuple[Windows, Windows, list[int]]:
@@ -403,7 +389,7 @@ def carve_selection(train: Windows, fraction: float, seed: int) -> tuple[Windows
     count = min(len(articles) - 1, max(1, round(fraction * len(articles))))
     chosen = np.sort(np.random.default_rng(seed).choice(articles, size=count, replace=False))
     held = np.isin(train.article_ids, chosen)
-    return subset(train, np.flatnonzero(~held)), subset(train, np.flatnonzero(held)), chosen.tolist()
+    return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held)), chosen.tolist()
 
 
 def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
@@ -411,66 +397,66 @@ def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
     ones because every fraction takes a prefix of the same permutation."""
     if fraction >= 1.0:
         return train
-    count = max(1, round(fraction * len(train.targets)))
-    return subset(train, np.sort(np.random.default_rng(seed + 1).permutation(len(train.targets))[:count]))
+    count = max(1, round(fraction * len(train)))
+    return train.subset(np.sort(np.random.default_rng(seed + 1).permutation(len(train))[:count]))
 
 
-def as_fivecat_windows(windows: Windows, rows: np.ndarray, source: str) -> "fivecat.Windows":
-    return fivecat.Windows(windows.contexts[rows], windows.targets[rows], windows.article_ids[rows],
-                           windows.target_indices[rows], source)
-
-
-def baseline_scores(train: Windows, windows: "fivecat.Windows", bank: "fivecat.ChunkBank", run: dict) -> dict:
+def baseline_scores(train: Windows, train_bank: ChunkBank, windows: Windows, bank: ChunkBank, run: dict) -> dict:
     """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows)."""
-    rows = np.arange(len(train.targets))
+    rows = np.arange(len(train))
     if run["ridge_max_samples"] and len(rows) > run["ridge_max_samples"]:
         rows = np.sort(np.random.default_rng(run["seed"]).choice(rows, run["ridge_max_samples"], replace=False))
-    baselines = build_baselines(train.contexts[rows], train.targets[rows], "auto", run["ridge_lambdas"])
-    scores = {name: mini_fivecat(predict_fn(windows.contexts), windows, bank, run["min_article_chunks"])
+    sample = train.subset(rows)
+    baselines = build_baselines(sample.contexts(train_bank), sample.targets(train_bank), "auto", run["ridge_lambdas"])
+    contexts = windows.contexts(bank)
+    scores = {name: mini_fivecat(predict_fn(contexts), windows, bank, run["min_article_chunks"])
               for name, predict_fn in baselines.items()}
     scores["ridge"]["lambda"] = baselines["ridge"].ridge_lambda
     return scores, baselines["ridge"]
 
 
 def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
-    train = load_windows(paths["train_windows"])
+    train_bank = load_bank(paths["train_embeddings"], paths["train_index"])
+    train = load_windows(paths["train_windows"], train_bank)
     if run["selection_fraction"] > 0:
         train, val, held = carve_selection(train, run["selection_fraction"], run["seed"])
-        source = f"{paths['train_windows']} (selection articles)"
-        bank = fivecat.bank_from_windows(fivecat.Windows(val.contexts, val.targets, val.article_ids,
-                                                         val.target_indices, source))
+        val = Windows(val.rows, val.article_ids, val.target_indices, f"{paths['train_windows']} (selection articles)")
+        bank = train_bank
         selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held)}
     else:
-        val = load_windows(paths["val_windows"])
-        check_compatible(train, val, load_bank(paths["val_embeddings"], paths["val_index"]), paths)
-        bank = fivecat.load_bank(paths["val_embeddings"], paths["val_index"])
-        source = str(paths["val_windows"])
+        bank = load_bank(paths["val_embeddings"], paths["val_index"])
+        val = load_windows(paths["val_windows"], bank)
+        check_compatible(train, val, train_bank, bank, paths)
         selection = {"split": "val", "articles": int(len(np.unique(val.article_ids)))}
     train = train_subset(train, run["train_fraction"], run["seed"])
     schedule = resolve_schedule(run["preset"], losses, run["epochs"])
     horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
-    windows = as_fivecat_windows(val, mini_fivecat_sample(val, run["mini5cat_samples"]), source)
-    selection["windows"] = len(val.targets)
-    scores, ridge = baseline_scores(train, windows, bank, run)
-    return RunData(
-        train, val, bank, schedule,
-        torch.from_numpy(future_window_indices(train.article_ids, train.target_indices, horizon)),
-        torch.from_numpy(future_window_indices(val.article_ids, val.target_indices, horizon)),
-        windows, scores, selection, ridge,
-    )
+    windows = val.subset(mini_fivecat_sample(val, run["mini5cat_samples"]))
+    selection["windows"] = len(val)
+    scores, ridge = baseline_scores(train, train_bank, windows, bank, run)
+    return RunData(train, val, train_bank, bank, schedule, horizon, windows, scores, selection, ridge)
 
 
-def run_epoch(epoch: int, model, optimizer, data: RunData, run: dict, device) -> dict:
-    """Train one epoch, validate, score the mini-5CAT; return the epoch's history record."""
-    weights = data.schedule[epoch - 1]
-    started = time.perf_counter()
-    train_terms = train_one_epoch(model, optimizer, data.tensors(data.train), data.train_futures, weights, run,
-                                  epoch_generator(run["seed"], epoch), device)
-    val_terms = evaluate(model, data.tensors(data.val), data.val_futures, weights, run["batch_size"], device)
-    pred = predict(model, data.fivecat_windows.contexts, run["batch_size"], device)
+def score_epoch(epoch: int, model, data: RunData, tensors: dict, run: dict, device, train_terms: dict | None,
+                started: float) -> dict:
+    """Validate, score the mini-5CAT and return the epoch's history record. ``train_terms`` None: epoch 0,
+    the untrained start, whose training-set terms are measured without an update."""
+    weights = data.schedule[max(epoch, 1) - 1]
+    if train_terms is None:
+        train_terms = evaluate(model, tensors["train"], weights, run["batch_size"], device)
+    val_terms = evaluate(model, tensors["val"], weights, run["batch_size"], device)
+    pred = predict(model, data.fivecat_windows.contexts(data.bank), run["batch_size"], device)
     scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
     scores["dominance"] = dominance(scores, data.baselines)
     return epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
+
+
+def run_epoch(epoch: int, model, optimizer, data: RunData, tensors: dict, run: dict, device) -> dict:
+    """Train one epoch, validate, score the mini-5CAT; return the epoch's history record."""
+    started = time.perf_counter()
+    train_terms = train_one_epoch(model, optimizer, tensors["train"], data.schedule[epoch - 1], run,
+                                  epoch_generator(run["seed"], epoch), device)
+    return score_epoch(epoch, model, data, tensors, run, device, train_terms, started)
 
 
 def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) -> dict:
@@ -487,41 +473,52 @@ def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) 
 
 
 def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir,
-              epoch_callback=None) -> dict | None:
+              epoch_callback=None, *, train_embeddings_path, train_index_path) -> dict | None:
     """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
     on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call).
-    ``epoch_callback(record)`` is called after each epoch (HPO reports and prunes there)."""
+    ``epoch_callback(record)`` is called after each trained epoch (HPO reports and prunes there).
+
+    Epoch 0 is the untrained start (for a residual model: the context mean, or the ridge baseline), scored
+    like every epoch and a candidate for selection, so the published checkpoint is never worse than it."""
     run = run_settings(settings)
     out_dir = Path(out_dir)
     partial_dir = out_dir.with_name(out_dir.name + ".partial")
-    paths = {"train_windows": train_path, "val_windows": val_path,
-             "val_embeddings": val_embeddings_path, "val_index": val_index_path}
+    paths = {"train_windows": train_path, "train_embeddings": train_embeddings_path, "train_index": train_index_path,
+             "val_windows": val_path, "val_embeddings": val_embeddings_path, "val_index": val_index_path}
     data = load_run_data(paths, run, settings.get("losses"))
 
     device = pick_device(settings.get("device", "auto"))
     seed_everything(run["seed"])
-    _, context_length, dim = data.train.contexts.shape
+    context_length, dim = data.train.context_length, data.train_bank.dim
     model = build_model(run["arch"], dim, context_length, settings)
     if hasattr(model, "set_base"):  # residual: ridge starts at the ridge baseline of these training windows
         model.set_base(data.ridge.weights, data.ridge.bias)
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
+    tensors = data.tensors(device)
     print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
-          f"{len(data.train.targets)} train / {len(data.val.targets)} selection windows ({data.selection['split']}), "
-          f"C={context_length}, D={dim}", flush=True)
+          f"{len(data.train)} train / {len(data.val)} selection windows ({data.selection['split']}), "
+          f"C={context_length}, D={dim}, bank on {tensors['train'].bank.device}", flush=True)
     for name, scores in data.baselines.items():
         print(f"[train-lvm] selection baseline {name}: c0 {scores['c0']:.4f} MRR {scores['mrr']:.3f} "
               f"margin {scores['margin']:+.4f} (sweep n={scores['sweep_n']})", flush=True)
 
-    used = paths if run["selection_fraction"] == 0 else {"train_windows": train_path}  # val unread when carving
+    used = {k: v for k, v in paths.items() if run["selection_fraction"] == 0 or k.startswith("train")}
     state = start_or_resume(partial_dir, fingerprint(settings, used), model, optimizer)
     run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
     tracker = Tracker(partial_dir / "history.jsonl", run_name, config=settings,
-                      backends=settings.get("tracking", {}), resume=state["epoch"] > 0)
+                      backends=settings.get("tracking", {}), resume=bool(state["history"]))
+    if not state["history"]:  # epoch 0: the untrained start is the first candidate
+        record = score_epoch(0, model, data, tensors, run, device, None, time.perf_counter())
+        print(format_epoch_line(record, run["epochs"]) + " [the untrained start]", flush=True)
+        update_best(state, record, model, run)
+        state["history"].append(record)
+        save_state(partial_dir / "state.pt", state, model, optimizer)
+        tracker.log(record, step=0)
     for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
         if state["stopped_early"]:
             break
-        record = run_epoch(epoch, model, optimizer, data, run, device)
+        record = run_epoch(epoch, model, optimizer, data, tensors, run, device)
         print(format_epoch_line(record, run["epochs"]), flush=True)
         update_best(state, record, model, run)
         state["epoch"] = epoch
@@ -538,26 +535,30 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
             tracker.finish({})
             return None
 
-    summary = build_summary(state, run, device, len(data.train.targets), len(data.val.targets))
+    summary = build_summary(state, run, device, len(data.train), len(data.val))
     summary.update({"selection": data.selection, "selection_baselines": data.baselines})
     tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
                           best_epoch=state["best_epoch"])
     publish(out_dir, partial_dir, state, model, config, summary)
-    print(f"[train-lvm] best epoch {summary['best_epoch']} by {run['selection_metric']}: wrote {out_dir}", flush=True)
+    where = "the untrained start (epoch 0)" if summary["best_epoch"] == 0 else f"epoch {summary['best_epoch']}"
+    print(f"[train-lvm] best: {where} by {run['selection_metric']}: wrote {out_dir}", flush=True)
     return summary
 
 
 def build_summary(state: dict, run: dict, device, train_count: int, val_count: int) -> dict:
     history = state["history"]
     best = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1])
-    times = [r["epoch_time_s"] for r in history]
+    start = next((r for r in history if r["epoch"] == 0), None)
+    times = [r["epoch_time_s"] for r in history if r["epoch"] > 0]
     return {
         "arch": run["arch"], "preset": run["preset"], "device": str(device),
         "selection_metric": run["selection_metric"], "best_epoch": best["epoch"],
+        "best_is_untrained_start": best["epoch"] == 0,
         "best": {k: v for k, v in best.items() if k != "epoch"},
-        "epochs_run": len(history), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
-        "epoch_times_s": times, "mean_epoch_time_s": sum(times) / len(times), "train_time_s": sum(times),
+        "untrained_start": None if start is None else {k: start[k] for k in UNTRAINED_KEYS if k in start},
+        "epochs_run": len(times), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
+        "epoch_times_s": times, "mean_epoch_time_s": sum(times) / max(len(times), 1), "train_time_s": sum(times),
         "train_windows": train_count, "val_windows": val_count, "train_fraction": run["train_fraction"],
         "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
         "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
@@ -580,6 +581,8 @@ def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vecflow train-lvm", description=__doc__.split("\n")[0])
     parser.add_argument("--train-windows", required=True, help="training windows (.safetensors)")
+    parser.add_argument("--train-embeddings", required=True, help="the training bank they index (.safetensors)")
+    parser.add_argument("--train-index", required=True, help="its index (.index.jsonl)")
     parser.add_argument("--val-windows", required=True, help="validation windows (.safetensors)")
     parser.add_argument("--val-embeddings", required=True, help="validation chunk embeddings (.safetensors)")
     parser.add_argument("--val-index", required=True, help="validation chunk index (.index.jsonl)")
@@ -590,5 +593,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out)
+    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out,
+              train_embeddings_path=args.train_embeddings, train_index_path=args.train_index)
     return 0

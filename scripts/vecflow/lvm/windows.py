@@ -1,87 +1,147 @@
-"""Next-vector training windows (``vecflow windows``) and their validated reader ``load_windows``.
+"""Next-vector training windows (``vecflow windows``): the windows artifact, written, read and checked here only.
 
-For each article's chunks in order, every position t >= C gives one window: contexts = chunks[t-C .. t-1],
-target = chunk[t]. A window never crosses an article boundary, nor a gap in the chunk indices (e.g. where a
-duplicate chunk was dropped by the split), so its C + 1 chunks are always consecutive text.
+For each article's chunks in order, every chunk t whose C predecessors t-C .. t-1 are all in the bank gives
+one window: contexts = chunks[t-C .. t-1], target = chunk[t]. A window never crosses an article boundary, nor
+a gap in the chunk indices (e.g. where a duplicate chunk was dropped by the split), so its C + 1 chunks are
+always consecutive text. The chunks are found with ``ChunkBank.rows`` (the one "chunk t+k of article a").
+
+The file stores bank ROW INDICES, not vectors (safetensors, format ``bank-rows/1``):
+- ``rows`` (N x (C+1) int64): bank rows of ctx_0 .. ctx_{C-1} and of the target;
+- ``article_ids`` (N), ``target_indices`` (N): the target's article and own chunk index;
+- metadata: ``format``, ``context_length``, ``bank_rows`` (rows of the bank it indexes) and ``embeddings``.
+Every consumer reads it with the bank it indexes and gathers vectors on the fly. A file of the former float
+layout (``contexts`` N x C x D) is refused with the way to rebuild it.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vecflow.lvm.embeddings import load_embeddings
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import check_embeddings, load_tensors, save_tensors
+from vecflow.core.io import load_tensors, save_tensors
 from vecflow.core.settings import settings_arg
+from vecflow.lvm.bank import ChunkBank, load_bank, safetensors_header
 
-WINDOW_KEYS = ("contexts", "targets", "article_ids", "target_indices")
+FORMAT = "bank-rows/1"
+WINDOW_KEYS = ("rows", "article_ids", "target_indices")
+REBUILD = ("delete it and rerun the make_windows rule (snakemake re-creates it from the embedding bank), or run "
+           "`vecflow windows --embeddings BANK.safetensors --index BANK.index.jsonl --settings S --out FILE`")
 
 
-def make_windows(vectors: np.ndarray, article_ids, chunk_indices, context_length: int) -> dict[str, np.ndarray]:
-    """Build every window of ``context_length`` consecutive chunks + the next one, per article.
+@dataclass(frozen=True)
+class Windows:
+    """N windows as bank rows: ``rows`` (N, C+1) = ctx_0..ctx_{C-1}, target; plus their article and target
+    chunk index. ``contexts(bank)`` / ``targets(bank)`` gather the vectors."""
 
-    Rows may come in any order; they are sorted by (article, chunk). Returns ``contexts`` (N x C x D),
-    ``targets`` (N x D), ``article_ids`` (N) and ``target_indices`` (N, the target's own chunk index).
-    """
+    rows: np.ndarray
+    article_ids: np.ndarray
+    target_indices: np.ndarray
+    source: str = "windows"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.rows.shape[1]) - 1
+
+    @property
+    def context_rows(self) -> np.ndarray:
+        return self.rows[:, :-1]
+
+    @property
+    def target_rows(self) -> np.ndarray:
+        return self.rows[:, -1]
+
+    def subset(self, rows: np.ndarray) -> "Windows":
+        return Windows(self.rows[rows], self.article_ids[rows], self.target_indices[rows], self.source)
+
+    def contexts(self, bank: ChunkBank) -> np.ndarray:
+        """(N, C, D) float32 context vectors."""
+        return bank.vectors(self.context_rows)
+
+    def targets(self, bank: ChunkBank) -> np.ndarray:
+        """(N, D) float32 target vectors."""
+        return bank.vectors(self.target_rows)
+
+
+def make_windows(bank: ChunkBank, context_length: int) -> Windows:
+    """Every window of ``context_length`` consecutive chunks + the next one, per article, in (article, chunk)
+    order: chunk t of article a is a target when chunks t-C .. t of a are all in the bank."""
     if context_length < 1:
         raise VecflowError(f"settings: context_length must be >= 1, got {context_length}")
-    article_ids = np.asarray(article_ids, dtype=np.int64)
-    chunk_indices = np.asarray(chunk_indices, dtype=np.int64)
-    order = np.lexsort((chunk_indices, article_ids))
-    vectors, article_ids, chunk_indices = vectors[order], article_ids[order], chunk_indices[order]
-
-    c = context_length
-    t = np.arange(c, len(vectors))
-    same_article = article_ids[t] == article_ids[t - c]
-    consecutive = chunk_indices[t] - chunk_indices[t - c] == c
-    t = t[same_article & consecutive]
-    context_rows = t[:, None] - c + np.arange(c)[None, :]
-    return {
-        "contexts": vectors[context_rows].astype(np.float32),
-        "targets": vectors[t].astype(np.float32),
-        "article_ids": article_ids[t],
-        "target_indices": chunk_indices[t],
-    }
+    order = np.lexsort((bank.chunk_indices, bank.article_ids))
+    articles, targets = bank.article_ids[order], bank.chunk_indices[order]
+    offsets = np.arange(-context_length, 1)
+    rows = bank.rows(articles[:, None], targets[:, None] + offsets[None, :])  # (M, C+1)
+    keep = (rows >= 0).all(axis=1)
+    return Windows(rows[keep], articles[keep], targets[keep], bank.source)
 
 
-def check_unique_chunks(index: list[dict], index_path) -> None:
-    seen = set()
-    for row_number, row in enumerate(index, start=1):
-        key = (row["article_id"], row["chunk_index"])
-        if key in seen:
-            raise VecflowError(f"{index_path}:{row_number}: chunk (article {key[0]}, chunk {key[1]}) appears twice")
-        seen.add(key)
-
-
-def no_windows_message(path, article_ids: np.ndarray, context_length: int) -> str:
-    lengths = np.unique(article_ids, return_counts=True)[1]
+def no_windows_message(path, bank: ChunkBank, context_length: int) -> str:
     return (
-        f"{path}: no windows with context_length {context_length}: {len(lengths)} articles, "
-        f"{len(article_ids)} chunks, the longest article has {int(lengths.max(initial=0))} chunks "
+        f"{path}: no windows with context_length {context_length}: {len(bank.articles)} articles, "
+        f"{len(bank)} chunks, the longest article has {int(bank.article_sizes.max(initial=0))} chunks "
         f"(each needs at least {context_length + 1} consecutive chunks)"
     )
 
 
-def load_windows(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a windows file and check that the four arrays have consistent shapes and dtypes."""
+def save_windows(path: str | Path, windows: Windows, bank: ChunkBank) -> None:
+    save_tensors(path, {"rows": windows.rows, "article_ids": windows.article_ids,
+                        "target_indices": windows.target_indices},
+                 metadata={"format": FORMAT, "context_length": str(windows.context_length),
+                           "bank_rows": str(len(bank)), "embeddings": Path(bank.source).name})
+
+
+def load_windows(path: str | Path, bank: ChunkBank | None = None) -> Windows:
+    """Read a windows file and check it: shapes and dtypes, and with ``bank`` that it indexes that bank (row
+    count, rows in range, every row the chunk the window says: target (a, t), context t-C+i of a)."""
+    path = Path(path)
+    header = safetensors_header(path)[0]  # the names first: an old float file may be gigabytes
+    if "contexts" in header or "targets" in header:
+        raise VecflowError(f"{path}: an old windows file with float vectors (contexts N x C x D); windows now "
+                           f"hold bank row indices: {REBUILD}")
+    missing = [key for key in WINDOW_KEYS if key not in header]
+    if missing:
+        names = ", ".join(sorted(k for k in header if k != "__metadata__")) or "none"
+        raise VecflowError(f"{path}: missing tensor '{missing[0]}' (has: {names}); not a windows file: {REBUILD}")
     arrays = load_tensors(path, required=WINDOW_KEYS)
-    contexts, targets = arrays["contexts"], arrays["targets"]
-    if contexts.ndim != 3 or contexts.dtype != np.float32:
-        raise VecflowError(f"{path}: 'contexts' must be N x C x D float32, got {contexts.dtype} {contexts.shape}")
-    n, _, dim = contexts.shape
-    if targets.shape != (n, dim) or targets.dtype != np.float32:
-        raise VecflowError(f"{path}: 'targets' must be {n} x {dim} float32, got {targets.dtype} {targets.shape}")
+    rows, article_ids, target_indices = arrays["rows"], arrays["article_ids"], arrays["target_indices"]
+    if rows.ndim != 2 or rows.shape[1] < 2 or rows.dtype != np.int64:
+        raise VecflowError(f"{path}: 'rows' must be N x (C+1) int64 bank rows, got {rows.dtype} {rows.shape}")
+    n = len(rows)
     for key in ("article_ids", "target_indices"):
         if arrays[key].shape != (n,) or arrays[key].dtype != np.int64:
             raise VecflowError(f"{path}: '{key}' must be {n} int64 values, got {arrays[key].dtype} {arrays[key].shape}")
     if n == 0:
         raise VecflowError(f"{path}: no windows")
-    for key in ("contexts", "targets"):  # finite: a NaN must never reach training or the diagnostics gate
-        check_embeddings(arrays[key], path, key, tolerance=None)
-    return arrays
+    windows = Windows(rows, article_ids, target_indices, str(path))
+    if bank is not None:
+        check_against_bank(windows, bank, (header.get("__metadata__") or {}).get("bank_rows"))
+    return windows
+
+
+def check_against_bank(windows: Windows, bank: ChunkBank, bank_rows: str | None = None) -> None:
+    """The windows index this bank: same row count as when built, and every row is the chunk it must be."""
+    if bank_rows is not None and int(bank_rows) != len(bank):
+        raise VecflowError(f"{windows.source}: built from a bank of {bank_rows} rows, but {bank.source} has "
+                           f"{len(bank)}: the bank was re-embedded since; {REBUILD}")
+    rows = windows.rows
+    if rows.min() < 0 or rows.max() >= len(bank):
+        bad = int(np.flatnonzero((rows < 0).any(axis=1) | (rows >= len(bank)).any(axis=1))[0])
+        raise VecflowError(f"{windows.source}: window {bad}: row {rows[bad].tolist()} outside {bank.source} "
+                           f"({len(bank)} rows); {REBUILD}")
+    expected = windows.target_indices[:, None] + np.arange(-windows.context_length, 1)[None, :]
+    wrong = (bank.article_ids[rows] != windows.article_ids[:, None]) | (bank.chunk_indices[rows] != expected)
+    if wrong.any():
+        bad = int(np.flatnonzero(wrong.any(axis=1))[0])
+        raise VecflowError(f"{windows.source}: window {bad} (article_id={windows.article_ids[bad]}, "
+                           f"target_index={windows.target_indices[bad]}) does not point at its chunks in "
+                           f"{bank.source}: the windows were built from another bank; {REBUILD}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,16 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     context_length = int(args.settings.get("context_length", 5))
-    vectors, index = load_embeddings(args.embeddings, args.index)
-    check_unique_chunks(index, args.index)
-    article_ids = np.array([row["article_id"] for row in index], dtype=np.int64)
-    chunk_indices = np.array([row["chunk_index"] for row in index], dtype=np.int64)
-    windows = make_windows(vectors, article_ids, chunk_indices, context_length)
-    n = len(windows["targets"])
-    if n == 0:
-        raise VecflowError(no_windows_message(args.embeddings, article_ids, context_length))
-    metadata = {"context_length": str(context_length), "embeddings": Path(args.embeddings).name}
-    save_tensors(args.out, windows, metadata=metadata)
-    n_articles = len(np.unique(windows["article_ids"]))
-    print(f"[vecflow] {args.out}: {n} windows (C={context_length}) from {n_articles} articles", flush=True)
+    bank = load_bank(args.embeddings, args.index)
+    windows = make_windows(bank, context_length)
+    if len(windows) == 0:
+        raise VecflowError(no_windows_message(args.embeddings, bank, context_length))
+    save_windows(args.out, windows, bank)
+    n_articles = len(np.unique(windows.article_ids))
+    print(f"[vecflow] {args.out}: {len(windows)} windows (C={context_length}) from {n_articles} articles "
+          f"(bank rows of {args.embeddings})", flush=True)
     return 0

@@ -34,6 +34,7 @@ from vecflow.core.io import (
     write_json,
 )
 from vecflow.core.settings import settings_arg
+from vecflow.lvm.fivecat_results import read_results
 
 BASELINES_TO_BEAT = ("copy_last", "context_mean")
 # training leftovers that a served model never needs
@@ -237,7 +238,7 @@ def run_decide(args: argparse.Namespace) -> None:
     gate_settings = settings.get("gates", {})
     if not isinstance(gate_settings, dict):
         raise VecflowError("settings: field 'gates': expected an object")
-    fivecat = read_json(args.fivecat)
+    fivecat = read_results(args.fivecat)  # the 5CAT results reader (vecflow.lvm.fivecat_results)
     score_paths = parse_scores_args(args.scores)
     scores = {family: (read_json(path), path) for family, path in score_paths.items()}
     decision = decide(settings.get("name", "vecflow"), fivecat, args.fivecat, scores, gate_settings,
