@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from vecflow.summary import elm
+from test_dialogues import schema_errors
+from vecflow.data.synthesis import load_summary_split
+from vecflow.summary import elm, elm_train
 from vecflow.summary.elm_losses import LossWeights, combine_losses, info_nce, text_drift
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import save_tensors
@@ -64,7 +66,10 @@ def elm_settings(**overrides) -> dict:
         "max_target_length": 12,
         "max_train_samples": 0,
         "val_samples": 2,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
         "contrastive_weight": 0.01,
+        "contrastive_temperature": 0.07,
         "text_drift_weight": 0.03,
         "text_drift_target_similarity": 0.75,
         "generation": {"num_beams": 1, "max_new_tokens": 6},
@@ -152,7 +157,7 @@ def test_only_the_adapter_receives_gradients(lm_and_tokenizer):
     lm, tok = lm_and_tokenizer
     adapter = small_adapter(lm).train()
     batch = elm.collate([elm.make_example(tok, TEMPLATE, "yes", 10)], 3, elm.pad_id(tok))
-    loss, parts = elm.train_step(lm, adapter, batch, torch.randn(1, 32), None, LossWeights())
+    loss, parts = elm_train.train_step(lm, adapter, batch, torch.randn(1, 32), None, LossWeights())
     loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in lm.parameters())
     assert all(p.grad is not None for n, p in adapter.named_parameters() if not n.startswith("pool_head"))
@@ -222,7 +227,7 @@ def test_combine_losses_weights_and_reports_each_term():
     [
         (lambda r: r.pop("target_text"), "train_synthesis.jsonl:2: field 'target_text': missing"),
         (lambda r: r.update(input_prompt_template="no placeholder"), ":2: field 'input_prompt_template': must contain"),
-        (lambda r: r.update(embedding_index=99), ":2: field 'embedding_index': 99 is outside 0..11"),
+        (lambda r: r.update(embedding_index=99), ":2: field 'embedding_index': 99 is out of range (the embeddings have 12"),
         (lambda r: r.update(task_type="topic"), ":2: field 'task_type': expected 'summary'"),
         (lambda r: r.update(source_id=5), ":2: field 'source_id': expected str"),
     ],
@@ -234,14 +239,14 @@ def test_bad_synthesis_rows_name_file_line_and_field(tmp_path, change, message):
     change(rows[1])
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(VecflowError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        elm.load_split(folder, "train")
+        load_summary_split(folder, "train")
 
 
 def test_missing_embeddings_file_is_named(tmp_path):
     folder = make_elm_data(tmp_path / "d")
     (folder / "val_embeddings.safetensors").unlink()
     with pytest.raises(VecflowError, match="val_embeddings.safetensors: file not found"):
-        elm.load_split(folder, "val")
+        load_summary_split(folder, "val")
 
 
 def test_group_by_source_keeps_every_reference(elm_data):
@@ -252,8 +257,11 @@ def test_group_by_source_keeps_every_reference(elm_data):
 
 
 def test_settings_and_params_are_checked(tmp_path):
-    with pytest.raises(VecflowError, match="elm.batch_size: must be a positive integer"):
-        elm.resolve_settings(elm_settings(batch_size=0))
+    # types and ranges: the config schema (validated once, by Snakemake); the module checks what it cannot say
+    assert schema_errors("elm", {"batch_size": 0}) and schema_errors("elm", {"dropout": 1.5})
+    assert schema_errors("elm", {}) == []
+    with pytest.raises(VecflowError, match="settings: elm.hidden_dim: missing"):
+        elm.resolve_settings({k: v for k, v in elm_settings().items() if k != "hidden_dim"})
     with pytest.raises(VecflowError, match="elm.generation.length_penalty: only valid with num_beams > 1"):
         elm.resolve_settings(elm_settings(generation={"num_beams": 1, "max_new_tokens": 4, "length_penalty": 2.0}))
     params = tmp_path / "best_params.yaml"
@@ -265,11 +273,21 @@ def test_settings_and_params_are_checked(tmp_path):
     assert merged["learning_rate"] == 0.01 and merged["soft_tokens"] == 2
 
 
+def test_every_elm_setting_is_in_the_schema():
+    """The keys train-elm reads are the schema's elm keys (their defaults live there, nowhere else)."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    keys = schema["properties"]["elm"]["properties"]
+    assert set(elm.SETTINGS) <= set(keys)
+    assert all("default" in keys[k] for k in elm.SETTINGS)
+
+
 def test_take_subset_is_seeded_and_in_file_order():
     rows = list(range(20))
-    a, b = elm.take_subset(rows, 5, seed=1), elm.take_subset(rows, 5, seed=1)
+    a, b = elm_train.take_subset(rows, 5, seed=1), elm_train.take_subset(rows, 5, seed=1)
     assert a == b == sorted(a) and len(a) == 5
-    assert elm.take_subset(rows, 0, seed=1) == rows
+    assert elm_train.take_subset(rows, 0, seed=1) == rows
 
 
 # ----------------------------------------------------------------------------------- train + predict
@@ -346,8 +364,8 @@ def test_training_is_deterministic_and_bertscore_is_used_when_given(tmp_path, el
     from safetensors.torch import load_file
 
     settings = elm_settings(max_train_samples=4, val_samples=1, contrastive_weight=0.0)
-    a = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
-    b = elm.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
+    a = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
+    b = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
     assert a == b and -1.0 <= a <= 1.0
     wa, wb = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(
         str(tmp_path / "b" / "adapter.safetensors")
@@ -404,5 +422,5 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, elm_data, tiny_causal_lm
 def test_encoder_dimension_mismatch_is_an_error(tmp_path, tiny_causal_lm, tiny_encoder):
     data = make_elm_data(tmp_path / "d", dim=16)
     with pytest.raises(VecflowError, match="encoder dimension 32 differs from the data's embedding dimension 16"):
-        elm.train_elm(elm_settings(), data, tiny_causal_lm, tiny_encoder, tmp_path / "out")
+        elm_train.train_elm(elm_settings(), data, tiny_causal_lm, tiny_encoder, tmp_path / "out")
     assert not (tmp_path / "out").exists()

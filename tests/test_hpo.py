@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from test_elm import elm_settings, make_elm_data
-from vecflow.summary import elm
+from vecflow.summary import elm, elm_train
 from vecflow.hpo import study as hpo
 from vecflow.cli import main
 from vecflow.core.errors import VecflowError
@@ -165,7 +165,7 @@ def test_pruned_trial_raises_and_leaves_no_output(tmp_path, data, tiny_causal_lm
     trial = AlwaysPrune()
     settings = {**hpo_settings()["elm"], "text_drift_weight": 0.0}
     with pytest.raises(optuna.TrialPruned):
-        elm.train_elm(settings, data, tiny_causal_lm, tiny_encoder, tmp_path / "out", trial=trial)
+        elm_train.train_elm(settings, data, tiny_causal_lm, tiny_encoder, tmp_path / "out", trial=trial)
     assert [step for step, _ in trial.reported] == [1]
     assert not (tmp_path / "out").exists()
 

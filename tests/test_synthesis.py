@@ -11,7 +11,18 @@ import pytest
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import load_tensors, read_jsonl
-from vecflow.data.synthesis import DEFAULT_TEMPLATES, build_records, prompt_templates, synthesize
+from test_dialogues import schema_errors
+from vecflow.data.synthesis import (
+    DEFAULT_TEMPLATES,
+    build_records,
+    load_summary_split,
+    prompt_templates,
+    read_embeddings,
+    read_records,
+    split_paths,
+    synthesize,
+    write_split,
+)
 
 DIALOGUES = [
     {"id": "a", "dialogue": "#Person1#: I want to buy a book.\n#Person2#: It is on the table.",
@@ -38,13 +49,33 @@ def test_records_per_summary_and_topic():
     assert records[0]["input_prompt_template"] != records[2]["input_prompt_template"]
 
 
-def test_templates_from_settings_and_their_errors():
+def test_templates_from_settings_and_the_schema_checks_them():
     templates = prompt_templates({"templates": {"summary": "Dialogue <EMB>. Summary:"}})
     assert templates["summary"] == "Dialogue <EMB>. Summary:" and templates["topic"] == DEFAULT_TEMPLATES["topic"]
-    with pytest.raises(VecflowError, match=r"'templates\.summary': must be a string containing '<EMB>'"):
-        prompt_templates({"templates": {"summary": "Summarize {text}"}})
-    with pytest.raises(VecflowError, match=r"'templates\.title': unknown task"):
-        prompt_templates({"templates": {"title": "<EMB>"}})
+    splits = {"train": "a", "val": "b"}
+    assert schema_errors("summary", {"splits": splits, "templates": {"summary": "Summarize {text}"}})
+    assert schema_errors("summary", {"splits": splits, "templates": {"title": "<EMB>"}})
+    assert schema_errors("summary", {"splits": splits, "templates": {"topic": "Topic of <EMB>:"}}) == []
+
+
+def test_one_module_writes_and_reads_the_format(tmp_path):
+    rows_path, vectors_path = split_paths(tmp_path, "val")
+    records = build_records(DIALOGUES, DEFAULT_TEMPLATES)
+    vectors = np.eye(3, 4, dtype=np.float32)
+    with pytest.raises(VecflowError, match=r"val_synthesis\.jsonl:1: field 'embedding_index': 0 is out of range"):
+        write_split(rows_path, vectors_path, records, vectors[:0])
+    assert not rows_path.exists() and not vectors_path.exists()
+    write_split(rows_path, vectors_path, records, vectors)
+    assert [r for _, r in read_records(rows_path, 3)] == records
+    np.testing.assert_array_equal(read_embeddings(vectors_path), vectors)
+    # the summary-only reader (the ELM's) refuses unfiltered data, naming the step to run
+    with pytest.raises(VecflowError, match=r"val_synthesis\.jsonl:3: field 'task_type': expected 'summary', got "
+                                           r"'topic'; run filter-summary"):
+        load_summary_split(tmp_path, "val")
+    write_split(rows_path, vectors_path, [r for r in records if r["task_type"] == "summary"], vectors)
+    rows, loaded = load_summary_split(tmp_path, "val")
+    assert [(r.source_id, r.embedding_index) for r in rows] == [("a", 0), ("a", 0), ("b", 1), ("c", 2)]
+    assert loaded.dtype == np.float32 and loaded.shape == (3, 4)
 
 
 def test_synthesize_writes_records_and_matching_embeddings(tiny_encoder, tmp_path):

@@ -28,7 +28,7 @@ COMMANDS = {
     "train-summarizer": "vecflow.summary.seq2seq:main_train",
     "predict-summarizer": "vecflow.summary.seq2seq:main_predict",
     "train-causal": "vecflow.summary.causal:main_train",
-    "train-elm": "vecflow.summary.elm:main_train",
+    "train-elm": "vecflow.summary.elm_train:main_train",
     "predict-elm": "vecflow.summary.elm:main_predict",
     "hpo-worker": "vecflow.hpo.study:main_worker",
     "hpo-best": "vecflow.hpo.study:main_best",

@@ -7,7 +7,7 @@ N x D float, rows L2-normalised), keeps records with ``task_type == "summary"`` 
 seed 003's ``{text}`` (``"Summarize the following text:\n\n{text}\n\nSummary:"``); ``{text}`` is rewritten
 to ``<EMB>``, so that every output template has exactly one ``<EMB>``. Dropped rows are counted by reason; an
 ``embedding_index`` outside the matrix is an error, never a silent drop. Nothing is written unless every
-split is valid.
+split is valid. The files' format (reader, writer, checks) is ``vecflow.data.synthesis``.
 """
 
 from __future__ import annotations
@@ -19,22 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from vecflow.core.errors import VecflowError, where
-from vecflow.core.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_json, write_jsonl
+from vecflow.core.io import write_json
 from vecflow.core.settings import settings_arg
+from vecflow.data.synthesis import EMB, NORM_TOLERANCE, read_embeddings, read_records, split_paths, write_split
 
 KEEP_TASK = "summary"
-EMB = "<EMB>"
 # seed-003 files write the placeholder as a format field; it is normalised to <EMB> on the way in
 TEXT_PLACEHOLDER = "{text}"
-REQUIRED_FIELDS = {"task_type": str, "input_prompt_template": str, "embedding_index": int}
-OPTIONAL_FIELDS = {
-    "target_text": (str, type(None)),
-    "source_id": str,
-    "variation": int,
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "token_count": int,
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,33 +54,26 @@ def parse_splits(text: str) -> list[str]:
 
 def filter_summary(in_dir: Path, splits: list[str], settings: dict, out_dir: Path, stats_path: Path) -> dict:
     """Filter every split in memory first, then write all outputs (nothing is written on an error)."""
-    tolerance = float(settings.get("norm_tolerance", 1e-3))
+    tolerance = float(settings.get("norm_tolerance", NORM_TOLERANCE))
     for split in splits:
         for path in split_paths(in_dir, split):
             if not path.is_file():
                 raise VecflowError(f"{path}: file not found (split '{split}')")
     results = {split: filter_split(*split_paths(in_dir, split), tolerance) for split in splits}
     for split, (records, embeddings, _) in results.items():
-        synthesis_out, embeddings_out = split_paths(out_dir, split)
-        write_jsonl(synthesis_out, records)
-        save_tensors(embeddings_out, {"embeddings": embeddings})
+        write_split(*split_paths(out_dir, split), records, embeddings)
     stats = {"task_type": KEEP_TASK, "norm_tolerance": tolerance,
              "splits": {split: split_stats for split, (_, _, split_stats) in results.items()}}
     write_json(stats_path, stats)
     return stats
 
 
-def split_paths(folder: Path, split: str) -> tuple[Path, Path]:
-    return folder / f"{split}_synthesis.jsonl", folder / f"{split}_embeddings.safetensors"
-
-
 def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) -> tuple[list[dict], np.ndarray, dict]:
     """Return the kept records (re-indexed), their dense embedding matrix and the split's stats."""
-    embeddings = load_embeddings(embeddings_path, tolerance)
+    embeddings = read_embeddings(embeddings_path, tolerance)
     kept, dropped, rows_in, normalised = [], Counter(), 0, 0
-    for lineno, record in iter_jsonl(synthesis_path):
+    for lineno, record in read_records(synthesis_path, num_embeddings=len(embeddings)):
         rows_in += 1
-        check_record(record, synthesis_path, lineno, num_embeddings=len(embeddings))
         reason = drop_reason(record)
         if reason:
             dropped[reason] += 1
@@ -115,28 +99,6 @@ def filter_split(synthesis_path: Path, embeddings_path: Path, tolerance: float) 
         "templates_normalised": normalised,
     }
     return records, embeddings[used_rows].astype(np.float32), stats
-
-
-def load_embeddings(path: Path, tolerance: float) -> np.ndarray:
-    """The ``embeddings`` matrix: 2-D, floating point, finite, every row of L2 norm 1 within ``tolerance``."""
-    matrix = load_tensors(path, required=["embeddings"])["embeddings"]
-    if matrix.ndim != 2:
-        raise VecflowError(f"{path}: tensor 'embeddings': expected a non-empty N x D matrix, got shape {matrix.shape}")
-    return check_embeddings(matrix, path, tolerance=tolerance)
-
-
-def check_record(record: dict, path: Path, lineno: int, num_embeddings: int) -> None:
-    """Field types of one synthesis record, and an ``embedding_index`` inside the matrix."""
-    for field in ("embedding_index", "variation", "token_count"):
-        if isinstance(record.get(field), bool):  # JSON true/false would pass isinstance(..., int)
-            raise VecflowError(f"{where(path, lineno, field)}: expected int, got bool")
-    require_fields(record, REQUIRED_FIELDS, path, lineno)
-    require_fields(record, {k: kind for k, kind in OPTIONAL_FIELDS.items() if k in record}, path, lineno)
-    index = record["embedding_index"]
-    if not 0 <= index < num_embeddings:
-        raise VecflowError(
-            f"{where(path, lineno, 'embedding_index')}: {index} is out of range (the embeddings have {num_embeddings} rows)"
-        )
 
 
 def normalise_template(template: str, path: Path, lineno: int) -> str:

@@ -1,32 +1,141 @@
-"""``vecflow synthesize``: multi-task synthesis records (seed-003 format) plus one embedding per dialogue.
+"""Synthesis data: the one module for its format (reader, writer, checks) and ``vecflow synthesize``.
 
-For dialogue i, row i of ``embeddings`` is the sentence-encoder vector of its text. Each reference summary
-gives one ``summary`` record and a topic, when there is one, gives one ``topic`` record; all of them point at
-row i through ``embedding_index``. The prompt templates contain ``<EMB>``, where the ELM puts the soft tokens
-made from that vector.
+A synthesis split is two files in one folder (seed 003's layout):
+
+- ``{split}_synthesis.jsonl``: one record per line, ``{task_type, input_prompt_template, embedding_index,
+  target_text?, source_id?, variation?, temperature?, top_p?, token_count?}``;
+- ``{split}_embeddings.safetensors``: key ``embeddings``, N x D float, rows L2-normalised; record r's input is
+  row ``r.embedding_index``.
+
+Three stages touch it, all through this module: ``synthesize`` writes it (below: for dialogue i, row i is the
+sentence-encoder vector of its text; each reference summary gives one ``summary`` record and a topic, when
+there is one, a ``topic`` record), ``vecflow.data.filtering`` reads any task's records (``read_records``) and
+writes the summary-only split, and the ELM (train and predict) reads that split with ``load_summary_split``,
+which also checks what the filter guarantees: task ``summary``, exactly one ``<EMB>`` (where the ELM puts the
+soft tokens made from the vector), a non-empty ``target_text`` and a ``source_id``.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vecflow.data.dialogues import load_dialogues
-from vecflow.core.errors import VecflowError
-from vecflow.core.io import save_tensors, write_jsonl
+from vecflow.core.errors import VecflowError, where
+from vecflow.core.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
 from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.data.dialogues import load_dialogues
 
 EMB = "<EMB>"
+NORM_TOLERANCE = 1e-3  # allowed |L2 norm - 1| of an embedding row (config: summary.norm_tolerance)
+REQUIRED_FIELDS = {"task_type": str, "input_prompt_template": str, "embedding_index": int}
+OPTIONAL_FIELDS = {
+    "target_text": (str, type(None)),
+    "source_id": str,
+    "variation": int,
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "token_count": int,
+}
 DEFAULT_TEMPLATES = {
     "summary": "Summarize the conversation encoded here: <EMB>\nSummary:",
     "topic": "Name the topic of the conversation encoded here in a few words: <EMB>\nTopic:",
 }
 
 
+# --------------------------------------------------------------------------------------------- format
+
+
+def split_paths(folder: str | Path, split: str) -> tuple[Path, Path]:
+    """``(records, embeddings)`` paths of one split in ``folder``."""
+    folder = Path(folder)
+    return folder / f"{split}_synthesis.jsonl", folder / f"{split}_embeddings.safetensors"
+
+
+def read_embeddings(path: Path, tolerance: float | None = NORM_TOLERANCE) -> np.ndarray:
+    """The ``embeddings`` matrix: 2-D, non-empty, floating point, finite, every row of L2 norm 1 within
+    ``tolerance`` (``None``: norms are not checked)."""
+    matrix = load_tensors(path, required=["embeddings"])["embeddings"]
+    if matrix.ndim != 2:
+        raise VecflowError(f"{path}: tensor 'embeddings': expected a non-empty N x D matrix, got shape {matrix.shape}")
+    return check_embeddings(matrix, path, tolerance=tolerance)
+
+
+def check_record(record: dict, path: Path, lineno: int, num_embeddings: int) -> None:
+    """Field types of one record (any task), and an ``embedding_index`` inside the matrix."""
+    for field in ("embedding_index", "variation", "token_count"):
+        if isinstance(record.get(field), bool):  # JSON true/false would pass isinstance(..., int)
+            raise VecflowError(f"{where(path, lineno, field)}: expected int, got bool")
+    require_fields(record, REQUIRED_FIELDS, path, lineno)
+    require_fields(record, {k: kind for k, kind in OPTIONAL_FIELDS.items() if k in record}, path, lineno)
+    index = record["embedding_index"]
+    if not 0 <= index < num_embeddings:
+        raise VecflowError(
+            f"{where(path, lineno, 'embedding_index')}: {index} is out of range (the embeddings have {num_embeddings} rows)"
+        )
+
+
+def read_records(path: Path, num_embeddings: int) -> list[tuple[int, dict]]:
+    """``(line number, record)`` for every line, each checked by ``check_record`` (any task type)."""
+    rows = []
+    for lineno, record in iter_jsonl(path):
+        check_record(record, path, lineno, num_embeddings)
+        rows.append((lineno, record))
+    return rows
+
+
+@dataclass(frozen=True)
+class SynthesisRow:
+    """One record of a summary-only split, as the ELM uses it."""
+
+    template: str
+    embedding_index: int
+    target_text: str
+    source_id: str
+
+
+def summary_row(record: dict, path: Path, lineno: int) -> SynthesisRow:
+    """A checked record of a summary-only split (``filter-summary``'s output) as a ``SynthesisRow``."""
+    require_fields(record, {"target_text": str, "source_id": str}, path, lineno)
+    if record["task_type"] != "summary":
+        raise VecflowError(f"{where(path, lineno, 'task_type')}: expected 'summary', got '{record['task_type']}'; "
+                           f"run filter-summary on the synthesis data first")
+    if record["input_prompt_template"].count(EMB) != 1:
+        raise VecflowError(f"{where(path, lineno, 'input_prompt_template')}: must contain '{EMB}' exactly once")
+    if not record["target_text"].strip():
+        raise VecflowError(f"{where(path, lineno, 'target_text')}: empty")
+    return SynthesisRow(record["input_prompt_template"], record["embedding_index"], record["target_text"],
+                        record["source_id"])
+
+
+def load_summary_split(folder: str | Path, split: str) -> tuple[list[SynthesisRow], np.ndarray]:
+    """Rows and embeddings (float32) of a summary-only split ``folder/{split}_*``, every check applied."""
+    rows_path, embeddings_path = split_paths(folder, split)
+    embeddings = read_embeddings(embeddings_path)
+    rows = [summary_row(record, rows_path, lineno) for lineno, record in read_records(rows_path, len(embeddings))]
+    if not rows:
+        raise VecflowError(f"{rows_path}: no rows")
+    return rows, embeddings.astype(np.float32)
+
+
+def write_split(rows_path: Path, embeddings_path: Path, records: list[dict], embeddings: np.ndarray,
+                metadata: dict[str, str] | None = None) -> None:
+    """Write records and their embeddings (float32, key ``embeddings``); every index must point into the matrix."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    for i, record in enumerate(records, start=1):  # a writer bug, never a user error: fail before writing
+        check_record(record, rows_path, i, len(embeddings))
+    write_jsonl(rows_path, records)
+    save_tensors(embeddings_path, {"embeddings": embeddings}, metadata=metadata)
+
+
+# ----------------------------------------------------------------------------------- vecflow synthesize
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vecflow synthesize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vecflow synthesize",
+                                     description="Synthesis records and one embedding per dialogue.")
     parser.add_argument("--dialogues", required=True, help="dialogues JSONL (one split)")
     parser.add_argument("--encoder", required=True, help="sentence-encoder HF folder")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the summary config section as JSON")
@@ -45,25 +154,14 @@ def synthesize(dialogues_path: Path, encoder_dir: Path, settings: dict, out_json
     dialogues = load_dialogues(dialogues_path)
     records = build_records(dialogues, templates)
     embeddings = embed_dialogues(dialogues, encoder_dir, settings)
-    write_jsonl(out_jsonl, records)
-    save_tensors(out_embeddings, {"embeddings": embeddings},
-                 metadata={"encoder": str(encoder_dir), "dialogues": str(dialogues_path)})
+    write_split(out_jsonl, out_embeddings, records, embeddings,
+                metadata={"encoder": str(encoder_dir), "dialogues": str(dialogues_path)})
     return {"records": len(records), "embeddings": len(embeddings)}
 
 
 def prompt_templates(settings: dict) -> dict[str, str]:
-    """Default templates overridden by ``settings['templates']``; each must contain ``<EMB>``."""
-    overrides = settings.get("templates") or {}
-    if not isinstance(overrides, dict):
-        raise VecflowError(f"settings: 'templates' must be a mapping task -> template, got {type(overrides).__name__}")
-    unknown = sorted(set(overrides) - set(DEFAULT_TEMPLATES))
-    if unknown:
-        raise VecflowError(f"settings: 'templates.{unknown[0]}': unknown task (known: {', '.join(DEFAULT_TEMPLATES)})")
-    templates = {**DEFAULT_TEMPLATES, **overrides}
-    for task, template in templates.items():
-        if not isinstance(template, str) or EMB not in template:
-            raise VecflowError(f"settings: 'templates.{task}': must be a string containing '{EMB}'")
-    return templates
+    """Default templates overridden by ``settings['templates']`` (the schema checks the tasks and ``<EMB>``)."""
+    return {**DEFAULT_TEMPLATES, **(settings.get("templates") or {})}
 
 
 def build_records(dialogues: list[dict], templates: dict[str, str]) -> list[dict]:
@@ -93,8 +191,6 @@ def embed_dialogues(dialogues: list[dict], encoder_dir: Path, settings: dict) ->
     from vecflow.core.encoder import SentenceEncoder
 
     batch_size = int(settings.get("embed_batch_size", 32))
-    if batch_size < 1:
-        raise VecflowError(f"settings: 'embed_batch_size': expected a positive integer, got {batch_size}")
     encoder = SentenceEncoder(encoder_dir, device=settings.get("device", "auto"),
                               max_length=int(settings.get("encoder_max_length", 256)))
     texts = [dialogue["dialogue"] for dialogue in dialogues]

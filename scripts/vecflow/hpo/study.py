@@ -5,7 +5,7 @@ parallel workers on one shared study.
     vecflow hpo-best   --study elm-demo --storage sqlite:///results/hpo/elm-demo/study.db --workers w0.json,w1.json ...
 
 Each worker opens (or creates) the study, samples with ``TPESampler(seed=seed + worker)``, prunes with a
-``MedianPruner`` on the per-epoch validation score that ``vecflow.summary.elm.train_elm`` reports, and runs
+``MedianPruner`` on the per-epoch validation score that ``vecflow.summary.elm_train.train_elm`` reports, and runs
 ``trials_per_worker`` trials. The study lives in the storage, so rerunning a worker adds trials and never
 loses one. A worker that resumes draws from a sampler seed offset by the trials it already ran, so it
 does not re-propose its first parameters.
@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vecflow.summary import elm
+from vecflow.summary import elm, elm_train
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_path, read_json, write_json, write_text
 from vecflow.core.settings import need, settings_arg
@@ -73,7 +73,7 @@ def _parse_param(name: str, entry, target: str = "elm") -> ParamSpec:
     label = f"hpo.{'lvm_search_space' if target == 'lvm' else 'search_space'}.{name}"
     if target == "lvm" and not _lvm_setting(name):
         raise VecflowError(f"{label}: not a tunable lvm setting (one of {', '.join(LVM_TUNABLE)}, or losses.<key>)")
-    if target == "elm" and name not in elm.DEFAULTS:
+    if target == "elm" and name not in elm.SETTINGS:
         raise VecflowError(f"{label}: not an elm setting")
     if not isinstance(entry, dict):
         raise VecflowError(f"{label}: expected a mapping with 'type'")
@@ -234,7 +234,7 @@ def run_worker(
         params = suggest(trial, hpo.specs)
         run_settings = trial_settings(settings, params, f"{study_name}-trial{trial.number}")
         with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
-            return elm.train_elm(
+            return elm_train.train_elm(
                 run_settings,
                 data_dir,
                 lm_dir,

@@ -35,11 +35,12 @@ class LossWeights:
 
     @classmethod
     def from_settings(cls, settings: dict) -> "LossWeights":
+        """From the elm settings (every key present: the schema fills in their defaults)."""
         return cls(
-            contrastive=float(settings.get("contrastive_weight", 0.0)),
-            text_drift=float(settings.get("text_drift_weight", 0.0)),
-            drift_target_similarity=float(settings.get("text_drift_target_similarity", 0.75)),
-            temperature=float(settings.get("contrastive_temperature", 0.07)),
+            contrastive=float(settings["contrastive_weight"]),
+            text_drift=float(settings["text_drift_weight"]),
+            drift_target_similarity=float(settings["text_drift_target_similarity"]),
+            temperature=float(settings["contrastive_temperature"]),
         )
 
 
