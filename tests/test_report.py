@@ -10,7 +10,15 @@ import pytest
 
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
-from vecflow.ship.report import build_report, collect_artifacts, git_revision, history_axes, parse_artifact
+from vecflow.ship.report import (
+    benchmark_specs,
+    build_report,
+    classify_history,
+    collect_artifacts,
+    git_revision,
+    parse_artifact,
+    read_benchmark,
+)
 
 SETTINGS = {"title": "demo <report>", "config_hash": "abc123", "seed": 1, "device": "cpu"}
 
@@ -40,8 +48,10 @@ def make_artifacts(root: Path) -> dict[str, Path]:
         return path
 
     history = "".join(json.dumps(r) + "\n" for r in [
-        {"epoch": 1, "train/loss": 0.9, "val/margin": 0.01, "lr": 5e-4, "time": 3.2},
-        {"epoch": 2, "train/loss": 0.5, "val/margin": 0.05, "lr": 2e-4, "time": 3.1},
+        {"epoch": 1, "train/mse": 0.9, "val/mse": 1.0, "train/nce": 4.0, "val/c0": 0.4, "val/margin": 0.01,
+         "val/r1": 0.2, "lambda/mse": 1.0, "lr": 5e-4},
+        {"epoch": 2, "train/mse": 0.5, "val/mse": 0.7, "train/nce": 4.0, "val/c0": 0.5, "val/margin": 0.05,
+         "val/r1": 0.3, "lambda/mse": 1.0, "lr": 2e-4},
     ])
     split_metrics = {"c0": 0.61, "margin": 0.14, "peak_k": 0, "offsets": {"-1": 0.4, "0": 0.61, "1": 0.3},
                      "r1": 0.7, "r5": 0.97, "mrr": 0.82, "rollout": 0.5,
@@ -52,17 +62,24 @@ def make_artifacts(root: Path) -> dict[str, Path]:
         "manifest:minilm": put("manifest.json", {"name": "minilm", "source": {"source": "pypi", "version": "0.1.0"},
                                                  "files": {"config.json": "aa" * 32, "model.safetensors": "bb" * 32}}),
         "data:train": put("train.jsonl", '{"id": "1"}\n'),
-        "ingest_stats": put("ingest.json", {"train": {"dialogues": 40}, "val": {"dialogues": 8}}),
-        "filter_stats": put("filter.json", {"train": {"kept": 40, "dropped": {"topic": 40}}}),
-        "leakage": put("leakage.json", {"articles": {"train": 7, "val": 2}, "overlap": []}),
+        "ingest_stats": put("ingest.json", {"seed": 3, "splits": {
+            "train": {"dialogues": 40, "top_topics": {"shopping": 9, "job interview": 12, "travel": 2, "a": 1,
+                                                      "b": 1, "c": 1}, "speakers": ["#Person1#", "#Person2#"]},
+            "val": {"dialogues": 8, "top_topics": {"weather": 3}}}}),
+        "filter_stats": put("filter.json", {"splits": {"train": {"rows_kept": 40, "dropped": {"task_type": {"topic": 40}}}}}),
+        "leakage": put("leakage.json", {"counts": {"train": {"articles": 7, "chunks": 70}, "val": {"articles": 2,
+                                                                                              "chunks": 20}},
+                                        "article_ids_in_two_splits": []}),
         "split_ids": put("ids.json", {"train": [0, 1, 2, 3, 4, 5, 6], "val": [7, 8]}),
-        "direction": put("direction.json", {"coherence": 0.46, "signal": 0.12,
-                                            "gate": {"passed": True, "min_coherence": 0.2}}),
+        "direction": put("direction.json", {"coherence": 0.46, "signal": 0.12, "pos": [0.3, 0.35, 0.5],
+                                            "n_windows": 60, "gate": {"passed": True, "waived": False}}),
         "direction_plot": put("direction.png", tiny_png()),
-        "history:p4": put("history.jsonl", history),
+        "history:lvm-p4": put("history.jsonl", history),
         "fivecat:p4": put("fivecat.json", {
             "model": {"val": split_metrics, "ood": split_metrics},
-            "baselines": {"copy_last": {"val": copy_last, "ood": copy_last}},
+            "baselines": {"copy_last": {"val": copy_last, "ood": copy_last},
+                          "context_mean": {"val": {**copy_last, "c0": 0.66, "margin": -0.2},
+                                           "ood": {**copy_last, "c0": 0.5}}},
             "gates": {"val": {"c0": True, "margin": True, "r5": False}, "generalisation": {"c0": True}},
             "thresholds": {"val": {"c0": 0.5, "margin": 0.12}},
         }),
@@ -86,7 +103,13 @@ def make_artifacts(root: Path) -> dict[str, Path]:
                       {"gate": "min_rouge1", "value": 0.3, "threshold": 0.0, "passed": True,
                        "component": "summarizer"}],
             "failed": ["lvm.min_c0"]}),
+        "benchmark:train_lvm/p4": put("train_lvm_p4.tsv", BENCHMARK_TSV.format(s=3725.5, cpu=7000.25)),
+        "benchmark:fivecat/p4": put("fivecat_p4.tsv", BENCHMARK_TSV.format(s=60.0, cpu=100.0)),
     }
+
+
+BENCHMARK_TSV = ("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                 "{s}\t1:02:05\t812.5\t900.0\t800.0\t805.0\t1.0\t2.0\t150.0\t{cpu}\n")
 
 
 def specs(artifacts: dict[str, Path]) -> list[str]:
@@ -106,7 +129,7 @@ def section(html_text: str, section_id: str) -> str:
     return match.group(1)
 
 
-SECTION_IDS = ("lineage", "data", "diagnostics", "training", "fivecat", "summaries", "hpo", "deploy")
+SECTION_IDS = ("summary", "lineage", "data", "diagnostics", "lvm", "hpo", "summaries", "deploy", "runtime")
 
 
 # ---------------------------------------------------------------------------------------- full page
@@ -128,17 +151,21 @@ def test_full_page_has_every_section_with_content(full_page):
     assert sha256_file(artifacts["config"]) in lineage and "<details>" in lineage
     assert "title: &lt;demo&gt;" in lineage  # config content, escaped
     assert "abc123" in lineage and "minilm" in lineage and sha256_file(artifacts["data:train"]) in lineage
-    assert "7 items: 0, 1, 2" in section(html_text, "data")
+    assert ">0, 1, 2, 3, 4, 5, 6</td>" in section(html_text, "data")
     assert "data-direction gate passed" in section(html_text, "diagnostics")
-    assert "train/loss" in section(html_text, "training") and "val/margin" in section(html_text, "training")
-    fivecat = section(html_text, "fivecat")
-    assert "copy_last" in fivecat and "threshold" in fivecat and "shuffled" in fivecat
-    assert 'class="num fail">0.9700' in fivecat  # r5 gate failed on val
+    lvm = section(html_text, "lvm")
+    assert "p4: loss terms that change (mse), train and val, by epoch" in lvm and "p4: val/c0, val/margin, val/r1 by epoch" in lvm
+    assert "lambda/mse = 1.0000" in lvm and "train/nce = 4.0000" in lvm  # constant: listed, not drawn
+    assert "copy_last" in lvm and "threshold" in lvm and "shuffled" in lvm and "k = -1" in lvm
+    assert 'class="num fail">0.9700' in lvm  # r5 gate failed on val
     summaries = section(html_text, "summaries")
     assert "0.6100" in summaries and "&lt;b&gt;#Person1#&lt;/b&gt; buys" in summaries
     assert "params_learning_rate" in section(html_text, "hpo") and "residual_scale" in section(html_text, "hpo")
-    deploy = section(html_text, "deploy")
-    assert "NOT DEPLOYED vecflow-demo" in deploy and "deciding gate: lvm min_c0: value 0.3, threshold 0.5" in deploy
+    summary = section(html_text, "summary")
+    assert "NOT DEPLOYED vecflow-demo" in summary and "deciding gate: lvm min_c0: value 0.3, threshold 0.5" in summary
+    assert "min_c0" in section(html_text, "deploy")
+    assert "1:03:06" in summary and "train_lvm" in summary  # wall time per rule, from the benchmark files
+    assert "train_lvm/p4" in section(html_text, "runtime")
 
 
 def test_page_is_self_contained(full_page):
@@ -147,7 +174,7 @@ def test_page_is_self_contained(full_page):
     assert "http://" not in html_text and "https://" not in html_text
     assert "<script" not in html_text.lower() and "<link" not in html_text.lower()
     sources = re.findall(r'<img src="([^"]+)"', html_text)
-    assert len(sources) == 4  # direction, training curve, 5CAT plot, HPO importance
+    assert len(sources) == 5  # direction, LVM loss terms, LVM validation metrics, 5CAT plot, HPO importance
     assert all(s.startswith("data:image/png;base64,") for s in sources)
 
 
@@ -164,7 +191,7 @@ def test_text_is_escaped(tmp_path):
 def test_missing_sections_say_not_run(tmp_path):
     artifacts = make_artifacts(tmp_path / "a")
     html_text = render(tmp_path, {"scores:seq2seq": artifacts["scores:seq2seq"]}, settings={"title": "t"})
-    for section_id in ("data", "diagnostics", "training", "fivecat", "hpo", "deploy"):
+    for section_id in ("data", "diagnostics", "lvm", "hpo", "deploy", "runtime"):
         assert '<p class="not-run">not run</p>' in section(html_text, section_id), section_id
     assert "config: not run" in section(html_text, "lineage")
     assert "not run" not in section(html_text, "summaries")
@@ -172,10 +199,21 @@ def test_missing_sections_say_not_run(tmp_path):
     assert "importance plot: not run" in section(hpo_only_trials, "hpo")
 
 
-def test_history_axes_pick_terms_and_x():
-    records = [{"epoch": 1, "train/loss": 1.0, "lr": 1e-3, "time": 2.0, "step": 10, "note": "x", "ok": True}]
-    assert history_axes(records) == ("epoch", ["train/loss", "lr"])
-    assert history_axes([{"step": 1, "val/r1": 0.5}]) == ("step", ["val/r1"])
+def test_history_is_split_into_loss_terms_metrics_other_and_constant():
+    lvm = [{"epoch": e, "train/mse": 1.0 / e, "val/mse": 2.0 / e, "train/cos": 0.5, "val/cos": 0.4 + e / 10,
+            "val/c0": 0.3 + e / 10, "val/margin": 0.01, "val/r1": 0.1, "lambda/mse": 1.0, "lambda/dir": e / 10,
+            "val/loses_to": ["x"], "val/dominates": False} for e in (1, 2, 3)]
+    h = classify_history(lvm)
+    assert h["x"] == "epoch" and list(h["panels"]) == ["mse", "cos"]  # cos: train constant, val changes
+    assert set(h["panels"]["mse"]) == {"train", "val"} and h["panels"]["mse"]["val"][-1] == (3, 2.0 / 3)
+    assert h["metrics"] == ["val/c0", "val/margin", "val/r1"] and h["other"] == ["lambda/dir"]
+    assert h["constant"] == {"lambda/mse": 1.0}  # val/margin and val/r1 are drawn with val/c0
+    elm = [{"epoch": 1, "step": s, "loss/total": 3.0 - s, "loss/guard": 0.1, "time/step_s": 30.0 + s} for s in (1, 2)]
+    h = classify_history(elm)
+    assert h["x"] == "step" and list(h["panels"]) == ["loss/total"] and h["other"] == ["time/step_s"]
+    assert h["constant"] == {"loss/guard": 0.1} and h["metrics"] == []
+    single = classify_history([{"epoch": 1, "train/mse": 0.2, "val/c0": 0.5}])
+    assert single["panels"] == {} and single["metrics"] == [] and set(single["constant"]) == {"train/mse", "val/c0"}
 
 
 def test_git_revision_in_and_outside_a_repo(tmp_path):
@@ -236,7 +274,7 @@ def test_artifacts_json_is_merged(tmp_path):
     assert cli_main(["report", "--artifacts-json", str(mapping), "--artifact", f"config={artifacts['config']}",
                      "--settings", "{}", "--out", str(out)]) == 0
     html_text = out.read_text()
-    assert "NOT DEPLOYED" in section(html_text, "deploy") and "config: not run" not in html_text
+    assert "NOT DEPLOYED" in section(html_text, "summary") and "config: not run" not in html_text
 
 
 # ------------------------------------------------------------------------------- reads only its inputs
@@ -281,7 +319,7 @@ def test_fivecat_tolerates_partial_and_odd_structures(tmp_path):
                                "baselines": {"ridge": {"val": {"c0": 0.4}}, "broken": 3},
                                "gates": {"val": {"c0": True}, "generalisation": True}}))
     html_text = render(tmp_path, {"fivecat:r": odd})
-    fivecat = section(html_text, "fivecat")
+    fivecat = section(html_text, "lvm")
     assert "extra_metric" in fivecat and "ridge" in fivecat and 'class="num pass">0.5000' in fivecat
 
 
@@ -304,7 +342,7 @@ def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
     (tmp_path / "small.json").write_text(json.dumps(small))
     html_text = render(tmp_path, {"fivecat:r-lc10": tmp_path / "small.json", "lvm_curve": tmp_path / "curve.json",
                                   "lvm_curve_plot": tmp_path / "curve.png"})
-    fivecat = section(html_text, "fivecat")
+    fivecat = section(html_text, "lvm")
     assert "val: the model does NOT dominate: it loses to context_mean on c0 (0.550 vs 0.600)" in fivecat
     assert "ood: the model dominates every baseline (context_mean)" in fivecat
     assert "LVM learning curve" in fivecat and "train windows" in fivecat and "data:image/png" in fivecat

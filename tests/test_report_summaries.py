@@ -20,21 +20,26 @@ def write(path, obj):
 def test_every_family_in_one_table_with_the_winner_and_the_cost(tmp_path):
     summary = write(tmp_path / "summary.json", {"train_minutes": 45.0, "samples_seen": 1800})
     elm_history = write(tmp_path / "elm.jsonl", [{"step": 1, "time/step_s": 30.0}, {"step": 2, "time/step_s": 30.0}])
-    block = family_comparison(
-        {"seq2seq": scores(0.25, 0.20, 0.02, 0.001), "causal": scores(0.45, 0.37, 1.0, 0.2),
-         "elm": scores(0.2, 0.15, 0.8, 0.05)},
+    block = family_comparison(  # given out of order: shown as seq2seq, causal, elm
+        {"elm": scores(0.2, 0.15, 0.8, 0.05), "causal": scores(0.45, 0.37, 1.0, 0.2),
+         "seq2seq": scores(0.25, 0.20, 0.02, 0.001)},
         {"causal": summary}, {"elm": elm_history})
     header = block["columns"]
-    rows = {row[0].text: {column: c.text for column, c in zip(["family", *header[1:]], row)} for row in block["rows"]}
-    assert list(rows) == ["seq2seq", "causal (best ROUGE-L)", "elm"]
-    for column in ("ROUGE-1", "ROUGE-L", "BERTScore F1", "distinct", "own − shuffled R-1", "train minutes",
-                   "samples seen", "samples/s", "with speaker tags", "mean words"):
+    rows = {row[0].text: {column: c for column, c in zip(["family", *header[1:]], row)} for row in block["rows"]}
+    assert list(rows) == ["seq2seq", "causal", "elm"]
+    for column in ("ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BERTScore F1", "distinct", "own − shuffled R-1",
+                   "train minutes", "samples seen", "samples/s", "with speaker tags", "mean words"):
         assert column in header
-    causal = rows["causal (best ROUGE-L)"]
-    assert causal["ROUGE-1"] == "0.4500" and causal["samples seen"] == "1800"
-    assert causal["samples/s"] == f"{1800 / 2700:.4f}" and causal["train minutes"] == "45.0000"
-    assert rows["seq2seq"]["distinct"] == "0.0200" and rows["seq2seq"]["train minutes"] == "—"
-    assert rows["elm"]["train minutes"] == "1.0000"
+    causal, seq2seq = rows["causal"], rows["seq2seq"]
+    # the best of each metric column is marked, whichever family holds it; ties (BERTScore 0.6) mark all
+    assert causal["ROUGE-1"].text == "0.4500 ★" and "win" in causal["ROUGE-1"].cls
+    assert causal["ROUGE-L"].text == "0.3700 ★" and rows["elm"]["ROUGE-L"].text == "0.1500"
+    assert causal["distinct"].text == "1.0000 ★" and seq2seq["distinct"].text == "0.0200"
+    assert seq2seq["BERTScore F1"].text == causal["BERTScore F1"].text == "0.6000 ★"
+    assert "★" not in causal["samples seen"].text and causal["samples seen"].text == "1800"
+    assert causal["samples/s"].text == f"{1800 / 2700:.4f}" and causal["train minutes"].text == "45.0000"
+    assert seq2seq["train minutes"].text == "—"
+    assert rows["elm"]["train minutes"].text == "1.0000"
     assert training_cost("causal", summary, None) == (45.0, 1800, 1800 / 2700)
     assert training_cost("elm", None, elm_history) == (1.0, None, None)
     assert training_cost("x", None, None) == (None, None, None)

@@ -35,6 +35,7 @@ COMMANDS = {
     "score": "vecflow.summary.scoring:main",
     "resolve-config": "vecflow.core.resolved_config:main",
     "report": "vecflow.ship.report:main",
+    "compare": "vecflow.ship.compare:main",
     "deploy": "vecflow.ship.deploy:main",
     "serve": "vecflow.ship.serve:main",
     "bench": "vecflow.bench:main",

@@ -34,6 +34,8 @@ rule synthesize:
         embeddings=f"{R}/summary/synthesis/{{split}}_embeddings.safetensors",
     log:
         f"{LOGS}/synthesize/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/synthesize/{{split}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -95,6 +97,8 @@ rule chunk_articles:
         chunks=f"{R}/lvm/chunks.jsonl",
     log:
         f"{LOGS}/chunk_articles.log",
+    benchmark:
+        f"{R}/benchmarks/chunk_articles.tsv"
     conda:
         "../../envs/vecflow.yaml"
     params:

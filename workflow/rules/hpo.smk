@@ -16,6 +16,8 @@ if HPO["target"] == "lvm":
             worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
         log:
             f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
+        benchmark:
+            f"{R}/benchmarks/hpo_lvm_worker/{{study}}.worker_{{worker}}.tsv"
         conda:
             "../../envs/vecflow.yaml"
         resources:
@@ -61,6 +63,8 @@ else:
             worker=f"{R}/hpo/{{study}}/worker_{{worker}}.json",
         log:
             f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
+        benchmark:
+            f"{R}/benchmarks/hpo_worker/{{study}}.worker_{{worker}}.tsv"
         conda:
             "../../envs/vecflow.yaml"
         threads: config["threads"]["train"]

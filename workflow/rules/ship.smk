@@ -33,6 +33,8 @@ rule deploy_bundle:
         bundle=directory(f"{R}/deploy/{{name}}"),
     log:
         f"{LOGS}/deploy/{{name}}.bundle.log",
+    benchmark:
+        f"{R}/benchmarks/deploy_bundle/{{name}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     params:
@@ -75,6 +77,10 @@ rule report:
         "../../envs/vecflow.yaml"
     params:
         artifacts=artifact_args,
+        # read when the job runs (after every job upstream), not declared as inputs: a missing benchmark
+        # file would re-run a finished training job just to write it
+        benchmarks=f"{R}/benchmarks",
         settings=lambda w: settings("report", config_hash=config_hash()),
     shell:
-        "vecflow report {params.artifacts} --settings {params.settings:q} --out {output.html} > {log} 2>&1"
+        "vecflow report {params.artifacts} --benchmarks {params.benchmarks} --settings {params.settings:q} "
+        "--out {output.html} > {log} 2>&1"

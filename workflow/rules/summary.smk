@@ -90,6 +90,8 @@ rule train_elm:
         adapter=directory(f"{R}/elm/adapter"),
     log:
         f"{LOGS}/train_elm.log",
+    benchmark:
+        f"{R}/benchmarks/train_elm.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -120,6 +122,8 @@ rule predict_elm:
         predictions=f"{R}/eval/elm/predictions.jsonl",
     log:
         f"{LOGS}/predict_elm.log",
+    benchmark:
+        f"{R}/benchmarks/predict_elm.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -150,6 +154,8 @@ rule score_summaries:
         examples=f"{R}/eval/{{summarizer}}/examples.json",
     log:
         f"{LOGS}/score_summaries/{{summarizer}}.log",
+    benchmark:
+        f"{R}/benchmarks/score_summaries/{{summarizer}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]

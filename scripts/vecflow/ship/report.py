@@ -1,12 +1,23 @@
 """One self-contained HTML report from the pipeline's metric and plot files (never from models).
 
-    vecflow report --artifact config=config/config.yaml --artifact history:p4=results/lvm/p4/history.jsonl \
-        --artifact scores:seq2seq=results/eval/seq2seq/scores.json ... --settings '{"title": "..."}' --out report.html
+    vecflow report --artifact config=config/config.yaml --artifact history:lvm-p4=results/lvm/models/p4/history.jsonl \
+        --artifact scores:seq2seq=results/eval/seq2seq/scores.json ... --benchmarks results/benchmarks \
+        --settings '{"title": "...", "compare_with": ""}' --out report.html
 
 Each ``--artifact`` is ``KEY=PATH`` or, for keys that can repeat, ``KEY:NAME=PATH`` (see ``ARTIFACT_KEYS``).
-Every key is optional: a section with none of its artifacts says "not run". The page has inline CSS, PNGs
-inlined as ``data:image/png;base64`` URIs, no JavaScript and no external URL. Text is HTML-escaped by the
-template (jinja2 autoescape). Only the files named on the command line are read (plus the template).
+``--benchmarks DIR`` adds every Snakemake benchmark file under DIR (``benchmark:RULE[/WILDCARDS]``); the folder
+is read when the report job runs, after every job upstream, so the rule does not declare those files as inputs
+(that would re-run a finished training job only to get its benchmark file). Every key is optional: a section
+with none of its artifacts says "not run".
+
+The page opens on a summary (each track's models beside their baselines with the winner marked, the deploy
+decision and its deciding gate, data sizes, wall time per rule), then the details folded in DAG order, with a
+table of contents that names the same sections. ``settings.compare_with`` names a previous results folder: its
+headline metrics (read by ``vecflow.ship.compare``) are shown beside this run's, with deltas.
+
+The page has inline CSS, PNGs inlined as ``data:image/png;base64`` URIs, no JavaScript and no external URL. Text
+is HTML-escaped by the template (jinja2 autoescape). Only the files named on the command line (and the
+benchmark folder, and the compared run's headline files) are read, plus the template.
 """
 
 from __future__ import annotations
@@ -36,14 +47,16 @@ ARTIFACT_KEYS = {
     "fivecat": True, "fivecat_plot": True, "lvm_curve": False, "lvm_curve_plot": False,
     "scores": True, "examples": True, "train_summary": True,
     "hpo_trials": False, "hpo_importance": False, "hpo_params": False,
-    "decision": False,
+    "decision": False, "benchmark": True,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SPLIT_ORDER = ("train", "val", "ood")
+SPLIT_ORDER = ("train", "selection", "val", "ood")
 FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "rollout")
-NOT_PLOTTED = {"epoch", "step", "time"}
 MAX_TABLE_ROWS = 200
 MAX_LIST_ITEMS = 8
+TOP_ITEMS = 5  # a {name: count} dict (top topics, drop reasons) shows its largest few
+WINNER = " ★"
+LVM_HISTORY_PREFIX = "lvm-"  # history:lvm-RUN is an LVM run's training log (common.smk artifact_args)
 
 
 # ------------------------------------------------------------------------------------ artifact arguments
@@ -84,6 +97,15 @@ def specs_from_json(path: str | Path) -> list[str]:
     return [f"{key}={value}" for key, value in mapping.items()]
 
 
+def benchmark_specs(folder: str | Path) -> list[str]:
+    """``benchmark:NAME=PATH`` for every ``*.tsv`` under a Snakemake benchmark folder (NAME: the path below it
+    without .tsv, e.g. ``predict_summarizer/causal``); an absent folder has none (no benchmarked job ran)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return [f"benchmark:{p.relative_to(root).with_suffix('').as_posix()}={p}" for p in sorted(root.rglob("*.tsv"))]
+
+
 def one(artifacts: dict, key: str) -> Path | None:
     return artifacts.get(key, {}).get(None)
 
@@ -103,9 +125,9 @@ def read_yaml(path: Path):
         raise VecflowError(f"{where(path, None if line is None else line + 1)}: invalid YAML") from None
 
 
-def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_csv(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str]]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+        rows = list(csv.reader(fh, delimiter=delimiter))
     if not rows:
         raise VecflowError(f"{path}: empty CSV (no header)")
     return rows[0], rows[1:]
@@ -116,6 +138,34 @@ def read_json_object(path: Path) -> dict:
     if not isinstance(value, dict):
         raise VecflowError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def read_benchmark(path: Path) -> dict:
+    """A Snakemake benchmark TSV (one row per repeat: s, h:m:s, max_rss, ..., cpu_time) -> mean seconds, peak
+    RSS in MB and mean CPU seconds; '-' or NA (not measured) reads as None."""
+    header, rows = read_csv(path, delimiter="\t")
+    if "s" not in header:
+        raise VecflowError(f"{path}: not a Snakemake benchmark file (no 's' column in the header)")
+    if not rows:
+        raise VecflowError(f"{path}: benchmark file has a header but no row")
+
+    def column(name: str) -> list[float]:
+        if name not in header:
+            return []
+        at, values = header.index(name), []
+        for lineno, row in enumerate(rows, start=2):
+            text = row[at] if at < len(row) else ""
+            if text in ("", "-", "NA", "nan"):
+                continue
+            try:
+                values.append(float(text))
+            except ValueError:
+                raise VecflowError(f"{where(path, lineno)}: column '{name}': '{text}' is not a number") from None
+        return values
+
+    seconds, rss, cpu = column("s"), column("max_rss"), column("cpu_time")
+    return {"s": sum(seconds) / len(seconds) if seconds else None, "max_rss_mb": max(rss) if rss else None,
+            "cpu_s": sum(cpu) / len(cpu) if cpu else None, "repeats": len(rows)}
 
 
 def png_data_uri(path: Path) -> str:
@@ -139,7 +189,7 @@ class Cell:
 def cell(value, cls: str = "") -> Cell:
     """One table cell: formatted text plus a CSS class (numbers right-aligned, booleans pass/fail)."""
     if isinstance(value, bool):
-        return Cell("pass" if value else "fail", "pass" if value else "fail")
+        return Cell("yes" if value else "no", cls)
     if isinstance(value, (int, float)):
         return Cell(str(value) if isinstance(value, int) else format_number(value), cls or "num")
     if value is None:
@@ -147,8 +197,13 @@ def cell(value, cls: str = "") -> Cell:
     if isinstance(value, list):
         return Cell(describe_list(value), cls)
     if isinstance(value, dict):
-        return Cell(json.dumps(value, sort_keys=True)[:300], cls)
+        return Cell(describe_counts(value), cls)
     return Cell(str(value), cls)
+
+
+def verdict(value) -> Cell:
+    """A gate verdict: pass (green) / fail (red); anything else as a plain cell."""
+    return Cell("pass" if value else "fail", "pass" if value else "fail") if isinstance(value, bool) else cell(value)
 
 
 def format_number(value: float) -> str:
@@ -160,17 +215,41 @@ def format_number(value: float) -> str:
 
 
 def describe_list(items: list) -> str:
-    shown = ", ".join(str(item) for item in items[:MAX_LIST_ITEMS])
-    more = ", …" if len(items) > MAX_LIST_ITEMS else ""
-    return f"{len(items)} items" + (f": {shown}{more}" if items else "")
+    if not items:
+        return "none"
+    shown = ", ".join(cell(item).text for item in items[:MAX_LIST_ITEMS])
+    if len(items) > MAX_LIST_ITEMS:
+        return f"{len(items)}: {shown}, …"
+    return shown if all(_is_number(item) for item in items) else f"{len(items)}: {shown}"
 
 
-def table(columns: list[str], rows: list[list], heading: str = "", caption: str = "") -> dict:
+def describe_counts(counts: dict) -> str:
+    """``{"job interview": 62, "shopping": 55, ...}`` -> ``job interview (62), shopping (55), … (20 in all)``:
+    the largest few of a name -> number dict; other dicts as ``key: value`` pairs."""
+    if not counts:
+        return "none"
+    if _is_counts(counts):
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        shown = ", ".join(f"{k} ({_short(v)})" for k, v in ranked[:TOP_ITEMS])
+        return shown + (f", … ({len(counts)} in all)" if len(counts) > TOP_ITEMS else "")
+    return "; ".join(f"{k}: {cell(v).text}" for k, v in counts.items())
+
+
+def _short(value) -> str:
+    return str(value) if isinstance(value, int) else format_number(value)
+
+
+def winner_cell(value, best: bool) -> Cell:
+    base = cell(value)
+    return Cell(base.text + WINNER, f"{base.cls} win".strip()) if best else base
+
+
+def table(columns: list[str], rows: list[list], heading: str = "", caption: str = "", cls: str = "") -> dict:
     cells = [[value if isinstance(value, Cell) else cell(value) for value in row] for row in rows]
     if len(cells) > MAX_TABLE_ROWS:
         caption = f"{caption} (first {MAX_TABLE_ROWS} of {len(cells)} rows)".strip()
         cells = cells[:MAX_TABLE_ROWS]
-    return {"kind": "table", "heading": heading, "caption": caption, "columns": columns, "rows": cells}
+    return {"kind": "table", "heading": heading, "caption": caption, "columns": columns, "rows": cells, "cls": cls}
 
 
 def image(data_uri: str, caption: str, heading: str = "") -> dict:
@@ -181,27 +260,47 @@ def details(summary: str, text: str, heading: str = "") -> dict:
     return {"kind": "details", "heading": heading, "summary": summary, "text": text}
 
 
-def banner(text: str, passed: bool) -> dict:
-    return {"kind": "banner", "heading": "", "text": text, "cls": "pass" if passed else "fail"}
+def banner(text: str, passed: bool, small: bool = False) -> dict:
+    return {"kind": "banner", "heading": "", "text": text,
+            "cls": ("pass" if passed else "fail") + (" small" if small else "")}
+
+
+def fold(summary: str, blocks: list[dict], heading: str = "") -> dict:
+    """Blocks folded under a one-line summary (a nested <details>)."""
+    return {"kind": "fold", "heading": heading, "summary": summary, "blocks": blocks}
+
+
+def note(text: str, heading: str = "") -> dict:
+    return {"kind": "note", "heading": heading, "text": text}
 
 
 def not_run(what: str) -> dict:
     return {"kind": "not_run", "heading": "", "text": f"{what}: not run"}
 
 
-def flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
-    """Nested dicts as (dotted key, leaf value) pairs, in key order; lists stay leaves."""
+def flatten(obj, prefix: str = "", keep=lambda value: False) -> list[tuple[str, object]]:
+    """Nested dicts as (dotted key, leaf value) pairs, in key order; lists, and dicts ``keep`` accepts, stay
+    leaves."""
     if not isinstance(obj, dict):
         return [(prefix or "value", obj)]
     pairs = []
     for key, value in obj.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        pairs += flatten(value, dotted) if isinstance(value, dict) and value else [(dotted, value)]
+        nested = isinstance(value, dict) and value and not keep(value)
+        pairs += flatten(value, dotted, keep) if nested else [(dotted, value)]
     return pairs
 
 
-def key_value_table(obj, heading: str) -> dict:
-    return table(["key", "value"], [[key, value] for key, value in flatten(obj)], heading=heading)
+def _is_counts(value) -> bool:
+    """A {name: count} dict (top topics, drop reasons): shown as its largest few, not as one row per name."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value.values())
+
+
+def key_value_table(obj, heading: str, caption: str = "") -> dict:
+    """A readable two-column table: nested keys joined with ' › ', {name: count} dicts as a short list."""
+    rows = [[key.replace(".", " › "), value] for key, value in flatten(obj, keep=_is_counts)]
+    return table(["", "value"], rows, heading=heading, caption=caption)
 
 
 def dig(obj, dotted: str):
@@ -212,6 +311,202 @@ def dig(obj, dotted: str):
         obj = obj[part]
     return obj
 
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _split_rank(split: str):
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def hms(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def best_of(values: list) -> float | None:
+    numbers = [v for v in values if _is_number(v)]
+    return max(numbers) if len(numbers) > 1 else None  # a column of one has no winner to mark
+
+# ---------------------------------------------------------------------------------------------- summary
+SUMMARY_LVM_METRICS = {"c0": "c_0", "margin": "margin", "mrr": "MRR", "r5": "R@5"}
+BASELINE_ORDER = ("copy_last", "context_mean", "ridge")
+
+
+def summary_section(run: dict) -> list[dict]:
+    """The answer first: deploy decision, one table per track (winner marked), data sizes, wall time."""
+    blocks = deploy_summary(run["decision"]) if run["decision"] is not None else []
+    if run["fivecat"]:
+        blocks += lvm_summary(run["fivecat"])
+    if run["scores"]:
+        blocks.append(family_table(run["scores"], heading="Summaries: every family on the same dialogues",
+                                   caption="★ best in its column (higher is better); distinct = share of distinct "
+                                           "predictions; own − shuffled R-1 = ROUGE-1 against the own references "
+                                           "minus against other dialogues' (≤ 0: the model ignores its input)"))
+    sizes = data_sizes_table(run)
+    if sizes is not None:
+        blocks.append(sizes)
+    if run["benchmarks"]:
+        blocks.append(wall_time_table(run["benchmarks"]))
+    if not blocks:
+        blocks.append(note("no headline metric among the artifacts (5CAT reports, summary scores, deploy decision)"))
+    return blocks
+
+
+def train_fraction(report: dict) -> float:
+    fraction = dig(report, "settings.train_fraction")
+    return float(fraction) if _is_number(fraction) else 1.0
+
+
+def lvm_summary(reports: dict[str, dict]) -> list[dict]:
+    """One table: each LVM run's model beside its baselines on VAL and OOD (c_0, margin, MRR, R@5), the best of
+    each column marked. Runs with the same baseline numbers share one set of baseline rows; learning-curve
+    runs (a share of the training windows) are left to the details when a full run exists."""
+    full = {r: rep for r, rep in reports.items() if train_fraction(rep) >= 1.0} or dict(reports)
+    left_out = [r for r in reports if r not in full]
+    splits = sorted({s for rep in full.values() for s, v in (rep.get("model") or {}).items() if isinstance(v, dict)},
+                    key=_split_rank)
+    groups: dict[str, list[str]] = {}
+    for name, rep in full.items():
+        groups.setdefault(baseline_signature(rep, splits), []).append(name)
+    columns = ["model / baseline"] + [f"{s.upper()} {label}" for s in splits for label in SUMMARY_LVM_METRICS.values()]
+    rows = []
+    for runs in groups.values():
+        baselines = {k: v for k, v in (full[runs[0]].get("baselines") or {}).items() if isinstance(v, dict)}
+        names = [n for n in BASELINE_ORDER if n in baselines] + sorted(n for n in baselines if n not in BASELINE_ORDER)
+        suffix = f" (data of {', '.join(runs)})" if len(groups) > 1 else ""
+        contenders = [(run, full[run].get("model") or {}, "model") for run in runs]
+        contenders += [(n.replace("_", "-") + suffix, baselines[n], "baseline") for n in names]
+        values = [[dig(c, f"{s}.{m}") for s in splits for m in SUMMARY_LVM_METRICS] for _, c, _ in contenders]
+        best = [best_of(list(column)) for column in zip(*values)] if values else []
+        for (label, _, kind), row in zip(contenders, values):
+            rows.append([Cell(label, kind)] + [winner_cell(v, b is not None and v == b) for v, b in zip(row, best)])
+    caption = ("★ best in its column among the models and their baselines (higher is better). c_0: mean cosine of "
+               "the prediction to the true next chunk; margin: c_0 minus the best other offset c_k; MRR, R@5: rank "
+               "of the true next chunk among its article's chunks")
+    if left_out:
+        caption += f". Learning-curve runs ({', '.join(left_out)}) are in the details"
+    blocks = [table(columns, rows, heading="Next-vector models (5CAT)", caption=caption, cls="summary")]
+    lines = [f"{name}: {v.get('line')}" for name, rep in full.items()
+             for _, v in sorted((rep.get("dominance") or {}).items(), key=lambda item: _split_rank(item[0]))
+             if isinstance(v, dict) and v.get("line")]
+    if lines:
+        beaten = sum(1 for rep in full.values() for v in (rep.get("dominance") or {}).values()
+                     if isinstance(v, dict) and v.get("dominates"))
+        blocks.append({"kind": "list", "heading": "", "lines": lines,
+                       "summary": f"does each model beat every baseline? {beaten} of {len(lines)} run × split: "
+                                  "yes (the verdicts)"})
+    return blocks
+
+
+def baseline_signature(report: dict, splits: list[str]) -> str:
+    baselines = report.get("baselines") or {}
+    numbers = {name: [dig(b, f"{s}.{m}") for s in splits for m in SUMMARY_LVM_METRICS]
+               for name, b in baselines.items() if isinstance(b, dict)}
+    return json.dumps(numbers, sort_keys=True, default=lambda v: round(v, 6))
+
+
+def _family_order(name: str):
+    from vecflow.ship.deploy import FAMILIES
+
+    return (FAMILIES.index(name) if name in FAMILIES else len(FAMILIES), name)
+
+
+def family_metric_columns() -> dict[str, str]:
+    """Column title -> dotted field of scores.json: the deploy decision's metric fields, then input dependence."""
+    from vecflow.ship.deploy import METRIC_FIELDS
+
+    titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
+              "bertscore_f1": "BERTScore F1"}
+    columns = {titles.get(metric, metric): field for metric, field in METRIC_FIELDS.items()}
+    columns.update({"distinct": "input_dependence.distinct_ratio", "own − shuffled R-1": "input_dependence.margin"})
+    return columns
+
+
+def family_table(scores: dict[str, dict], heading: str, caption: str, extra: dict | None = None,
+                 cost=None) -> dict:
+    """One row per summary family (seq2seq, causal, elm), the best of each metric column marked; ``extra``
+    columns (title -> field) and ``cost`` (family -> list of cells) are shown unmarked."""
+    metrics, extra = family_metric_columns(), extra or {}
+    names = sorted(scores, key=_family_order)
+    best = {title: best_of([dig(scores[n], field) for n in names]) for title, field in metrics.items()}
+    rows = []
+    for name in names:
+        s = scores[name]
+        row = [name, *(dig(s, f) for f in extra.values())]
+        row += [winner_cell(dig(s, field), best[t] is not None and dig(s, field) == best[t]) for t, field in metrics.items()]
+        rows.append(row + (cost(name) if cost else []))
+    columns = ["family", *extra, *metrics] + (["train minutes", "samples seen", "samples/s"] if cost else [])
+    return table(columns, rows, heading=heading, caption=caption, cls="summary")
+
+
+def deploy_summary(decision: dict) -> list[dict]:
+    gates = [g for g in decision.get("gates", []) or [] if isinstance(g, dict)]
+    deploy, name = bool(decision.get("deploy")), decision.get("name", "")
+    blocks = [banner(f"DEPLOY {name}" if deploy else f"NOT DEPLOYED {name}", deploy),
+              note(deciding_gate(decision, gates))]
+    chosen = decision.get("summarizer") or {}
+    if isinstance(chosen, dict) and chosen.get("family"):
+        compared = chosen.get("compared") or {}
+        among = ", ".join(f"{f} {cell(v).text}" for f, v in compared.items()) if isinstance(compared, dict) else ""
+        blocks.append(note(f"summarizer: {chosen['family']} (deploy.summarizer {chosen.get('choice', '?')}, by "
+                           f"{chosen.get('metric', '?')}{': ' + among if among else ''})"))
+    return blocks
+
+
+def data_sizes_table(run: dict) -> dict | None:
+    """Articles, chunks, windows, dialogues and ELM rows per split, from the data stages' own reports."""
+    rows: dict[str, dict] = {}
+    leakage = run["json"].get("leakage")
+    for split, counts in ((leakage or {}).get("counts") or {}).items():
+        if isinstance(counts, dict):
+            for key in ("articles", "chunks"):
+                rows.setdefault(key, {})[split] = counts.get(key)
+    direction = run["json"].get("direction")
+    if direction and _is_number(direction.get("n_windows")):
+        rows.setdefault("windows", {})["train"] = direction["n_windows"]
+    reports = [rep for rep in run["fivecat"].values() if train_fraction(rep) >= 1.0] or list(run["fivecat"].values())
+    for split, metrics in ((reports[0].get("model") or {}) if reports else {}).items():
+        if isinstance(metrics, dict) and _is_number(metrics.get("n_windows")):
+            rows.setdefault("windows", {})[split] = metrics["n_windows"]
+    for key, label, field in (("ingest_stats", "dialogues", "dialogues"), ("filter_stats", "ELM rows", "rows_kept")):
+        for split, stats in ((run["json"].get(key) or {}).get("splits") or {}).items():
+            if isinstance(stats, dict) and field in stats:
+                rows.setdefault(label, {})[split] = stats[field]
+    if not rows:
+        return None
+    splits = sorted({s for values in rows.values() for s in values}, key=_split_rank)
+    return table(["data", *splits], [[label, *(values.get(s) for s in splits)] for label, values in rows.items()],
+                 heading="Data sizes", cls="summary",
+                 caption="windows: TRAIN as the direction diagnostics read them, VAL/OOD as 5CAT scored them "
+                         "(after lvm.fivecat.max_samples); ELM rows: summary-task rows kept by the filter")
+
+
+def wall_time_rows(benchmarks: dict[str, dict]) -> list[tuple[str, int, float, float | None, float | None]]:
+    """(rule, jobs, wall s, CPU s, peak RSS MB) per rule from the benchmark files, slowest first."""
+    per_rule: dict[str, list[dict]] = {}
+    for name, bench in benchmarks.items():
+        per_rule.setdefault(name.split("/")[0], []).append(bench)
+    rows = []
+    for rule, benches in per_rule.items():
+        cpu = [b["cpu_s"] for b in benches if b["cpu_s"] is not None]
+        rss = [b["max_rss_mb"] for b in benches if b["max_rss_mb"] is not None]
+        rows.append((rule, len(benches), sum(b["s"] or 0.0 for b in benches), sum(cpu) if cpu else None,
+                     max(rss) if rss else None))
+    return sorted(rows, key=lambda row: -row[2])
+
+
+def wall_time_table(benchmarks: dict[str, dict]) -> dict:
+    rows = [[rule, jobs, hms(wall), hms(cpu), rss] for rule, jobs, wall, cpu, rss in wall_time_rows(benchmarks)]
+    total = sum(b["s"] or 0.0 for b in benchmarks.values())
+    rows.append([Cell("total", "total"), len(benchmarks), hms(total), None, None])
+    return table(["rule", "jobs", "wall (h:m:s)", "CPU (h:m:s)", "peak RSS (MB)"], rows,
+                 heading="Wall time per stage", cls="summary",
+                 caption="from Snakemake's benchmark files (results/benchmarks); rules without a benchmark: line "
+                         "are not counted. Per job in the details")
 
 # ------------------------------------------------------------------------------------------- sections
 def lineage_section(artifacts: dict, settings: dict, git_revision: str, generated: str) -> list[dict]:
@@ -269,81 +564,142 @@ def manifest_row(name: str, path: Path) -> list:
     return [name, manifest.get("name", name), source_text, len(files), hashlib.sha256(listing.encode()).hexdigest()]
 
 
-def data_section(artifacts: dict) -> list[dict]:
-    labels = {"ingest_stats": "Ingest stats", "filter_stats": "Filter stats",
-              "leakage": "Split leakage check", "split_ids": "Split ids"}
-    blocks = []
-    for key, label in labels.items():
-        path = one(artifacts, key)
-        blocks.append(not_run(label) if path is None else key_value_table(read_json(path), label))
+def split_table(splits: dict, heading: str = "", caption: str = "") -> dict:
+    """Rows: the fields of per-split statistics (nested keys joined with ' › '); columns: the splits."""
+    names = sorted((s for s, v in splits.items() if isinstance(v, dict)), key=_split_rank)
+    flat = {s: dict(flatten(splits[s], keep=_is_counts)) for s in names}
+    keys = list(dict.fromkeys(k for s in names for k in flat[s]))
+    rows = [[k.replace(".", " › "), *(flat[s].get(k) for s in names)] for k in keys]
+    return table(["", *names], rows, heading=heading, caption=caption)
+
+
+def stats_blocks(stats, heading: str, split_key: str = "splits") -> list[dict]:
+    """Per-split statistics as one table (splits as columns) and the remaining keys as a short key/value one."""
+    if not isinstance(stats, dict) or not isinstance(stats.get(split_key), dict):
+        return [key_value_table(stats, heading)]
+    blocks = [split_table(stats[split_key], heading=heading)]
+    rest = {k: v for k, v in stats.items() if k != split_key}
+    if rest:
+        blocks.append(key_value_table(rest, "", caption=f"{heading}: settings and checks"))
     return blocks
 
 
-def diagnostics_section(artifacts: dict) -> list[dict]:
+def split_ids_table(ids) -> dict:
+    if not isinstance(ids, dict):
+        return key_value_table(ids, "Split ids")
+    rows = [[split, len(v) if isinstance(v, list) else None, v] for split, v in
+            sorted(ids.items(), key=lambda item: _split_rank(item[0]))]
+    return table(["split", "articles", "article ids"], rows, heading="Split ids")
+
+
+def data_section(run: dict) -> list[dict]:
     blocks = []
-    path = one(artifacts, "direction")
-    if path is None:
+    labels = {"ingest_stats": ("Dialogues (ingest)", "splits"), "filter_stats": ("ELM rows (summary filter)", "splits"),
+              "leakage": ("Article split and leakage check", "counts")}
+    for key, (label, split_key) in labels.items():
+        stats = run["json"].get(key)
+        blocks += [not_run(label)] if stats is None else stats_blocks(stats, label, split_key)
+    ids = run["json"].get("split_ids")
+    blocks.append(not_run("Split ids") if ids is None else split_ids_table(ids))
+    return blocks
+
+
+def diagnostics_section(run: dict, artifacts: dict) -> list[dict]:
+    blocks = []
+    direction = run["json"].get("direction")
+    if direction is None:
         blocks.append(not_run("direction diagnostics"))
     else:
-        direction = read_json_object(path)
         passed = dig(direction, "gate.passed")
         if isinstance(passed, bool):
             blocks.append(banner("data-direction gate passed" if passed else "data-direction gate FAILED", passed))
-        blocks.append(key_value_table(direction, "Data direction"))
+        pos = direction.get("pos")
+        if isinstance(pos, list) and pos:
+            slots = [f"ctx[{i - len(pos)}]" for i in range(len(pos))]
+            blocks.append(table(slots, [pos], heading="Mean cosine of each context slot to the target",
+                                caption="should rise towards the last slot (ctx[-1])"))
+        blocks.append(key_value_table({k: v for k, v in direction.items() if k != "pos"}, "Data direction"))
     plot = one(artifacts, "direction_plot")
     blocks.append(not_run("direction plot") if plot is None else image(png_data_uri(plot), "cosine by context slot"))
     return blocks
 
 
-def training_section(artifacts: dict) -> list[dict]:
-    blocks = []
-    for name, path in named(artifacts, "history").items():
-        records = [record for _, record in iter_jsonl(path)]
-        x_key, terms = history_axes(records)
-        if not terms:
-            blocks.append({"kind": "note", "heading": name, "text": f"{path}: no numeric terms to plot"})
+# ------------------------------------------------------------------------------------------- histories
+LVM_VAL_METRICS = ("val/c0", "val/margin", "val/r1")
+SUMMARY_VAL_METRICS = ("val/rouge1", "val/rouge2", "val/rougeL", "val/rougeLsum", "val/bertscore_f1",
+                       "val/input_dependence/margin")
+X_KEYS = ("step", "epoch")
+
+
+def history_x(records: list[dict]) -> str:
+    """The x axis: step when it changes between records, else epoch, else the record number."""
+    for key in X_KEYS:
+        values = [r[key] for r in records if _is_number(r.get(key))]
+        if len(set(values)) > 1:
+            return key
+    return next((k for k in ("epoch", "step") if any(k in r for r in records)), "record")
+
+
+def classify_history(records: list[dict]) -> dict:
+    """Split a training log's numeric series: loss panels (term -> lines), validation metrics, other series
+    that change, and constant ones (listed, not drawn).
+
+    An LVM log (it has val/c0) pairs train/T with val/T for each loss term T and draws val c_0, margin and
+    R@1; a summarizer log draws every series named ``loss`` and the validation ROUGE / BERTScore."""
+    x_key = history_x(records)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, record in enumerate(records):
+        x = i if x_key == "record" else record.get(x_key)
+        if not _is_number(x):
             continue
-        png = plot_history(records, x_key, terms, title=name)
-        blocks.append(image(png_bytes_uri(png), f"{name}: {len(terms)} terms vs {x_key}", heading=name))
-        last = records[-1]
-        blocks.append(table(["term", f"last ({x_key} {last.get(x_key, len(records))})"],
-                            [[term, last.get(term)] for term in terms]))
-    return blocks
-
-
-def history_axes(records: list[dict]) -> tuple[str, list[str]]:
-    """The x axis (epoch, else step, else record number) and every numeric term worth plotting."""
-    x_key = next((k for k in ("epoch", "step") if any(k in r for r in records)), "record")
-    terms: list[str] = []
-    for record in records:
         for key, value in record.items():
-            wanted = key.startswith(("train/", "val/")) or key not in NOT_PLOTTED
-            if wanted and _is_number(value) and key != x_key and key not in terms:
-                terms.append(key)
-    return x_key, terms
+            if key not in X_KEYS and _is_number(value):
+                series.setdefault(key, []).append((x, value))
+    constant = {k: pts[0][1] for k, pts in series.items() if len({y for _, y in pts}) == 1}
+    varying = [k for k in series if k not in constant]
+    panels: dict[str, dict[str, list]] = {}
+    if "val/c0" in series:
+        for key in varying:
+            if key.startswith(("train/", "val/")) and f"train/{key.split('/', 1)[1]}" in series:
+                term = key.split("/", 1)[1]
+                panels.setdefault(term, {})
+                for side in ("train", "val"):
+                    if f"{side}/{term}" in series:
+                        panels[term][side] = series[f"{side}/{term}"]
+        metrics = [k for k in LVM_VAL_METRICS if k in series]
+    else:
+        for key in varying:
+            if "loss" in key.split("/"):
+                panels[key] = {key: series[key]}
+        metrics = [k for k in SUMMARY_VAL_METRICS if k in varying]
+    if not any(k in varying for k in metrics):
+        metrics = []
+    drawn = {f"{side}/{term}" if side in ("train", "val") else side for term, p in panels.items() for side in p}
+    drawn |= set(metrics)
+    other = [k for k in varying if k not in drawn]
+    constant = {k: v for k, v in constant.items() if k not in drawn}
+    return {"x": x_key, "series": series, "panels": panels, "metrics": metrics, "other": other,
+            "constant": constant, "records": len(records)}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def plot_panels(panels: dict[str, dict[str, list]], title: str, x_key: str, columns: int = 3) -> bytes:
+    """One PNG: a panel per entry, one line per series in it (no pyplot: no global state, no GUI backend)."""
+    from matplotlib.figure import Figure
 
-
-def plot_history(records: list[dict], x_key: str, terms: list[str], title: str) -> bytes:
-    """One PNG: a small panel per term against ``x_key`` (records without ``x_key`` are skipped)."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-
-    columns = min(3, len(terms))
-    rows = -(-len(terms) // columns)
-    fig = Figure(figsize=(4.2 * columns, 2.8 * rows))
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(4.2 * columns, 2.9 * rows) if columns > 1 else (6.4, 3.4))
     axes = fig.subplots(rows, columns, squeeze=False)
-    for ax, term in zip(axes.flat, terms):
-        points = [(r.get(x_key, i), r[term]) for i, r in enumerate(records)
-                  if _is_number(r.get(term)) and (x_key == "record" or x_key in r)]
-        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3)
-        ax.set_title(term, fontsize=9)
+    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+        for label, points in lines.items():
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3, label=label)
+        ax.set_title(panel, fontsize=9)
         ax.set_xlabel(x_key, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(terms):]:
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -352,27 +708,67 @@ def plot_history(records: list[dict], x_key: str, terms: list[str], title: str) 
     return buffer.getvalue()
 
 
-def fivecat_section(artifacts: dict) -> list[dict]:
+def history_blocks(name: str, path: Path, records: list[dict], heading: str = "") -> list[dict]:
+    """A training log as at most two figures (loss terms that change; validation metrics), a table of the
+    other series that change (first, last, min, max) and the constant ones listed."""
+    if not records:
+        return [note(f"{path}: empty training log", heading=heading)]
+    h = classify_history(records)
     blocks = []
-    runs, plots = named(artifacts, "fivecat"), named(artifacts, "fivecat_plot")
-    for run in sorted(set(runs) | set(plots)):
-        if run in runs:
-            blocks += fivecat_tables(run, read_json_object(runs[run]))
-        if run in plots:
-            blocks.append(image(png_data_uri(plots[run]), f"{run}: offset sweep c_k", heading=f"{run}: plot"))
+    if h["panels"]:
+        png = plot_panels(h["panels"], f"{name}: loss terms", h["x"])
+        blocks.append(image(png_bytes_uri(png), f"{name}: loss terms that change ({', '.join(h['panels'])}), "
+                                                f"train and val, by {h['x']}"))
+    if h["metrics"]:
+        png = plot_panels({"validation": {k: h["series"][k] for k in h["metrics"]}}, f"{name}: validation",
+                          h["x"], columns=1)
+        blocks.append(image(png_bytes_uri(png), f"{name}: {', '.join(h['metrics'])} by {h['x']}"))
+    if h["other"]:
+        rows = [[k, pts[0][1], pts[-1][1], min(y for _, y in pts), max(y for _, y in pts)]
+                for k in h["other"] for pts in [h["series"][k]]]
+        blocks.append(table(["series", "first", "last", "min", "max"], rows,
+                            caption=f"{name}: other series that change ({h['records']} records)"))
+    if h["constant"]:
+        lines = [f"{k} = {cell(v).text}" for k, v in h["constant"].items()]
+        what = (f"{len(lines)} values of its one record (nothing to draw)" if h["records"] == 1 else
+                f"{len(lines)} constant series, not drawn")
+        blocks.append({"kind": "list", "heading": "", "lines": lines, "summary": f"{name}: {what}"})
+    if blocks:
+        blocks[0] = {**blocks[0], "heading": heading}
+    return blocks
+
+# ------------------------------------------------------------------------------------------------- LVM
+def lvm_section(run: dict, artifacts: dict) -> list[dict]:
+    """Per LVM run: its training figures, the 5CAT verdict and tables, the offset sweep (model and baselines on
+    the same axes); then the learning curve."""
+    plots = named(artifacts, "fivecat_plot")
+    histories = {n[len(LVM_HISTORY_PREFIX):]: n for n in run["histories"] if n.startswith(LVM_HISTORY_PREFIX)}
+    blocks = []
+    for name in sorted(set(run["fivecat"]) | set(plots) | set(histories)):
+        part = []
+        if name in histories:
+            history = histories[name]
+            part += history_blocks(name, run["history_paths"][history], run["histories"][history])
+        report = run["fivecat"].get(name)
+        if report is not None:
+            part += dominance_banners(name, report)
+        if name in plots:
+            part.append(image(png_data_uri(plots[name]), f"{name}: offset sweep c_k (k = 0: the true next chunk), "
+                                                         "the model and the baselines on the same axes"))
+        if report is not None:
+            part += fivecat_tables(name, report)
+        if part:
+            part[0] = {**part[0], "heading": f"LVM run {name}"}
+        blocks += part
     return blocks + learning_curve_blocks(artifacts)
 
 
 def dominance_banners(run: str, report: dict) -> list[dict]:
     """One line per split: does the model beat every baseline on c0, MRR and margin, else what it loses to."""
     verdicts = report.get("dominance") or {}
-    return [banner(f"{run} — {v.get('line', split)}", bool(v.get("dominates")))
+    return [banner(f"{run} — {v.get('line', split)}", bool(v.get("dominates")), small=True)
             for split, v in sorted(verdicts.items(), key=lambda item: _split_rank(item[0]))
             if isinstance(v, dict)]
-
-
-def _split_rank(split: str):
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
 def learning_curve_blocks(artifacts: dict) -> list[dict]:
@@ -394,23 +790,38 @@ def learning_curve_blocks(artifacts: dict) -> list[dict]:
 
 
 def fivecat_tables(run: str, report: dict) -> list[dict]:
-    """Model vs baselines per split (headline metrics, offsets, ablations), then gates and thresholds."""
+    """Model vs baselines per split (headline metrics with thresholds, offsets, ablations), then the gates."""
     model = report.get("model", {}) or {}
     baselines = report.get("baselines", {}) or {}
     gates = report.get("gates", {}) or {}
     thresholds = report.get("thresholds", {}) or {}
     contenders = {"model": model, **baselines}
-    blocks = dominance_banners(run, report)
+    blocks = []
     splits = {s for c in contenders.values() if isinstance(c, dict) for s, v in c.items() if isinstance(v, dict)}
-    for split in sorted(splits, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s)):
+    for split in sorted(splits, key=_split_rank):
         by_name = {name: c[split] for name, c in contenders.items()
                    if isinstance(c, dict) and isinstance(c.get(split), dict)}
         blocks += fivecat_split_tables(run, split, by_name, gates.get(split, {}), thresholds.get(split, {}))
-    if gates:
-        blocks.append(key_value_table(gates, f"{run}: gates"))
-    if thresholds:
-        blocks.append(key_value_table(thresholds, f"{run}: thresholds"))
-    return blocks
+    folded = [fold(f"{run}: 5CAT tables (model and baselines per split, offsets c_k, ablations)", blocks)]
+    if isinstance(gates, dict) and gates:
+        folded.insert(0, gates_table(run, gates, report.get("generalisation"), thresholds))
+    return folded
+
+
+def gates_table(run: str, gates: dict, gaps, thresholds: dict) -> dict:
+    """Gate verdicts: rows per split (and the VAL−OOD generalisation gaps), columns per metric."""
+    metrics = list(dict.fromkeys(m for v in gates.values() if isinstance(v, dict) for m in v))
+    rows = []
+    for split, verdicts in sorted(gates.items(), key=lambda item: _split_rank(item[0])):
+        if isinstance(verdicts, dict):
+            rows.append([split, *(verdict(verdicts.get(m)) for m in metrics)])
+        else:
+            rows.append([split, verdict(verdicts), *([None] * (len(metrics) - 1))])
+    if isinstance(gaps, dict) and gaps:
+        rows.append(["VAL − OOD gap", *(gaps.get(m) for m in metrics)])
+    gap = thresholds.get("max_generalisation_gap") if isinstance(thresholds, dict) else None
+    caption = f"{run}: gates (pass/fail against lvm.fivecat.thresholds" + (f"; max gap {gap}" if gap is not None else "")
+    return table(["gate", *metrics], rows, caption=caption + ")")
 
 
 def fivecat_split_tables(run: str, split: str, by_name: dict, gates: dict, thresholds: dict) -> list[dict]:
@@ -422,9 +833,9 @@ def fivecat_split_tables(run: str, split: str, by_name: dict, gates: dict, thres
             for name, values in by_name.items()]
     if isinstance(thresholds, dict) and thresholds:
         rows.append(["threshold"] + [thresholds.get(metric) for metric in scalars])
-    blocks = [table(["", *scalars], rows, heading=f"{run}: {split}")]
+    blocks = [table(["", *scalars], rows, caption=f"{run}: {split.upper()}, model and baselines")]
     for part in ("offsets", "ablations"):
-        blocks += nested_metric_table(f"{run}: {split} {part}", {n: v.get(part) for n, v in by_name.items()})
+        blocks += nested_metric_table(f"{run}: {split.upper()} {part}", {n: v.get(part) for n, v in by_name.items()})
     return blocks
 
 
@@ -433,14 +844,19 @@ def gated_cell(value, verdict):
     return cell(value, "num pass" if verdict else "num fail") if isinstance(verdict, bool) else value
 
 
-def nested_metric_table(heading: str, by_name: dict) -> list[dict]:
-    """Rows per contender, columns the union of keys of a nested dict such as offsets {k: c_k}."""
-    present = {name: dict(flatten(value)) for name, value in by_name.items() if isinstance(value, dict) and value}
+def nested_metric_table(caption: str, by_name: dict) -> list[dict]:
+    """Rows per contender, columns the keys of a nested dict such as offsets {k: {c, n}} (shown as c)."""
+    def leaf(value):
+        return value.get("c") if isinstance(value, dict) and "c" in value else value
+
+    present = {name: {k: leaf(v) for k, v in value.items()} for name, value in by_name.items()
+               if isinstance(value, dict) and value}
     if not present:
         return []
     columns = sorted({k for v in present.values() for k in v}, key=_offset_order)
     rows = [[name, *(values.get(c) for c in columns)] for name, values in present.items()]
-    return [table(["", *columns], rows, heading=heading)]
+    titles = [f"k = {c}" if _offset_order(c)[0] == 0 else c for c in columns]
+    return [table(["", *titles], rows, caption=caption)]
 
 
 def _offset_order(key: str):
@@ -450,21 +866,7 @@ def _offset_order(key: str):
         return (1, 0, key)
 
 
-def summaries_section(artifacts: dict) -> list[dict]:
-    blocks = []
-    scores = named(artifacts, "scores")
-    if scores:
-        loaded = {name: read_json_object(path) for name, path in scores.items()}
-        blocks.append(family_comparison(loaded, named(artifacts, "train_summary"), named(artifacts, "history")))
-        blocks.append(scores_table(loaded))
-        curve = selection_curve_plot(named(artifacts, "history"))
-        if curve is not None:
-            blocks.append(curve)
-    for name, path in named(artifacts, "examples").items():
-        blocks.append(examples_table(name, read_json_object(path)))
-    return blocks
-
-
+# ------------------------------------------------------------------------------------------- summaries
 SCORE_COLUMNS = {
     "n": "n", "ROUGE-1 F": "rouge.rouge1.f", "ROUGE-2 F": "rouge.rouge2.f", "ROUGE-L F": "rouge.rougeL.f",
     "ROUGE-Lsum F": "rouge.rougeLsum.f", "BERTScore F1": "bertscore.f1", "F1 std": "bertscore.f1_std",
@@ -472,30 +874,36 @@ SCORE_COLUMNS = {
     "pred words": "mean_pred_words", "ref words": "mean_ref_words",
     "tag rate pred": "speaker_tag_rate.predictions", "tag rate ref": "speaker_tag_rate.references",
 }
+FAMILY_EXTRA_COLUMNS = {"n": "n", "mean words": "mean_pred_words", "with speaker tags": "speaker_tag_rate.predictions"}
 
 
-COMPARISON_COLUMNS = {
-    "ROUGE-1": "rouge.rouge1.f", "ROUGE-2": "rouge.rouge2.f", "ROUGE-L": "rouge.rougeL.f",
-    "ROUGE-Lsum": "rouge.rougeLsum.f", "BERTScore F1": "bertscore.f1", "mean words": "mean_pred_words",
-    "with speaker tags": "speaker_tag_rate.predictions", "distinct": "input_dependence.distinct_ratio",
-    "own − shuffled R-1": "input_dependence.margin",
-}
+def summaries_section(run: dict, artifacts: dict) -> list[dict]:
+    blocks = []
+    for name, records in run["histories"].items():
+        if not name.startswith(LVM_HISTORY_PREFIX):
+            blocks += history_blocks(name, run["history_paths"][name], records, heading=f"{name}: training")
+    scores = run["scores"]
+    if scores:
+        blocks.append(family_comparison(scores, named(artifacts, "train_summary"), run["history_paths"]))
+        blocks.append(scores_table(scores))
+        curve = selection_curve_plot(run["history_paths"])
+        if curve is not None:
+            blocks.append(curve)
+    for name, path in named(artifacts, "examples").items():
+        blocks.append(examples_table(name, read_json_object(path)))
+    return blocks
 
 
 def family_comparison(scores: dict[str, dict], train_summaries: dict[str, Path], histories: dict[str, Path]) -> dict:
-    """One table: every summary family of the run on the same dialogues and scorer, the best ROUGE-L marked."""
-    best = max(scores, key=lambda name: dig(scores[name], "rouge.rougeL.f") or -1.0)
-    rows = []
-    for name, s in scores.items():
-        minutes, samples, rate = training_cost(name, train_summaries.get(name), histories.get(name))
-        label = f"{name} (best ROUGE-L)" if name == best and len(scores) > 1 else name
-        rows.append([label, dig(s, "n"), *(dig(s, path) for path in COMPARISON_COLUMNS.values()),
-                     minutes, samples, rate])
-    return table(["family", "n", *COMPARISON_COLUMNS, "train minutes", "samples seen", "samples/s"], rows,
-                 heading="Summary families compared",
-                 caption="every family trained in this run, scored on the same dialogues with the same scorer; "
-                         "distinct = share of distinct predictions; own − shuffled R-1 = ROUGE-1 against the own "
-                         "references minus against other dialogues' (≤ 0: the model ignores its input)")
+    """The summary families of the run on the same dialogues and scorer, with length, tags and training cost."""
+    def cost(name):
+        return list(training_cost(name, train_summaries.get(name), histories.get(name)))
+
+    return family_table(scores, heading="Summary families compared", extra=FAMILY_EXTRA_COLUMNS, cost=cost,
+                        caption="every family trained in this run, scored on the same dialogues with the same "
+                                "scorer; ★ best in its column; distinct = share of distinct predictions; own − "
+                                "shuffled R-1 = ROUGE-1 against the own references minus against other dialogues' "
+                                "(≤ 0: the model ignores its input)")
 
 
 def training_cost(name: str, summary_path: Path | None, history_path: Path | None) -> tuple:
@@ -524,32 +932,20 @@ def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
             curves[name] = points
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=100)
+    panels = {"selection split score": {}}
     for name, points in curves.items():
         xs = [p["samples_seen"] for p in points]
-        ax.plot(xs, [p["val/rouge1"] for p in points], marker="o", label=f"{name} ROUGE-1")
-        ax.plot(xs, [p["val/rougeL"] for p in points], marker=".", linestyle="--", label=f"{name} ROUGE-L")
-    ax.set_xlabel("training samples seen")
-    ax.set_ylabel("selection split score")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return image(png_bytes_uri(buffer.getvalue()), "learning curve: selection split (carved from train) score "
+        panels["selection split score"][f"{name} ROUGE-1"] = list(zip(xs, [p["val/rouge1"] for p in points]))
+        if all(_is_number(p.get("val/rougeL")) for p in points):
+            panels["selection split score"][f"{name} ROUGE-L"] = list(zip(xs, [p["val/rougeL"] for p in points]))
+    png = plot_panels(panels, "summarizer learning curves", "training samples seen", columns=1)
+    return image(png_bytes_uri(png), "learning curve: selection split (carved from train) score "
                  "against samples seen, per summarizer family", heading="Summarizer learning curves")
 
 
 def scores_table(scores: dict[str, dict]) -> dict:
-    rows = [[name, *(dig(s, path) for path in SCORE_COLUMNS.values())] for name, s in scores.items()]
+    rows = [[name, *(dig(s, path) for path in SCORE_COLUMNS.values())]
+            for name, s in sorted(scores.items(), key=lambda item: _family_order(item[0]))]
     backbone = {f"{dig(s, 'bertscore.model')} (layers {dig(s, 'bertscore.num_layers')})" for s in scores.values()}
     return table(["model", *SCORE_COLUMNS], rows, heading="Scores",
                  caption="BERTScore backbone: " + "; ".join(sorted(backbone)))
@@ -594,18 +990,16 @@ def _number_or_text(text: str):
     return text
 
 
-def deploy_section(artifacts: dict) -> list[dict]:
-    path = one(artifacts, "decision")
-    if path is None:
+def deploy_section(run: dict) -> list[dict]:
+    decision = run["decision"]
+    if decision is None:
         return []
-    decision = read_json_object(path)
     gates = [g for g in decision.get("gates", []) or [] if isinstance(g, dict)]
-    deploy = bool(decision.get("deploy"))
-    name = decision.get("name", "")
-    blocks = [banner(f"DEPLOY {name}" if deploy else f"NOT DEPLOYED {name}", deploy),
-              {"kind": "note", "heading": "", "text": deciding_gate(decision, gates)}]
-    rows = [[g.get("component"), g.get("gate"), g.get("value"), g.get("threshold"), g.get("passed")] for g in gates]
-    blocks.append(table(["component", "gate", "value", "threshold", "passed"], rows, heading="Gates"))
+    rows = [[g.get("component"), g.get("gate"), g.get("value"), g.get("threshold"), verdict(g.get("passed"))]
+            for g in gates]
+    blocks = [table(["component", "gate", "value", "threshold", "passed"], rows, heading="Gates")]
+    if decision.get("reason"):
+        blocks.append(note(str(decision["reason"])))
     return blocks
 
 
@@ -630,33 +1024,86 @@ def find_gate(label: str, gates: list[dict]) -> dict | None:
     return None
 
 
-SECTIONS = (  # id, title, the keys that belong to it
+def runtime_section(run: dict) -> list[dict]:
+    rows = [[name, b["s"], hms(b["s"]), b["cpu_s"], b["max_rss_mb"], b["repeats"]]
+            for name, b in run["benchmarks"].items()]
+    return [table(["job (rule/wildcards)", "wall s", "h:m:s", "CPU s", "peak RSS (MB)", "repeats"], rows,
+                  caption="one row per Snakemake benchmark file; repeats are averaged")]
+
+
+def compare_section(run: dict, previous: str) -> list[dict]:
+    """This run's headline metrics beside those of a previous results folder (report.compare_with)."""
+    from vecflow.ship.compare import changed, comparison_rows, discover, headline, headline_from_files
+
+    ours = headline(run["fivecat"], run["scores"], run["decision"])
+    theirs = headline_from_files(discover(previous))
+    rows = comparison_rows(theirs, ours)
+    cells = [[key, a, b, delta_cell(delta)] for key, a, b, delta in rows]
+    return [table(["metric", f"previous ({previous})", "this run", "Δ"], cells, heading=f"Compared with {previous}",
+                  caption=f"{len(rows)} headline metrics, {sum(map(changed, rows))} differ; Δ = this run − previous "
+                          "(vecflow compare gives the same table as text)")]
+
+
+def delta_cell(delta) -> Cell:
+    if _is_number(delta):
+        text = f"{delta:+.4f}" if isinstance(delta, float) else f"{delta:+d}"
+        return Cell(text, "num up" if delta > 0 else "num down" if delta < 0 else "num")
+    return cell(delta if delta else None)
+
+
+# --------------------------------------------------------------------------------------------- assembly
+SECTIONS = (  # id, title, the keys that belong to it; DAG order, after the summary
     ("lineage", "Lineage", ("config", "manifest", "data", "tracking")),
     ("data", "Data", ("ingest_stats", "filter_stats", "leakage", "split_ids")),
     ("diagnostics", "Data-direction diagnostics", ("direction", "direction_plot")),
-    ("training", "Training curves", ("history",)),
-    ("fivecat", "5CAT", ("fivecat", "fivecat_plot", "lvm_curve", "lvm_curve_plot")),
-    ("summaries", "Summaries", ("scores", "examples")),
+    ("lvm", "LVM runs and 5CAT", ("fivecat", "fivecat_plot", "lvm_curve", "lvm_curve_plot")),
     ("hpo", "HPO", ("hpo_trials", "hpo_importance", "hpo_params")),
-    ("deploy", "Deploy", ("decision",)),
+    ("summaries", "Summaries", ("scores", "examples")),
+    ("deploy", "Deploy gates", ("decision",)),
+    ("runtime", "Run time", ("benchmark",)),
 )
+JSON_KEYS = ("ingest_stats", "filter_stats", "leakage", "split_ids", "direction")
+
+
+def load_run(artifacts: dict) -> dict:
+    """Every metric file of the run read once: JSON stats, 5CAT reports, scores, the decision, training logs and
+    benchmark files (plots stay paths: they are inlined as they are)."""
+    histories = named(artifacts, "history")
+    return {
+        "json": {key: read_json(one(artifacts, key)) for key in JSON_KEYS if one(artifacts, key) is not None},
+        "fivecat": {name: read_json_object(path) for name, path in named(artifacts, "fivecat").items()},
+        "scores": {name: read_json_object(path) for name, path in named(artifacts, "scores").items()},
+        "decision": read_json_object(one(artifacts, "decision")) if one(artifacts, "decision") else None,
+        "histories": {name: [record for _, record in iter_jsonl(path)] for name, path in histories.items()},
+        "history_paths": histories,
+        "benchmarks": {name: read_benchmark(path) for name, path in named(artifacts, "benchmark").items()},
+    }
 
 
 def build_sections(artifacts: dict, settings: dict, git_revision: str, generated: str) -> list[dict]:
+    run = load_run(artifacts)
+    has_lvm_history = any(n.startswith(LVM_HISTORY_PREFIX) for n in run["histories"])
+    has_other_history = any(not n.startswith(LVM_HISTORY_PREFIX) for n in run["histories"])
     builders = {
         "lineage": lambda: lineage_section(artifacts, settings, git_revision, generated),
-        "data": lambda: data_section(artifacts),
-        "diagnostics": lambda: diagnostics_section(artifacts),
-        "training": lambda: training_section(artifacts),
-        "fivecat": lambda: fivecat_section(artifacts),
-        "summaries": lambda: summaries_section(artifacts),
+        "data": lambda: data_section(run),
+        "diagnostics": lambda: diagnostics_section(run, artifacts),
+        "lvm": lambda: lvm_section(run, artifacts),
         "hpo": lambda: hpo_section(artifacts),
-        "deploy": lambda: deploy_section(artifacts),
+        "summaries": lambda: summaries_section(run, artifacts),
+        "deploy": lambda: deploy_section(run),
+        "runtime": lambda: runtime_section(run),
     }
-    sections = []
+    sections = [{"id": "summary", "title": "Summary", "folded": False, "blocks": summary_section(run)}]
+    previous = settings.get("compare_with") or ""
+    if previous:
+        sections.append({"id": "compare", "title": "Compared with previous run", "folded": True,
+                         "blocks": compare_section(run, previous)})
     for section_id, title, keys in SECTIONS:
         ran = section_id == "lineage" or any(key in artifacts for key in keys)
-        sections.append({"id": section_id, "title": title, "blocks": builders[section_id]() if ran else []})
+        ran = ran or (section_id == "lvm" and has_lvm_history) or (section_id == "summaries" and has_other_history)
+        sections.append({"id": section_id, "title": title, "folded": True,
+                         "blocks": builders[section_id]() if ran else []})
     return sections
 
 
@@ -697,6 +1144,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifact", action="append", default=[], metavar="KEY[:NAME]=PATH",
                         help=f"a metric/plot file; keys: {', '.join(ARTIFACT_KEYS)}")
     parser.add_argument("--artifacts-json", help="optional JSON object {\"KEY[:NAME]\": \"PATH\"} (more artifacts)")
+    parser.add_argument("--benchmarks", metavar="DIR",
+                        help="Snakemake benchmark folder: every *.tsv under it (absent folder: none)")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the 'report' config section")
     parser.add_argument("--out", required=True, help="output HTML file")
     return parser
@@ -705,6 +1154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     specs = list(args.artifact) + (specs_from_json(args.artifacts_json) if args.artifacts_json else [])
+    specs += benchmark_specs(args.benchmarks) if args.benchmarks else []
     artifacts = collect_artifacts(specs)
     html_text = build_report(artifacts, args.settings)
     write_text(args.out, html_text)
