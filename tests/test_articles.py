@@ -58,6 +58,18 @@ def test_split_sentences_keeps_abbreviated_lowercase_words_together():
     ]
 
 
+def test_split_sentences_is_one_splitter_for_chunks_and_rouge():
+    """Lower-case text (an uncased model's summaries) splits too; abbreviations and line breaks as in prose."""
+    from vecflow.summary import scoring
+
+    assert scoring.split_sentences is split_sentences
+    assert split_sentences("#person1# asks why. #person2# says no! is it? yes.") == [
+        "#person1# asks why.", "#person2# says no!", "is it?", "yes."]
+    assert split_sentences("Dr. Smith met e.g. the U.S. team at 5 p.m. today. Then left.\nNext line") == [
+        "Dr. Smith met e.g. the U.S. team at 5 p.m. today.", "Then left.", "Next line"]
+    assert split_sentences("Wait... what?") == ["Wait...", "what?"]
+
+
 def test_pack_sentences_targets_size_and_merges_tiny_pieces():
     sentences = ["one two three four five.", "six seven eight nine ten.", "Tail."]
     assert pack_sentences(sentences, target_tokens=6, min_tokens=2) == [

@@ -227,7 +227,8 @@ def test_combine_losses_weights_and_reports_each_term():
     [
         (lambda r: r.pop("target_text"), "train_synthesis.jsonl:2: field 'target_text': missing"),
         (lambda r: r.update(input_prompt_template="no placeholder"), ":2: field 'input_prompt_template': must contain"),
-        (lambda r: r.update(embedding_index=99), ":2: field 'embedding_index': 99 is out of range (the embeddings have 12"),
+        (lambda r: r.update(embedding_index=99),
+         ":2: field 'embedding_index': 99 is out of range (the embeddings have 12"),
         (lambda r: r.update(task_type="topic"), ":2: field 'task_type': expected 'summary'"),
         (lambda r: r.update(source_id=5), ":2: field 'source_id': expected str"),
     ],

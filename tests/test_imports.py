@@ -67,3 +67,60 @@ def test_the_probe_sees_a_training_import():
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert {"vecflow.summary.elm_train", "vecflow.summary.elm_losses"} <= loaded
+
+
+# ------------------------------------------------------------------------------------- declared dependencies
+REPO = Path(__file__).resolve().parents[1]
+# import name -> distribution name where they differ
+DISTRIBUTION = {"yaml": "pyyaml", "bert_score": "bert-score", "rouge_score": "rouge-score",
+                "huggingface_hub": "huggingface-hub", "sentence_transformers": "sentence-transformers",
+                "mlflow": "mlflow-skinny", "faiss": "faiss-cpu"}
+# declared but not imported by the package, each for a reason (see the comments in pyproject.toml); snakemake
+# is imported by the workflow's .smk files (not Python that ast can read) and runs every rule
+NOT_IMPORTED = {"snakemake", "gguf", "accelerate", "snakemake-executor-plugin-slurm",
+                "snakemake-executor-plugin-cluster-generic", "snakefmt", "schemathesis", "hypothesis", "pytest",
+                "mlflow"}
+
+
+def _third_party_imports(paths) -> set[str]:
+    import ast
+
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("vecflow", "__future__")}
+
+
+def _requirement_name(text: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~\[ ;]", text.strip(), maxsplit=1)[0].lower()
+
+
+def test_every_import_is_declared_and_every_dependency_is_used():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {_requirement_name(r) for r in project["dependencies"]}
+    extras = {_requirement_name(r) for group in project["optional-dependencies"].values() for r in group}
+    imported = {DISTRIBUTION.get(n, n).replace("_", "-").lower()
+                for n in _third_party_imports((REPO / "scripts" / "vecflow").rglob("*.py"))}
+    assert imported - core - extras == set(), "imported but not declared"
+    assert core - imported - NOT_IMPORTED == set(), "declared but never imported"
+
+
+def test_the_conda_env_installs_the_core_dependencies():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "envs" / "vecflow.yaml").read_text())
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    # snakemake runs the rules; it is not installed inside their environment
+    assert sorted(r for r in pip if not r.startswith("-e")) == sorted(
+        r for r in project["dependencies"] if not r.startswith("snakemake"))

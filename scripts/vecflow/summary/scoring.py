@@ -8,7 +8,8 @@ Conventions (documented here because they change the numbers):
 - ROUGE uses rouge-score's default tokenizer with the Porter stemmer: it lower-cases and replaces every
   non-alphanumeric character by a space, so the speaker tag ``#Person1#`` is scored as the word ``person1``.
 - rougeLsum needs one sentence per line. NLTK's punkt is not available offline, so ``split_sentences``
-  splits on ``.``, ``!``, ``?`` followed by whitespace (and on line breaks); only rougeLsum sees that text.
+  (``vecflow.data.articles``, the one splitter) splits on ``.``, ``!``, ``?`` followed by whitespace (not after
+  an abbreviation) and on line breaks; only rougeLsum sees that text.
 - Several references (DialogSum's test split has three): each metric takes, per sample, the reference with
   the best F-measure (rouge-score's ``score_multi``); BERTScore takes the max over references (bert-score's
   list-of-lists mode).
@@ -29,9 +30,9 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json
 from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.data.articles import split_sentences
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
 SPEAKER_TAG = re.compile(r"#Person\d+#", re.IGNORECASE)
 
 
@@ -54,11 +55,6 @@ def read_predictions(path: str | Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ ROUGE
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences with a regex (no NLTK): after . ! ? followed by whitespace, and at newlines."""
-    return [sentence for sentence in SENTENCE_BOUNDARY.split(text.strip()) if sentence]
-
-
 def _one_sentence_per_line(text: str) -> str:
     return "\n".join(split_sentences(text))
 
