@@ -435,3 +435,20 @@ def test_lvm_curve_cli_names_a_folder_without_summary(tmp_path, capsys):
                  "--out-json", str(tmp_path / "c.json"), "--out-plot", str(tmp_path / "c.png")])
     assert code == 2 and "nope/summary.json: file not found" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_results_file_reader_and_writer_check_the_headline_numbers(tmp_path):
+    from vecflow.lvm.fivecat_results import read_results, write_results
+
+    path = tmp_path / "r.json"
+    write_results(path, {"model": {"val": {"c0": 0.5, "margin": None}}, "baselines": {"ridge": {"val": {"c0": 0.4}}}})
+    assert read_results(path)["model"]["val"]["c0"] == 0.5
+    path.write_text(json.dumps({"model": {"val": {"c0": "0.5"}}}))
+    with pytest.raises(VecflowError, match=r"r\.json: field 'model\.val\.c0': expected a number, got str"):
+        read_results(path)
+    path.write_text(json.dumps({"baselines": {}}))
+    with pytest.raises(VecflowError, match=r"r\.json: field 'model': missing or not an object"):
+        read_results(path)
+    with pytest.raises(VecflowError, match=r"field 'baselines\.ridge\.val\.r1': expected a number, got bool"):
+        write_results(tmp_path / "w.json", {"model": {}, "baselines": {"ridge": {"val": {"r1": True}}}})
+    assert not (tmp_path / "w.json").exists()
