@@ -287,8 +287,18 @@ def test_report_reads_only_the_files_it_is_given(tmp_path):
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     (model_dir / "model.safetensors").write_bytes(b"\0" * 16)
+    benchmarks = tmp_path / "benchmarks" / "train_lvm"  # read as a folder (--benchmarks)
+    benchmarks.mkdir(parents=True)
+    (benchmarks / "p1.tsv").write_text(BENCHMARK_TSV.format(s=1.0, cpu=1.0))
+    previous = tmp_path / "previous"  # report.compare_with: only its headline files are read
+    (previous / "lvm" / "fivecat").mkdir(parents=True)
+    (previous / "lvm" / "fivecat" / "p4.json").write_text(artifacts["fivecat:p4"].read_text())
+    (previous / "lvm" / "models" / "p4").mkdir(parents=True)
+    (previous / "lvm" / "models" / "p4" / "history.jsonl").write_text('{"epoch": 1}\n')
     out = tmp_path / "report.html"
-    argv = sum((["--artifact", s] for s in specs(artifacts)), []) + ["--settings", "{}", "--out", str(out)]
+    settings = json.dumps({"compare_with": str(previous)})
+    argv = sum((["--artifact", s] for s in specs(artifacts)), []) + [
+        "--benchmarks", str(tmp_path / "benchmarks"), "--settings", settings, "--out", str(out)]
     script = f"""
 import json, sys
 root = {str(tmp_path)!r}
@@ -306,6 +316,7 @@ print(json.dumps({{"opened": sorted(opened), "torch": "torch" in sys.modules,
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     allowed = {str(p) for p in artifacts.values()}
+    allowed |= {str(benchmarks / "p1.tsv"), str(previous / "lvm" / "fivecat" / "p4.json")}
     reads = {p for p in report["opened"] if not Path(p).name.startswith(".report.html")}
     assert reads == allowed, reads ^ allowed  # each artifact read, nothing else (the hook works)
     assert not any(str(model_dir) in p for p in report["opened"])
@@ -313,14 +324,19 @@ print(json.dumps({{"opened": sorted(opened), "torch": "torch" in sys.modules,
     assert out.exists()
 
 
-def test_fivecat_tolerates_partial_and_odd_structures(tmp_path):
-    odd = tmp_path / "fivecat.json"
-    odd.write_text(json.dumps({"model": {"val": {"c0": 0.5, "extra_metric": 2.0}, "note": "x"},
-                               "baselines": {"ridge": {"val": {"c0": 0.4}}, "broken": 3},
-                               "gates": {"val": {"c0": True}, "generalisation": True}}))
-    html_text = render(tmp_path, {"fivecat:r": odd})
+def test_fivecat_tolerates_partial_structures_and_names_a_bad_file(tmp_path):
+    partial = tmp_path / "fivecat.json"  # no OOD, one baseline, no thresholds, a gate that is a bare verdict
+    partial.write_text(json.dumps({"model": {"val": {"c0": 0.5, "extra_metric": 2.0}},
+                                   "baselines": {"ridge": {"val": {"c0": 0.4}}},
+                                   "gates": {"val": {"c0": True}, "generalisation": True}}))
+    html_text = render(tmp_path, {"fivecat:r": partial})
     fivecat = section(html_text, "lvm")
     assert "extra_metric" in fivecat and "ridge" in fivecat and 'class="num pass">0.5000' in fivecat
+    assert "0.5000 ★" in section(html_text, "summary")  # the model beats ridge on VAL c_0
+    bad = tmp_path / "bad.json"  # the 5CAT results reader (vecflow.lvm.fivecat_results) checks the file
+    bad.write_text(json.dumps({"model": {"val": {"c0": "high"}}}))
+    with pytest.raises(VecflowError, match=r"bad.json.*model.val.c0.*expected a number"):
+        build_report(collect_artifacts([f"fivecat:r={bad}"]), {})
 
 
 def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
@@ -347,3 +363,117 @@ def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
     assert "ood: the model dominates every baseline (context_mean)" in fivecat
     assert "LVM learning curve" in fivecat and "train windows" in fivecat and "data:image/png" in fivecat
     assert [r["train_windows"] for r in curve["rows"] if r["predictor"] == "model"] == [100, 100, 1000, 1000]
+
+
+# ------------------------------------------------------------------------------------ summary first
+def test_summary_comes_first_and_details_fold_in_dag_order_with_a_matching_toc(full_page):
+    html_text, _ = full_page
+    ids = re.findall(r'<section id="([^"]+)">', html_text)
+    assert tuple(ids) == SECTION_IDS  # summary, then the DAG: lineage, data, diagnostics, LVM, HPO, summaries, ...
+    nav = re.search(r"<nav[^>]*>(.*?)</nav>", html_text, re.S).group(1)
+    assert re.findall(r'href="#([^"]+)"', nav) == ids  # the table of contents names the same sections
+    assert html_text.index("<nav") < html_text.index('<section id="summary">')
+    summary = section(html_text, "summary")
+    assert "<details" not in summary.split("<table", 1)[0]  # the summary is open, its first table up front
+    for section_id in SECTION_IDS[1:]:
+        body = section(html_text, section_id).strip()
+        assert body.startswith('<details class="section"><summary><h2>') and body.endswith("</details>"), section_id
+
+
+def test_lvm_summary_marks_the_best_of_model_and_baselines(full_page):
+    html_text, _ = full_page
+    summary = section(html_text, "summary")
+    lvm_table = summary[summary.index("Next-vector models"):].split("</table>", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr><td class="(?:model|baseline)">([^<]+)</td>(.*?)</tr>',
+                                                        lvm_table)}
+    assert list(rows) == ["p4", "copy-last", "context-mean"]
+    cells = {name: re.findall(r'<td class="([^"]*)">([^<]*)</td>', row) for name, row in rows.items()}
+    assert cells["p4"][1] == ("num win", "0.1400 ★")  # VAL margin: the model's 0.14 beats -0.5 and -0.2
+    assert cells["context-mean"][0] == ("num win", "0.6600 ★") and cells["p4"][0] == ("num", "0.6100")
+    assert cells["copy-last"][0] == ("num", "0.4100")
+    assert "VAL c_0" in lvm_table and "OOD R@5" in lvm_table
+
+
+def test_lvm_summary_groups_runs_by_their_baselines_and_leaves_curve_runs_to_the_details():
+    from vecflow.ship.report import lvm_summary
+
+    def report(model_c0, ridge_c0, fraction=1.0):
+        split = lambda c0: {"c0": c0, "margin": 0.0, "mrr": 0.1, "r5": 0.2}  # noqa: E731
+        return {"model": {"val": split(model_c0)}, "baselines": {"ridge": {"val": split(ridge_c0)}},
+                "settings": {"train_fraction": fraction}}
+
+    blocks = lvm_summary({"a": report(0.5, 0.4), "b": report(0.3, 0.4), "a-lc10": report(0.9, 0.2, 0.1)})
+    rows = [[c.text for c in row] for row in blocks[0]["rows"]]
+    assert [r[0] for r in rows] == ["a", "b", "ridge"]  # a and b share one ridge row; a-lc10 is a curve run
+    assert rows[0][1] == "0.5000 ★" and rows[2][1] == "0.4000"
+    assert "a-lc10" in blocks[0]["caption"]
+    blocks = lvm_summary({"a": report(0.5, 0.4), "b": report(0.3, 0.6)})  # different data: one group each
+    assert [[c.text for c in row][0] for row in blocks[0]["rows"]] == ["a", "ridge (data of a)", "b", "ridge (data of b)"]
+    assert [[c.text for c in row][1] for row in blocks[0]["rows"]] == ["0.5000 ★", "0.4000", "0.3000", "0.6000 ★"]
+    only_curve = lvm_summary({"a-lc10": report(0.9, 0.2, 0.1)})  # no full run: the curve runs are the summary
+    assert [[c.text for c in row][0] for row in only_curve[0]["rows"]] == ["a-lc10", "ridge"]
+
+
+def test_stats_read_as_tables_not_dotted_keys(full_page):
+    html_text, _ = full_page
+    data = section(html_text, "data")
+    assert "job interview (12), shopping (9), travel (2), a (1), b (1), … (6 in all)" in data  # top topics, short
+    assert "top_topics.job" not in data and "splits.train" not in data
+    assert "dropped › task_type" in data and "topic (40)" in data
+    assert "<th>train</th><th>val</th>" in data  # splits as columns
+    summary = section(html_text, "summary")
+    sizes = summary[summary.index("Data sizes"):].split("</table>", 1)[0]
+    assert re.search(r"<td[^>]*>articles</td><td[^>]*>7</td><td[^>]*>2</td>", sizes)
+    assert re.search(r"<td[^>]*>dialogues</td><td[^>]*>40</td><td[^>]*>8</td>", sizes)
+    assert re.search(r"<td[^>]*>windows</td><td[^>]*>60</td>", sizes)  # train windows from the diagnostics
+    assert "ctx[-1]" in section(html_text, "diagnostics") and ">no</td>" in section(html_text, "diagnostics")
+
+
+# ------------------------------------------------------------------------------------ benchmarks
+def test_benchmark_files_are_read_and_summed_per_rule(tmp_path):
+    folder = tmp_path / "benchmarks"
+    (folder / "train_lvm").mkdir(parents=True)
+    (folder / "train_lvm" / "p4.tsv").write_text(BENCHMARK_TSV.format(s=100.0, cpu=150.0))
+    (folder / "train_lvm" / "p1.tsv").write_text(BENCHMARK_TSV.format(s=50.0, cpu="-"))
+    (folder / "resolved_config.tsv").write_text(BENCHMARK_TSV.format(s=1.0, cpu=1.0))
+    specs = benchmark_specs(folder)
+    assert specs == [f"benchmark:resolved_config={folder / 'resolved_config.tsv'}",
+                     f"benchmark:train_lvm/p1={folder / 'train_lvm' / 'p1.tsv'}",
+                     f"benchmark:train_lvm/p4={folder / 'train_lvm' / 'p4.tsv'}"]
+    assert benchmark_specs(tmp_path / "absent") == []
+    assert read_benchmark(folder / "train_lvm" / "p1.tsv") == {"s": 50.0, "max_rss_mb": 812.5, "cpu_s": None,
+                                                               "repeats": 1}
+    from vecflow.ship.report import wall_time_rows
+
+    benches = {spec.split("=")[0].split(":")[1]: read_benchmark(Path(spec.split("=", 1)[1])) for spec in specs}
+    assert wall_time_rows(benches) == [("train_lvm", 2, 150.0, 150.0, 812.5), ("resolved_config", 1, 1.0, 1.0, 812.5)]
+    out = tmp_path / "r.html"
+    assert cli_main(["report", "--benchmarks", str(folder), "--settings", "{}", "--out", str(out)]) == 0
+    assert "0:02:30" in section(out.read_text(), "summary") and "train_lvm/p1" in section(out.read_text(), "runtime")
+
+
+def test_a_bad_benchmark_file_is_named(tmp_path):
+    bad = tmp_path / "b.tsv"
+    bad.write_text("s\th:m:s\ncheap\t0:00:01\n")
+    with pytest.raises(VecflowError, match=r"b.tsv:2: column 's': 'cheap' is not a number"):
+        read_benchmark(bad)
+    bad.write_text("seconds\n1\n")
+    with pytest.raises(VecflowError, match=r"b.tsv: not a Snakemake benchmark file"):
+        read_benchmark(bad)
+
+
+# ------------------------------------------------------------------------------------ compare_with
+def test_report_compares_with_a_previous_results_folder(tmp_path):
+    artifacts = make_artifacts(tmp_path / "artifacts")
+    previous = tmp_path / "previous"
+    (previous / "lvm" / "fivecat").mkdir(parents=True)
+    report = json.loads(artifacts["fivecat:p4"].read_text())
+    report["model"]["val"]["c0"] = 0.51
+    (previous / "lvm" / "fivecat" / "p4.json").write_text(json.dumps(report))
+    html_text = render(tmp_path, artifacts, settings={**SETTINGS, "compare_with": str(previous)})
+    compare = section(html_text, "compare")
+    assert re.search(r"lvm/p4/val/c0</td><td[^>]*>0.5100</td><td[^>]*>0.6100</td><td[^>]*>\+0.1000</td>", compare)
+    assert "summary/seq2seq/rouge1" in compare  # only in this run: shown, no delta
+    assert re.findall(r'href="#([^"]+)"', html_text)[:2] == ["summary", "compare"]
+    with pytest.raises(VecflowError, match="no headline metric file"):
+        build_report(collect_artifacts([]), {"compare_with": str(tmp_path / "artifacts")})

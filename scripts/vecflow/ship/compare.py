@@ -3,8 +3,8 @@
     vecflow compare RESULTS_A RESULTS_B [--all] [--json OUT] [--html OUT]
 
 A results folder is what a run's ``results_dir`` holds. Its headline files are found by the pipeline's own
-layout: ``lvm/fivecat/RUN.json`` (5CAT), ``eval/FAMILY/scores.json`` (summary scores) and
-``deploy/NAME.decision.json`` (the deploy decision). Headline metrics: per LVM run and split the model's c_0,
+layout: ``lvm/fivecat/RUN.json`` (5CAT, read by ``vecflow.lvm.fivecat_results``), ``eval/FAMILY/scores.json``
+(summary scores, fields named as the deploy decision names them) and ``deploy/NAME.decision.json``. Headline metrics: per LVM run and split the model's c_0,
 margin, MRR, R@1, R@5 and whether it beats every baseline, the baselines' c_0, margin, MRR and R@5 (of the
 first full-data run), the gates passed; per summary family ROUGE-1/2/L/Lsum, BERTScore F1 and input
 dependence; the deploy verdict, the chosen summarizer and the failed gates. Δ is B − A. The text table lists
@@ -52,7 +52,9 @@ def _object(path: Path) -> dict:
 
 def headline_from_files(files: dict) -> dict:
     """``headline`` of the files ``discover`` found (each read once)."""
-    return headline({run: _object(p) for run, p in files["fivecat"].items()},
+    from vecflow.lvm.fivecat_results import read_results
+
+    return headline({run: read_results(p) for run, p in files["fivecat"].items()},
                     {family: _object(p) for family, p in files["scores"].items()},
                     _object(files["decision"]) if files.get("decision") else None)
 
@@ -80,9 +82,8 @@ def headline(fivecat: dict[str, dict], scores: dict[str, dict], decision: dict |
             for metric in MODEL_METRICS:
                 metrics[f"lvm/{run}/{split}/{metric}"] = _get(report, f"model.{split}.{metric}")
             metrics[f"lvm/{run}/{split}/beats_all_baselines"] = _get(report, f"dominance.{split}.dominates")
-        counts = report.get("gate_counts") or {}
-        if isinstance(counts, dict) and "passed" in counts:
-            metrics[f"lvm/{run}/gates_passed"] = f"{counts.get('passed')}/{counts.get('total')}"
+        metrics[f"lvm/{run}/gates_passed"] = _get(report, "gate_counts.passed")
+        metrics[f"lvm/{run}/gates_total"] = _get(report, "gate_counts.total")
     reference = next((r for _, r in sorted(fivecat.items()) if _full_data(r)), None)
     for name, baseline in sorted(((reference or {}).get("baselines") or {}).items()):
         for split in LVM_SPLITS:

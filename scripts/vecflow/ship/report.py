@@ -37,6 +37,7 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, read_json, sha256_file, write_text
 from vecflow.core.settings import settings_arg
+from vecflow.lvm.fivecat_results import read_results
 
 # key -> True when it repeats as KEY:NAME (one per run/model), False when it appears at most once
 ARTIFACT_KEYS = {
@@ -1071,7 +1072,7 @@ def load_run(artifacts: dict) -> dict:
     histories = named(artifacts, "history")
     return {
         "json": {key: read_json(one(artifacts, key)) for key in JSON_KEYS if one(artifacts, key) is not None},
-        "fivecat": {name: read_json_object(path) for name, path in named(artifacts, "fivecat").items()},
+        "fivecat": {name: read_results(path) for name, path in named(artifacts, "fivecat").items()},
         "scores": {name: read_json_object(path) for name, path in named(artifacts, "scores").items()},
         "decision": read_json_object(one(artifacts, "decision")) if one(artifacts, "decision") else None,
         "histories": {name: [record for _, record in iter_jsonl(path)] for name, path in histories.items()},
