@@ -79,6 +79,24 @@ def summarizer_settings(family):
     return job_settings(**node)
 
 
+def train_gpus():
+    """GPUs per training job on one node (train.gpus): the training rules' gpu resource."""
+    return config["train"]["gpus"]
+
+
+def launcher(wildcards, resources):
+    """How a training job starts its CLI: `vecflow` for one GPU, else torchrun with one rank per GPU.
+
+    The rank count is the job's granted gpu resource, not the config value: Snakemake caps it at
+    `--resources gpu=...` and a profile's set-resources may change it, so a job never starts more ranks
+    than it holds GPUs. torchrun --standalone picks a free rendezvous port (several jobs per node are fine).
+    """
+    ranks = int(resources.gpu)
+    if ranks <= 1:
+        return "vecflow"
+    return f"torchrun --standalone --nproc-per-node {ranks} -m vecflow.cli"
+
+
 def summarizer_base(family):
     section = config["summarizer"]
     return (

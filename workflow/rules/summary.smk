@@ -17,14 +17,15 @@ rule train_summarizer:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
+        gpu=train_gpus(),
         mem_mb=8000,
         runtime=240,
     params:
+        launch=launcher,
         base=parent_of("base"),
         settings=lambda w: summarizer_settings("seq2seq"),
     shell:
-        "vecflow train-summarizer --train {input.train} --val {input.selection} --base {params.base} "
+        "{params.launch} train-summarizer --train {input.train} --val {input.selection} --base {params.base} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
 
@@ -43,14 +44,15 @@ rule train_causal:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
+        gpu=train_gpus(),
         mem_mb=8000,
         runtime=240,
     params:
+        launch=launcher,
         base=parent_of("base"),
         settings=lambda w: summarizer_settings("causal"),
     shell:
-        "vecflow train-causal --train {input.train} --val {input.selection} --base {params.base} "
+        "{params.launch} train-causal --train {input.train} --val {input.selection} --base {params.base} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
 

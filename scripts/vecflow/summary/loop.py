@@ -16,11 +16,15 @@ produced by ``generate`` on the *selection* split. This module does the rest:
   ``vecflow.summary.scoring.input_dependence``); the best eligible one by ``selection_metric`` is published;
 - throughput: samples/s and (non-padding) tokens/s per interval in ``history.jsonl``;
 - resume: ``DIR.partial/last/`` (model, tokenizer, ``state.pt`` with optimizer, plan, step, RNG, best) is
-  written at every evaluation; a rerun continues from it when settings, data and base are unchanged.
+  written at every evaluation; a rerun continues from it when settings, data and base are unchanged;
+- several ranks (``torchrun --nproc-per-node N``, see ``vecflow.core.distributed``): ``batch_size`` is the GLOBAL
+  batch; each rank takes its share of every batch, DDP all-reduces the gradients, the loss is weighted so that
+  the gradient is the one-process gradient; rank 0 evaluates and writes, the others only train.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -28,6 +32,7 @@ import time
 import warnings
 from pathlib import Path
 
+from vecflow.core import distributed
 from vecflow.summary.budget import Plan, budget_steps, fixed_plan, replan, set_learning_rate
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_dir, read_jsonl, sha256_file, write_json, write_jsonl
@@ -149,7 +154,14 @@ def run_fingerprint(settings: dict, data_paths: list, base_dir) -> str:
 
 
 def load_resume_state(partial: Path, fingerprint: str) -> dict | None:
-    """The state saved at the last evaluation of the SAME run, or None (then start afresh)."""
+    """The state saved at the last evaluation of the SAME run, or None (then start afresh).
+
+    With several ranks, rank 0 looks first (and removes a stale ``DIR.partial``), then the others read.
+    """
+    return distributed.main_first(lambda: _load_resume_state(Path(partial), fingerprint))
+
+
+def _load_resume_state(partial: Path, fingerprint: str) -> dict | None:
     import torch
 
     state_path = partial / "last" / "state.pt"
@@ -216,12 +228,20 @@ class Loop:
         self.budget = float(settings.get("max_minutes", 0) or 0) * 60.0
         self.evals = int(settings.get("evals", 0) or 0)
         self.optimizer = make_optimizer(model, settings, lr_scale)
+        self.ddp = distributed.wrap_loss(model, self.forward, device)  # None with one rank
+        self.world, self.main = distributed.world_size(), distributed.is_main()
         self.batch_cache: dict = {}
         self.saved_model = model  # what save_pretrained is called on (a LoRA run sets a merging wrapper)
 
     # ------------------------------------------------------------------------------ one optimizer step
     def train_step(self, step: int, bf16: bool) -> tuple[float, int, int]:
-        """Returns (mean loss, samples, non-padding tokens) of optimizer step ``step``."""
+        """Returns (mean loss, samples, non-padding tokens) of optimizer step ``step``, over all ranks.
+
+        With several ranks each takes its share of the same (global) batch; its loss, a mean over its labelled
+        tokens, is weighted by ``world × its labelled tokens / the batch's``, so the gradient DDP averages is the
+        gradient of the one-process loss. A rank whose share is empty (a short last batch) runs one example
+        with weight 0, because every rank must take part in the all-reduce.
+        """
         import torch
 
         self.model.train()
@@ -230,15 +250,23 @@ class Loop:
         for micro in range(self.grad_accum):
             idx = batch_at(step * self.grad_accum + micro, self.lengths, self.batch_size, self.seed,
                            self.group_by_length, self.batch_cache)
-            batch = self.collator([self.features[i] for i in idx]).to(self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16), \
-                    warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Version v4.12.0", category=FutureWarning)
-                loss = self.forward(self.model, batch)
-            (loss / self.grad_accum).backward()
-            losses.append(loss.item())
+            mine = distributed.shard(idx)
+            batch = self.collator([self.features[i] for i in (mine or idx[:1])]).to(self.device)
+            labelled = int((batch["labels"] != -100).sum()) if mine else 0
+            own_tokens = int(batch["attention_mask"].sum()) + labelled if mine else 0
+            all_labelled, all_tokens = distributed.all_reduce_sum([labelled, own_tokens])
+            weight = labelled * self.world / max(all_labelled, 1)
+            last = micro == self.grad_accum - 1
+            with contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync():
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16), \
+                        warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Version v4.12.0", category=FutureWarning)
+                    loss = self.forward(self.model, batch) if self.ddp is None else self.ddp(dict(batch))
+                (loss * weight / self.grad_accum).backward()
+            losses.append(loss.item() * labelled / max(all_labelled, 1))
             samples += len(idx)
-            tokens += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            tokens += int(all_tokens)
+        losses = distributed.all_reduce_sum(losses)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -263,16 +291,18 @@ class Loop:
                                        float(settings.get("decay_ratio", 1.0)), float(settings.get("min_lr_ratio", 0.0)))
             step, elapsed_before, best, samples_seen, evals_done = 0, 0.0, {"step": -1, "score": -math.inf}, 0, []
         else:
-            print(f"[vecflow] resuming from {self.partial} at step {resume['step']}", flush=True)
+            if self.main:
+                print(f"[vecflow] resuming from {self.partial} at step {resume['step']}", flush=True)
             self.optimizer.load_state_dict(resume["optimizer"])
             restore_rng(resume["rng"])
             self.plan = Plan(**resume["plan"])
             step, elapsed_before, best = resume["step"], resume["elapsed"], resume["best"]
             samples_seen, evals_done = resume["samples_seen"], resume["evals_done"]
             bf16_choice, bf16_timing = resume["bf16"], resume.get("bf16_timing", {})
-            trim_history(self.partial / "history.jsonl", step)
+            if self.main:
+                trim_history(self.partial / "history.jsonl", step)
         tracker = Tracker(self.partial / "history.jsonl", run_name=self.run_name, config=settings,
-                          backends=settings.get("tracking", {}), resume=resume is not None)
+                          backends=settings.get("tracking", {}), resume=resume is not None) if self.main else None
         metric = str(settings.get("selection_metric", "rougeL"))
         calibration = int(settings.get("calibration_steps", 6))
         started = time.time() - elapsed_before
@@ -312,8 +342,19 @@ class Loop:
                      "eval_seconds": eval_seconds, "fingerprint": self.fingerprint}
             save_model_folder(self.partial / "last", self.saved_model, self.tokenizer, state=state, spec=self.spec)
 
+        def sync() -> None:
+            """Rank 0's plan, bf16 choice and evaluated steps on every rank: they come from its timings and its
+            evaluations, and every rank must run the same steps."""
+            nonlocal bf16_choice, bf16_timing, evals_done
+            if self.world > 1:
+                plan, bf16_choice, bf16_timing, evals_done = distributed.broadcast(
+                    (self.plan.state(), bf16_choice, bf16_timing, evals_done))
+                self.plan = Plan(**plan)
+
         if resume is None and settings.get("eval_at_start", False):
-            evaluate(0, {})
+            if self.main:
+                evaluate(0, {})
+            sync()
         interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.time()}
         next_eval = self._next_eval(step, evals_done)
         # the budget is planned from `calibration` steps timed in the precision that will be used (after the
@@ -340,33 +381,41 @@ class Loop:
                     bf = sorted(bf16_timing["bf16"])[len(bf16_timing["bf16"]) // 2]
                     bf16_choice = bf < fp32
                     bf16_timing = {"fp32_s_per_token": fp32, "bf16_s_per_token": bf, "chosen": "bf16" if bf16_choice else "fp32"}
-                    print(f"[vecflow] bf16 autocast {'on' if bf16_choice else 'off'}: "
-                          f"{bf * 1e3:.3f} vs {fp32 * 1e3:.3f} ms/token", flush=True)
+                    sync()
+                    if self.main:
+                        print(f"[vecflow] bf16 autocast {'on' if bf16_choice else 'off'}: "
+                              f"{bf * 1e3:.3f} vs {fp32 * 1e3:.3f} ms/token", flush=True)
                     calib = {"t0": time.time(), "steps": 0}
             if self.budget > 0 and step == plan_at and resume is None:
-                per_step = (time.time() - calib["t0"]) / max(calib["steps"], 1)
-                warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps(
-                    self.budget, elapsed(), step, per_step, 0.0, max_steps)), calibration)
-                self.plan.warmup_steps = warmup
-                self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
+                if self.main:
+                    per_step = (time.time() - calib["t0"]) / max(calib["steps"], 1)
+                    warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps(
+                        self.budget, elapsed(), step, per_step, 0.0, max_steps)), calibration)
+                    self.plan.warmup_steps = warmup
+                    self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
+                    print(f"[vecflow] budget {self.budget / 60:.1f} min: {per_step:.2f} s/step -> "
+                          f"{self.plan.total_steps} steps (warmup {warmup}, decay from {self.plan.decay_start})",
+                          flush=True)
+                sync()
                 next_eval = self._next_eval(step, evals_done)
-                print(f"[vecflow] budget {self.budget / 60:.1f} min: {per_step:.2f} s/step -> "
-                      f"{self.plan.total_steps} steps (warmup {warmup}, decay from {self.plan.decay_start})",
-                      flush=True)
             if step >= next_eval or step >= self.plan.total_steps:
                 window = time.time() - interval["t0"]
                 stats = {"train/loss": interval["loss_sum"] / max(interval["steps"], 1),
                          "train/samples_per_s": interval["samples"] / max(window, 1e-9),
                          "train/tokens_per_s": interval["tokens"] / max(window, 1e-9)}
                 per_step = window / max(interval["steps"], 1)
-                evaluate(step, stats)
-                if self.budget > 0 and step < self.plan.total_steps:
-                    self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
-                if step < self.plan.total_steps:  # resume state; the finished run publishes best/ instead
-                    save_last()
+                if self.main:  # the other ranks wait in sync()
+                    evaluate(step, stats)
+                    if self.budget > 0 and step < self.plan.total_steps:
+                        self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
+                    if step < self.plan.total_steps:  # resume state; the finished run publishes best/ instead
+                        save_last()
+                sync()
                 next_eval = self._next_eval(step, evals_done)
                 interval = {"loss_sum": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.time()}
 
+        if not self.main:  # rank 0 writes DIR; every rank returns its summary
+            return distributed.broadcast(None)
         if best["step"] < 0:
             print("[vecflow] WARNING: no evaluated checkpoint depends on its input (distinct outputs and a "
                   "positive own-vs-shuffled margin); publishing the last one, which the deploy gate will refuse",
@@ -378,10 +427,10 @@ class Loop:
                    "epochs_seen": round(samples_seen / max(len(self.features), 1), 3),
                    "train_minutes": round(elapsed() / 60, 2), "budget_minutes": self.budget / 60,
                    "train_dialogues": len(self.features), "bf16": bool(bf16_choice), "bf16_timing": bf16_timing,
-                   "device": str(self.device), "schedule": self.plan.state()}
+                   "device": str(self.device), "ranks": self.world, "schedule": self.plan.state()}
         tracker.finish(summary)
         publish(self.out_dir, self.partial, summary)
-        return summary
+        return distributed.broadcast(summary)
 
     def _next_eval(self, step: int, evals_done: list) -> int:
         """The step of the next evaluation: ``evals`` evenly spaced over the plan, or once per epoch."""
