@@ -154,7 +154,7 @@ def test_full_page_has_every_section_with_content(full_page):
     assert ">0, 1, 2, 3, 4, 5, 6</td>" in section(html_text, "data")
     assert "data-direction gate passed" in section(html_text, "diagnostics")
     lvm = section(html_text, "lvm")
-    assert "p4: loss terms that change (mse), train and val, by epoch" in lvm and "p4: val/c0, val/margin, val/r1 by epoch" in lvm
+    assert "p4: loss terms that change (mse) by epoch" in lvm and "p4: val/c0, val/margin, val/r1 by epoch" in lvm
     assert "lambda/mse = 1.0000" in lvm and "train/nce = 4.0000" in lvm  # constant: listed, not drawn
     assert "copy_last" in lvm and "threshold" in lvm and "shuffled" in lvm and "k = -1" in lvm
     assert 'class="num fail">0.9700' in lvm  # r5 gate failed on val

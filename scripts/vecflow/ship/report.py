@@ -398,8 +398,8 @@ def lvm_summary(reports: dict[str, dict]) -> list[dict]:
         beaten = sum(1 for rep in full.values() for v in (rep.get("dominance") or {}).values()
                      if isinstance(v, dict) and v.get("dominates"))
         blocks.append({"kind": "list", "heading": "", "lines": lines,
-                       "summary": f"does each model beat every baseline? {beaten} of {len(lines)} run × split: "
-                                  "yes (the verdicts)"})
+                       "summary": f"beats every baseline on c_0, MRR and margin: {beaten} of {len(lines)} "
+                                  "run × split (the verdicts)"})
     return blocks
 
 
@@ -480,10 +480,11 @@ def data_sizes_table(run: dict) -> dict | None:
     if not rows:
         return None
     splits = sorted({s for values in rows.values() for s in values}, key=_split_rank)
+    notes = {"windows": "windows: TRAIN as the direction diagnostics read them, VAL/OOD as 5CAT scored them "
+                        "(after lvm.fivecat.max_samples)",
+             "ELM rows": "ELM rows: summary-task rows kept by the filter"}
     return table(["data", *splits], [[label, *(values.get(s) for s in splits)] for label, values in rows.items()],
-                 heading="Data sizes", cls="summary",
-                 caption="windows: TRAIN as the direction diagnostics read them, VAL/OOD as 5CAT scored them "
-                         "(after lvm.fivecat.max_samples); ELM rows: summary-task rows kept by the filter")
+                 heading="Data sizes", cls="summary", caption="; ".join(notes[k] for k in notes if k in rows))
 
 
 def wall_time_rows(benchmarks: dict[str, dict]) -> list[tuple[str, int, float, float | None, float | None]]:
@@ -505,7 +506,7 @@ def wall_time_table(benchmarks: dict[str, dict]) -> dict:
     total = sum(b["s"] or 0.0 for b in benchmarks.values())
     rows.append([Cell("total", "total"), len(benchmarks), hms(total), None, None])
     return table(["rule", "jobs", "wall (h:m:s)", "CPU (h:m:s)", "peak RSS (MB)"], rows,
-                 heading="Wall time per stage", cls="summary",
+                 heading="Wall time per stage (Snakemake rule)", cls="summary",
                  caption="from Snakemake's benchmark files (results/benchmarks); rules without a benchmark: line "
                          "are not counted. Per job in the details")
 
@@ -718,8 +719,8 @@ def history_blocks(name: str, path: Path, records: list[dict], heading: str = ""
     blocks = []
     if h["panels"]:
         png = plot_panels(h["panels"], f"{name}: loss terms", h["x"])
-        blocks.append(image(png_bytes_uri(png), f"{name}: loss terms that change ({', '.join(h['panels'])}), "
-                                                f"train and val, by {h['x']}"))
+        blocks.append(image(png_bytes_uri(png), f"{name}: loss terms that change ({', '.join(h['panels'])}) "
+                                                f"by {h['x']}"))
     if h["metrics"]:
         png = plot_panels({"validation": {k: h["series"][k] for k in h["metrics"]}}, f"{name}: validation",
                           h["x"], columns=1)
@@ -1049,7 +1050,7 @@ def delta_cell(delta) -> Cell:
     if _is_number(delta):
         text = f"{delta:+.4f}" if isinstance(delta, float) else f"{delta:+d}"
         return Cell(text, "num up" if delta > 0 else "num down" if delta < 0 else "num")
-    return cell(delta if delta else None)
+    return Cell("=", "num") if delta == "" else cell(delta)
 
 
 # --------------------------------------------------------------------------------------------- assembly
