@@ -441,7 +441,7 @@ def summarizer_spec(folder: Path, family: str, fallback: dict | None) -> dict:
 
 
 def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | None], metrics_paths: list[Path],
-                 fallback_spec: dict | None = None) -> dict:
+                 fallback_spec: dict | None = None, serve: dict | None = None) -> dict:
     """Assemble the bundle folder atomically; returns its manifest. Only the chosen summarizer goes in."""
     family = chosen_family(decision)
     check_summarizer_parts(family, parts)
@@ -485,6 +485,7 @@ def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | N
             "name": name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "components": components,
+            "serve": dict(serve or {}),  # deploy.serve: how the server runs this bundle (e.g. faiss_min_rows)
             "files": sha256_tree(tmp, exclude=["manifest.json"]),
         }
         write_json(tmp / "manifest.json", manifest)
@@ -504,7 +505,8 @@ def run_bundle(args: argparse.Namespace) -> None:
         "bank_embeddings": args.bank_embeddings,
         "bank_index": args.bank_index,
     }
-    manifest = build_bundle(args.out, name, decision, parts, args.metrics, args.settings.get("summarizer_spec"))
+    manifest = build_bundle(args.out, name, decision, parts, args.metrics, args.settings.get("summarizer_spec"),
+                            serve=args.settings.get("serve"))
     print(f"[deploy] bundle {args.out}: {len(manifest['files'])} files, summarizer "
           f"{manifest['components']['summarizer']['family']}, manifest sha256 "
           f"{sha256_file(args.out / 'manifest.json')[:12]}", flush=True)

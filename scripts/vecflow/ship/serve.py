@@ -307,19 +307,34 @@ def predict_next(bundle: Bundle, context: np.ndarray) -> np.ndarray:
     return vector
 
 
+def bank_faiss_min_rows(bundle: Bundle) -> int:
+    """From ``deploy.serve.faiss_min_rows`` rows on, the bank is searched with faiss (``vecflow.core.search``)."""
+    from vecflow.core.search import FAISS_MIN_ROWS
+
+    return bundle.manifest.get("serve", {}).get("faiss_min_rows", FAISS_MIN_ROWS)
+
+
+def bank_search(bundle: Bundle):
+    """The bank's exact top-k search (numpy or faiss by size: the same answers), built once per bundle."""
+    from vecflow.core.search import BankSearch
+
+    vectors, _ = bundle.bank
+    source = str(bundle.root / "bank.safetensors")
+    return bundle._once("search", lambda: BankSearch(vectors, bank_faiss_min_rows(bundle), source=source))
+
+
 def nearest_chunks(bundle: Bundle, vector: np.ndarray, top_k: int) -> list[dict]:
-    """The ``top_k`` bank chunks with the highest cosine similarity to ``vector``."""
-    vectors, rows = bundle.bank
-    similarities = vectors @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
-    order = np.argsort(-similarities, kind="stable")[:top_k]
+    """The ``top_k`` bank chunks with the highest cosine similarity to ``vector`` (equal ones: lower bank row)."""
+    _, rows = bundle.bank
+    order, similarities = bank_search(bundle).search(vector / max(float(np.linalg.norm(vector)), 1e-12), top_k)
     return [
         {
             "text": rows[i]["text"],
-            "similarity": float(similarities[i]),
+            "similarity": float(similarity),
             "article_id": int(rows[i]["article_id"]),
             "chunk_index": int(rows[i]["chunk_index"]),
         }
-        for i in order
+        for i, similarity in zip(order, similarities)
     ]
 
 
@@ -429,6 +444,9 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     bundle = Bundle(bundle_dir, device=device)
     for module in bundle.required_modules():
         importlib.import_module(module)  # an ImportError here is a broken install: fail start-up, loudly
+    from vecflow.core.search import backend_for
+
+    backend_for(int(bundle.manifest.get("components", {}).get("bank", {}).get("rows", 0)), bank_faiss_min_rows(bundle))
     app = FastAPI(title=f"vecflow: {bundle.name}", version=bundle.manifest_sha256[:12],
                   description="Next-vector prediction, retrieval chat and dialogue summaries from a vecflow bundle.")
     app.state.bundle = bundle
