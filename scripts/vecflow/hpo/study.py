@@ -16,9 +16,15 @@ config never leaks in; ``losses.<key>`` entries set loss weights) and returns th
 subject to c_0 >= the context-mean baseline's c_0 there (an Optuna constraint: TPE prefers feasible trials,
 and ``hpo-best`` picks the best feasible one). The ELM target is unchanged.
 
-Storage URLs: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the parent folder is created),
-``journal:///path.log`` (Optuna's JournalStorage on a file: safe for several processes on a shared file
-system), or any other SQLAlchemy URL.
+Storage (``hpo.storage``; the parent folder of a file is created):
+
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: the default, for one machine (SQLite's
+  locks are not reliable on NFS);
+- a journal file, ``journal:///relative/path.journal``, ``journal:////absolute/path.journal`` or a bare path
+  ending in ``.journal`` or ``.log``: Optuna's ``JournalStorage`` on that file (``JournalFileBackend``, or
+  ``JournalFileStorage`` before Optuna 4), which appends under a symlink lock: safe for workers on several
+  nodes sharing one file over NFS, with no database server;
+- any other SQLAlchemy URL (``postgresql://user@host/db``, ``mysql+pymysql://...``): an RDB every node reaches.
 """
 
 from __future__ import annotations
@@ -116,22 +122,46 @@ def suggest(trial, specs: dict[str, ParamSpec]) -> dict:
 # ---------------------------------------------------------------------------------------------- storage
 
 
+JOURNAL_SUFFIXES = (".journal", ".log")  # a bare path with one of these is a journal file
+
+
+def journal_file_backend(path: str):
+    """Optuna's journal file backend on ``path``: ``JournalFileBackend`` (Optuna >= 4) or ``JournalFileStorage``
+    (3.x). Both lock with a symlink by default (atomic on NFS), so processes on several hosts can append."""
+    try:
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:  # Optuna 3.x has the same backend under its old name
+        from optuna.storages import JournalFileStorage as JournalFileBackend
+    return JournalFileBackend(path)
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file that ``url`` names (``journal:///path`` or a bare ``*.journal`` / ``*.log`` path)."""
+    if url.startswith("journal:///"):
+        return Path(url[len("journal:///") :])
+    if "://" not in url and url.endswith(JOURNAL_SUFFIXES):
+        return Path(url)
+    return None
+
+
 def open_storage(url: str):
     """An Optuna storage for ``url``; file-based storages get their parent folder created."""
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
+    usage = "use sqlite:///path.db, journal:///path.journal (or a path ending in .journal) or an RDB URL"
     if not url:
-        raise VecflowError("--storage: empty (use sqlite:///path.db or journal:///path.log)")
+        raise VecflowError(f"--storage: empty ({usage})")
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         return url
-    if url.startswith("journal:///"):
-        path = Path(url[len("journal:///") :])
+    path = journal_path(url)
+    if path is not None:
+        if path.is_dir() or not path.name:
+            raise VecflowError(f"--storage: '{url}' names a folder, not a journal file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(journal_file_backend(str(path)))
     if "://" not in url:
-        raise VecflowError(f"--storage: '{url}' is not a URL (use sqlite:///path.db or journal:///path.log)")
+        raise VecflowError(f"--storage: '{url}' is neither a URL nor a journal file ({usage})")
     return url
 
 
@@ -363,7 +393,7 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
 def main_worker(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow hpo-worker", description="Run ELM (or LVM) trials on a shared Optuna study.")
     parser.add_argument("--study", required=True, help="study name")
-    parser.add_argument("--storage", required=True, help="sqlite:///path.db or journal:///path.log")
+    parser.add_argument("--storage", required=True, help="sqlite:///x.db, journal:///x.journal, x.journal or an RDB URL")
     parser.add_argument("--worker", required=True, type=int, help="worker index (sampler seed = seed + index)")
     parser.add_argument("--data-dir", help="ELM: filtered synthesis folder")
     parser.add_argument("--lm", help="ELM: causal LM folder")
