@@ -36,7 +36,9 @@ def lvm_hpo_settings(**hpo_overrides):
 
 def worker_args(data, tmp_path, settings, storage, index=0):
     return ["hpo-worker", "--study", "lvm", "--storage", storage, "--worker", str(index),
-            "--train-windows", str(data / "train.safetensors"), "--val-windows", str(data / "val.safetensors"),
+            "--train-windows", str(data / "train.safetensors"),
+            "--train-embeddings", str(data / "train_bank.safetensors"),
+            "--train-index", str(data / "train_bank.index.jsonl"), "--val-windows", str(data / "val.safetensors"),
             "--val-embeddings", str(data / "val_bank.safetensors"), "--val-index", str(data / "val_bank.index.jsonl"),
             "--settings", json.dumps(settings), "--out", str(tmp_path / f"worker{index}.json")]
 

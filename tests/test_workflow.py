@@ -137,6 +137,7 @@ def test_tiny_slice_really_runs(tiny_workdir):
     run(tiny_workdir, targets=targets, cores=2)
     from vecflow.lvm.diagnostics import check_gate, direction_stats
     from vecflow.core.io import load_tensors, read_jsonl
+    from vecflow.lvm.bank import load_bank
     from vecflow.lvm.windows import load_windows
 
     stats = json.loads((tiny_workdir / "results/summary/filtered/stats.json").read_text())
@@ -150,10 +151,11 @@ def test_tiny_slice_really_runs(tiny_workdir):
     direction = json.loads((tiny_workdir / "results/lvm/diagnostics/direction.json").read_text())
     # the tiny config lowers the thresholds to -1 so that random embeddings pass: check instead that the gate's
     # numbers are those of the training windows and that its verdict follows from them and the thresholds
-    windows = load_windows(tiny_workdir / "results/lvm/windows/train.safetensors")
-    expected = direction_stats(windows["contexts"], windows["targets"])
+    bank = load_bank(tiny_workdir / "results/lvm/embeddings/train.safetensors")
+    windows = load_windows(tiny_workdir / "results/lvm/windows/train.safetensors", bank)
+    expected = direction_stats(windows, bank)
     assert direction["pos"] == pytest.approx(expected["pos"]) and direction["signal"] == pytest.approx(expected["signal"])
-    assert direction["n_windows"] == len(windows["targets"])
+    assert direction["n_windows"] == len(windows)
     assert direction["thresholds"]["min_signal"] == -1.0
     assert direction["gate"] == check_gate(expected, direction["thresholds"])
     manifest = json.loads((tiny_workdir / "resources/models/tiny/manifest.json").read_text())
