@@ -7,7 +7,7 @@ from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import load_tensors, save_tensors
 from vecflow.lvm.bank import ChunkBank, load_bank
-from vecflow.lvm.windows import Windows, load_windows, make_windows, save_windows
+from vecflow.lvm.windows import load_windows, make_windows, save_windows
 
 
 def unit_rows(n, dim=8, seed=0):

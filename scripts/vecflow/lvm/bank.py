@@ -105,8 +105,9 @@ class ChunkBank:
 
 def resident_bank(bank: ChunkBank, device, max_fraction: float = 0.5):
     """The bank as a torch tensor on ``device`` when it fits in ``max_fraction`` of the device's free memory
-    (copied there block by block, never a second full host copy), else in host memory; training and
-    evaluation then gather window vectors from it by index."""
+    (copied there block by block, never a second full host copy), else in host memory (one copy, which the
+    ``bank`` then shares, so a memory map is not held beside it); training and evaluation gather window
+    vectors from it by index."""
     import torch
 
     device = torch.device(device)
@@ -121,7 +122,13 @@ def resident_bank(bank: ChunkBank, device, max_fraction: float = 0.5):
             return tensor
         print(f"[vecflow] bank {bank.source}: {bank.nbytes() / 2**30:.2f} GiB does not fit in "
               f"{max_fraction:.0%} of the free GPU memory; kept in host memory", flush=True)
-    return torch.from_numpy(np.array(bank.embeddings, dtype=np.float32))
+    if not isinstance(bank.embeddings, np.memmap) and bank.embeddings.flags.writeable:
+        return torch.from_numpy(np.ascontiguousarray(bank.embeddings))
+    resident = np.empty(bank.embeddings.shape, dtype=np.float32)  # one host copy, read from the map in blocks
+    for start in range(0, rows, BLOCK_ROWS):
+        resident[start:start + BLOCK_ROWS] = bank.embeddings[start:start + BLOCK_ROWS]
+    bank.embeddings = resident  # the bank now reads from the same copy and the map is released
+    return torch.from_numpy(resident)
 
 
 # ---------------------------------------------------------------------------------------------- reading

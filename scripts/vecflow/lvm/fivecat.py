@@ -21,7 +21,6 @@ oracle plug in the same way.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
