@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: demo test install install-test browser lint format clean-results bench
+.PHONY: demo test install install-test browser lint format clean-results bench scale-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,16 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/vecflow bench all --size full --out-dir results/bench
 	$(BIN)/vecflow bench table --out-dir results/bench --markdown BENCHMARKS.md
+
+# The LVM scale test (issue 13): a synthetic 600,000 x 768 bank through windows -> diagnose -> one epoch -> 5CAT;
+# wall time and peak RSS per stage from Snakemake's benchmark files in results/scale/scale_table.md. Not in CI
+# (tests/test_lvm_scale.py runs a few thousand chunks); SCALE_CHUNKS / SCALE_DIM change the size.
+SCALE_CHUNKS ?= 600000
+SCALE_DIM    ?= 768
+scale-test: install
+	$(BIN)/snakemake -s workflow/scale/Snakefile -d results/scale --cores $(CORES) \
+		--config chunks=$(SCALE_CHUNKS) dim=$(SCALE_DIM)
+	@cat results/scale/scale_table.md
 
 clean-results:
 	rm -rf results/* .snakemake
