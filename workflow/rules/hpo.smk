@@ -9,6 +9,8 @@ if HPO["target"] == "lvm":
         input:
             gate=f"{R}/lvm/diagnostics/direction.json",
             train=f"{R}/lvm/windows/train.safetensors",
+            train_vectors=f"{R}/lvm/embeddings/train.safetensors",
+            train_index=f"{R}/lvm/embeddings/train.index.jsonl",
             val=f"{R}/lvm/windows/val.safetensors",
             val_vectors=f"{R}/lvm/embeddings/val.safetensors",
             val_index=f"{R}/lvm/embeddings/val.index.jsonl",
@@ -46,7 +48,8 @@ if HPO["target"] == "lvm":
             ),
         shell:
             "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
-            "--worker {wildcards.worker} --train-windows {input.train} --val-windows {input.val} "
+            "--worker {wildcards.worker} --train-windows {input.train} "
+            "--train-embeddings {input.train_vectors} --train-index {input.train_index} --val-windows {input.val} "
             "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
             "--settings {params.settings:q} --out {output.worker} > {log} 2>&1"
 

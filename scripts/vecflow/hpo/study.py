@@ -374,7 +374,8 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
         with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
             summary = lvm_train.train_lvm(windows["train"], windows["val"], windows["val_embeddings"],
                                           windows["val_index"], run_settings, Path(tmp) / "lvm",
-                                          epoch_callback=report)
+                                          epoch_callback=report, train_embeddings_path=windows["train_embeddings"],
+                                          train_index_path=windows["train_index"])
         constraint = lvm_constraint(summary)
         trial.set_user_attr("constraint", (constraint,))
         if native:
@@ -401,6 +402,8 @@ def main_worker(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", required=True, type=settings_arg, help="{hpo, elm | lvm, seed, device} as JSON")
     parser.add_argument("--bertscore-model", default=None, help="BERTScore backbone (needed for metric bertscore_f1)")
     parser.add_argument("--train-windows", help="LVM: training windows")
+    parser.add_argument("--train-embeddings", help="LVM: the training bank the windows index")
+    parser.add_argument("--train-index", help="LVM: its chunk index")
     parser.add_argument("--val-windows", help="LVM: validation windows (used only with selection_fraction 0)")
     parser.add_argument("--val-embeddings", help="LVM: validation chunk embeddings")
     parser.add_argument("--val-index", help="LVM: validation chunk index")
@@ -409,14 +412,16 @@ def main_worker(argv: list[str] | None = None) -> int:
     target = args.settings.get("hpo", {}).get("target", "elm")
     if target not in TARGETS:
         raise VecflowError(f"settings: hpo.target: must be one of {', '.join(TARGETS)}, got {target!r}")
-    needed = (("train_windows", "val_windows", "val_embeddings", "val_index") if target == "lvm"
+    needed = (("train_windows", "train_embeddings", "train_index", "val_windows", "val_embeddings", "val_index")
+              if target == "lvm"
               else ("data_dir", "lm", "encoder"))
     missing = [f"--{name.replace('_', '-')}" for name in needed if not getattr(args, name)]
     if missing:
         raise VecflowError(f"hpo-worker (target {target}): missing {', '.join(missing)}")
     if target == "lvm":
         windows = {"train": args.train_windows, "val": args.val_windows, "val_embeddings": args.val_embeddings,
-                   "val_index": args.val_index}
+                   "val_index": args.val_index, "train_embeddings": args.train_embeddings,
+                   "train_index": args.train_index}
         record = run_lvm_worker(args.settings, args.study, args.storage, args.worker, windows)
         write_json(args.out, record)
         print(f"[vecflow] hpo-worker {args.worker} (lvm): trials {[t['number'] for t in record['trials']]} -> {args.out}")
