@@ -284,13 +284,6 @@ def test_every_elm_setting_is_in_the_schema():
     assert all("default" in keys[k] for k in elm.SETTINGS)
 
 
-def test_take_subset_is_seeded_and_in_file_order():
-    rows = list(range(20))
-    a, b = elm_train.take_subset(rows, 5, seed=1), elm_train.take_subset(rows, 5, seed=1)
-    assert a == b == sorted(a) and len(a) == 5
-    assert elm_train.take_subset(rows, 0, seed=1) == rows
-
-
 # ----------------------------------------------------------------------------------- train + predict
 
 

@@ -184,8 +184,9 @@ def check_no_shared_ids(loaded: dict[str, list[tuple[int, dict]]], split_paths: 
             seen[record["id"]] = (split, lineno)
 
 
-def seeded_subset(rows: list[dict], limit: int | None, seed: int, split: str) -> list[dict]:
-    """``limit`` rows drawn with a seed per split, returned in their file order (all rows if no limit)."""
+def seeded_subset(rows: list, limit: int | None, seed: int, split: str) -> list:
+    """``limit`` rows drawn with a seed per split, returned in their file order (all rows if no limit).
+    Also the ELM's ``max_train_samples`` subset of synthesis rows."""
     if limit is None or limit >= len(rows):
         return list(rows)
     chosen = random.Random(f"{seed}:{split}").sample(range(len(rows)), limit)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_dir, read_json, write_json
 from vecflow.core.settings import seed_everything, settings_arg
 from vecflow.core.tracking import Tracker
+from vecflow.data.dialogues import seeded_subset
 from vecflow.data.synthesis import SynthesisRow
 from vecflow.summary.elm import (
     PLACEHOLDER,
@@ -44,14 +44,6 @@ from vecflow.summary.elm import (
     resolve_settings,
 )
 from vecflow.summary.elm_losses import LossWeights, combine_losses
-
-
-def take_subset(rows: list, limit: int, seed: int) -> list:
-    """A seeded random subset of ``limit`` rows kept in file order (``limit`` 0 = all rows)."""
-    if not limit or limit >= len(rows):
-        return list(rows)
-    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
-    return [rows[i] for i in keep]
 
 
 def score_texts(
@@ -180,7 +172,7 @@ def train_elm(
     if train_vectors.shape[1] != val_vectors.shape[1]:
         raise VecflowError(f"{data_dir}: train and val embeddings differ in dimension")
     check_encoder_dim(encoder_dir, train_vectors.shape[1])
-    train_rows = take_subset(train_rows, int(settings["max_train_samples"]), seed)
+    train_rows = seeded_subset(train_rows, int(settings["max_train_samples"]) or None, seed, "elm-train")
     val_sources = group_by_source(val_rows)[: int(settings["val_samples"])]
     data = prepare_train_data(tokenizer, train_rows, train_vectors, lm, settings)
     config = adapter_config(settings, data.vectors.shape[1], int(lm.get_input_embeddings().embedding_dim))
