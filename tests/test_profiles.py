@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,13 +18,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_hpo import data  # noqa: F401 (the tiny ELM data fixture, for the HPO workers of the cluster example)
+
 REPO = Path(__file__).resolve().parents[1]
 STUBS = REPO / "tests" / "slurm_stubs"
 PROFILES = REPO / "profiles"
 VENV_BIN = Path(sys.executable).parent
 SUBMIT = PROFILES / "cluster-generic" / "submit.sh"
-GPU_RULES = {"embed_chunks", "synthesize", "train_lvm", "fivecat", "train_summarizer", "predict_summarizer",
-             "train_elm", "predict_elm", "hpo_worker", "score_summaries"}
+
+
+def workflow_gpu_rules() -> dict[str, str]:
+    """rule name -> its ``gpu=`` expression, for every rule in workflow/rules/*.smk that declares one."""
+    found, rule = {}, None
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for line in path.read_text().splitlines():
+            if match := re.match(r"\s*(?:rule|checkpoint)\s+(\w+)\s*:", line):
+                rule = match.group(1)
+            elif (match := re.match(r"\s*gpu=([^,]+),", line)) and rule:
+                found[rule] = match.group(1).strip()
+    return found
+
+
+GPU_RULES = workflow_gpu_rules()
+TRAIN_RULES = {rule for rule, gpu in GPU_RULES.items() if gpu == "train_gpus()"}  # train.gpus ranks, one node
 
 TINY_WORKFLOW = """
 rule all:
@@ -89,7 +106,7 @@ def test_slurm_profile_submits_with_mapped_resources_and_completes(tmp_path):
     result = subprocess.run(
         [str(VENV_BIN / "snakemake"), "--profile", str(PROFILES / "slurm"), "--executor", "slurm", "--jobs", "3",
          "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=400,
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,  # generous: a loaded machine is slow
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [(workdir / f).read_text() for f in ("gpu.txt", "cpu.txt", "lvm.txt")] == ["gpu\n", "cpu\n", "lvm\n"]
@@ -116,6 +133,77 @@ def test_slurm_profile_submits_with_mapped_resources_and_completes(tmp_path):
     assert len(srun_lines) == 3 and all(line[1] == "-n1" for line in srun_lines)
     uuid = option(gpu, "--job-name")
     assert any(line.startswith("sacct") and uuid in line for line in (state / "calls.log").read_text().splitlines())
+
+
+# The README's worked cluster example in miniature: rules named like vecflow's, so the profile's set-resources
+# apply; a 2-GPU summarizer training job (train.gpus: 2) and three real `vecflow hpo-worker` jobs on one journal.
+CLUSTER_EXAMPLE = """
+rule all:
+    input: "summarizer/done.txt", expand("hpo/worker_{{i}}.json", i=range(3))
+
+rule train_summarizer:
+    output: "summarizer/done.txt"
+    resources: gpu=2, mem_mb=1000, runtime=10
+    shell: "echo trained > {{output}}"
+
+rule hpo_worker:
+    output: "hpo/worker_{{i}}.json"
+    resources: gpu=1, mem_mb=1000, runtime=10
+    params: settings={settings!r}
+    shell:
+        "vecflow hpo-worker --study s --storage hpo/study.journal --worker {{wildcards.i}} --data-dir {data} "
+        "--lm {lm} --encoder {encoder} --settings {{params.settings:q}} --out {{output}}"
+"""
+
+
+def sbatch_calls_per_rule(state: Path) -> dict[str, list[list[str]]]:
+    calls: dict[str, list[list[str]]] = {}
+    for path in sorted((state / "jobs").glob("*.argv")):
+        argv = path.read_bytes().decode().split("\0")[:-1]
+        comment = argv[argv.index("--comment") + 1]  # rule_<name>, with _wildcards_<values> for wildcard jobs
+        calls.setdefault(re.sub(r"_wildcards_.*$", "", comment.removeprefix("rule_")), []).append(argv)
+    return calls
+
+
+@pytest.mark.slow
+def test_cluster_example_multi_gpu_job_on_one_node_and_hpo_workers_sharing_a_journal(
+        tmp_path, data, tiny_causal_lm, tiny_encoder):  # noqa: F811
+    import optuna
+
+    from test_hpo import hpo_settings
+
+    workdir, state = tmp_path / "wf", tmp_path / "state"
+    workdir.mkdir()
+    settings = json.dumps(hpo_settings(workers=3, trials_per_worker=1, pruner_startup_trials=100))
+    (workdir / "Snakefile").write_text(CLUSTER_EXAMPLE.format(settings=settings, data=data, lm=tiny_causal_lm,
+                                                              encoder=tiny_encoder))
+    env = stub_env(state, VECFLOW_SLURM_ACCOUNT="lab42", VECFLOW_SLURM_PARTITION="cpuq",
+                   VECFLOW_SLURM_GPU_PARTITION="a100q", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [str(VENV_BIN / "snakemake"), "--profile", str(PROFILES / "slurm"), "--executor", "slurm", "--jobs", "4",
+         "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    logs = "\n".join(p.read_text()[-1500:] for p in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + logs
+
+    calls = sbatch_calls_per_rule(state)
+    assert {rule: len(argvs) for rule, argvs in calls.items()} == {"train_summarizer": 1, "hpo_worker": 3}
+    (train,) = calls["train_summarizer"]
+    # the rule's gpu (train.gpus) as the job's GPU total, all on one node, CPUs per GPU and memory from the profile
+    assert "--gpus=2" in train and option(train, "--nodes") == "1" and option(train, "--cpus-per-gpu") == "8"
+    assert option(train, "-p") == "a100q" and option(train, "--mem") == "32000" and option(train, "-t") == "480"
+    for worker in calls["hpo_worker"]:
+        assert "--gpus=1" in worker and option(worker, "-p") == "a100q" and option(worker, "-t") == "480"
+        assert option(worker, "-D") == str(workdir) and "--nodes" not in " ".join(worker)
+
+    # the three jobs ran as separate processes and appended to one study
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / "hpo" / "study.journal"))))
+    assert sorted(t.number for t in study.trials) == [0, 1, 2]
+    assert sorted(t.user_attrs["worker"] for t in study.trials) == [0, 1, 2]
+    reported = [t["number"] for i in range(3) for t in json.loads((workdir / "hpo" / f"worker_{i}.json").read_text())["trials"]]
+    assert sorted(reported) == [0, 1, 2]
 
 
 # ---- the stubs on their own (fast) --------------------------------------------------------------------------
@@ -187,9 +275,14 @@ def load_profile(name: str) -> dict:
 def test_slurm_profile_maps_every_gpu_rule():
     profile = load_profile("slurm")
     assert profile["executor"] == "slurm" and profile["jobs"] == 100
-    assert set(profile["set-resources"]) == GPU_RULES
+    assert len(GPU_RULES) >= 12 and {"train_summarizer", "train_causal"} <= TRAIN_RULES  # the parse found them
+    assert set(profile["set-resources"]) == set(GPU_RULES), "every rule that declares gpu= gets the GPU partition"
     for rule, resources in profile["set-resources"].items():
-        assert resources["gpu"] == 1 and resources["cpus_per_gpu"] >= 1, rule
+        assert resources["slurm_partition"] == "'$VECFLOW_SLURM_GPU_PARTITION'" and resources["cpus_per_gpu"] >= 1
+        if rule in TRAIN_RULES:  # the GPU count is train.gpus (the rule's), on one node
+            assert "gpu" not in resources and resources["nodes"] == 1, rule
+        else:
+            assert resources["gpu"] == 1, rule
     assert {"slurm_account", "slurm_partition", "mem_mb", "runtime"} <= set(profile["default-resources"])
     assert "cpus_per_task" not in profile["default-resources"], "it would override cpus_per_gpu"
     assert profile["resources"]["gpu"] >= 1
