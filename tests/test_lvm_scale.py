@@ -59,6 +59,7 @@ def test_small_scale_run_goes_through_every_stage(tmp_path):
     assert all(s["wall_s"] > 0 and s["max_rss_mb"] > 0 for s in table["stages"])
     assert set(load_tensors(tmp_path / "windows/train.safetensors")) == {"rows", "article_ids", "target_indices"}
     fivecat = json.loads((tmp_path / "fivecat.json").read_text())
-    assert set(fivecat["model"]) == {"val", "ood"} and fivecat["model"]["val"]["n_windows"] == 300
+    # val: 200 chunks = 5 articles of 40, C = 5: 175 windows, fewer than fivecat_samples: all scored
+    assert set(fivecat["model"]) == {"val", "ood"} and fivecat["model"]["val"]["n_windows"] == 5 * 35
     history = [json.loads(line) for line in (tmp_path / "model/history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1]
