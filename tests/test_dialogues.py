@@ -194,7 +194,8 @@ def test_cli_ingest_demo_and_bad_input(tmp_path, capsys):
     assert "max_dialogues.x': no such split" in capsys.readouterr().err
     argv[4] = json.dumps({"seed": 1})
     assert cli_main(argv) == 2
-    assert capsys.readouterr().err.strip() == f"vecflow ingest-dialogues: error: {bad}:1: field 'summary': missing"
+    assert capsys.readouterr().err.strip() == (
+        f"vecflow ingest-dialogues: error: {bad}:1: field 'summary': missing (give 'summary' or 'summaries')")
     assert not (tmp_path / "e").exists()
 
 
