@@ -248,6 +248,14 @@ def read_json(path: str | os.PathLike) -> Any:
                            f"fix the JSON there") from None
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file whose top level must be an object (metrics, scores, decisions, summaries)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise VecflowError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line; bad JSON or bytes raise naming file:line."""
     path = Path(path)

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import read_json, write_json, write_text
+from vecflow.core.io import read_json_object, write_json, write_text
 
 FIVECAT_GLOB, SCORES_GLOB, DECISION_GLOB = "lvm/fivecat/*.json", "eval/*/scores.json", "deploy/*.decision.json"
 MODEL_METRICS = ("c0", "margin", "mrr", "r1", "r5")
@@ -43,20 +43,14 @@ def discover(results_dir: str | Path) -> dict:
     return files
 
 
-def _object(path: Path) -> dict:
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise VecflowError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
 
 def headline_from_files(files: dict) -> dict:
     """``headline`` of the files ``discover`` found (each read once)."""
     from vecflow.lvm.fivecat_results import read_results
 
     return headline({run: read_results(p) for run, p in files["fivecat"].items()},
-                    {family: _object(p) for family, p in files["scores"].items()},
-                    _object(files["decision"]) if files.get("decision") else None)
+                    {family: read_json_object(p) for family, p in files["scores"].items()},
+                    read_json_object(files["decision"]) if files.get("decision") else None)
 
 
 def _get(obj, dotted: str):

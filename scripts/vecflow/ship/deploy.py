@@ -25,10 +25,7 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import (
     atomic_dir,
-    iter_jsonl,
-    load_tensors,
     read_json,
-    require_fields,
     sha256_file,
     sha256_tree,
     write_json,
@@ -281,16 +278,11 @@ def copy_model_dir(src: Path, dst: Path, only: tuple[str, ...] | None = None) ->
 
 
 def check_bank(embeddings_path: Path, index_path: Path) -> tuple[int, int]:
-    """The retrieval bank must have one index row (article_id, chunk_index, text) per embedding row."""
-    vectors = load_tensors(embeddings_path, required=["embeddings"])["embeddings"]
-    if vectors.ndim != 2:
-        raise VecflowError(f"{embeddings_path}: 'embeddings' must be N x D, got shape {list(vectors.shape)}")
-    rows = 0
-    for lineno, record in iter_jsonl(index_path):
-        require_fields(record, {"article_id": int, "chunk_index": int, "text": str}, index_path, lineno)
-        rows += 1
-    if rows != vectors.shape[0]:
-        raise VecflowError(f"{index_path}: {rows} rows but {embeddings_path} has {vectors.shape[0]} embeddings")
+    """The retrieval bank, checked by its one reader (``vecflow.lvm.bank``): every row finite and of unit
+    norm, one index row (article_id, chunk_index, text) per embedding row. Returns (rows, dim)."""
+    from vecflow.lvm.bank import load_embeddings
+
+    vectors, _ = load_embeddings(embeddings_path, index_path)
     return int(vectors.shape[0]), int(vectors.shape[1])
 
 

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
-from vecflow.core.io import iter_jsonl, read_json, sha256_file, write_text
+from vecflow.core.io import iter_jsonl, read_json, read_json_object, sha256_file, write_text
 from vecflow.core.settings import settings_arg
 from vecflow.lvm.fivecat_results import read_results
 
@@ -132,13 +132,6 @@ def read_csv(path: Path, delimiter: str = ",") -> tuple[list[str], list[list[str
     if not rows:
         raise VecflowError(f"{path}: empty CSV (no header)")
     return rows[0], rows[1:]
-
-
-def read_json_object(path: Path) -> dict:
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise VecflowError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def read_benchmark(path: Path) -> dict:

@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import read_json, read_jsonl, load_tensors, sha256_file
+from vecflow.core.io import read_json, sha256_file
 
 MAX_ITEMS = 1024  # texts or vectors per request
 MAX_TEXT_CHARS = 20_000  # characters per text given to /encode or /chat
@@ -116,8 +116,10 @@ class Bundle:
     @property
     def bank(self) -> tuple[np.ndarray, list[dict]]:
         def load():
-            vectors = load_tensors(self.root / "bank.safetensors", required=["embeddings"])["embeddings"]
-            return vectors.astype(np.float32), read_jsonl(self.root / "bank.index.jsonl")
+            from vecflow.lvm.bank import load_embeddings  # the bank's one reader (checks norms, rows, fields)
+
+            vectors, rows = load_embeddings(self.root / "bank.safetensors", self.root / "bank.index.jsonl")
+            return np.ascontiguousarray(vectors, dtype=np.float32), rows
 
         return self._once("bank", load)
 
