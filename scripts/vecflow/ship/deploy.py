@@ -117,6 +117,22 @@ def fivecat_gate_numbers(fivecat: dict, thresholds: dict, split: str, metric: st
     return value, threshold
 
 
+# (settings key, gate name, field in scores.json, strict ">" instead of ">=")
+SUMMARIZER_GATES = [
+    ("min_rouge1", "rouge1_f", "rouge.rouge1.f", False),
+    ("min_bertscore_f1", "bertscore_f1", "bertscore.f1", False),
+    ("min_distinct_ratio", "distinct_ratio", "input_dependence.distinct_ratio", False),
+    ("min_input_margin", "input_margin", "input_dependence.margin", True),
+]
+
+
+def threshold_gate(scores: dict, scores_path, settings: dict, key: str, name: str, field: str, strict: bool) -> dict:
+    value, threshold = number_at(scores, field, scores_path), float(settings[key])
+    passed = value > threshold if strict else value >= threshold
+    record = gate("summarizer", name, value, threshold, passed)
+    return {**record, "rule": "value > threshold"} if strict else record
+
+
 def summarizer_gates(scores: dict, scores_path, settings: dict, family: str = "summarizer") -> list[dict]:
     """Quality (ROUGE-1, BERTScore) and input dependence of the summarizer to bundle.
 
@@ -125,31 +141,18 @@ def summarizer_gates(scores: dict, scores_path, settings: dict, family: str = "s
     (``margin`` strictly above ``min_input_margin``): a model that writes one summary for every input fails.
     """
     gates = []
-    if "min_rouge1" in settings:
-        rouge1 = number_at(scores, "rouge.rouge1.f", scores_path)
-        threshold = float(settings["min_rouge1"])
-        gates.append(gate("summarizer", "rouge1_f", rouge1, threshold, rouge1 >= threshold))
-    if "min_bertscore_f1" in settings:
-        f1 = number_at(scores, "bertscore.f1", scores_path)
-        threshold = float(settings["min_bertscore_f1"])
-        gates.append(gate("summarizer", "bertscore_f1", f1, threshold, f1 >= threshold))
-    wanted = [key for key in ("min_distinct_ratio", "min_input_margin") if key in settings]
+    for key, name, field, strict in SUMMARIZER_GATES[:2]:  # quality
+        if key in settings:
+            gates.append(threshold_gate(scores, scores_path, settings, key, name, field, strict))
+    wanted = [g for g in SUMMARIZER_GATES[2:] if g[0] in settings]  # input dependence
     if wanted and not isinstance(scores.get("input_dependence"), dict):
-        for key in wanted:
-            name = "distinct_ratio" if key == "min_distinct_ratio" else "input_margin"
+        for key, name, _, _ in wanted:
             gates.append({**gate("summarizer", name, None, float(settings[key]), False),
                           "note": f"{scores_path} has no 'input_dependence': re-run score_summaries for {family} "
                                   f"(delete the file and run snakemake again)"})
         return gates
-    if "min_distinct_ratio" in settings:
-        distinct = number_at(scores, "input_dependence.distinct_ratio", scores_path)
-        threshold = float(settings["min_distinct_ratio"])
-        gates.append(gate("summarizer", "distinct_ratio", distinct, threshold, distinct >= threshold))
-    if "min_input_margin" in settings:
-        margin = number_at(scores, "input_dependence.margin", scores_path)
-        threshold = float(settings["min_input_margin"])
-        gates.append({**gate("summarizer", "input_margin", margin, threshold, margin > threshold),
-                      "rule": "value > threshold"})
+    for key, name, field, strict in wanted:
+        gates.append(threshold_gate(scores, scores_path, settings, key, name, field, strict))
     return gates
 
 
