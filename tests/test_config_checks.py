@@ -32,3 +32,31 @@ def test_unknown_key_names_the_key_not_the_schema():
     message = schema_error(_error(schema, {"seed": 1, "sede": 2}), files={})
     assert message.startswith("config: unknown key 'sede' under the top level")
     assert "\n" not in message
+
+
+def _merged(*names: str) -> dict:
+    """The config Snakemake builds: the Snakefile's config/config.yaml first, then each --configfile on top."""
+    from pathlib import Path
+
+    from snakemake.utils import update_config
+
+    from vecflow.core.config_checks import load_config_file
+
+    repo = Path(__file__).resolve().parents[1]
+    merged: dict = {}
+    for name in ("config.yaml", *names):
+        update_config(merged, load_config_file(repo / "config" / name))
+    return merged
+
+
+@pytest.mark.parametrize("name", ["dialogsum.yaml", "wikitext.yaml", "dialogsum-lvm.yaml"])
+def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
+    """config/config.yaml lowers the gates so the tiny demo models deploy; a real-data config layered on top
+    must restore the real ones, or a summarizer with 50 % duplicate outputs could be selected and shipped."""
+    config = _merged(name)
+    gates = config["deploy"]["gates"]
+    assert gates["summarizer"]["min_distinct_ratio"] >= 0.9
+    assert gates["summarizer"]["min_input_margin"] >= 0.0
+    assert gates["lvm"]["beat_baselines"] is True and gates["lvm"]["use_fivecat_thresholds"] is True
+    if config["tracks"]["summary"]:
+        assert config["summarizer"]["min_distinct_ratio"] >= 0.9
