@@ -118,9 +118,11 @@ def fivecat_gate_numbers(fivecat: dict, thresholds: dict, split: str, metric: st
 
 
 # (settings key, gate name, field in scores.json, strict ">" instead of ">=")
-SUMMARIZER_GATES = [
+QUALITY_GATES = [
     ("min_rouge1", "rouge1_f", "rouge.rouge1.f", False),
     ("min_bertscore_f1", "bertscore_f1", "bertscore.f1", False),
+]
+INPUT_DEPENDENCE_GATES = [
     ("min_distinct_ratio", "distinct_ratio", "input_dependence.distinct_ratio", False),
     ("min_input_margin", "input_margin", "input_dependence.margin", True),
 ]
@@ -141,10 +143,10 @@ def summarizer_gates(scores: dict, scores_path, settings: dict, family: str = "s
     (``margin`` strictly above ``min_input_margin``): a model that writes one summary for every input fails.
     """
     gates = []
-    for key, name, field, strict in SUMMARIZER_GATES[:2]:  # quality
+    for key, name, field, strict in QUALITY_GATES:
         if key in settings:
             gates.append(threshold_gate(scores, scores_path, settings, key, name, field, strict))
-    wanted = [g for g in SUMMARIZER_GATES[2:] if g[0] in settings]  # input dependence
+    wanted = [g for g in INPUT_DEPENDENCE_GATES if g[0] in settings]
     if wanted and not isinstance(scores.get("input_dependence"), dict):
         for key, name, _, _ in wanted:
             gates.append({**gate("summarizer", name, None, float(settings[key]), False),

@@ -119,7 +119,7 @@ class Bundle:
             from vecflow.lvm.bank import load_embeddings  # the bank's one reader (checks norms, rows, fields)
 
             vectors, rows = load_embeddings(self.root / "bank.safetensors", self.root / "bank.index.jsonl")
-            return np.ascontiguousarray(vectors, dtype=np.float32), rows
+            return vectors, rows  # float32, memory-mapped
 
         return self._once("bank", load)
 
