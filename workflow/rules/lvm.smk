@@ -31,6 +31,7 @@ rule embed_chunks:
         f"{R}/benchmarks/embed_chunks/{{split}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=8000,
@@ -80,6 +81,7 @@ rule diagnose_direction:
         f"{R}/benchmarks/diagnose_direction.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     params:
         settings=lambda w: settings("lvm", "diagnostics"),
     shell:
@@ -105,6 +107,7 @@ rule train_lvm:
         f"{R}/benchmarks/train_lvm/{{run}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["train"]
     resources:
         gpu=1,
         mem_mb=8000,
@@ -151,6 +154,7 @@ rule fivecat:
         f"{R}/benchmarks/fivecat/{{run}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
+    threads: config["threads"]["eval"]
     resources:
         gpu=1,
         mem_mb=8000,
