@@ -77,14 +77,22 @@ def filter_cmd(tmp: Path, rows: bytes, embeddings: np.ndarray | bytes | None = N
             "--out-dir", str(tmp / "out"), "--stats", str(tmp / "out" / "stats.json")]
 
 
-def windows_cmd(tmp: Path, vectors: np.ndarray) -> list[str]:
+def windows_cmd(tmp: Path, vectors: np.ndarray, metadata: dict | None = None,
+                encoder_dim: int | None = None) -> list[str]:
+    """``vecflow windows`` on a bank of ``vectors`` (with safetensors ``metadata``); with ``encoder_dim``, also
+    ``--encoder`` naming a folder ``in/minilm`` whose config.json says hidden_size ``encoder_dim``."""
     inp = tmp / "in"
     inp.mkdir(exist_ok=True)
-    save_tensors(inp / "e.safetensors", {"embeddings": vectors})
+    save_tensors(inp / "e.safetensors", {"embeddings": vectors}, metadata=metadata)
     rows = [{"article_id": 0, "chunk_index": i, "text": f"chunk {i}"} for i in range(len(vectors))]
     (inp / "e.index.jsonl").write_bytes(jsonl_bytes(rows))
+    extra = []
+    if encoder_dim is not None:
+        (inp / "minilm").mkdir()
+        (inp / "minilm" / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": encoder_dim}))
+        extra = ["--encoder", str(inp / "minilm")]
     return ["windows", "--embeddings", str(inp / "e.safetensors"), "--index", str(inp / "e.index.jsonl"),
-            "--settings", json.dumps({"context_length": 2}), "--out", str(tmp / "out" / "w.safetensors")]
+            "--settings", json.dumps({"context_length": 2}), *extra, "--out", str(tmp / "out" / "w.safetensors")]
 
 
 def chunk_cmd(tmp: Path, text: bytes, min_tokens: int = 8, target_tokens: int = 40) -> list[str]:
@@ -216,6 +224,13 @@ CASES = [
      r"e\.safetensors: row 3 is not finite"),
     ("unnormalised-chunk-embeddings", lambda t: windows_cmd(t, unit_rows(4) * 3),
      r"e\.safetensors: row 0 has norm 3\.0000, not 1"),
+    ("bank-width-not-the-encoders", lambda t: windows_cmd(t, unit_rows(4), encoder_dim=16),
+     r"e\.safetensors: the bank has rows of dimension 8 but the config names encoder 'minilm' \(.*minilm, D=16\); "
+     r"re-run vecflow embed with encoder .*minilm, or set encoder: in the config to the one the bank was made with$"),
+    ("bank-of-another-encoder", lambda t: windows_cmd(t, unit_rows(4), {"encoder": "mpnet", "dim": "8"}, 8),
+     r"e\.safetensors: the bank was made with encoder 'mpnet' \(D=8\) but the config names encoder 'minilm' "
+     r"\(.*minilm, D=8\); re-run vecflow embed with encoder .*minilm, or set encoder: in the config to the one "
+     r"the bank was made with \('mpnet'\)"),
     ("nan-bank-never-waived", lambda t: diagnose_cmd(t, "nan-bank"),
      r"e\.safetensors: row 4 is not finite .*no gate can waive this"),
     ("old-float-windows", lambda t: diagnose_cmd(t, "old-windows"),

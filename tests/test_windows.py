@@ -123,3 +123,59 @@ def test_load_windows_rejects_inconsistent_shapes(tmp_path):
     save_tensors(tmp_path / "w.safetensors", {**arrays, "rows": good.rows + 10})
     with pytest.raises(VecflowError, match=r"window 0: row \[10, 11, 12\] outside bank"):
         load_windows(tmp_path / "w.safetensors", bank)
+
+
+def encoder_folder(parent, name, hidden_size):
+    """An encoder folder as the config names it: only config.json is read (no weights are loaded)."""
+    folder = parent / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": hidden_size}))
+    return folder
+
+
+def test_load_bank_accepts_the_configured_encoder_and_refuses_another(tmp_path):
+    """The writer's metadata and the reader's check agree: a bank exported with encoder 'minilm' (D=8) loads
+    with --encoder .../minilm, both sharded (mid-export) and finished; another encoder or width is refused."""
+    from vecflow.lvm.bank import ShardedBankWriter, export_bank, partial_dir
+
+    minilm, mpnet = encoder_folder(tmp_path, "minilm", 8), encoder_folder(tmp_path, "mpnet", 8)
+    wide = encoder_folder(tmp_path, "wide", 16)
+    rows = [{"article_id": 0, "chunk_index": c, "text": f"c{c}"} for c in range(6)]
+    out = tmp_path / "bank.safetensors"
+    writer = ShardedBankWriter(out, tmp_path / "bank.index.jsonl", 4, source={"chunks": "x"})
+    writer.add_shard(unit_rows(4), rows[:4], {"encoder": "minilm"})
+    sharded = partial_dir(out)
+    assert load_bank(sharded, encoder_dir=minilm).dim == 8
+    with pytest.raises(VecflowError, match=r"bank\.safetensors\.partial: the bank was made with encoder 'minilm' "
+                                           r"\(D=8\) but the config names encoder 'mpnet'"):
+        load_bank(sharded, encoder_dir=mpnet)
+    export_bank(iter(rows), lambda texts: unit_rows(len(texts), seed=len(texts)), writer, {"encoder": "minilm"})
+    bank = load_bank(out, encoder_dir=minilm)
+    assert len(bank) == 6 and bank.dim == 8
+    assert len(load_bank(out, encoder_dir=str(minilm) + "/")) == 6  # a trailing slash names the same folder
+    with pytest.raises(VecflowError, match=r"made with encoder 'minilm' \(D=8\) but the config names encoder "
+                                           r"'mpnet' .*\('minilm'\)$"):
+        load_bank(out, encoder_dir=mpnet)
+    with pytest.raises(VecflowError, match=r"made with encoder 'minilm' \(D=8\) .* encoder 'wide' \(.*D=16\)"):
+        load_bank(out, encoder_dir=wide)
+    assert len(load_bank(out)) == 6  # no --encoder: not checked (direct use of the CLIs)
+
+
+def test_bank_without_metadata_is_checked_on_width_only(tmp_path):
+    emb, index = write_embeddings(tmp_path, unit_rows(6), [(0, c) for c in range(6)])  # an older file
+    assert len(load_bank(emb, index, encoder_dir=encoder_folder(tmp_path, "any-name", 8))) == 6
+    with pytest.raises(VecflowError, match=r"e\.safetensors: the bank has rows of dimension 8 but the config "
+                                           r"names encoder 'wide' \(.*wide, D=16\); re-run vecflow embed"):
+        load_bank(emb, index, encoder_dir=encoder_folder(tmp_path, "wide", 16))
+    with pytest.raises(VecflowError, match=r"nothing: not an HF encoder folder \(no config\.json\)"):
+        load_bank(emb, index, encoder_dir=tmp_path / "nothing")
+
+
+def test_cli_windows_with_the_matching_encoder(tmp_path):
+    vectors = unit_rows(6)
+    emb, index = write_embeddings(tmp_path, vectors, [(0, c) for c in range(6)])
+    save_tensors(emb, {"embeddings": vectors}, metadata={"encoder": "minilm", "dim": "8"})  # as embed writes it
+    argv = ["windows", "--embeddings", str(emb), "--index", str(index), "--settings", json.dumps({"context_length": 2}),
+            "--encoder", str(encoder_folder(tmp_path, "minilm", 8)), "--out", str(tmp_path / "w.safetensors")]
+    assert cli_main(argv) == 0
+    assert load_tensors(tmp_path / "w.safetensors")["rows"].shape == (4, 3)

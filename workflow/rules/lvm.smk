@@ -48,6 +48,7 @@ rule make_windows:
     input:
         vectors=f"{R}/lvm/embeddings/{{split}}.safetensors",
         index=f"{R}/lvm/embeddings/{{split}}.index.jsonl",
+        encoder=model_input(config["encoder"]),
     output:
         windows=f"{R}/lvm/windows/{{split}}.safetensors",
     log:
@@ -57,9 +58,11 @@ rule make_windows:
     conda:
         "../../envs/vecflow.yaml"
     params:
+        encoder=parent_of("encoder"),
         settings=lambda w: job_settings(context_length=config["lvm"]["context_length"]),
     shell:
         "vecflow windows --embeddings {input.vectors} --index {input.index} "
+        "--encoder {params.encoder} "
         "--settings {params.settings:q} --out {output.windows} > {log} 2>&1"
 
 
@@ -68,6 +71,7 @@ rule diagnose_direction:
         windows=f"{R}/lvm/windows/train.safetensors",
         vectors=f"{R}/lvm/embeddings/train.safetensors",
         index=f"{R}/lvm/embeddings/train.index.jsonl",
+        encoder=model_input(config["encoder"]),
     output:
         json=f"{R}/lvm/diagnostics/direction.json",
         plot=report(
@@ -83,10 +87,11 @@ rule diagnose_direction:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     params:
+        encoder=parent_of("encoder"),
         settings=lambda w: settings("lvm", "diagnostics"),
     shell:
         "vecflow diagnose --windows {input.windows} --embeddings {input.vectors} --index {input.index} "
-        "--settings {params.settings:q} "
+        "--encoder {params.encoder} --settings {params.settings:q} "
         "--out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
 
 
@@ -99,6 +104,7 @@ rule train_lvm:
         val=f"{R}/lvm/windows/val.safetensors",
         val_vectors=f"{R}/lvm/embeddings/val.safetensors",
         val_index=f"{R}/lvm/embeddings/val.index.jsonl",
+        encoder=model_input(config["encoder"]),
     output:
         model=directory(f"{R}/lvm/models/{{run}}"),
     log:
@@ -113,6 +119,7 @@ rule train_lvm:
         mem_mb=8000,
         runtime=240,
     params:
+        encoder=parent_of("encoder"),
         settings=lambda w: json.dumps(  # the mini-5CAT uses the fivecat rule's article filter
             dict(
                 json.loads(lvm_run_settings(w)),
@@ -124,6 +131,7 @@ rule train_lvm:
         "vecflow train-lvm --train-windows {input.train} --train-embeddings {input.train_vectors} "
         "--train-index {input.train_index} --val-windows {input.val} "
         "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
+        "--encoder {params.encoder} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
 
@@ -140,6 +148,7 @@ rule fivecat:
         index=expand(
             "{R}/lvm/embeddings/{split}.index.jsonl", R=R, split=["val", "ood"]
         ),
+        encoder=model_input(config["encoder"]),
     output:
         json=f"{R}/lvm/fivecat/{{run}}.json",
         plot=report(
@@ -160,6 +169,7 @@ rule fivecat:
         mem_mb=8000,
         runtime=60,
     params:
+        encoder=parent_of("encoder"),
         splits=lambda w, input: " ".join(
             f"--split {name}={win},{vec},{idx}"
             for name, win, vec, idx in zip(
@@ -174,6 +184,7 @@ rule fivecat:
     shell:
         "vecflow fivecat --model {input.model} --train-windows {input.train} "
         "--train-embeddings {input.train_vectors} --train-index {input.train_index} {params.splits} "
+        "--encoder {params.encoder} "
         "--settings {params.settings:q} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"
 
 

@@ -9,6 +9,9 @@ On disk (``vecflow embed``):
   (what the export writes as it goes, in ``F.safetensors.partial/``), reads the same way: ``open_embeddings``
   and ``load_bank`` take either.
 
+``load_bank(..., encoder_dir=E)`` also refuses a bank that is not of the encoder the config names (its row width
+differs from E's hidden size, or its metadata names another encoder folder).
+
 ``ChunkBank`` answers "which row is chunk t+k of article a" (``rows``) for every stage: windows, training,
 diagnostics and 5CAT all use it, so the rule (same article, exact chunk index, -1 where absent; never wrapped
 into a neighbouring article) has one implementation.
@@ -258,14 +261,61 @@ def index_of(path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".index.jsonl")
 
 
-def load_bank(embeddings_path: str | Path, index_path: str | Path | None = None) -> ChunkBank:
+def encoder_dim(encoder_dir: str | Path) -> int:
+    """The vector width of the sentence encoder in ``encoder_dir`` (what ``SentenceEncoder.dim`` is), read from
+    its ``config.json`` without loading weights."""
+    config_path = Path(encoder_dir) / "config.json"
+    if not config_path.is_file():
+        raise VecflowError(f"{encoder_dir}: not an HF encoder folder (no config.json); pass the encoder folder "
+                           f"the config names to --encoder")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VecflowError(f"{config_path}: not readable JSON ({exc})") from None
+    dim = config.get("hidden_size") if isinstance(config, dict) else None
+    if dim is None:  # a model type that names it otherwise (dim, d_model): transformers maps it
+        from transformers import AutoConfig
+
+        dim = getattr(AutoConfig.from_pretrained(str(encoder_dir)), "hidden_size", None)
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise VecflowError(f"{config_path}: field 'hidden_size': expected a positive integer, got {dim!r}")
+    return dim
+
+
+def bank_metadata(path: str | Path) -> dict:
+    """What ``vecflow embed`` recorded about a bank (``encoder``, ``dim``, ``count``): the safetensors
+    metadata, or a sharded folder's manifest ``metadata``; empty for older files without it."""
+    path = Path(path)
+    if path.is_dir():
+        return dict(read_manifest(path).get("metadata") or {})
+    return dict(tensor_metadata(path))
+
+
+def check_bank_encoder(embeddings_path: str | Path, width: int, encoder_dir: str | Path) -> None:
+    """The bank at ``embeddings_path`` (rows ``width`` wide) must come from the encoder in ``encoder_dir``: same
+    dimension, and, where the bank's metadata names its encoder (older files do not), the same encoder."""
+    dim, name = encoder_dim(encoder_dir), Path(encoder_dir).name or Path(encoder_dir).resolve().name
+    made_with = bank_metadata(embeddings_path).get("encoder") or None
+    if width == dim and made_with in (None, name):
+        return
+    made = f"was made with encoder '{made_with}' (D={width})" if made_with else f"has rows of dimension {width}"
+    raise VecflowError(f"{embeddings_path}: the bank {made} but the config names encoder '{name}' ({encoder_dir}, "
+                       f"D={dim}); re-run vecflow embed with encoder {encoder_dir}, or set encoder: in the config "
+                       f"to the one the bank was made with" + (f" ('{made_with}')" if made_with else ""))
+
+
+def load_bank(embeddings_path: str | Path, index_path: str | Path | None = None,
+              encoder_dir: str | Path | None = None) -> ChunkBank:
     """Open a bank (``F.safetensors`` + ``F.index.jsonl``, or a sharded folder), check it and index it.
 
     Checks: 2-D float32, every row finite and of unit norm, one index row per embedding row, each
-    (article_id, chunk_index) once with chunk_index >= 0. The vectors stay memory-mapped.
+    (article_id, chunk_index) once with chunk_index >= 0; with ``encoder_dir`` (the encoder the config names)
+    also ``check_bank_encoder``. The vectors stay memory-mapped.
     """
     embeddings_path = Path(embeddings_path)
     embeddings = open_embeddings(embeddings_path)
+    if encoder_dir is not None:
+        check_bank_encoder(embeddings_path, int(embeddings.shape[1]), encoder_dir)
     if embeddings_path.is_dir():
         article_ids, chunk_indices = _sharded_keys(embeddings_path)
         index_path = embeddings_path / MANIFEST

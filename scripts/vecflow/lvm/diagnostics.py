@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.diagnostics (or lvm) as JSON")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True, help="PNG")
+    parser.add_argument("--encoder", metavar="DIR",
+                        help="the encoder folder the config names: a bank of another encoder or dimension is refused")
     args = parser.parse_args(argv)
 
-    bank = load_bank(args.embeddings, args.index)
+    bank = load_bank(args.embeddings, args.index, encoder_dir=args.encoder)
     stats = direction_stats(load_windows(args.windows, bank), bank)
     thresholds = thresholds_from(args.settings)
     waive = bool(diagnostics_section(args.settings).get("waive_gate", False))

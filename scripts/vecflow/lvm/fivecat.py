@@ -323,16 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm.fivecat config section")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True)
+    parser.add_argument("--encoder", metavar="DIR",
+                        help="the encoder folder the config names: a bank of another encoder or dimension is refused")
     return parser
 
 
-def load_splits(split_args: list[tuple[str, tuple[str, str, str]]], max_samples: int, seed: int
-                ) -> dict[str, tuple[Windows, ChunkBank]]:
+def load_splits(split_args: list[tuple[str, tuple[str, str, str]]], max_samples: int, seed: int,
+                encoder_dir: str | None = None) -> dict[str, tuple[Windows, ChunkBank]]:
     splits = {}
     for name, (windows_path, embeddings_path, index_path) in split_args:
         if name in splits:
             raise VecflowError(f"--split: split '{name}' given twice")
-        bank = load_bank(embeddings_path, index_path)
+        bank = load_bank(embeddings_path, index_path, encoder_dir=encoder_dir)
         windows = load_windows(windows_path, bank)
         splits[name] = (subsample(windows, max_samples, seed), bank)
     return splits
@@ -375,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = args.settings
     seed = int(settings.get("seed", 0))
     seed_everything(seed)
-    splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed)
-    train_bank = load_bank(args.train_embeddings, args.train_index)
+    splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed, args.encoder)
+    train_bank = load_bank(args.train_embeddings, args.train_index, encoder_dir=args.encoder)
     train = load_windows(args.train_windows, train_bank)
     fraction = float(settings.get("train_fraction", 1.0))  # a learning-curve run: ridge sees the same share
     if fraction < 1.0:

@@ -415,8 +415,8 @@ def baseline_scores(train: Windows, train_bank: ChunkBank, windows: Windows, ban
     return scores, baselines["ridge"]
 
 
-def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
-    train_bank = load_bank(paths["train_embeddings"], paths["train_index"])
+def load_run_data(paths: dict, run: dict, losses: dict | None, encoder_dir=None) -> RunData:
+    train_bank = load_bank(paths["train_embeddings"], paths["train_index"], encoder_dir=encoder_dir)
     train = load_windows(paths["train_windows"], train_bank)
     if run["selection_fraction"] > 0:
         train, val, held = carve_selection(train, run["selection_fraction"], run["seed"])
@@ -424,7 +424,7 @@ def load_run_data(paths: dict, run: dict, losses: dict | None) -> RunData:
         bank = train_bank
         selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held)}
     else:
-        bank = load_bank(paths["val_embeddings"], paths["val_index"])
+        bank = load_bank(paths["val_embeddings"], paths["val_index"], encoder_dir=encoder_dir)
         val = load_windows(paths["val_windows"], bank)
         check_compatible(train, val, train_bank, bank, paths)
         selection = {"split": "val", "articles": int(len(np.unique(val.article_ids)))}
@@ -473,7 +473,7 @@ def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) 
 
 
 def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir,
-              epoch_callback=None, *, train_embeddings_path, train_index_path) -> dict | None:
+              epoch_callback=None, *, train_embeddings_path, train_index_path, encoder_dir=None) -> dict | None:
     """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
     on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call).
     ``epoch_callback(record)`` is called after each trained epoch (HPO reports and prunes there).
@@ -485,7 +485,7 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     partial_dir = out_dir.with_name(out_dir.name + ".partial")
     paths = {"train_windows": train_path, "train_embeddings": train_embeddings_path, "train_index": train_index_path,
              "val_windows": val_path, "val_embeddings": val_embeddings_path, "val_index": val_index_path}
-    data = load_run_data(paths, run, settings.get("losses"))
+    data = load_run_data(paths, run, settings.get("losses"), encoder_dir)
 
     device = pick_device(settings.get("device", "auto"))
     seed_everything(run["seed"])
@@ -588,11 +588,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-index", required=True, help="validation chunk index (.index.jsonl)")
     parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.train + run entry, as JSON")
     parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument("--encoder", metavar="DIR",
+                        help="the encoder folder the config names: a bank of another encoder or dimension is refused")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out,
-              train_embeddings_path=args.train_embeddings, train_index_path=args.train_index)
+              train_embeddings_path=args.train_embeddings, train_index_path=args.train_index,
+              encoder_dir=args.encoder)
     return 0

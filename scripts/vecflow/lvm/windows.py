@@ -150,10 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="F.index.jsonl from embed")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
     parser.add_argument("--out", required=True, help="windows safetensors")
+    parser.add_argument("--encoder", metavar="DIR",
+                        help="the encoder folder the config names: a bank of another encoder or dimension is refused")
     args = parser.parse_args(argv)
 
     context_length = int(args.settings.get("context_length", 5))
-    bank = load_bank(args.embeddings, args.index)
+    bank = load_bank(args.embeddings, args.index, encoder_dir=args.encoder)
     windows = make_windows(bank, context_length)
     if len(windows) == 0:
         raise VecflowError(no_windows_message(args.embeddings, bank, context_length))
