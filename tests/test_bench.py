@@ -139,3 +139,62 @@ def test_profile_summary_counts_only_stacks_through_the_function(tmp_path):
     assert summary["samples"] == 8
     assert summary["deepest_vecflow_frame"] == [("encode (vecflow/core/encoder.py:9)", 1.0)]
     assert summary["leaf_frame"][0] == ("linear (torch/nn/linear.py:2)", 0.75)
+
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       100 |        100 |       numpy._core._multiarray_umath
+import time:       400 |        500 |     numpy._core
+import time:      1500 |       2000 |   numpy
+import time:       300 |       2300 | vecflow.core.io
+import time:        50 |         50 |     numpy.linalg
+import time:       200 |        200 |   yaml
+import time:      1000 |       1250 | vecflow.ship.report
+"""
+
+
+def test_importtime_summary_counts_each_package_once_where_it_is_first_reached():
+    from vecflow.bench_pipeline import parse_importtime, summarise_importtime
+
+    rows = parse_importtime(IMPORTTIME)
+    assert rows[0] == ("numpy._core._multiarray_umath", 100e-6, 100e-6, 3)
+    summary = summarise_importtime(rows, "vecflow.ship.report")
+    # numpy's own cumulative (nested numpy modules are inside it), plus the numpy.linalg reached elsewhere
+    assert summary["top"] == [["numpy", pytest.approx(2050e-6)], ["yaml", pytest.approx(200e-6)]]
+    assert summary["vecflow_self_s"] == pytest.approx(1300e-6)
+    assert summary["total_s"] == pytest.approx(2300e-6 + 1250e-6)
+    assert summary["heavy_loaded"] == ["yaml", "numpy"]
+
+
+def test_jobs_are_read_from_the_snakemake_log():
+    from vecflow.bench_pipeline import jobs_run
+
+    log = ("Building DAG of jobs...\nlocalrule resolved_config:\n    output: x\nrule report:\n    input: y\n"
+           "localrule all:\n")
+    assert jobs_run(log) == ["report", "resolved_config"]
+    assert jobs_run("Nothing to be done (all requested files are present and up to date).") == []
+
+
+def test_pipeline_overhead_on_a_tiny_finished_run(tiny_encoder, tiny_causal_lm, tmp_path):
+    """Builds the tiny demo DAG, then the no-op rerun, the report regeneration and the start-up figures; only
+    that each figure is there and positive, and that each rerun ran exactly the jobs it should."""
+    result = bench.bench_pipeline("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
+    saved = read_json(tmp_path / "pipeline.json")
+    assert saved["check"] == {"noop_ran_no_job": True, "report_ran_only_its_jobs": True,
+                              "resolved_config+report_ran_only_its_jobs": True}
+    assert saved["report_regeneration"]["resolved_config+report"]["jobs"] == ["report", "resolved_config"]
+    figures = [saved["noop_rerun"], saved["full_dag"], *saved["report_regeneration"].values(),
+               *saved["startup"].values()]
+    for figure in figures:
+        assert figure["wall_s"] > 0 and figure["cpu_s"] > 0, figure
+    assert saved["full_dag"]["jobs"] > 10
+    assert set(saved["importtime"]) == {"vecflow.cli", "vecflow.ship.report", "vecflow.core.resolved_config",
+                                        "report job drawing"}
+    assert "matplotlib" in saved["importtime"]["report job drawing"]["heavy_loaded"]
+    for summary in saved["importtime"].values():
+        assert summary["total_s"] > 0 and 0 < len(summary["top"]) <= 5
+        assert all(seconds > 0 for _, seconds in summary["top"])
+    assert saved["goals"]["noop_rerun"]["wall_s"] == result["noop_rerun"]["wall_s"]
+    assert isinstance(saved["goals"]["report_regeneration"]["met"], bool)
+    row = bench.render_table(tmp_path).splitlines()[2]
+    assert row.startswith("| pipeline | python -c pass ") and "no-op rerun" in row

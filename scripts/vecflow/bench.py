@@ -23,6 +23,9 @@ BENCHMARKS.md.
   whose forward count equals ``transformer_lvm_flops``) vs this
   machine's fp32 and bf16 matmul peak measured in the same run.
 - ``startup``: the per-job start-up floor, ``vecflow CMD --help`` in a fresh process for every command.
+- ``pipeline``: on a finished demo run (``--workdir``; ``--size tiny`` builds a tiny one): the no-op rerun, the
+  report regenerated from cache, per-job start-up vs a bare interpreter and the report job's import profile
+  (``vecflow.bench_pipeline``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ DEFAULT_OUT = REPO / "results" / "bench"
 MODELS = REPO / "resources" / "models"
 DATA = REPO.parent / "shared" / "data"
 WIKITEXT_CHUNKS = REPO / "results" / "wikitext" / "lvm" / "chunks.jsonl"
-BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lvm", "startup")
+BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lvm", "startup", "pipeline")
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -995,9 +998,18 @@ def bench_startup(size: str, out_dir: Path | None, **_) -> dict:
     return result
 
 
+# ---------------------------------------------------------------------------------------------- 8. pipeline
+def bench_pipeline(size: str, out_dir: Path | None, **options) -> dict:
+    """No-op rerun, report regeneration and per-job start-up of a finished DAG (``vecflow.bench_pipeline``)."""
+    from vecflow.bench_pipeline import bench_pipeline as run
+
+    return run(size, out_dir, **options)
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 RUNNERS = {"fivecat": bench_fivecat, "bertscore": bench_bertscore, "embed": bench_embed, "generate": bench_generate,
-           "train": bench_train, "lvm": bench_lvm, "serve": bench_serve, "startup": bench_startup}
+           "train": bench_train, "lvm": bench_lvm, "serve": bench_serve, "startup": bench_startup,
+           "pipeline": bench_pipeline}
 
 
 def profile_summary(raw_path: Path, within: str | None = None, top: int = 12) -> dict:
@@ -1053,6 +1065,11 @@ def render_table(out_dir: Path) -> str:
             rows.append(f"| startup | {floor} | mean `vecflow CMD --help` {data['mean_command_s']:.2f} s, slowest "
                         f"{data['slowest']} {data['per_command_s'][data['slowest']]:.2f} s | | | | | {where} |")
             continue
+        if data.get("benchmark") == "pipeline":
+            from vecflow.bench_pipeline import table_row
+
+            rows.append(table_row(data, where))
+            continue
         unit = data["unit"]
         goal = data.get("goal_ratio")
         if "goal_p99_ms" in data:
@@ -1100,6 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default="seq2seq,causal", help="generate/train: seq2seq,causal")
     parser.add_argument("--count", type=int, help="the workload's size instead of --size's (windows, pairs, "
                                                   "chunks, dialogues or requests)")
+    parser.add_argument("--workdir", type=Path, help="pipeline: a finished run of the demo DAG (default: the "
+                                                     "repository's at --size full; a tiny one built at --size tiny)")
     args = parser.parse_args(argv)
     if args.name == "profile":
         if args.raw is None or not args.raw.is_file():
@@ -1118,7 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
         options = {COUNT_OPTION[name]: args.count} if args.count and name in COUNT_OPTION else {}
         try:
             RUNNERS[name](args.size, Path(args.out_dir), minilm=args.minilm, smollm2=args.smollm2,
-                          families=tuple(args.families.split(",")), **options)
+                          families=tuple(args.families.split(",")), workdir=args.workdir, **options)
         except Exception as exc:  # noqa: BLE001 - one failed benchmark must not cost the others' figures
             if len(names) == 1:
                 raise
