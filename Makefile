@@ -47,6 +47,7 @@ format: install-test
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 # Every benchmark side by side with its peer (figures in BENCHMARKS.md, JSON in results/bench/); ~30 min on 2 cores.
+# `pipeline` times a no-op rerun and a report regeneration of the finished `make demo` run (run it first).
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'  # sentence-transformers, scipy, scikit-learn: wheels
 	@touch $@
