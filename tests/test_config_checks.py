@@ -60,3 +60,17 @@ def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
     assert gates["lvm"]["beat_baselines"] is True and gates["lvm"]["use_fivecat_thresholds"] is True
     if config["tracks"]["summary"]:
         assert config["summarizer"]["min_distinct_ratio"] >= 0.9
+
+
+def test_a_bad_value_from_the_command_line_is_not_blamed_on_a_file(tmp_path):
+    """`--config train.steps=x` over a file that sets steps: 8 names the command line, not the file's line."""
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\ntrain:\n  steps: 8\n")
+    schema = {"type": "object", "properties": {"train": {"type": "object",
+                                                          "properties": {"steps": {"type": "integer"}}}}}
+    files = {str(path): {"seed": 1, "train": {"steps": 8}}}
+    from_cli = schema_error(_error(schema, {"seed": 1, "train": {"steps": "x"}}), files=files)
+    assert from_cli.startswith("--config (command line): key 'train.steps': expected integer, got str 'x'")
+    from_file = schema_error(_error(schema, {"seed": 1, "train": {"steps": "x"}}),
+                             files={str(path): {"seed": 1, "train": {"steps": "x"}}})
+    assert from_file.startswith(f"{path}:3: key 'train.steps'")

@@ -86,13 +86,30 @@ def check_config_files(paths) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------------- schema
 
 
-def _lookup(data, keys: list) -> bool:
+MISSING = object()
+
+
+def _value_at(data, keys: list):
     node = data
     for key in keys:
         if not isinstance(node, dict) or key not in node:
-            return False
+            return MISSING
         node = node[key]
-    return True
+    return node
+
+
+def _lookup(data, keys: list) -> bool:
+    return _value_at(data, keys) is not MISSING
+
+
+def _source(files: dict[str, dict], keys: list, instance, leaf: bool) -> str:
+    """Where a bad value came from: the last config file that sets it to that value (file:line), else the
+    command line (``--config`` overrides every file, and a file that sets another value is not the culprit)."""
+    setting = [path for path, data in files.items() if _lookup(data, keys)]
+    if setting and (not leaf or _value_at(files[setting[-1]], keys) == instance):
+        line = _key_line(setting[-1], keys)
+        return f"{setting[-1]}:{line}" if line else setting[-1]
+    return "--config (command line)" if files else "config"
 
 
 def _key_line(path: str, keys: list) -> int | None:
@@ -137,12 +154,8 @@ def schema_error(error, files: dict[str, dict]) -> str:
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})), key=str)
         keys = keys + unknown[:1]
     dotted = ".".join(str(k) for k in keys) or "(top level)"
-    setting = [path for path, data in files.items() if _lookup(data, keys)]
-    where = "config"
-    if setting:
-        line = _key_line(setting[-1], keys)
-        where = f"{setting[-1]}:{line}" if line else setting[-1]
     instance = error.instance
+    where = _source(files, keys, instance, leaf=not unknown and not isinstance(instance, (dict, list)))
     if unknown:
         known = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
         parent = ".".join(str(k) for k in keys[:-1]) or "the top level"
