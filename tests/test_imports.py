@@ -92,7 +92,9 @@ def _third_party_imports(paths) -> set[str]:
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("vecflow", "__future__")}
+    local = {path.stem for path in (REPO / "tests").glob("*.py")}  # the tests' helpers (bench --size tiny)
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("vecflow", "__future__")
+            and n not in local}
 
 
 def _requirement_name(text: str) -> str:

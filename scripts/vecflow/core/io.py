@@ -16,11 +16,10 @@ import re
 import shutil
 import socket
 import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
-
-import numpy as np
 
 from vecflow.core.errors import VecflowError, where
 
@@ -146,6 +145,11 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def _json_default(obj: Any):
+    np = sys.modules.get("numpy")  # not imported here: the report and config jobs never load numpy for JSON
+    if np is None:
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
     if isinstance(obj, (np.floating,)):
         return float(obj)
     if isinstance(obj, (np.integer,)):
@@ -290,6 +294,7 @@ def require_fields(record: dict, fields: dict[str, type | tuple], path, lineno) 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Save numpy arrays or torch tensors as safetensors, atomically."""
+    import numpy as np
     from safetensors.numpy import save_file
 
     arrays = {}
@@ -301,7 +306,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         save_file(arrays, str(tmp), metadata=metadata)
 
 
-def load_tensors(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def load_tensors(path: str | os.PathLike, required: Iterable[str] = ()) -> "dict[str, np.ndarray]":
     """Load a safetensors file as numpy arrays; a missing file or key is a VecflowError."""
     from safetensors.numpy import load_file
 
@@ -326,6 +331,8 @@ def check_embeddings(array: np.ndarray, path, key: str = "embeddings", dim: int 
     norm 1 within ``tolerance`` (``None``: norms are not checked). Each failure is a VecflowError naming the file,
     the tensor and the first bad row; non-finite data is called corrupt, never something to waive.
     """
+    import numpy as np
+
     name = f"{path}: tensor '{key}'"
     if array.ndim < 2 or 0 in array.shape:
         raise VecflowError(f"{name}: expected a non-empty N x D matrix, got shape {array.shape}")
