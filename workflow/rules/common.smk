@@ -196,7 +196,12 @@ def lvm_run_settings(wildcards):
     """lvm.train plus the run's entry; loss overrides of lvm.train and of the run are merged."""
     run = dict(config["lvm"]["runs"][wildcards.run])
     losses = {**config["lvm"]["train"].get("losses", {}), **run.pop("losses", {})}
-    extra = dict(run, run=wildcards.run, context_length=config["lvm"]["context_length"])
+    extra = dict(
+        run,
+        run=wildcards.run,
+        context_length=config["lvm"]["context_length"],
+        short_duplicate_tokens=config["lvm"]["split"].get("short_duplicate_tokens", 0),
+    )
     if losses:
         extra["losses"] = losses
     return settings("lvm", "train", **extra)

@@ -329,6 +329,17 @@ def load_bank(embeddings_path: str | Path, index_path: str | Path | None = None,
     return ChunkBank(embeddings, article_ids, chunk_indices, source=str(embeddings_path))
 
 
+def bank_index_rows(embeddings_path: str | Path, index_path: str | Path | None = None) -> Iterator[dict]:
+    """The index rows (``article_id, chunk_index, text``) of a bank, in row order: ``F.index.jsonl`` or, for a
+    sharded folder, each shard's index in manifest order."""
+    embeddings_path = Path(embeddings_path)
+    if embeddings_path.is_dir():
+        for shard in read_manifest(embeddings_path)["shards"]:
+            yield from iter_index(embeddings_path / shard["index"])
+    else:
+        yield from iter_index(Path(index_path) if index_path is not None else index_of(embeddings_path))
+
+
 def _sharded_keys(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     parts = [read_index_keys(folder / shard["index"]) for shard in read_manifest(folder)["shards"]]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -46,7 +46,7 @@ import torch
 from vecflow.lvm import fivecat
 from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, build_baselines
 from vecflow.core.devices import pick_device
-from vecflow.lvm.bank import ChunkBank, load_bank, resident_bank
+from vecflow.lvm.bank import ChunkBank, bank_index_rows, load_bank, resident_bank
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_dir, atomic_path, write_json, write_jsonl
 from vecflow.lvm.losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
@@ -147,6 +147,7 @@ def run_settings(settings: dict) -> dict:
         "early_stop_patience": settings.get("early_stop_patience", 0),
         "mini5cat_samples": settings.get("mini5cat_samples", 200),
         "stop_after_epoch": settings.get("stop_after_epoch", 0),
+        "short_duplicate_tokens": settings.get("short_duplicate_tokens", 0),
     }
     for key in ("epochs", "batch_size", "mini5cat_samples"):
         if not isinstance(run[key], int) or run[key] < 1:
@@ -156,7 +157,7 @@ def run_settings(settings: dict) -> dict:
     if not 0.0 <= run["selection_fraction"] < 1.0:
         raise VecflowError(f"settings: field 'selection_fraction': expected a value in [0, 1), "
                            f"got {run['selection_fraction']!r}")
-    for key in ("early_stop_patience", "stop_after_epoch", "ridge_max_samples"):
+    for key in ("early_stop_patience", "stop_after_epoch", "ridge_max_samples", "short_duplicate_tokens"):
         if not isinstance(run[key], int) or run[key] < 0:
             raise VecflowError(f"settings: field '{key}': expected an integer >= 0, got {run[key]!r}")
     if run["selection_metric"] not in SELECTION_METRICS:
@@ -380,16 +381,50 @@ class RunData:
                 "val": WindowTensors.build(val_bank, self.val, future_rows(self.val, self.bank, self.horizon))}
 
 
-def carve_selection(train: Windows, fraction: float, seed: int) -> tuple[Windows, Windows, list[int]]:
-    """Hold out a seeded ``fraction`` of the training ARTICLES (at least one, never all) as the selection split."""
+def carve_selection(train: Windows, fraction: float, seed: int, article_texts: dict | None = None
+                    ) -> tuple[Windows, Windows, list[int]]:
+    """Hold out a seeded ``fraction`` of the training ARTICLES (at least one, never all) as the selection split.
+
+    With ``article_texts`` (article id -> its chunk texts that count as leakage, see ``leakage_texts``) a chosen
+    article that shares such a text with an article left for training goes back to training, the rule
+    ``split_articles`` applies between splits: DialogSum train repeats 1,012 of its dialogues, and a selection
+    split holding copies of training dialogues rewards memorising them."""
     articles = np.unique(train.article_ids)
     if len(articles) < 2:
         raise VecflowError(f"settings: selection_fraction {fraction}: the training windows come from "
                            f"{len(articles)} article; set selection_fraction: 0 to select on --val-windows")
     count = min(len(articles) - 1, max(1, round(fraction * len(articles))))
     chosen = np.sort(np.random.default_rng(seed).choice(articles, size=count, replace=False))
+    if article_texts:
+        chosen = np.asarray(non_leaking(chosen.tolist(), articles.tolist(), article_texts), dtype=articles.dtype)
+        if not len(chosen):
+            raise VecflowError(f"settings: selection_fraction {fraction}: every selection article repeats a "
+                               f"training article's text; set selection_fraction: 0 to select on --val-windows")
     held = np.isin(train.article_ids, chosen)
     return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held)), chosen.tolist()
+
+
+def non_leaking(chosen: list[int], articles: list[int], article_texts: dict) -> list[int]:
+    """The chosen articles that share no leakage text with the articles not chosen."""
+    chosen_set = set(chosen)
+    training_texts = set()
+    for article in articles:
+        if article not in chosen_set:
+            training_texts |= article_texts.get(article, set())
+    return [a for a in chosen if not article_texts.get(a, set()) & training_texts]
+
+
+def leakage_texts(index_rows, short_tokens: int) -> dict[int, set[str]]:
+    """Article id -> its whitespace-normalised chunk texts longer than ``short_tokens`` tokens (shorter ones,
+    "#Person2#: Thank you.", are generic, not leakage), from a bank index's rows."""
+    from vecflow.data.splits import normalise_text
+
+    texts: dict[int, set[str]] = {}
+    for row in index_rows:
+        text = normalise_text(row["text"])
+        if len(text.split()) > short_tokens:
+            texts.setdefault(int(row["article_id"]), set()).add(text)
+    return texts
 
 
 def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
@@ -419,10 +454,14 @@ def load_run_data(paths: dict, run: dict, losses: dict | None, encoder_dir=None)
     train_bank = load_bank(paths["train_embeddings"], paths["train_index"], encoder_dir=encoder_dir)
     train = load_windows(paths["train_windows"], train_bank)
     if run["selection_fraction"] > 0:
-        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"])
+        texts = leakage_texts(bank_index_rows(paths["train_embeddings"], paths["train_index"]),
+                              run["short_duplicate_tokens"])
+        wanted = len(carve_selection(train, run["selection_fraction"], run["seed"])[2])
+        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"], texts)
         val = Windows(val.rows, val.article_ids, val.target_indices, f"{paths['train_windows']} (selection articles)")
         bank = train_bank
-        selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held)}
+        selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held),
+                     "returned_to_training_as_leaking": wanted - len(held)}
     else:
         bank = load_bank(paths["val_embeddings"], paths["val_index"], encoder_dir=encoder_dir)
         val = load_windows(paths["val_windows"], bank)
