@@ -210,8 +210,6 @@ def test_selection_split_is_carved_from_training_articles(lvm_data):
 def test_selection_split_holds_no_copy_of_a_training_article(lvm_data):
     """An article whose text repeats a training article's (DialogSum train repeats 1,012 dialogues) goes back to
     training: a selection split with copies of training articles rewards memorising them."""
-    from vecflow.lvm.train import leakage_texts
-
     train = load_windows(lvm_data / "train.safetensors")
     _, _, ids = carve_selection(train, 0.25, seed=3)
     articles = [int(a) for a in np.unique(train.article_ids)]
@@ -220,11 +218,10 @@ def test_selection_split_holds_no_copy_of_a_training_article(lvm_data):
     rows += [{"article_id": copied, "text": f"turn 0 of article {twin}   with enough words"},  # same text, spaces
              {"article_id": ids[1], "text": "#Person2#: Thank you."},                       # generic: not leakage
              {"article_id": twin, "text": "#Person2#: Thank you."}]
-    texts = leakage_texts(rows, short_tokens=4)
-    rest, held, kept = carve_selection(train, 0.25, seed=3, article_texts=texts)
+    rest, held, kept = carve_selection(train, 0.25, seed=3, index_rows=rows, short_tokens=4)
     assert kept == [a for a in ids if a != copied]
     assert copied in set(np.unique(rest.article_ids)) and len(rest) + len(held) == len(train)
-    assert carve_selection(train, 0.25, seed=3, article_texts=leakage_texts(rows[:-3], 4))[2] == ids
+    assert carve_selection(train, 0.25, seed=3, index_rows=rows[:-3], short_tokens=4)[2] == ids
 
 
 def test_dominance_selection_on_a_carved_split_never_reads_val(lvm_data, tmp_path):

@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator

@@ -381,50 +381,38 @@ class RunData:
                 "val": WindowTensors.build(val_bank, self.val, future_rows(self.val, self.bank, self.horizon))}
 
 
-def carve_selection(train: Windows, fraction: float, seed: int, article_texts: dict | None = None
-                    ) -> tuple[Windows, Windows, list[int]]:
+def selection_size(article_count: int, fraction: float) -> int:
+    """How many training articles a ``fraction`` carve holds out: at least one, never all."""
+    return min(article_count - 1, max(1, round(fraction * article_count)))
+
+
+def carve_selection(train: Windows, fraction: float, seed: int, index_rows: list[dict] | None = None,
+                    short_tokens: int = 0) -> tuple[Windows, Windows, list[int]]:
     """Hold out a seeded ``fraction`` of the training ARTICLES (at least one, never all) as the selection split.
 
-    With ``article_texts`` (article id -> its chunk texts that count as leakage, see ``leakage_texts``) a chosen
-    article that shares such a text with an article left for training goes back to training, the rule
-    ``split_articles`` applies between splits: DialogSum train repeats 1,012 of its dialogues, and a selection
-    split holding copies of training dialogues rewards memorising them."""
+    With ``index_rows`` (the bank index's ``article_id, text`` rows) a chosen article that shares a chunk text of
+    more than ``short_tokens`` tokens with an article left for training goes back to training: the rule
+    ``split_articles`` applies between splits (``vecflow.data.splits.drop_leaking_articles``). DialogSum train
+    repeats 1,012 of its dialogues, and a selection split holding copies of training dialogues rewards memorising."""
+    from vecflow.data.splits import drop_leaking_articles
+
     articles = np.unique(train.article_ids)
     if len(articles) < 2:
         raise VecflowError(f"settings: selection_fraction {fraction}: the training windows come from "
                            f"{len(articles)} article; set selection_fraction: 0 to select on --val-windows")
-    count = min(len(articles) - 1, max(1, round(fraction * len(articles))))
+    count = selection_size(len(articles), fraction)
     chosen = np.sort(np.random.default_rng(seed).choice(articles, size=count, replace=False))
-    if article_texts:
-        chosen = np.asarray(non_leaking(chosen.tolist(), articles.tolist(), article_texts), dtype=articles.dtype)
+    if index_rows:
+        picked = set(chosen.tolist())
+        kept, _ = drop_leaking_articles({"train": [r for r in index_rows if r["article_id"] not in picked],
+                                         "val": [r for r in index_rows if r["article_id"] in picked], "ood": []},
+                                        short_tokens)
+        chosen = np.asarray(sorted({r["article_id"] for r in kept["val"]}), dtype=articles.dtype)
         if not len(chosen):
             raise VecflowError(f"settings: selection_fraction {fraction}: every selection article repeats a "
                                f"training article's text; set selection_fraction: 0 to select on --val-windows")
     held = np.isin(train.article_ids, chosen)
     return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held)), chosen.tolist()
-
-
-def non_leaking(chosen: list[int], articles: list[int], article_texts: dict) -> list[int]:
-    """The chosen articles that share no leakage text with the articles not chosen."""
-    chosen_set = set(chosen)
-    training_texts = set()
-    for article in articles:
-        if article not in chosen_set:
-            training_texts |= article_texts.get(article, set())
-    return [a for a in chosen if not article_texts.get(a, set()) & training_texts]
-
-
-def leakage_texts(index_rows, short_tokens: int) -> dict[int, set[str]]:
-    """Article id -> its whitespace-normalised chunk texts longer than ``short_tokens`` tokens (shorter ones,
-    "#Person2#: Thank you.", are generic, not leakage), from a bank index's rows."""
-    from vecflow.data.splits import normalise_text
-
-    texts: dict[int, set[str]] = {}
-    for row in index_rows:
-        text = normalise_text(row["text"])
-        if len(text.split()) > short_tokens:
-            texts.setdefault(int(row["article_id"]), set()).add(text)
-    return texts
 
 
 def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
@@ -454,10 +442,10 @@ def load_run_data(paths: dict, run: dict, losses: dict | None, encoder_dir=None)
     train_bank = load_bank(paths["train_embeddings"], paths["train_index"], encoder_dir=encoder_dir)
     train = load_windows(paths["train_windows"], train_bank)
     if run["selection_fraction"] > 0:
-        texts = leakage_texts(bank_index_rows(paths["train_embeddings"], paths["train_index"]),
-                              run["short_duplicate_tokens"])
-        wanted = len(carve_selection(train, run["selection_fraction"], run["seed"])[2])
-        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"], texts)
+        wanted = selection_size(len(np.unique(train.article_ids)), run["selection_fraction"])
+        index_rows = list(bank_index_rows(paths["train_embeddings"], paths["train_index"]))
+        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"], index_rows,
+                                           run["short_duplicate_tokens"])
         val = Windows(val.rows, val.article_ids, val.target_indices, f"{paths['train_windows']} (selection articles)")
         bank = train_bank
         selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held),
