@@ -365,3 +365,16 @@ def test_submit_rejects_an_unknown_scheduler_and_a_non_jobscript(tmp_path):
     (tmp_path / "plain.sh").write_text("echo hi\n")
     result = submit(tmp_path / "plain.sh", {"VECFLOW_SUBMIT_DRY_RUN": "1"}, tmp_path)
     assert result.returncode != 0 and "no '# properties = ' line" in result.stderr
+
+
+def test_every_gpu_rule_declares_threads():
+    """Snakemake sets OMP_NUM_THREADS to a rule's threads (1 when it declares none), so a heavy (gpu) rule without
+    `threads:` runs torch on one CPU thread: embed_chunks and train_lvm did, at half the speed."""
+    declared, rule = set(), None
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for line in path.read_text().splitlines():
+            if match := re.match(r"\s*(?:rule|checkpoint)\s+(\w+)\s*:", line):
+                rule = match.group(1)
+            elif re.match(r"\s*threads:\s*config\[\"threads\"\]\[\"(train|eval)\"\]", line) and rule:
+                declared.add(rule)
+    assert GPU_RULES and set(GPU_RULES) - declared == set()

@@ -22,6 +22,7 @@ if HPO["target"] == "lvm":
             f"{R}/benchmarks/hpo_lvm_worker/{{study}}.worker_{{worker}}.tsv"
         conda:
             "../../envs/vecflow.yaml"
+        threads: config["threads"]["train"]
         resources:
             gpu=1,
             mem_mb=8000,
