@@ -109,7 +109,7 @@ def _source(files: dict[str, dict], keys: list, instance, leaf: bool) -> str:
     if setting and (not leaf or _value_at(files[setting[-1]], keys) == instance):
         line = _key_line(setting[-1], keys)
         return f"{setting[-1]}:{line}" if line else setting[-1]
-    return "--config (command line)" if files else "config"
+    return "--config (command line)" if files and leaf else "config"
 
 
 def _key_line(path: str, keys: list) -> int | None:
