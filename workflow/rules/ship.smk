@@ -80,7 +80,10 @@ rule report:
         # read when the job runs (after every job upstream), not declared as inputs: a missing benchmark
         # file would re-run a finished training job just to write it
         benchmarks=f"{R}/benchmarks",
+        # drawn plots kept between report jobs, named by the hash of their input files and plotting code:
+        # a regeneration redraws only the plots whose inputs changed
+        plot_cache=f"{R}/cache/report-plots",
         settings=lambda w: settings("report", config_hash=config_hash()),
     shell:
         "vecflow report {params.artifacts} --benchmarks {params.benchmarks} --settings {params.settings:q} "
-        "--out {output.html} > {log} 2>&1"
+        "--plot-cache {params.plot_cache} --out {output.html} > {log} 2>&1"

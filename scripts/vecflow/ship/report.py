@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import functools
 import hashlib
 import io
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +37,7 @@ from importlib import resources
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
-from vecflow.core.io import iter_jsonl, read_json, read_json_object, sha256_file, write_text
+from vecflow.core.io import atomic_path, iter_jsonl, read_json, read_json_object, sha256_file, write_text
 from vecflow.core.settings import settings_arg
 from vecflow.lvm.fivecat_results import read_results
 
@@ -51,6 +53,7 @@ ARTIFACT_KEYS = {
     "decision": False, "benchmark": True,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk (type and CRC): a whole PNG ends with it
 SPLIT_ORDER = ("train", "selection", "val", "ood")
 FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "rollout")
 MAX_TABLE_ROWS = 200
@@ -703,6 +706,88 @@ def plot_panels(panels: dict[str, dict[str, list]], title: str, x_key: str, colu
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------------------------------------ plot cache
+PLOT_KEY = re.compile(r"^[0-9a-f]{64}\.png$")
+
+
+class PlotCache:
+    """Drawn plots kept in a folder between report jobs, so a regeneration redraws only what changed.
+
+    A plot's file is named by the SHA-256 of everything that decides its pixels: the plotting code (this
+    module's source, which holds ``plot_panels`` and the history classification), the matplotlib version, the
+    SHA-256 of each input file it was drawn from, and the exact data, titles and layout passed to
+    ``plot_panels``. A changed input or plotting code gives a new name, so a plot drawn from old inputs is
+    never found for new ones (it cannot be shown stale); writes are atomic, and a file that is not a whole PNG
+    is redrawn. ``prune`` removes the plots this report did not use, so the folder holds one report's plots.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.used: set[str] = set()
+        self.drawn: list[str] = []
+        self.reused: list[str] = []
+        self._file_hashes: dict[Path, str] = {}
+
+    @staticmethod
+    @functools.cache
+    def code_version() -> str:
+        """The plotting code's version: this module's source and matplotlib's version (without importing it)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            matplotlib = version("matplotlib")
+        except PackageNotFoundError:
+            matplotlib = "absent"
+        source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        return f"{source}:matplotlib={matplotlib}"
+
+    def _hash(self, path: Path) -> str:
+        path = Path(path)
+        if path not in self._file_hashes:
+            self._file_hashes[path] = sha256_file(path)
+        return self._file_hashes[path]
+
+    def key(self, spec: dict, sources: list[Path]) -> str:
+        blob = json.dumps({"code": self.code_version(), "inputs": [self._hash(p) for p in sources], "plot": spec},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def get_or_draw(self, spec: dict, sources: list[Path], draw) -> bytes:
+        key = self.key(spec, sources)
+        path = self.folder / f"{key}.png"
+        self.used.add(path.name)
+        data = path.read_bytes() if path.is_file() else b""
+        if data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END):
+            self.reused.append(spec.get("title", ""))
+            return data
+        data = draw()
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        self.drawn.append(spec.get("title", ""))
+        return data
+
+    def prune(self) -> None:
+        """Remove the cached plots this report did not use (older inputs' plots)."""
+        if not self.folder.is_dir():
+            return
+        for path in self.folder.iterdir():
+            if PLOT_KEY.match(path.name) and path.name not in self.used:
+                path.unlink(missing_ok=True)
+
+
+_plot_cache: PlotCache | None = None  # set by build_report while it builds a page with --plot-cache
+
+
+def draw_plot(panels: dict[str, dict[str, list]], title: str, x_key: str, columns: int = 3,
+              sources: tuple | list = ()) -> bytes:
+    """``plot_panels``, through the plot cache when the report has one (``sources``: the input files)."""
+    if _plot_cache is None:
+        return plot_panels(panels, title, x_key, columns)
+    spec = {"panels": panels, "title": title, "x": x_key, "columns": columns}
+    return _plot_cache.get_or_draw(spec, [Path(p) for p in sources],
+                                   lambda: plot_panels(panels, title, x_key, columns))
+
+
 def history_blocks(name: str, path: Path, records: list[dict], heading: str = "") -> list[dict]:
     """A training log as at most two figures (loss terms that change; validation metrics), a table of the
     other series that change (first, last, min, max) and the constant ones listed."""
@@ -711,12 +796,12 @@ def history_blocks(name: str, path: Path, records: list[dict], heading: str = ""
     h = classify_history(records)
     blocks = []
     if h["panels"]:
-        png = plot_panels(h["panels"], f"{name}: loss terms", h["x"])
+        png = draw_plot(h["panels"], f"{name}: loss terms", h["x"], sources=[path])
         blocks.append(image(png_bytes_uri(png), f"{name}: loss terms that change ({', '.join(h['panels'])}) "
                                                 f"by {h['x']}"))
     if h["metrics"]:
-        png = plot_panels({"validation": {k: h["series"][k] for k in h["metrics"]}}, f"{name}: validation",
-                          h["x"], columns=1)
+        png = draw_plot({"validation": {k: h["series"][k] for k in h["metrics"]}}, f"{name}: validation",
+                        h["x"], columns=1, sources=[path])
         blocks.append(image(png_bytes_uri(png), f"{name}: {', '.join(h['metrics'])} by {h['x']}"))
     if h["other"]:
         rows = [[k, pts[0][1], pts[-1][1], min(y for _, y in pts), max(y for _, y in pts)]
@@ -918,13 +1003,14 @@ def training_cost(name: str, summary_path: Path | None, history_path: Path | Non
 
 def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
     """Selection ROUGE-1/ROUGE-L against samples seen, one line per summarizer family (the learning curve)."""
-    curves = {}
+    curves, sources = {}, []
     for name, path in histories.items():
         if not path.exists():
             continue
         points = [r for _, r in iter_jsonl(path) if _is_number(r.get("samples_seen")) and _is_number(r.get("val/rouge1"))]
         if points:
             curves[name] = points
+            sources.append(path)
     if not curves:
         return None
     panels = {"selection split score": {}}
@@ -933,7 +1019,7 @@ def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
         panels["selection split score"][f"{name} ROUGE-1"] = list(zip(xs, [p["val/rouge1"] for p in points]))
         if all(_is_number(p.get("val/rougeL")) for p in points):
             panels["selection split score"][f"{name} ROUGE-L"] = list(zip(xs, [p["val/rougeL"] for p in points]))
-    png = plot_panels(panels, "summarizer learning curves", "training samples seen", columns=1)
+    png = draw_plot(panels, "summarizer learning curves", "training samples seen", columns=1, sources=sources)
     return image(png_bytes_uri(png), "learning curve: selection split (carved from train) score "
                  "against samples seen, per summarizer family", heading="Summarizer learning curves")
 
@@ -1126,10 +1212,19 @@ def render_html(title: str, sections: list[dict], git_rev: str, generated: str, 
     )
 
 
-def build_report(artifacts: dict, settings: dict, cwd: str | Path = ".") -> str:
+def build_report(artifacts: dict, settings: dict, cwd: str | Path = ".", plot_cache: PlotCache | None = None) -> str:
+    """The page as HTML; with ``plot_cache``, plots whose inputs and code did not change are not redrawn (the
+    cache then keeps only this page's plots)."""
+    global _plot_cache
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     git_rev = git_revision(cwd)
-    sections = build_sections(artifacts, settings, git_rev, generated)
+    _plot_cache = plot_cache
+    try:
+        sections = build_sections(artifacts, settings, git_rev, generated)
+    finally:
+        _plot_cache = None
+    if plot_cache is not None:
+        plot_cache.prune()
     return render_html(settings.get("title", "vecflow report"), sections, git_rev, generated,
                        settings.get("config_hash"))
 
@@ -1142,6 +1237,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmarks", metavar="DIR",
                         help="Snakemake benchmark folder: every *.tsv under it (absent folder: none)")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the 'report' config section")
+    parser.add_argument("--plot-cache", metavar="DIR",
+                        help="folder of drawn plots kept between reports: a plot whose input files and plotting "
+                             "code did not change is reused, not redrawn (default: draw every plot)")
     parser.add_argument("--out", required=True, help="output HTML file")
     return parser
 
@@ -1151,7 +1249,9 @@ def main(argv: list[str] | None = None) -> int:
     specs = list(args.artifact) + (specs_from_json(args.artifacts_json) if args.artifacts_json else [])
     specs += benchmark_specs(args.benchmarks) if args.benchmarks else []
     artifacts = collect_artifacts(specs)
-    html_text = build_report(artifacts, args.settings)
+    cache = PlotCache(args.plot_cache) if args.plot_cache else None
+    html_text = build_report(artifacts, args.settings, plot_cache=cache)
     write_text(args.out, html_text)
-    print(f"[vecflow] report with {sum(map(len, artifacts.values()))} artifacts -> {args.out}", flush=True)
+    plots = f"; plots: {len(cache.drawn)} drawn, {len(cache.reused)} from the cache" if cache else ""
+    print(f"[vecflow] report with {sum(map(len, artifacts.values()))} artifacts -> {args.out}{plots}", flush=True)
     return 0
