@@ -175,6 +175,54 @@ def test_jobs_are_read_from_the_snakemake_log():
     assert jobs_run("Nothing to be done (all requested files are present and up to date).") == []
 
 
+SNAKEMAKE_LOG = """Building DAG of jobs...
+[Fri Dec  4 20:00:05 2026]
+localrule fetch_model:
+    output: resources/models/smollm2/manifest.json
+    jobid: 13
+    wildcards: model=smollm2
+[Fri Dec  4 20:00:06 2026]
+rule embed_chunks:
+    input: x
+    jobid: 26
+[Fri Dec  4 20:00:29 2026]
+Finished jobid: 13 (Rule: fetch_model)
+[Fri Dec  4 20:00:41 2026]
+Finished jobid: 26 (Rule: embed_chunks)
+[Fri Dec  4 20:00:41 2026]
+localrule train_causal:
+    jobid: 7
+[Fri Dec  4 20:01:41 2026]
+Finished jobid: 7 (Rule: train_causal)
+[Fri Dec  4 20:01:42 2026]
+localrule report:
+    jobid: 1
+"""
+
+
+def test_pipeline_dag_timeline_is_read_from_the_snakemake_log(tmp_path):
+    from vecflow.bench_pipeline import benchmark_cpu, dag_summary, job_timeline, last_full_run
+
+    jobs = job_timeline(SNAKEMAKE_LOG)
+    assert [(j["rule"], j["jobid"], j["start_s"], j["wall_s"]) for j in jobs] == [
+        ("fetch_model", 13, 0.0, 24.0), ("embed_chunks", 26, 1.0, 35.0), ("train_causal", 7, 36.0, 60.0),
+        ("report", 1, 97.0, None)]
+    summary = dag_summary(jobs)
+    assert summary["jobs"] == 3 and summary["unfinished"] == 1
+    assert summary["dag_wall_s"] == 96.0 and summary["sum_job_wall_s"] == 119.0
+    assert summary["top_jobs"][0] == ["train_causal", 7, 60.0]
+    assert list(summary["per_rule"]) == ["train_causal", "embed_chunks", "fetch_model"]
+    logs = tmp_path / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    (logs / "2026-12-04T200005.snakemake.log").write_text(SNAKEMAKE_LOG)
+    (logs / "2026-12-04T210000.snakemake.log").write_text("Nothing to be done (all requested files are present).")
+    assert last_full_run(tmp_path)["jobs"] == 3  # the full build, not a later no-op rerun
+    bench_dir = tmp_path / "results" / "benchmarks" / "embed_chunks"
+    bench_dir.mkdir(parents=True)
+    (bench_dir / "train.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n11.63\t0:00:11\t900\t17.04\n")
+    assert benchmark_cpu(tmp_path / "results") == {"embed_chunks/train": {"wall_s": 11.63, "cpu_s": 17.04}}
+
+
 def test_pipeline_overhead_on_a_tiny_finished_run(tiny_encoder, tiny_causal_lm, tmp_path):
     """Builds the tiny demo DAG, then the no-op rerun, the report regeneration and the start-up figures; only
     that each figure is there and positive, and that each rerun ran exactly the jobs it should."""
