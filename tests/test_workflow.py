@@ -79,6 +79,16 @@ def test_full_dag_dry_run_has_every_stage(tiny_workdir, capsys):
     assert ALL_RULES_BEFORE_CHECKPOINT <= rules, ALL_RULES_BEFORE_CHECKPOINT - rules
 
 
+def test_the_report_job_keeps_its_plots_in_the_results_cache(tiny_workdir):
+    """The report rule hands its job a plot cache under the run's results folder (a regeneration then redraws
+    only the plots whose inputs changed: tests/test_report_plot_cache.py)."""
+    done = snakemake_cli(tiny_workdir, "-n", "-p", "results/report/index.html")
+    assert done.returncode == 0, done.stderr[-2000:]
+    commands = [line for line in done.stdout.splitlines() if line.startswith("vecflow report ")]
+    assert len(commands) == 1, done.stdout[-2000:]
+    assert " --plot-cache results/cache/report-plots " in commands[0]
+
+
 @pytest.mark.parametrize("configfile", ["config.yaml", "wikitext.yaml", "dialogsum.yaml"])
 def test_the_shipped_configs_build_a_dag(configfile):
     if configfile != "config.yaml" and not (REPO.parent / "shared" / "data").exists():

@@ -18,17 +18,17 @@ from vecflow.core.errors import VecflowError
 
 DEFAULT_CONFIGFILE = "config/config.yaml"
 
+# merge order: the default file first, then each --configfile (each file read once, before Snakemake reads it)
 try:
-    check_config_files(merge_order(workflow.configfiles, DEFAULT_CONFIGFILE))
+    CONFIG_FILES = check_config_files(
+        merge_order(workflow.configfiles, DEFAULT_CONFIGFILE)
+    )
 except VecflowError as exc:
     raise WorkflowError(str(exc)) from None
 
 
 configfile: DEFAULT_CONFIGFILE
 
-
-# merge order: the default file first, then each --configfile
-CONFIG_FILES = check_config_files(merge_order(workflow.configfiles, DEFAULT_CONFIGFILE))
 
 try:
     validate(config, "../schemas/config.schema.yaml")
