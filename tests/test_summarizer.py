@@ -12,6 +12,7 @@ from vecflow.summary.seq2seq import (
     generate_summaries,
     load_base,
     load_trained,
+    loss_on_labels,
     make_collator,
     partial_dir,
     tokenize_dialogues,
@@ -117,6 +118,31 @@ def test_collator_pads_labels_with_minus_100_and_inputs_with_pad(bert2bert):
     assert decoded[0] == "#Person1# asks #Person2# to book a hotel room."
     assert decoded[1] == "#Person1# and #Person2# talk about dinner."
     assert model(**batch).loss.isfinite()
+
+
+def test_loss_on_labelled_positions_equals_the_full_model_loss_and_gradients(bert2bert):
+    """The head runs only where labels are: same loss and same gradients as the model's own forward, on a batch
+    whose labels are padded (the positions the shortcut skips)."""
+    model, tokenizer = bert2bert
+    rows = [{"id": i, "dialogue": d, "summaries": s} for i, d, s in DIALOGUES]
+    batch = make_collator(tokenizer, model)(tokenize_dialogues(rows, tokenizer, 64, 24,
+                                                               model.config.decoder_start_token_id))
+    assert (batch["labels"] == -100).any()
+    model.eval()  # no dropout: both forwards are deterministic
+
+    def loss_and_grads(loss_fn):
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full, full_grads = loss_and_grads(lambda: model(**batch).loss)
+    ours, our_grads = loss_and_grads(lambda: loss_on_labels(model, batch))
+    assert ours == pytest.approx(full, rel=1e-5)
+    assert full_grads.keys() == our_grads.keys()
+    for name, grad in full_grads.items():
+        assert torch.allclose(grad, our_grads[name], atol=1e-6, rtol=1e-4), name
+    model.zero_grad()
 
 
 def test_generated_text_keeps_speaker_tags(bert2bert):

@@ -157,6 +157,27 @@ def tokenize_dialogues(rows: list[dict], tokenizer, max_source_length: int, max_
     return features
 
 
+def loss_on_labels(model, batch):
+    """The model's cross-entropy with the decoder's LM head run on the labelled positions only.
+
+    In a BERT2BERT model the head (transform + 30k-word projection) costs more than the decoder body per token,
+    and a length-grouped batch pads its summaries: the padded positions' logits were computed and thrown away.
+    Same loss as ``model(**batch).loss`` (a test checks it); other seq2seq models use that.
+    """
+    import torch.nn.functional as F
+
+    decoder = getattr(model, "decoder", None)
+    body, head = getattr(decoder, "bert", None), getattr(decoder, "cls", None)
+    if body is None or head is None or "decoder_input_ids" not in batch or hasattr(model, "enc_to_dec_proj"):
+        return model(**batch).loss
+    encoded = model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = body(input_ids=batch["decoder_input_ids"], attention_mask=batch.get("decoder_attention_mask"),
+                  encoder_hidden_states=encoded, encoder_attention_mask=batch["attention_mask"],
+                  use_cache=False).last_hidden_state
+    keep = batch["labels"] != -100
+    return F.cross_entropy(head(hidden[keep]).float(), batch["labels"][keep])
+
+
 def make_collator(tokenizer, model):
     """Dynamic padding: inputs with the pad id, labels with -100 (ignored by the loss)."""
     from transformers import DataCollatorForSeq2Seq
@@ -232,7 +253,8 @@ def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) ->
 
     loop = Loop(model=model, tokenizer=tokenizer, features=features, collator=make_collator(tokenizer, model),
                 validate=validate_model, settings=settings, out_dir=out_dir, fingerprint=fingerprint,
-                spec=spec_for(settings), device=device, run_name="summarizer", resume=resume, lr_scale=lr_scale)
+                spec=spec_for(settings), device=device, run_name="summarizer", resume=resume, lr_scale=lr_scale,
+                forward=loss_on_labels)
     summary = loop.run()
     summary["val_dialogues_scored"] = min(len(val_rows), int(settings.get("val_samples", len(val_rows))))
     return summary
