@@ -675,7 +675,7 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
     import torch
 
     from vecflow.summary.causal import CausalCollator, loss_on_labels, tokenize_examples
-    from vecflow.summary.seq2seq import make_collator, tokenize_dialogues
+    from vecflow.summary.seq2seq import loss_on_labels as seq2seq_loss, make_collator, tokenize_dialogues
 
     full = size == "full"
     results = []
@@ -715,7 +715,7 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
                                                         lengths["max_target_length"], start),
             make_collator, settings, {"model": f"BERT2BERT from {encoder.name}", **lengths,
                                       "data": "DialogSum train" if full else "tiny"},
-            "transformers Seq2SeqTrainer"))
+            "transformers Seq2SeqTrainer", forward=seq2seq_loss))
     if "causal" in families:
         rows = dialogue_rows(16, "train") if full else tiny_dialogue_rows(8)
         lm = Path(smollm2 or MODELS / "smollm2")
@@ -787,27 +787,41 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
     seconds, _ = _seconds(lambda: train_one_epoch(model, optimizer, windows, dict(DEFAULTS), run,
                                                   epoch_generator(0, 1), "cpu"))
     flops_per_step = step_flops(model, bank[windows.rows[:batch, :-1]])
-    return {"d_model": sizes["d_model"], "batch": batch, "steps": steps, "seconds": float(seconds),
+    return {"d_model": sizes["d_model"], "layers": sizes["layers"], "batch": batch, "steps": steps,
+            "seconds": float(seconds),
             "flops_per_step": flops_per_step, "flops_per_s": flops_per_step * steps / seconds,
             "forward_flops": transformer_lvm_flops(batch, context, dim, sizes["d_model"], sizes["layers"])}
 
 
+def schema_lvm_sizes() -> dict:
+    """The transformer a user gets when the config sets nothing: ``lvm.train``'s defaults in the config schema."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    train = schema["properties"]["lvm"]["properties"]["train"]["properties"]
+    sizes = {key: train[key]["default"] for key in ("d_model", "layers", "heads", "dropout", "residual")}
+    sizes["residual"] = bool(sizes["residual"])
+    return sizes
+
+
 def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) -> dict:
+    """The schema's default transformer (d_model 256, 4 layers at the time of writing) at batch 256 (full); the
+    size sweep shows where the fraction of peak comes from (the demo config's d_model 64 among them)."""
     import torch
 
     full = size == "full"
     batch = batch or (256 if full else 32)
     dim, context = (384 if full else 32), 5
-    sizes = {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
-    main_run = lvm_step_rate(dim, context, sizes, batch, 40 if full else 3)
-    sweep = [lvm_step_rate(dim, context, {**sizes, "d_model": d}, b, 10 if full else 2)
-             for d, b in ((64, 4 * batch), (256, batch), (512, batch))]  # where the fraction of peak comes from
+    sizes = schema_lvm_sizes() if full else {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "residual": True}
+    main_run = lvm_step_rate(dim, context, sizes, batch, 20 if full else 3)
+    sweep = [lvm_step_rate(dim, context, {**sizes, "d_model": d, "layers": 2}, b, 10 if full else 2)
+             for d, b in ((64, batch), (64, 4 * batch), (512, batch))]  # where the fraction of peak comes from
     n = 1024 if full else 256
     peak32 = matmul_peak(torch.float32, n, 1.0 if full else 0.2)
     peak16 = matmul_peak(torch.bfloat16, n, 1.0 if full else 0.2)
     for point in sweep:
         point["fraction_of_fp32_peak"] = point["flops_per_s"] / peak32
-    print(f"[bench lvm] size sweep: " + "; ".join(f"d_model {p['d_model']} batch {p['batch']}: "
+    print(f"[bench lvm] size sweep (2 layers): " + "; ".join(f"d_model {p['d_model']} batch {p['batch']}: "
                                                  f"{p['fraction_of_fp32_peak']:.1%} of fp32 peak" for p in sweep))
     return record("lvm", workload={"arch": "transformer", **sizes, "dim": dim, "context": context, "batch": batch,
                                    "steps": main_run["steps"], "loss": "lvm_presets.DEFAULTS (MSE)",
