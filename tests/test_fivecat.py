@@ -452,3 +452,32 @@ def test_results_file_reader_and_writer_check_the_headline_numbers(tmp_path):
     with pytest.raises(VecflowError, match=r"field 'baselines\.ridge\.val\.r1': expected a number, got bool"):
         write_results(tmp_path / "w.json", {"model": {}, "baselines": {"ridge": {"val": {"r1": True}}}})
     assert not (tmp_path / "w.json").exists()
+
+
+# ------------------------------------------------------------------ the model predictor (inference path)
+@pytest.mark.parametrize("residual", [False, True, "ridge"])
+@pytest.mark.parametrize("arch", ["transformer", "gru", "lstm", "amn", "mlp"])
+def test_model_predictor_gives_the_eval_forward_without_dropout(arch, residual):
+    """``predict`` (the transformer's last-position-only ``infer`` among them) must give the normalised eval-mode
+    forward, at any batch size and for a context shorter than the model's, leave the mode as it found it and
+    never apply dropout."""
+    torch = pytest.importorskip("torch")
+    from vecflow.lvm.models import build_model, normalize, predict
+
+    torch.manual_seed(0)
+    model = build_model(arch, DIM, 5, {"d_model": 16, "layers": 3, "heads": 4, "dropout": 0.5, "residual": residual})
+    with torch.no_grad():
+        for parameter in model.parameters():  # residual models start with a zero output layer: randomise it
+            parameter.normal_(0.0, 0.3)
+    model.train()
+    contexts = np.random.default_rng(1).standard_normal((37, 5, DIM)).astype(np.float32)
+    for slots in (5, 3) if arch != "mlp" and residual != "ridge" else (5,):  # those two flatten all 5 slots
+        got = [predict(model, contexts[:, :slots], batch_size) for batch_size in (1, 8, 64)]
+        assert model.training
+        model.eval()
+        with torch.no_grad():
+            expected = normalize(model(torch.as_tensor(contexts[:, :slots]))).numpy()
+        model.train()
+        for predictions in got:
+            assert predictions.shape == (37, DIM)
+            np.testing.assert_allclose(predictions, expected, atol=2e-6)

@@ -56,6 +56,9 @@ class RidgeResidual(nn.Module):
     def forward(self, contexts: torch.Tensor) -> torch.Tensor:
         return contexts.flatten(start_dim=1) @ self.base_weight + self.base_bias + self.inner(contexts)
 
+    def infer(self, contexts: torch.Tensor) -> torch.Tensor:
+        return contexts.flatten(start_dim=1) @ self.base_weight + self.base_bias + infer(self.inner, contexts)
+
 
 class ContextMeanResidual(nn.Module):
     """ŷ = mean(ctx) + inner(ctx), the inner model's output layer zeroed so training starts at the mean."""
@@ -69,6 +72,9 @@ class ContextMeanResidual(nn.Module):
 
     def forward(self, contexts: torch.Tensor) -> torch.Tensor:
         return contexts.mean(dim=1) + self.inner(contexts)
+
+    def infer(self, contexts: torch.Tensor) -> torch.Tensor:
+        return contexts.mean(dim=1) + infer(self.inner, contexts)
 
 
 class TransformerLVM(nn.Module):
@@ -91,6 +97,31 @@ class TransformerLVM(nn.Module):
         hidden = self.input_proj(contexts) + self.positions[:length]
         hidden = self.blocks(hidden, mask=self.causal_mask[:length, :length], is_causal=True)
         return self.output_proj(self.final_norm(hidden[:, -1]))
+
+    def infer(self, contexts: torch.Tensor) -> torch.Tensor:
+        """``forward`` for inference (eval mode, no autograd), up to float rounding: the output reads only the
+        last position, so the last layer computes only that one (a quarter fewer FLOPs at C=5, d_model 64)."""
+        length = contexts.shape[1]
+        hidden = self.input_proj(contexts) + self.positions[:length]
+        *early, last = self.blocks.layers
+        for layer in early:
+            hidden = layer(hidden, src_mask=self.causal_mask[:length, :length], is_causal=True)
+        return self.output_proj(self.final_norm(last_position_layer(last, hidden)))
+
+
+def last_position_layer(layer: nn.TransformerEncoderLayer, hidden: torch.Tensor) -> torch.Tensor:
+    """A pre-norm encoder layer's output (B, d) at the LAST position of ``hidden`` (B, L, d), without dropout.
+
+    Under the causal mask the last position attends to every position, so keys and values come from all of them
+    and no mask is needed; queries, the output projection and the feed-forward run for that position only."""
+    attention = layer.self_attn
+    batch, length, width = hidden.shape
+    heads = attention.num_heads
+    qkv = F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
+    qkv = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # (3, B, heads, L, width/heads)
+    mixed = F.scaled_dot_product_attention(qkv[0, :, :, -1:], qkv[1], qkv[2]).reshape(batch, width)
+    out = hidden[:, -1] + attention.out_proj(mixed)
+    return out + layer.linear2(layer.activation(layer.linear1(layer.norm2(out))))
 
 
 class RecurrentLVM(nn.Module):
@@ -219,15 +250,25 @@ def normalize(vectors: torch.Tensor) -> torch.Tensor:
     return F.normalize(vectors, p=2, dim=-1)
 
 
-@torch.no_grad()
+def infer(model: nn.Module, contexts: torch.Tensor) -> torch.Tensor:
+    """The model's raw output for inference: its ``infer`` (the same numbers as ``forward`` in eval mode, computed
+    with less work) where it has one, else ``forward``."""
+    return model.infer(contexts) if hasattr(model, "infer") else model(contexts)
+
+
 def predict(model: nn.Module, contexts: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
-    """L2-normalised predictions (N, D) for contexts (N, C, D), in eval mode, batch by batch."""
+    """L2-normalised predictions (N, D) for contexts (N, C, D), in eval mode (no dropout) under
+    ``torch.inference_mode``, batch by batch."""
     was_training = model.training
     model.eval()
     outputs = []
-    for start in range(0, len(contexts), batch_size):
-        batch = torch.as_tensor(np.asarray(contexts[start:start + batch_size]), dtype=torch.float32, device=device)
-        outputs.append(normalize(model(batch)).cpu().numpy())
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(contexts), batch_size):
+                batch = torch.as_tensor(np.asarray(contexts[start:start + batch_size]), dtype=torch.float32,
+                                        device=device)
+                outputs.append(normalize(infer(model, batch)).cpu().numpy())
+    finally:
+        model.train(was_training)
     dim = contexts.shape[-1]
     return np.concatenate(outputs) if outputs else np.zeros((0, dim), dtype=np.float32)
