@@ -9,6 +9,7 @@ from vecflow.lvm.baselines import NearestContextOracle, context_mean, copy_last,
 from vecflow.core.errors import VecflowError
 from vecflow.lvm.bank import ChunkBank, load_bank
 from vecflow.lvm.fivecat import (
+    ablations,
     evaluate_split,
     gate_counts,
     gates,
@@ -17,6 +18,7 @@ from vecflow.lvm.fivecat import (
     leave_one_out,
     offset_sweep,
     retrieval,
+    rowwise_cosine,
     shuffled_slots,
     subsample,
 )
@@ -481,3 +483,23 @@ def test_model_predictor_gives_the_eval_forward_without_dropout(arch, residual):
         for predictions in got:
             assert predictions.shape == (37, DIM)
             np.testing.assert_allclose(predictions, expected, atol=2e-6)
+
+
+def test_other_article_ablation_reads_the_donor_windows_prediction_instead_of_predicting_again(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    calls = []
+
+    def counting(contexts):
+        calls.append(len(contexts))
+        return extrapolate(contexts)
+
+    result = evaluate_split(counting, windows, bank, rollout_steps=3, seed=4)
+    slots = windows.rows.shape[1] - 1
+    # prediction, 2 rollout steps, leave-one-out per slot, shuffled, reversed, last repeated: no other-article call
+    assert calls == [len(windows)] * (1 + 2 + slots + 3)
+    contexts, targets = windows.contexts(bank), windows.targets(bank)
+    base = rowwise_cosine(extrapolate(contexts), targets)
+    predicted_again = ablations(extrapolate, contexts, targets, windows.article_ids, base, np.random.default_rng(4))
+    assert result["ablations"]["other_article_n"] == predicted_again["other_article_n"] > 0
+    assert result["ablations"]["other_article"] == pytest.approx(predicted_again["other_article"], abs=1e-6)
+    assert result["ablations"]["other_article"] != pytest.approx(0.0, abs=1e-3)

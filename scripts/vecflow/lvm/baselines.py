@@ -27,8 +27,9 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 def normalise(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
     """L2-normalise along ``axis``; zero vectors stay zero."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=axis, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    moved = np.moveaxis(vectors, axis, -1)
+    norms = np.sqrt(np.einsum("...d,...d->...", moved, moved))  # no squared copy, unlike np.linalg.norm
+    return vectors / np.maximum(np.expand_dims(norms, axis), 1e-12)
 
 
 def _check_contexts(contexts: np.ndarray) -> np.ndarray:

@@ -50,7 +50,10 @@ def subsample(windows: Windows, max_samples: int, seed: int) -> Windows:
 
 # ---------------------------------------------------------------------------------------------- metrics
 def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("nd,nd->n", normalise(a), normalise(b))
+    """cos(a_n, b_n) for every row n (0 for a zero row), from dot products: no normalised copies of a and b."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    norms = np.sqrt(np.einsum("nd,nd->n", a, a)) * np.sqrt(np.einsum("nd,nd->n", b, b))
+    return np.einsum("nd,nd->n", a, b) / np.maximum(norms, 1e-24)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
@@ -81,24 +84,35 @@ def retrieval(predictions: np.ndarray, windows: Windows, bank: ChunkBank, min_ar
     codes = bank.article_codes(windows.article_ids)
     kept = np.flatnonzero(bank.article_sizes[codes] >= min_article_chunks)
     true_rows = bank.rows(windows.article_ids[kept], windows.target_indices[kept])
-    width, dim = bank.article_table.shape[1], bank.embeddings.shape[1]
-    batch = max(1, batch_values // (width * dim))
-    ranks = [np.zeros(0, dtype=np.int64)]
-    for start in range(0, len(kept), batch):
-        sel = slice(start, start + batch)
-        candidates = bank.article_table[codes[kept[sel]]]
-        scores = np.einsum("bld,bd->bl", bank.embeddings[np.maximum(candidates, 0)],
-                           normalise(predictions[kept[sel]]))
-        scores[candidates < 0] = -np.inf
-        true_column = np.argmax(candidates == true_rows[sel, None], axis=1)
-        true_score = np.take_along_axis(scores, true_column[:, None], axis=1)
-        ranks.append((scores >= true_score).sum(axis=1))  # pessimistic: ties rank above the target
-    ranks = np.concatenate(ranks)
+    ranks = article_ranks(normalise(predictions[kept]), codes[kept], true_rows, bank, batch_values)
     return {
         "r1": _mean_or_none(ranks <= 1), "r5": _mean_or_none(ranks <= 5), "mrr": _mean_or_none(1.0 / ranks),
         "n": int(len(ranks)), "n_articles": int(len(np.unique(windows.article_ids[kept]))),
         "min_article_chunks": min_article_chunks,
     }
+
+
+def article_ranks(queries: np.ndarray, codes: np.ndarray, true_rows: np.ndarray, bank: ChunkBank,
+                  batch_values: int = 1 << 24) -> np.ndarray:
+    """Rank of each query's true row (``true_rows``) among the chunks of its article (``codes``): one matmul per
+    article, at most ``batch_values`` scores at a time. Ties rank pessimistically (a candidate scoring the
+    same as the true row ranks above it)."""
+    ranks = np.zeros(len(queries), dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if not len(group):
+            continue
+        members = bank.article_table[codes[group[0]]]
+        members = members[members >= 0]
+        candidates = bank.embeddings[members].T
+        true_column = np.argmax(members == true_rows[group, None], axis=1)
+        step = max(1, batch_values // len(members))
+        for start in range(0, len(group), step):
+            rows = slice(start, start + step)
+            scores = queries[group[rows]] @ candidates
+            true_score = np.take_along_axis(scores, true_column[rows, None], axis=1)
+            ranks[group[rows]] = (scores >= true_score).sum(axis=1)
+    return ranks
 
 
 def shuffled_slots(contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -131,14 +145,21 @@ def other_article_donors(article_ids: np.ndarray, rng: np.random.Generator, trie
 
 
 def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, article_ids: np.ndarray,
-              base_cosine: np.ndarray, rng: np.random.Generator) -> dict:
-    """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information)."""
+              base_cosine: np.ndarray, rng: np.random.Generator, predictions: np.ndarray | None = None) -> dict:
+    """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information).
+
+    ``predictions``: the predictor's answers on ``contexts``, when known. The other-article context of a window
+    IS the context of its donor window, so its prediction is then read there instead of predicted again."""
 
     def delta(ablated: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
         if len(ablated) == 0:
             return None
-        predictions = predict(np.ascontiguousarray(ablated))  # torch refuses negative strides (reversed)
-        return float((rowwise_cosine(predictions, targets[rows]) - base_cosine[rows]).mean())
+        return delta_of(predict(np.ascontiguousarray(ablated)), rows)  # torch refuses negative strides (reversed)
+
+    def delta_of(ablated_predictions: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
+        if len(ablated_predictions) == 0:
+            return None
+        return float((rowwise_cosine(ablated_predictions, targets[rows]) - base_cosine[rows]).mean())
 
     slots = contexts.shape[1]
     per_slot = [delta(leave_one_out(contexts, slot)) for slot in range(slots)]
@@ -149,7 +170,8 @@ def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, art
         "reversed": delta(contexts[:, ::-1]),
         "leave_one_out": float(np.mean(per_slot)),
         "last_repeated": delta(np.repeat(contexts[:, -1:], slots, axis=1)),
-        "other_article": delta(contexts[donors[swapped]], swapped),
+        "other_article": delta(contexts[donors[swapped]], swapped) if predictions is None
+        else delta_of(predictions[donors[swapped]], swapped),
     }
     deltas = [v for v in result.values() if v is not None]
     result.update({"leave_one_out_per_slot": per_slot, "other_article_n": int(len(swapped)),
@@ -193,7 +215,7 @@ def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollou
         "c0": sweep["c0"], "margin": sweep["margin"], "peak_k": sweep["peak_k"],
         "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "rollout": roll["rollout"],
         "offsets": sweep["offsets"], "retrieval": ranks,
-        "ablations": ablations(predict, contexts, targets, windows.article_ids, base_cosine, rng),
+        "ablations": ablations(predict, contexts, targets, windows.article_ids, base_cosine, rng, predictions),
         "rollout_detail": roll,
     }
 
