@@ -90,3 +90,105 @@ def test_to_generation_config_bert_ids():
 def test_to_generation_config_uses_the_models_start_token():
     config = to_generation_config({"max_new_tokens": 5}, BartLikeTokenizer(), decoder_start_token_id=2)
     assert config.decoder_start_token_id == 2 and config.eos_token_id == 2 and config.pad_token_id == 1
+
+
+# ------------------------------------------------------------------ causal batched generation (infer.py)
+DIALOGUES = [
+    "#Person1#: can you help me book a hotel room for tonight ?\n#Person2#: yes , for how many people ?\n"
+    "#Person1#: two , and we need breakfast .",
+    "#Person1#: hi .",
+    "#Person1#: what about dinner tomorrow ?\n#Person2#: good , my friend will buy food .",
+    "#Person1#: the doctor asks about work .\n#Person2#: no .",
+    "#Person1#: yes",
+]
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tiny_causal_lm):
+    from vecflow.summary.causal import load_base
+
+    import torch
+
+    model, tok = load_base(tiny_causal_lm)
+    torch.manual_seed(0)
+    with torch.no_grad():  # the random init writes '\n' whatever the prompt; these weights follow the prompt
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.5)
+    return model.eval(), tok
+
+
+def one_at_a_time(model, tok, dialogues, spec, config):
+    """The peer of the bench: a plain ``model.generate`` per prompt, nothing shared, no padding."""
+    import torch
+
+    from vecflow.summary.infer import prompt_ids
+
+    out = []
+    with torch.inference_mode():
+        for dialogue in dialogues:
+            ids = torch.tensor([prompt_ids(tok, dialogue, spec)])
+            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+            out.append(tok.decode(generated[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    return out
+
+
+def causal_spec():
+    return {"kind": "causal", "max_source_length": 64, "max_target_length": 24, "system_message": None,
+            "user_template": None}
+
+
+@pytest.mark.parametrize("gen", [{"num_beams": 1, "max_new_tokens": 10, "min_new_tokens": 10},
+                                 {"num_beams": 1, "max_new_tokens": 10},
+                                 {"num_beams": 2, "max_new_tokens": 6, "min_new_tokens": 6}])
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_batched_causal_generation_writes_what_one_at_a_time_writes(causal_lm, gen, batch_size):
+    """Shared prefix computed once, rows prefilled on their own, pads in the middle of the cache: the same
+    tokens as a plain generate per dialogue (a wrong position, mask or cache slot changes a random LM's text)."""
+    import torch
+
+    from vecflow.summary.infer import causal_generation_config, generate_causal
+
+    model, tok = causal_lm
+    config = causal_generation_config(gen, tok)
+    ours = generate_causal(model, tok, DIALOGUES, causal_spec(), config, batch_size, torch.device("cpu"))
+    assert ours == one_at_a_time(model, tok, DIALOGUES, causal_spec(), config)
+    assert len(set(ours)) > 1  # the prompts matter: a model writing one fixed text would prove nothing
+
+
+def test_greedy_generation_prefills_every_prompt_token_but_the_last(causal_lm, monkeypatch):
+    """The fast path is taken: generate gets a cache holding all but the last prompt token of the widest row,
+    and the prefix the prompts share was computed once (its slots hold the same keys in every row)."""
+    import torch
+
+    from vecflow.summary.infer import causal_generation_config, generate_causal, prompt_ids, shared_prefix
+
+    model, tok = causal_lm
+    seen = []
+    original = type(model).generate
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs["input_ids"].shape, kwargs.get("cache")))
+        keys = kwargs["cache"].layers[0].keys if kwargs.get("cache") is not None else None
+        seen[-1] += (None if keys is None else keys.clone(),)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "generate", spy)
+    config = causal_generation_config({"num_beams": 1, "max_new_tokens": 3}, tok)
+    generate_causal(model, tok, DIALOGUES, causal_spec(), config, 8, torch.device("cpu"))
+    [(shape, cache, keys)] = seen
+    prompts = [prompt_ids(tok, d, causal_spec()) for d in DIALOGUES]
+    assert shape == (len(DIALOGUES), max(map(len, prompts)))
+    assert cache is not None and keys.shape[-2] == shape[1] - 1
+    prefix = len(shared_prefix(prompts))
+    assert prefix > 10  # the system message and the template header
+    assert torch.equal(keys[:, :, :prefix], keys[:1, :, :prefix].expand_as(keys[:, :, :prefix]))
+
+
+def test_shared_prefix_stops_one_token_short_of_the_shortest_prompt():
+    from vecflow.summary.infer import shared_prefix
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == [1, 2]
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]  # every row keeps a token for generate
+    assert shared_prefix([[7, 8]]) == [7]
+    assert shared_prefix([[1, 2], [3, 4]]) == [] == shared_prefix([])

@@ -123,30 +123,141 @@ def generate_seq2seq(model, tokenizer, dialogues: list[str], generation_config, 
 
 def generate_causal(model, tokenizer, dialogues: list[str], spec: dict, generation_config, batch_size: int,
                     device, bf16: bool = False) -> list[str]:
-    """Batched greedy/beam generation with left padding and the KV cache; only new tokens are decoded."""
+    """Batched generation with the KV cache, longest prompts first; only the new tokens are decoded.
+
+    Greedy and sampling (``num_beams: 1``) on a model whose cache is a plain ``DynamicCache`` take the fast
+    path: the prompt prefix that every dialogue shares (system message, template header) is computed once,
+    each prompt is then prefilled on its own on top of it (no padding: a padded batch computes every pad
+    token), and the rows' caches are laid out as ``[shared prefix | pads | own tokens]`` so that a batch of
+    ``batch_size`` rows decodes together, the pads masked out and the positions counted from the mask.
+    Anything else (beam search, sliding-window caches) runs ``model.generate`` on left-padded batches.
+    """
     import torch
 
     model.eval()
     prompts = [prompt_ids(tokenizer, d, spec) for d in dialogues]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn_id(tokenizer)
+    rows_first = bool(prompts) and min(map(len, prompts)) > 1 and _prefills_rows(model, generation_config)
     out = [""] * len(dialogues)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        prefix = shared_prefix(prompts) if rows_first and len(prompts) > 1 else []
+        prefix_cache = _forward_cache(model, prefix, None, device) if prefix else None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding: the prompt ends where generation starts
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           generation_config=generation_config)
-            texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+            batch = [prompts[i] for i in idx]
+            if rows_first:
+                ids, mask, cache = _row_prefilled_batch(model, batch, len(prefix), prefix_cache, pad_id, device)
+                extra = {"cache": cache}
+            else:
+                ids, mask = _left_padded(batch, pad_id, device)
+                extra = {}
+            generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
+                                       **extra)
+            texts = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 out[i] = text.strip()
     return out
+
+
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix common to all prompts, one token short of the shortest prompt."""
+    if not prompts:
+        return []
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return first[:n]
+
+
+def _prefills_rows(model, generation_config) -> bool:
+    """Whether the row-prefill path applies: one beam, the cache on, and plain (non-sliding) cache layers."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if getattr(generation_config, "num_beams", 1) != 1 or getattr(generation_config, "use_cache", True) is False:
+        return False
+    if getattr(generation_config, "cache_implementation", None) is not None or model.config.is_encoder_decoder:
+        return False
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # noqa: BLE001 - an exotic config: the plain padded path is always correct
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _forward_cache(model, ids: list[int], cache, device, start: int = 0):
+    """Run ``ids`` (one row, positions ``start...``) through the model on top of ``cache``; the filled cache."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    if not ids:
+        return cache
+    input_ids = torch.tensor([ids], device=device)
+    positions = torch.arange(start, start + len(ids), device=device)[None]
+    kwargs = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
+    return model(input_ids=input_ids, position_ids=positions, cache=cache, use_cache=True, **kwargs).cache
+
+
+def _supports_logits_to_keep(model) -> bool:
+    """Whether the (PEFT-wrapped) model's forward takes ``logits_to_keep`` (else it computes every logit)."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def _copy_cache(model, cache):
+    """A cache holding the same tensors (``DynamicLayer.update`` concatenates into new tensors: no aliasing)."""
+    from transformers import DynamicCache
+
+    return DynamicCache([(layer.keys, layer.values) for layer in cache.layers], config=model.config)
+
+
+def _row_prefilled_batch(model, prompts: list[list[int]], prefix_len: int, prefix_cache, pad_id: int, device):
+    """Ids, mask and cache of a batch whose every prompt token but the last is already in the cache.
+
+    Row layout (width ``W`` = longest prompt): ``[shared prefix | pads | the row's own tokens]``; the cache
+    holds the first ``W - 1`` slots, so ``generate`` computes only the last prompt token of every row."""
+    import torch
+    from transformers import DynamicCache
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.ones((len(prompts), width), dtype=torch.long)
+    keys = values = None
+    for row, prompt in enumerate(prompts):
+        pads = width - len(prompt)
+        ids[row, :prefix_len] = torch.tensor(prompt[:prefix_len])
+        ids[row, prefix_len + pads :] = torch.tensor(prompt[prefix_len:])
+        mask[row, prefix_len : prefix_len + pads] = 0
+        base = _copy_cache(model, prefix_cache) if prefix_cache is not None else None
+        cache = _forward_cache(model, prompt[prefix_len:-1], base, device, start=prefix_len)
+        if keys is None:
+            keys = [layer.keys.new_zeros(len(prompts), *layer.keys.shape[1:2], width - 1, layer.keys.shape[-1])
+                    for layer in cache.layers]
+            values = [layer.values.new_zeros(len(prompts), *layer.values.shape[1:2], width - 1,
+                                             layer.values.shape[-1]) for layer in cache.layers]
+        for layer, k, v in zip(cache.layers, keys, values):
+            k[row, :, :prefix_len], v[row, :, :prefix_len] = layer.keys[0, :, :prefix_len], layer.values[0, :, :prefix_len]
+            k[row, :, prefix_len + pads :] = layer.keys[0, :, prefix_len:]
+            v[row, :, prefix_len + pads :] = layer.values[0, :, prefix_len:]
+    return ids.to(device), mask.to(device), DynamicCache(list(zip(keys, values)), config=model.config)
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, device):
+    """Left padding: every prompt ends where generation starts."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
 
 
 def causal_generation_config(gen: dict, tokenizer):
