@@ -115,12 +115,17 @@ def article_ranks(queries: np.ndarray, codes: np.ndarray, true_rows: np.ndarray,
     return ranks
 
 
-def shuffled_slots(contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each window's slots in a seeded random order that is never the original order (when C > 1)."""
-    n, slots = contexts.shape[:2]
+def shuffle_orders(n: int, slots: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, slots): for each window a seeded random slot order that is never the original order (when C > 1)."""
     order = np.argsort(rng.random((n, slots)), axis=1)
     identity = (order == np.arange(slots)).all(axis=1)
     order[identity] = np.roll(order[identity], 1, axis=1)
+    return order
+
+
+def shuffled_slots(contexts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each window's slots in a seeded random order that is never the original order (when C > 1)."""
+    order = shuffle_orders(*contexts.shape[:2], rng)
     return np.take_along_axis(contexts, order[:, :, None], axis=1)
 
 
@@ -144,34 +149,39 @@ def other_article_donors(article_ids: np.ndarray, rng: np.random.Generator, trie
     return donors
 
 
-def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, article_ids: np.ndarray,
-              base_cosine: np.ndarray, rng: np.random.Generator, predictions: np.ndarray | None = None) -> dict:
-    """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information).
-
-    ``predictions``: the predictor's answers on ``contexts``, when known. The other-article context of a window
-    IS the context of its donor window, so its prediction is then read there instead of predicted again."""
-
-    def delta(ablated: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
-        if len(ablated) == 0:
-            return None
-        return delta_of(predict(np.ascontiguousarray(ablated)), rows)  # torch refuses negative strides (reversed)
-
-    def delta_of(ablated_predictions: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
-        if len(ablated_predictions) == 0:
-            return None
-        return float((rowwise_cosine(ablated_predictions, targets[rows]) - base_cosine[rows]).mean())
-
+def ablated_contexts(contexts: np.ndarray, orders: np.ndarray):
+    """(name, contexts) for every ablation of these windows' own contexts: leave_one_out_<slot> for each slot,
+    shuffled (by ``orders``, see ``shuffle_orders``), reversed, last_repeated; one at a time."""
     slots = contexts.shape[1]
-    per_slot = [delta(leave_one_out(contexts, slot)) for slot in range(slots)]
-    donors = other_article_donors(article_ids, rng)
-    swapped = np.flatnonzero(donors >= 0)
+    for slot in range(slots):
+        yield f"leave_one_out_{slot}", leave_one_out(contexts, slot)
+    yield "shuffled", np.take_along_axis(contexts, orders[:, :, None], axis=1)
+    yield "reversed", np.ascontiguousarray(contexts[:, ::-1])  # torch refuses negative strides
+    yield "last_repeated", np.repeat(contexts[:, -1:], slots, axis=1)
+
+
+def ablation_cosines(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, orders: np.ndarray) -> dict:
+    """{ablation: cos(ŷ', y) per window}, one predictor call per ablation."""
+    if len(contexts) == 0:
+        return {name: np.zeros(0, dtype=np.float32) for name, _ in ablated_contexts(contexts, orders)}
+    return {name: rowwise_cosine(predict(ablated), targets) for name, ablated in ablated_contexts(contexts, orders)}
+
+
+def ablation_deltas(cosines: dict, base_cosine: np.ndarray, other_cosine: np.ndarray, swapped: np.ndarray) -> dict:
+    """C from per-window cosines: Δ = mean(cos(ŷ', y) - cos(ŷ, y)) per ablation (None over no window);
+    ``other_cosine`` is cos(ŷ', y) of the windows ``swapped`` to another article's context."""
+
+    def delta(cosine: np.ndarray, rows: np.ndarray | slice = slice(None)) -> float | None:
+        return _mean_or_none(cosine - base_cosine[rows])
+
+    slots = sum(name.startswith("leave_one_out_") for name in cosines)
+    per_slot = [delta(cosines[f"leave_one_out_{slot}"]) for slot in range(slots)]
     result = {
-        "shuffled": delta(shuffled_slots(contexts, rng)),
-        "reversed": delta(contexts[:, ::-1]),
+        "shuffled": delta(cosines["shuffled"]),
+        "reversed": delta(cosines["reversed"]),
         "leave_one_out": float(np.mean(per_slot)),
-        "last_repeated": delta(np.repeat(contexts[:, -1:], slots, axis=1)),
-        "other_article": delta(contexts[donors[swapped]], swapped) if predictions is None
-        else delta_of(predictions[donors[swapped]], swapped),
+        "last_repeated": delta(cosines["last_repeated"]),
+        "other_article": delta(other_cosine, swapped),
     }
     deltas = [v for v in result.values() if v is not None]
     result.update({"leave_one_out_per_slot": per_slot, "other_article_n": int(len(swapped)),
@@ -179,15 +189,35 @@ def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, art
     return result
 
 
-def rollout(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndarray, windows: Windows,
-            bank: ChunkBank, steps: int) -> dict:
-    """D: feed predictions back for ``steps`` steps; per-step mean cos(ŷ_h, chunk[t+h-1]) where it exists."""
-    predictions = first_predictions
+def ablations(predict: Predictor, contexts: np.ndarray, targets: np.ndarray, article_ids: np.ndarray,
+              base_cosine: np.ndarray, rng: np.random.Generator, predictions: np.ndarray | None = None) -> dict:
+    """C: Δ = cos(ŷ', y) - cos(ŷ, y) for each context ablation (negative = the model used that information).
+
+    ``predictions``: the predictor's answers on ``contexts``, when known. The other-article context of a window
+    IS the context of its donor window, so its prediction is then read there instead of predicted again."""
+    donors = other_article_donors(article_ids, rng)
+    orders = shuffle_orders(*contexts.shape[:2], rng)
+    swapped = np.flatnonzero(donors >= 0)
+    other = (predictions[donors[swapped]] if predictions is not None
+             else predict(contexts[donors[swapped]]) if len(swapped) else np.zeros((0, contexts.shape[2])))
+    return ablation_deltas(ablation_cosines(predict, contexts, targets, orders), base_cosine,
+                           rowwise_cosine(other, targets[swapped]), swapped)
+
+
+def rollout_predictions(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndarray,
+                        steps: int) -> list[np.ndarray]:
+    """ŷ_1..ŷ_steps: the predictions fed back into the context, one step at a time (ŷ_1 = first_predictions)."""
+    predictions = [first_predictions]
+    for _ in range(1, steps):
+        contexts = np.concatenate([contexts[:, 1:], predictions[-1][:, None]], axis=1)
+        predictions.append(normalise(predict(contexts)))
+    return predictions[:steps]
+
+
+def rollout_scores(step_predictions: list[np.ndarray], windows: Windows, bank: ChunkBank) -> dict:
+    """D from the fed-back predictions: per step h the mean cos(ŷ_h, chunk[t+h-1]) where that chunk exists."""
     per_step, n_per_step = [], []
-    for h in range(1, steps + 1):
-        if h > 1:
-            contexts = np.concatenate([contexts[:, 1:], predictions[:, None]], axis=1)
-            predictions = normalise(predict(contexts))
+    for h, predictions in enumerate(step_predictions, start=1):
         rows = bank.rows(windows.article_ids, windows.target_indices + h - 1)
         present = rows >= 0
         per_step.append(_mean_or_none(rowwise_cosine(predictions[present], bank.embeddings[rows[present]])))
@@ -196,26 +226,59 @@ def rollout(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndar
     return {"rollout": float(np.mean(scored)) if scored else None, "per_step": per_step, "n_per_step": n_per_step}
 
 
+def rollout(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndarray, windows: Windows,
+            bank: ChunkBank, steps: int) -> dict:
+    """D: feed predictions back for ``steps`` steps; per-step mean cos(ŷ_h, chunk[t+h-1]) where it exists."""
+    return rollout_scores(rollout_predictions(predict, first_predictions, contexts, steps), windows, bank)
+
+
+def predict_blocks(predict: Predictor, windows: Windows, bank: ChunkBank, orders: np.ndarray, steps: int,
+                   block: int) -> tuple[np.ndarray, dict, list[np.ndarray]]:
+    """The predictor's work, ``block`` windows at a time (each block's contexts and their ablated and rolled
+    copies stay small enough to be reused from the heap instead of freshly mapped): the predictions, the
+    ablation cosines and the rollout predictions of every window."""
+    n, dim = len(windows), bank.embeddings.shape[1]
+    predictions = np.zeros((n, dim), dtype=np.float32)
+    cosines: dict[str, np.ndarray] = {}
+    later_steps = [np.zeros((n, dim), dtype=np.float32) for _ in range(1, steps)]
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        contexts = bank.vectors(windows.context_rows[rows])
+        first = normalise(predict(contexts))
+        if first.shape != (len(contexts), dim):
+            raise VecflowError(f"predictor returned shape {first.shape} for {contexts.shape} contexts; "
+                               f"expected {(len(contexts), dim)}")
+        for name, cosine in ablation_cosines(predict, contexts, bank.vectors(windows.target_rows[rows]),
+                                             orders[rows]).items():
+            cosines.setdefault(name, np.zeros(n, dtype=np.float32))[rows] = cosine
+        predictions[rows] = first
+        for out, step in zip(later_steps, rollout_predictions(predict, first, contexts, steps)[1:]):
+            out[rows] = step
+    return predictions, cosines, ([predictions] + later_steps)[:steps]
+
+
 def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollout_steps: int = 3,
-                   min_article_chunks: int = 6, seed: int = 0) -> dict:
-    """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested)."""
+                   min_article_chunks: int = 6, seed: int = 0, block: int = 2048) -> dict:
+    """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested); the predictor
+    sees ``block`` windows' contexts (and as many of each ablation) at a time."""
     check_against_bank(windows, bank)
     rng = np.random.default_rng(seed)
-    contexts, targets = windows.contexts(bank), windows.targets(bank)
-    predictions = normalise(predict(contexts))
-    if predictions.shape != targets.shape:
-        raise VecflowError(f"predictor returned shape {predictions.shape} for {contexts.shape} contexts; "
-                           f"expected {targets.shape}")
+    donors = other_article_donors(windows.article_ids, rng)
+    orders = shuffle_orders(len(windows), windows.context_rows.shape[1], rng)
+    targets = windows.targets(bank)
+    predictions, cosines, step_predictions = predict_blocks(predict, windows, bank, orders, rollout_steps, block)
     base_cosine = rowwise_cosine(predictions, targets)
+    swapped = np.flatnonzero(donors >= 0)
+    other_cosine = rowwise_cosine(predictions[donors[swapped]], targets[swapped])  # the donor's own prediction
     sweep = offset_sweep(predictions, windows, bank)
     ranks = retrieval(predictions, windows, bank, min_article_chunks)
-    roll = rollout(predict, predictions, contexts, windows, bank, rollout_steps)
+    roll = rollout_scores(step_predictions, windows, bank)
     return {
         "n_windows": len(windows), "cos_target": float(base_cosine.mean()),
         "c0": sweep["c0"], "margin": sweep["margin"], "peak_k": sweep["peak_k"],
         "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "rollout": roll["rollout"],
         "offsets": sweep["offsets"], "retrieval": ranks,
-        "ablations": ablations(predict, contexts, targets, windows.article_ids, base_cosine, rng, predictions),
+        "ablations": ablation_deltas(cosines, base_cosine, other_cosine, swapped),
         "rollout_detail": roll,
     }
 
