@@ -371,6 +371,78 @@ def test_a_non_finite_model_output_is_a_422_never_a_200(bundle, monkeypatch):
     assert "not finite" in response.json()["detail"]
 
 
+def test_a_bug_is_a_json_500_and_the_connection_serves_the_next_request(bundle, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vecflow.ship import serve
+
+    def broken(bundle, context):
+        raise RuntimeError("a bug in the model code")
+
+    monkeypatch.setattr(serve, "predict_next", broken)
+    with TestClient(serve.create_app(bundle, device="cpu")) as client:
+        for _ in range(3):
+            response = client.post("/predict-next", json={"context": random_unit_vectors(CONTEXT_LENGTH)})
+            assert response.status_code == 500
+            assert response.json() == {"detail": "internal error (logged by the server)"}
+            assert client.get("/health").status_code == 200
+        assert client.post("/predict-next", json={"context": [[0.1] * (DIM - 1)]}).status_code == 422
+
+
+@pytest.mark.parametrize("model_threads", [1, 3])
+def test_every_model_call_runs_on_one_thread_with_the_set_torch_threads(bundle, monkeypatch, model_threads):
+    """Concurrent requests queue for one model thread instead of running torch in many threadpool threads at
+    once on the same cores (oversubscription); its torch thread count is --model-threads."""
+    import concurrent.futures
+    import threading
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from vecflow.core.encoder import SentenceEncoder
+    from vecflow.lvm import models as lvm_models
+    from vecflow.ship.serve import create_app
+
+    calls, running, overlaps = [], [0], []
+    lock = threading.Lock()
+
+    def watched(fn):
+        def call(*args, **kwargs):
+            with lock:
+                running[0] += 1
+                overlaps.append(running[0])
+                calls.append((threading.get_ident(), torch.get_num_threads()))
+            try:
+                time.sleep(0.01)  # widen the window in which a second call could overlap
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    running[0] -= 1
+        return call
+
+    monkeypatch.setattr(lvm_models, "predict", watched(lvm_models.predict))
+    monkeypatch.setattr(SentenceEncoder, "encode", watched(SentenceEncoder.encode))
+    context = {"context": random_unit_vectors(CONTEXT_LENGTH)}
+    requests = [("/predict-next", context), ("/encode", {"texts": ["a text"]}),
+                ("/chat", {"texts": ["a", "b", "c"]})] * 4
+    with TestClient(create_app(bundle, device="cpu", model_threads=model_threads)) as client:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda r: client.post(r[0], json=r[1]).status_code, requests))
+    assert statuses == [200] * len(requests)
+    assert len(calls) == 16  # 4 predict-next, 4 encode, 4 chat (encode + predict each)
+    assert len({ident for ident, _ in calls}) == 1 and calls[0][0] != threading.get_ident()
+    assert {threads for _, threads in calls} == {model_threads}
+    assert max(overlaps) == 1
+
+
+def test_model_threads_default_leaves_a_core_to_the_event_loop(monkeypatch):
+    from vecflow.ship import serve
+
+    for cores, threads in [(1, 1), (2, 1), (8, 7)]:
+        monkeypatch.setattr(serve.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert serve.default_model_threads() == threads
+
+
 def test_a_body_over_the_limit_is_413_without_parsing_it(server):
     huge = b'{"texts": ["' + b"x" * (60 * 1024 * 1024) + b'"]}'
     try:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -91,6 +92,72 @@ def _encodable(text: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+def _outcome(parse, raw):
+    try:
+        return "ok", repr(parse(raw))  # repr: NaN equals NaN, 1 and 1.0 and True differ
+    except Exception as exc:  # noqa: BLE001 - the same exception, type and message, is the point
+        return "error", type(exc).__name__, str(exc)
+
+
+json_texts = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),  # ASCII escapes: lone surrogates as "\ud800"
+    json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-16")),
+    st.binary(max_size=40),
+    st.sampled_from([b"\xef\xbb\xbf{}", b'{"a": 1, "a": 2}', b"1e400", b"[NaN, -Infinity]", b"1" * 4301,
+                     b"[" * 3000 + b"]" * 3000, b'"a\nb"', b"{} x", b"[1,]"]),
+)
+
+
+@FAST
+@given(raw=json_texts, cut=st.integers(0, 60))
+def test_request_bodies_parse_exactly_as_json_loads_parses_them(raw, cut):
+    """The server's fast JSON parsing gives json.loads' value, or its exception, for every body."""
+    for body in (raw, raw[:-cut] if cut else raw):
+        assert _outcome(serve.loads_json, body) == _outcome(json.loads, body)
+
+
+def _check_vectors_row_by_row(vectors, count, dim, field):
+    """The reference: rows checked in order, each first for its dimension, then for NaN or infinity."""
+    import numpy as np
+
+    if count and len(vectors) != count:
+        raise serve.unprocessable(f"{field}: expected exactly {count} vectors, got {len(vectors)}")
+    for i, vector in enumerate(vectors):
+        if len(vector) != dim:
+            raise serve.unprocessable(f"{field}[{i}]: expected dimension {dim}, got {len(vector)}")
+        if not all(math.isfinite(x) for x in vector):
+            raise serve.unprocessable(f"{field}[{i}]: contains NaN or infinity")
+    return np.asarray(vectors, dtype=np.float64)
+
+
+@st.composite
+def contexts(draw):
+    """(vectors, count, dim): rows mostly of the right dimension, values often NaN or infinite."""
+    dim = draw(st.integers(1, 4))
+    value = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                      st.sampled_from([math.nan, math.inf, -math.inf]))
+    row = st.one_of(st.lists(value, min_size=dim, max_size=dim), st.lists(value, max_size=5))
+    vectors = draw(st.lists(row, max_size=5))
+    return vectors, draw(st.sampled_from([0, len(vectors), len(vectors) + 1])), dim
+
+
+@FAST
+@given(case=contexts())
+def test_check_vectors_names_the_same_first_problem_as_a_row_by_row_check(case):
+    from fastapi import HTTPException
+
+    vectors, count, dim = case
+
+    def outcome(check):
+        try:
+            return "ok", check(vectors, count, dim, "context").tobytes()
+        except HTTPException as exc:
+            return "error", exc.status_code, exc.detail
+
+    assert outcome(serve.check_vectors) == outcome(_check_vectors_row_by_row)
 
 
 # ---- arbitrary bodies through the app -----------------------------------------------------------------------

@@ -17,19 +17,23 @@ never echoes the input back.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import importlib
 import importlib.util
+import json
 import logging
-import math
+import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, TypeAdapter, model_validator
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json, sha256_file
@@ -280,12 +284,15 @@ def check_vectors(vectors: list[list[float]], count: int, dim: int, field: str) 
     """``vectors`` as float64 rows, or a 422 naming what is wrong (count, dimension, non-finite values)."""
     if count and len(vectors) != count:
         raise unprocessable(f"{field}: expected exactly {count} vectors, got {len(vectors)}")
-    for i, vector in enumerate(vectors):
-        if len(vector) != dim:
-            raise unprocessable(f"{field}[{i}]: expected dimension {dim}, got {len(vector)}")
-        if not all(math.isfinite(x) for x in vector):
-            raise unprocessable(f"{field}[{i}]: contains NaN or infinity")
-    return np.asarray(vectors, dtype=np.float64)
+    # the first row with a wrong dimension or a non-finite value, whichever comes first, is the one named
+    wrong_dim = next((i for i, vector in enumerate(vectors) if len(vector) != dim), len(vectors))
+    rows = np.asarray(vectors[:wrong_dim], dtype=np.float64).reshape(wrong_dim, dim)
+    non_finite = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if non_finite.size:
+        raise unprocessable(f"{field}[{int(non_finite[0])}]: contains NaN or infinity")
+    if wrong_dim < len(vectors):
+        raise unprocessable(f"{field}[{wrong_dim}]: expected dimension {dim}, got {len(vectors[wrong_dim])}")
+    return rows
 
 
 def unit_rows(vectors: np.ndarray, field: str) -> np.ndarray:
@@ -422,14 +429,108 @@ class BodyLimit:
 
     @staticmethod
     async def reply(send, status: int, detail: str) -> None:
-        import json
-
         payload = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if status == 413:
             headers.append((b"connection", b"close"))  # the unread rest of the body is not waited for
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+ANY_JSON = TypeAdapter(Any)
+
+
+def loads_json(body: bytes):
+    """``json.loads(body)``, parsed by pydantic's JSON parser where it can (6x faster on a 5x384 context).
+
+    That parser agrees with ``json.loads`` on every document it accepts (the same values, NaN, Infinity and big
+    integers included) and refuses some that ``json.loads`` takes (lone surrogate escapes, a BOM, UTF-16 bodies);
+    on any refusal ``json.loads`` parses the body, so every body gives what it gave before, errors included.
+    """
+    try:
+        return ANY_JSON.validate_json(body)
+    except ValueError:  # pydantic's ValidationError
+        return json.loads(body)
+
+
+class JSONRequest(Request):
+    async def json(self):
+        if not hasattr(self, "_json"):
+            self._json = loads_json(await self.body())
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """FastAPI's route with ``loads_json`` for request bodies (FastAPI's validation and errors unchanged)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request):
+            return await handler(JSONRequest(request.scope, request.receive))
+
+        return route_handler
+
+
+class CatchAll:
+    """ASGI middleware: a bug answers a JSON 500 and is logged; the connection stays usable for the next request.
+
+    (A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` spends a task group and memory streams on
+    every request, a fifth of the event loop's time under load.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception:  # noqa: BLE001 - the last line of defence, logged with its traceback
+            LOG.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for a 500: the server closes the connection
+                raise
+            await JSONResponse(status_code=500, content={"detail": "internal error (logged by the server)"})(
+                scope, receive, send)
+
+
+def default_model_threads() -> int:
+    """Torch threads for the model thread: one core is left to the event loop (HTTP, JSON, validation)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores - 1)
+
+
+class InferenceThread:
+    """One thread that runs every model call of /encode, /predict-next and /chat, one call at a time, with
+    ``threads`` torch intra-op threads (torch's setting is per calling thread).
+
+    Concurrent requests queue here instead of running torch in up to 40 threadpool threads at once, each with its
+    own intra-op threads, on the same cores as the event loop: measured on 2 cores under load, the server spent
+    3.3 ms of CPU per /predict-next that way and 2.2 ms this way, and a model thread with 2 torch threads
+    next to a busy event loop spent 60 ms (its threads wait for each other at every operator)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecflow-model",
+                                                               initializer=self._setup)
+
+    def _setup(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
 def validation_details(exc: RequestValidationError) -> list[dict]:
@@ -441,8 +542,11 @@ def validation_details(exc: RequestValidationError) -> list[dict]:
     return details
 
 
-def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The FastAPI app over one bundle (verified now, with the modules its models need; models load on use)."""
+def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int = MAX_BODY_BYTES,
+               model_threads: int = 0) -> FastAPI:
+    """The FastAPI app over one bundle (verified now, with the modules its models need; models load on use).
+
+    ``model_threads``: torch threads of the one thread that runs the models (0: ``default_model_threads()``)."""
     bundle = Bundle(bundle_dir, device=device)
     for module in bundle.required_modules():
         importlib.import_module(module)  # an ImportError here is a broken install: fail start-up, loudly
@@ -452,7 +556,10 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     app = FastAPI(title=f"vecflow: {bundle.name}", version=bundle.manifest_sha256[:12],
                   description="Next-vector prediction, retrieval chat and dialogue summaries from a vecflow bundle.")
     app.state.bundle = bundle
+    app.router.route_class = JSONRoute
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(CatchAll)  # outermost: also catches what BodyLimit raises
+    model_thread = app.state.model_thread = InferenceThread(model_threads or default_model_threads())
 
     @app.exception_handler(VecflowError)
     def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
@@ -461,15 +568,6 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": validation_details(exc)})
-
-    @app.middleware("http")
-    async def no_unhandled_errors(request: Request, call_next):
-        """A bug answers a JSON 500 and is logged; the connection stays usable for the next request."""
-        try:
-            return await call_next(request)
-        except Exception:  # noqa: BLE001 - the last line of defence, logged with its traceback
-            LOG.exception("unhandled error in %s %s", request.method, request.url.path)
-            return JSONResponse(status_code=500, content={"detail": "internal error (logged by the server)"})
 
     @app.get("/health")
     def health() -> dict:
@@ -486,23 +584,30 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
             "manifest_sha256": bundle.manifest_sha256,
         }
 
+    def encode_texts(texts: list[str]) -> np.ndarray:
+        return bundle.encoder.encode(texts)
+
+    def chat_top(texts: list[str], top_k: int) -> list[dict]:
+        return nearest_chunks(bundle, predict_next(bundle, bundle.encoder.encode(texts)), top_k)
+
+    # async endpoints: FastAPI checks and serializes their answers on the event loop (a sync endpoint costs a
+    # second threadpool hop for that); the model calls run on the one model thread
     @app.post("/encode", response_model=EncodeResponse)
-    def encode(request: EncodeRequest) -> EncodeResponse:
-        vectors = bundle.encoder.encode(request.texts)
+    async def encode(request: EncodeRequest) -> EncodeResponse:
+        vectors = await model_thread.run(encode_texts, request.texts)
         return EncodeResponse(vectors=vectors.tolist(), dim=int(vectors.shape[1]))
 
     @app.post("/predict-next", response_model=PredictResponse)
-    def predict_next_vector(request: PredictRequest) -> PredictResponse:
+    async def predict_next_vector(request: PredictRequest) -> PredictResponse:
         context = check_vectors(request.context, bundle.context_length, bundle.dim, "context")
-        vector = predict_next(bundle, context)
+        vector = await model_thread.run(predict_next, bundle, context)
         return PredictResponse(vector=vector.tolist(), norm=float(np.linalg.norm(vector)))
 
     @app.post("/chat", response_model=ChatResponse)
-    def chat(request: ChatRequest) -> ChatResponse:
+    async def chat(request: ChatRequest) -> ChatResponse:
         if len(request.texts) != bundle.context_length:
             raise unprocessable(f"texts: expected exactly {bundle.context_length} texts, got {len(request.texts)}")
-        vector = predict_next(bundle, bundle.encoder.encode(request.texts))
-        top = nearest_chunks(bundle, vector, request.top_k)
+        top = await model_thread.run(chat_top, request.texts, request.top_k)
         return ChatResponse(next_text=top[0]["text"], similarity=top[0]["similarity"], top=top)
 
     @app.post("/summarize", response_model=SummarizeResponse)
@@ -521,10 +626,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
+    parser.add_argument("--model-threads", type=int, default=0,
+                        help="torch threads for the models (default: usable cores - 1, at least 1; one core is "
+                             "left to HTTP and JSON)")
     args = parser.parse_args(argv)
     import uvicorn
 
-    app = create_app(args.bundle, device=args.device, max_body_bytes=args.max_body_bytes)
+    if args.model_threads < 0:
+        parser.error("--model-threads: must be 0 (automatic) or more")
+    app = create_app(args.bundle, device=args.device, max_body_bytes=args.max_body_bytes,
+                     model_threads=args.model_threads)
     print(f"[serve] {app.state.bundle.name} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
