@@ -79,7 +79,7 @@ DISTRIBUTION = {"yaml": "pyyaml", "bert_score": "bert-score", "rouge_score": "ro
 # is imported by the workflow's .smk files (not Python that ast can read) and runs every rule
 NOT_IMPORTED = {"snakemake", "gguf", "accelerate", "snakemake-executor-plugin-slurm",
                 "snakemake-executor-plugin-cluster-generic", "snakefmt", "schemathesis", "hypothesis", "pytest",
-                "mlflow"}
+                "mlflow", "httptools", "uvloop"}
 
 
 def _third_party_imports(paths) -> set[str]:

@@ -376,10 +376,10 @@ def test_a_bug_is_a_json_500_and_the_connection_serves_the_next_request(bundle, 
 
     from vecflow.ship import serve
 
-    def broken(bundle, context):
+    def broken(bundle, contexts):
         raise RuntimeError("a bug in the model code")
 
-    monkeypatch.setattr(serve, "predict_next", broken)
+    monkeypatch.setattr(serve, "predict_next_batch", broken)
     with TestClient(serve.create_app(bundle, device="cpu")) as client:
         for _ in range(3):
             response = client.post("/predict-next", json={"context": random_unit_vectors(CONTEXT_LENGTH)})
@@ -411,7 +411,7 @@ def test_every_model_call_runs_on_one_thread_with_the_set_torch_threads(bundle, 
             with lock:
                 running[0] += 1
                 overlaps.append(running[0])
-                calls.append((threading.get_ident(), torch.get_num_threads()))
+                calls.append((threading.get_ident(), torch.get_num_threads(), fn.__name__, len(args[1])))
             try:
                 time.sleep(0.01)  # widen the window in which a second call could overlap
                 return fn(*args, **kwargs)
@@ -429,10 +429,95 @@ def test_every_model_call_runs_on_one_thread_with_the_set_torch_threads(bundle, 
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(lambda r: client.post(r[0], json=r[1]).status_code, requests))
     assert statuses == [200] * len(requests)
-    assert len(calls) == 16  # 4 predict-next, 4 encode, 4 chat (encode + predict each)
-    assert len({ident for ident, _ in calls}) == 1 and calls[0][0] != threading.get_ident()
-    assert {threads for _, threads in calls} == {model_threads}
+    # 4 encode, 4 chat (encode + predict each), 4 predict-next (queued ones answered together: fewer calls)
+    assert sum(1 for *_, name, _ in calls if name == "encode") == 8
+    assert sum(n for *_, name, n in calls if name == "predict") == 8
+    assert len({ident for ident, *_ in calls}) == 1 and calls[0][0] != threading.get_ident()
+    assert {threads for _, threads, *_ in calls} == {model_threads}
     assert max(overlaps) == 1
+
+
+def wait_for(condition, what: str, timeout_s: float = 120.0) -> None:
+    """Poll ``condition`` (a guard against a hang, not a timing check: it fails only if it never holds)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def queued_together(app, client, bodies: list[dict]) -> list:
+    """POST /predict-next for every body while the model thread is held, so that all of them are queued when it
+    is free: a first request goes alone (nothing was queued when it came), then ``bodies`` wait together."""
+    import concurrent.futures
+    import threading
+
+    release = threading.Event()
+    batcher = app.state.predict_batcher
+    app.state.model_thread._executor.submit(release.wait)  # the model thread is busy until released
+    with concurrent.futures.ThreadPoolExecutor(len(bodies) + 1) as pool:
+        first = pool.submit(client.post, "/predict-next", json=bodies[0])
+        wait_for(lambda: batcher.running, "the first request's model call was queued")
+        rest = [pool.submit(client.post, "/predict-next", json=body) for body in bodies]
+        wait_for(lambda: len(batcher.pending) == len(bodies), "every request waits for the model thread")
+        release.set()
+        return [first.result()] + [future.result() for future in rest]
+
+
+def test_queued_predictions_are_one_model_call_with_the_answers_of_single_calls(bundle, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vecflow.lvm import models as lvm_models
+    from vecflow.ship.serve import create_app
+
+    sizes, real = [], lvm_models.predict
+
+    def counted(model, contexts, **kwargs):
+        sizes.append(len(contexts))
+        return real(model, contexts, **kwargs)
+
+    monkeypatch.setattr(lvm_models, "predict", counted)
+    bodies = [{"context": random_unit_vectors(CONTEXT_LENGTH, seed=seed)} for seed in range(7)]
+    app = create_app(bundle, device="cpu")
+    with TestClient(app) as client:
+        together = queued_together(app, client, bodies)
+        assert sizes == [1, 7]  # the first alone, then the 7 queued ones in one model call
+        alone = [client.post("/predict-next", json=body) for body in [bodies[0]] + bodies]
+    assert sizes[2:] == [1] * 8
+    assert [r.status_code for r in together] == [200] * 8
+    # bit-identical: the same JSON numbers as each request alone (float32 values, printed exactly)
+    assert [r.json() for r in together] == [r.json() for r in alone]
+    assert len({json.dumps(r.json()) for r in together[1:]}) == 7  # 7 different contexts, 7 different answers
+
+
+def test_a_bad_context_in_a_batch_gets_its_422_and_the_others_their_200(bundle, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vecflow.lvm import models as lvm_models
+    from vecflow.ship.serve import create_app
+
+    sizes, real = [], lvm_models.predict
+    marker = [[1.0] + [0.0] * (DIM - 1)] * CONTEXT_LENGTH  # the model's answer for it is made NaN below
+
+    def nan_for_the_marker(model, contexts, **kwargs):
+        sizes.append(len(contexts))
+        out = real(model, contexts, **kwargs)
+        out[np.all(contexts == np.array(marker, dtype=np.float32), axis=(1, 2))] = np.nan
+        return out
+
+    monkeypatch.setattr(lvm_models, "predict", nan_for_the_marker)
+    good = [{"context": random_unit_vectors(CONTEXT_LENGTH, seed=seed)} for seed in range(4)]
+    zero = {"context": [[0.0] * DIM] + random_unit_vectors(CONTEXT_LENGTH - 1)}
+    bodies = [good[0], good[1], {"context": marker}, good[2], zero, good[3]]
+    app = create_app(bundle, device="cpu")
+    with TestClient(app) as client:
+        together = queued_together(app, client, bodies)
+        alone = [client.post("/predict-next", json=body) for body in [bodies[0]] + bodies]
+    assert sizes[:2] == [1, 5]  # the zero context never reaches the model; the marker does, with the others
+    statuses = [r.status_code for r in together]
+    assert statuses == [r.status_code for r in alone] == [200, 200, 200, 422, 200, 422, 200]
+    assert "not finite" in together[3].json()["detail"]
+    assert "context[0]: is a zero vector" in together[5].json()["detail"]
+    assert [r.json() for r in together] == [r.json() for r in alone]
 
 
 def test_model_threads_default_leaves_a_core_to_the_event_loop(monkeypatch):

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pydantic
 import pytest
 
@@ -158,6 +159,50 @@ def test_check_vectors_names_the_same_first_problem_as_a_row_by_row_check(case):
             return "error", exc.status_code, exc.detail
 
     assert outcome(serve.check_vectors) == outcome(_check_vectors_row_by_row)
+
+
+@pytest.fixture(scope="module")
+def served_bundle(bundle):  # noqa: F811 - the module-scoped fixture from test_serve
+    return serve.Bundle(bundle, device="cpu")
+
+
+def _answer(result):
+    """A vector as its list of floats, an error (a 422) as its type, status and message."""
+    if isinstance(result, Exception):
+        return (type(result).__name__, getattr(result, "status_code", None), str(getattr(result, "detail", result)))
+    return ("ok", result.tolist())
+
+
+def _alone(bundle, context):
+    try:
+        return serve.predict_next(bundle, context)
+    except Exception as exc:  # noqa: BLE001 - compared with the batch's answer for this context
+        return exc
+
+
+@st.composite
+def context_batches(draw):
+    """1-12 contexts of the bundle's shape: random scales (huge and tiny ones too), some with a zero vector."""
+    count = draw(st.integers(1, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    batch = rng.standard_normal((count, CONTEXT_LENGTH, DIM))
+    batch *= 10.0 ** rng.integers(-30, 300, size=(count, CONTEXT_LENGTH, 1))
+    for i in draw(st.lists(st.integers(0, count - 1), max_size=3)):
+        batch[i, rng.integers(CONTEXT_LENGTH)] = 0.0
+    return list(batch)
+
+
+@FAST
+@given(contexts=context_batches())
+def test_a_batch_of_contexts_gets_what_each_context_gets_alone(served_bundle, contexts):
+    """The model thread answers queued /predict-next requests with one model call: every context's answer (its
+    vector, bit for bit, or its own 422) is the answer it gets alone."""
+    together = [_answer(result) for result in serve.predict_next_batch(served_bundle, contexts)]
+    alone = [_answer(_alone(served_bundle, context)) for context in contexts]
+    assert together == alone
+    assert any(outcome == "ok" for outcome, *_ in alone) or all(
+        "zero vector" in str(answer) for answer in alone)  # the comparison is not vacuous
 
 
 # ---- arbitrary bodies through the app -----------------------------------------------------------------------

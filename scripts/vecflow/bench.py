@@ -906,6 +906,15 @@ def load_test(url: str, bodies: list[dict], clients: int) -> tuple[float, list[f
     return len(bodies) / (time.perf_counter() - start), [x for r in results for x in r]
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, requests: int | None = None,
                 clients: int = 8, **_) -> list[dict]:
     """/predict-next and /encode over loopback (a real ``vecflow serve`` process, 8 concurrent clients) vs the
@@ -961,8 +970,13 @@ def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, req
                     local(i)
                     latencies_local.append(time.perf_counter() - t0)
                 local_rate = count / (time.perf_counter() - start)
+                cpu_before, load_before = process_cpu_seconds(server.pid), os.getloadavg()[0]
                 rate, latencies = load_test(f"{base}/{name}", bodies, clients)
+                cpu_after = process_cpu_seconds(server.pid)
                 served = percentiles(latencies)
+                if cpu_before is not None and cpu_after is not None:  # the server's CPU per request, all threads
+                    served["server_cpu_ms_per_request"] = (cpu_after - cpu_before) * 1e3 / count
+                served["load_average_1min"] = [load_before, os.getloadavg()[0]]  # before, after the run
                 extra = {"server": served, "in_process": percentiles(latencies_local)}
                 if name == "predict-next":
                     extra.update(goal_p99_ms=50.0, goal_met=served["p99_ms"] <= 50.0)

@@ -258,9 +258,11 @@ def infer(model: nn.Module, contexts: torch.Tensor) -> torch.Tensor:
 
 def predict(model: nn.Module, contexts: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
     """L2-normalised predictions (N, D) for contexts (N, C, D), in eval mode (no dropout) under
-    ``torch.inference_mode``, batch by batch."""
+    ``torch.inference_mode``, batch by batch. A model in training mode is switched to eval and back; one already
+    in eval mode (``load_lvm``'s, the server's) is left as it is (switching costs about as much as a small forward)."""
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     outputs = []
     try:
         with torch.inference_mode():
@@ -269,6 +271,7 @@ def predict(model: nn.Module, contexts: np.ndarray, batch_size: int = 256, devic
                                         device=device)
                 outputs.append(normalize(infer(model, batch)).cpu().numpy())
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train(True)
     dim = contexts.shape[-1]
     return np.concatenate(outputs) if outputs else np.zeros((0, dim), dtype=np.float32)

@@ -44,6 +44,7 @@ MAX_DIALOGUE_CHARS = 50_000  # characters of a dialogue given to /summarize
 MAX_DIM = 8192  # numbers per vector
 MAX_BODY_BYTES = 4 * 1024 * 1024  # request bodies above this get 413 (vecflow serve --max-body-bytes)
 MAX_ERRORS_SHOWN = 10  # validation errors listed in one 422
+MAX_BATCH = 64  # /predict-next contexts the model thread answers with one model call
 LOG = logging.getLogger("vecflow.ship.serve")
 
 
@@ -305,15 +306,39 @@ def unit_rows(vectors: np.ndarray, field: str) -> np.ndarray:
     return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
 
-def predict_next(bundle: Bundle, context: np.ndarray) -> np.ndarray:
-    """The LVM's next vector for one context (C, D) of any non-zero scale; a non-finite output is a 422."""
+def predict_next_batch(bundle: Bundle, contexts: list[np.ndarray]) -> list[np.ndarray | HTTPException]:
+    """The LVM's next vector for each context (C, D) of any non-zero scale, or that context's own 422 (a zero
+    vector, a non-finite output): one model call per context shape, each context's answer its own.
+
+    The rows of a batched call are bit-identical to one-context calls (checked for 1 to 64 contexts and 1, 2, 4
+    torch threads; tests/test_serve.py checks it over HTTP)."""
     from vecflow.lvm.models import predict
 
-    context = unit_rows(np.asarray(context, dtype=np.float64), "context")
-    vector = predict(bundle.lvm, context[None], batch_size=1, device=bundle.device)[0]
-    if not np.all(np.isfinite(vector)):
-        raise unprocessable("context: the model's prediction for this context is not finite")
-    return vector
+    answers: list = [None] * len(contexts)
+    groups: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+    for i, context in enumerate(contexts):
+        try:
+            unit = unit_rows(np.asarray(context, dtype=np.float64), "context")
+        except HTTPException as exc:
+            answers[i] = exc
+            continue
+        groups.setdefault(unit.shape, []).append((i, unit))
+    for members in groups.values():
+        vectors = predict(bundle.lvm, np.stack([unit for _, unit in members]), batch_size=len(members),
+                          device=bundle.device)
+        for (i, _), vector in zip(members, vectors):
+            finite = np.all(np.isfinite(vector))
+            answers[i] = vector if finite else unprocessable(
+                "context: the model's prediction for this context is not finite")
+    return answers
+
+
+def predict_next(bundle: Bundle, context: np.ndarray) -> np.ndarray:
+    """The LVM's next vector for one context (C, D) of any non-zero scale; a non-finite output is a 422."""
+    answer = predict_next_batch(bundle, [context])[0]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def bank_faiss_min_rows(bundle: Bundle) -> int:
@@ -526,11 +551,80 @@ class InferenceThread:
 
         torch.set_num_threads(self.threads)
 
+    def submit(self, fn, *args) -> asyncio.Future:
+        """``fn(*args)`` queued for the model thread now; an asyncio future of its result (call on the loop)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self.submit(fn, *args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+
+
+class MicroBatcher:
+    """Requests of one kind answered together: ``fn(items)`` runs on the model thread and returns one answer per
+    item (a value, or an exception for that item alone).
+
+    At most one batch is on the model thread at a time; the requests that arrive meanwhile wait here and go
+    together, up to ``cap`` of them, as soon as it is done. Nothing waits for a batch to fill: a request that
+    finds no batch running goes at once, alone. With 8 closed-loop clients this turns 8 model calls (each a
+    Python dispatch of some 30 torch operators) into one. An error of the call itself (a model that fails to
+    load, a bug) is every request's answer, as it would have been for each alone. Runs on the event loop only."""
+
+    def __init__(self, model_thread: InferenceThread, fn, cap: int = MAX_BATCH):
+        self.model_thread, self.fn, self.cap = model_thread, fn, cap
+        self.pending: list[tuple[Any, asyncio.Future]] = []
+        self.running = False
+        self.batches = 0  # model calls so far (the tests read it)
+
+    async def submit(self, item):
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if not self.running:
+            self._start()
+        answer = await future
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _start(self) -> None:
+        batch, self.pending = self.pending[:self.cap], self.pending[self.cap:]
+        batch = [(item, future) for item, future in batch if not future.done()]  # a cancelled request: skipped
+        if not batch:
+            if self.pending:
+                self._start()
+            return
+        self.running = True
+        self.batches += 1
+        try:
+            call = self.model_thread.submit(self.fn, [item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - e.g. the model thread shut down: each request's error
+            call = asyncio.get_running_loop().create_future()
+            call.set_exception(exc)
+        call.add_done_callback(lambda done: self._finish(batch, done))
+
+    def _finish(self, batch, call: asyncio.Future) -> None:
+        self.running = False
+        try:
+            if call.cancelled():
+                answers = [None] * len(batch)
+            elif call.exception() is not None:
+                answers = [call.exception()] * len(batch)
+            else:
+                answers = call.result()
+                if len(answers) != len(batch):
+                    answers = [RuntimeError(f"{len(answers)} answers for {len(batch)} requests")] * len(batch)
+            for (_, future), answer in zip(batch, answers):
+                if future.done():
+                    continue
+                if call.cancelled():
+                    future.cancel()
+                else:
+                    future.set_result(answer)  # an exception as answer: submit raises it for that request
+        finally:
+            if self.pending:
+                self._start()
 
 
 def validation_details(exc: RequestValidationError) -> list[dict]:
@@ -560,6 +654,8 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(CatchAll)  # outermost: also catches what BodyLimit raises
     model_thread = app.state.model_thread = InferenceThread(model_threads or default_model_threads())
+    predictions = app.state.predict_batcher = MicroBatcher(
+        model_thread, lambda contexts: predict_next_batch(bundle, contexts))
 
     @app.exception_handler(VecflowError)
     def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
@@ -600,7 +696,7 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     @app.post("/predict-next", response_model=PredictResponse)
     async def predict_next_vector(request: PredictRequest) -> PredictResponse:
         context = check_vectors(request.context, bundle.context_length, bundle.dim, "context")
-        vector = await model_thread.run(predict_next, bundle, context)
+        vector = await predictions.submit(context)  # with the other requests queued now, in one model call
         return PredictResponse(vector=vector.tolist(), norm=float(np.linalg.norm(vector)))
 
     @app.post("/chat", response_model=ChatResponse)
