@@ -774,11 +774,11 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
 
     from vecflow.lvm.models import build_model
     from vecflow.lvm.presets import DEFAULTS
-    from vecflow.lvm.train import WindowTensors, epoch_generator, train_one_epoch
+    from vecflow.lvm.train import WindowTensors, epoch_generator, make_optimizer, train_one_epoch
 
     torch.manual_seed(0)
     model = build_model("transformer", dim, context, sizes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+    optimizer = make_optimizer(model, {"learning_rate": 5e-4, "weight_decay": 0.01}, "cpu")  # train-lvm's
     rows = batch * steps
     bank = torch.nn.functional.normalize(torch.randn(rows * (context + 1), dim), dim=-1)
     windows = WindowTensors(bank, torch.arange(rows * (context + 1)).reshape(rows, context + 1),

@@ -213,6 +213,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1000 + epoch)
 
 
+def make_optimizer(model, run: dict, device) -> torch.optim.Optimizer:
+    """AdamW, with torch's fused kernel on CPU and CUDA (one pass over all tensors instead of a loop per tensor:
+    part of what takes the default transformer's step to a third of the matmul peak, ``vecflow bench lvm``)."""
+    fused = torch.device(device).type in ("cpu", "cuda") or None
+    return torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"],
+                             fused=fused)
+
+
 def train_one_epoch(model, optimizer, windows: WindowTensors, weights: dict, run: dict,
                     generator: torch.Generator, device) -> dict:
     """One shuffled pass; returns the mean of every loss term (unweighted) plus ``total`` and ``dir_boost``."""
@@ -521,7 +529,7 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     if hasattr(model, "set_base"):  # residual: ridge starts at the ridge baseline of these training windows
         model.set_base(data.ridge.weights, data.ridge.bias)
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"])
+    optimizer = make_optimizer(model, run, device)
     tensors = data.tensors(device)
     print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
           f"{len(data.train)} train / {len(data.val)} selection windows ({data.selection['split']}), "
