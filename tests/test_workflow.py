@@ -84,7 +84,8 @@ def test_the_report_job_keeps_its_plots_in_the_results_cache(tiny_workdir):
     only the plots whose inputs changed: tests/test_report_plot_cache.py)."""
     done = snakemake_cli(tiny_workdir, "-n", "-p", "results/report/index.html")
     assert done.returncode == 0, done.stderr[-2000:]
-    commands = [line for line in done.stdout.splitlines() if line.startswith("vecflow report ")]
+    printed = [line.removeprefix("Shell command: ") for line in done.stdout.splitlines()]  # `-p`, as Snakemake 9 prints it
+    commands = [line for line in printed if line.startswith("vecflow report ")]
     assert len(commands) == 1, done.stdout[-2000:]
     assert " --plot-cache results/cache/report-plots " in commands[0]
 
