@@ -139,3 +139,42 @@ def test_ridge_residual_starts_at_its_linear_base_and_saves_it(tmp_path):
     np.testing.assert_allclose(predict(load_lvm(tmp_path / "lvm"), contexts), predict(model, contexts), atol=1e-6)
     with pytest.raises(VecflowError, match="field 'residual'"):
         build_model("mlp", DIM, CONTEXT, {**SIZES, "residual": "median"})
+
+
+def test_uniform_mask_dropout_is_inverted_dropout_with_keep_probability_1_minus_p():
+    from vecflow.lvm.models import UniformMaskDropout
+
+    torch.manual_seed(0)
+    x = torch.rand(200_000) + 0.5  # no zeros: a dropped element is exactly 0
+    drop = UniformMaskDropout(0.1).train()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005  # binomial sd ~ 0.0007
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    assert abs(y.mean().item() - x.mean().item()) < 0.01  # the expectation is kept
+    assert torch.equal(drop.eval()(x), x)  # eval: identity
+    assert torch.equal(UniformMaskDropout(0.0).train()(x), x)
+    grad = torch.ones_like(x, requires_grad=True)
+    drop.train()(grad).sum().backward()
+    dropped = grad.grad == 0
+    assert 0 < dropped.float().mean().item() < 0.2 and torch.allclose(grad.grad[~dropped], torch.tensor(1 / 0.9))
+
+
+def test_the_transformer_trains_with_uniform_mask_dropout_and_keeps_its_checkpoint_keys():
+    from vecflow.lvm.models import UniformMaskDropout
+
+    model = build_model("transformer", 16, 5, {"d_model": 32, "layers": 2, "heads": 4, "dropout": 0.1,
+                                               "residual": False})
+    layers = model.blocks.layers
+    assert all(isinstance(getattr(layer, name), UniformMaskDropout)
+               for layer in layers for name in ("dropout", "dropout1", "dropout2"))
+    plain = torch.nn.TransformerEncoderLayer(32, 4, dim_feedforward=128, dropout=0.1, batch_first=True,
+                                             norm_first=True)
+    assert set(layers[0].state_dict()) == set(plain.state_dict())
+    contexts = torch.randn(8, 5, 16)
+    model.train()
+    torch.manual_seed(1)
+    first = model(contexts)
+    torch.manual_seed(1)
+    assert torch.equal(first, model(contexts))  # seeded: reproducible
+    assert not torch.equal(first, model(contexts))  # and dropout is on in training
