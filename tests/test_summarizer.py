@@ -351,3 +351,37 @@ def test_self_init_starts_cross_attention_as_the_layers_self_attention(encoder_d
     with torch.no_grad():
         logits = model(**batch, decoder_input_ids=torch.full((2, 2), tokenizer.cls_token_id)).logits
     assert not torch.allclose(logits[0], logits[1], atol=1e-4)
+
+
+def test_beam_cache_reorders_the_decoder_cache_only():
+    """Beam search reorders within a dialogue's beams, which share one encoder output: the cross-attention
+    cache is left in place, the self-attention cache is reordered."""
+    from vecflow.summary.infer import beam_cache
+    from transformers import BertConfig
+
+    class Stub:
+        config = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+
+    cache = beam_cache(Stub())
+    keys = torch.arange(2 * 2 * 3 * 4, dtype=torch.float32).reshape(2, 2, 3, 4)  # rows 0 and 1 differ
+    cache.self_attention_cache.update(keys, keys, 0)
+    cache.cross_attention_cache.update(keys, keys, 0)
+    cache.reorder_cache(torch.tensor([1, 1]))
+    assert torch.equal(cache.self_attention_cache.layers[0].keys, keys[[1, 1]])
+    assert torch.equal(cache.cross_attention_cache.layers[0].keys, keys)
+
+
+def test_batched_beam_search_writes_what_generate_writes_per_dialogue(bert2bert):
+    model, tokenizer = bert2bert
+    model.eval()
+    dialogues = [d for _, d, _ in DIALOGUES]
+    config = to_generation_config({"num_beams": 3, "max_new_tokens": 10, "no_repeat_ngram_size": 2}, tokenizer,
+                                  tokenizer.cls_token_id)
+    ours = generate_summaries(model, tokenizer, dialogues, config, 64, 2, torch.device("cpu"))
+    plain = []
+    for dialogue in dialogues:
+        inputs = tokenizer([dialogue], max_length=64, truncation=True, return_tensors="pt", return_token_type_ids=False)
+        with torch.inference_mode():
+            generated = model.generate(**inputs, generation_config=config)
+        plain.append(tokenizer.batch_decode(generated, skip_special_tokens=True)[0].strip())
+    assert ours == plain
