@@ -397,3 +397,12 @@ def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(l
     contexts = val.contexts(bank)  # the published model is the untrained start: the context mean
     np.testing.assert_allclose(predict(load_lvm(tmp_path / "bad", "cpu"), contexts), normalise(contexts.mean(1)),
                                atol=1e-5)
+
+
+def test_train_lvm_uses_torchs_fused_adamw_on_cpu():
+    import torch
+
+    from vecflow.lvm.train import make_optimizer
+
+    optimizer = make_optimizer(torch.nn.Linear(4, 4), {"learning_rate": 1e-3, "weight_decay": 0.01}, "cpu")
+    assert optimizer.defaults["fused"] is True and optimizer.defaults["weight_decay"] == 0.01

@@ -136,3 +136,13 @@ def test_bf16_auto_times_both_and_records_the_choice(tiny_causal_lm, tmp_path):
     timing = summary["bf16_timing"]
     assert timing["chosen"] in ("bf16", "fp32") and summary["bf16"] == (timing["chosen"] == "bf16")
     assert timing["fp32_s_per_token"] > 0 and timing["bf16_s_per_token"] > 0
+
+
+def test_the_summarizer_optimizer_is_torchs_fused_adamw_on_cpu():
+    """HF Trainer's default; the per-tensor AdamW loop was 30 % of a BERT2BERT step (BENCHMARKS.md goal 2)."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    optimizer = summary_train.make_optimizer(model, {"learning_rate": 1e-3, "weight_decay": 0.01})
+    assert optimizer.defaults["fused"] is True
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]  # no decay on biases and norms
