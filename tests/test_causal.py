@@ -176,3 +176,79 @@ def test_loss_on_labelled_positions_equals_the_full_model_loss(lm):
     batch = CausalCollator(tok.pad_token_id)(tokenize_examples(ROWS, tok, spec_for(SETTINGS)))
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     assert loss_on_labels(model, batch).item() == pytest.approx(full.item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------ length control, selection rule, decoding (issue 26)
+def test_length_model_follows_the_training_summaries():
+    from vecflow.summary.infer import fit_length_model, length_budget, length_instruction
+
+    dialogues = [" ".join(["w"] * n) for n in (50, 100, 150, 200, 250)]
+    summaries = [" ".join(["s"] * (5 + n // 10)) for n in (50, 100, 150, 200, 250)]  # exactly 5 + 0.1 x
+    length = fit_length_model(dialogues, summaries, round_to=5)
+    assert length["slope"] == pytest.approx(0.1) and length["intercept"] == pytest.approx(5.0)
+    assert length_budget(length, " ".join(["w"] * 150)) == 20
+    assert length_budget(length, " ".join(["w"] * 5000)) == 30  # clipped to the training range, then rounded
+    spec = {"length": length}
+    assert length_instruction(spec, "a b c", words=17) == "Write about 15 words."  # training: the reference's own
+    assert length_instruction({}, "a b c") is None
+
+
+def test_length_instruction_ends_the_user_turn_in_training_and_prediction(lm):
+    _, tok = lm
+    rows = ROWS * 3
+    spec = spec_for(SETTINGS | {"length_control": {"mode": "instruction", "round_to": 1}}, rows)
+    assert spec["length"]["mode"] == "instruction"
+    [feature] = tokenize_examples(ROWS[:1], tok, spec)
+    prompt = tok.decode([t for t, label in zip(feature["input_ids"], feature["labels"]) if label == -100])
+    words = len(ROWS[0]["summaries"][0].split())
+    assert f"{ROWS[0]['dialogue']}\n\nWrite about {words} words." in prompt
+    predicted = tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec))
+    assert "Write about " in predicted and predicted.index("Write about") > predicted.index("#Person2#: yes")
+    assert "Write about" not in tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(SETTINGS)))
+    with pytest.raises(Exception, match="needs the training rows"):
+        spec_for(SETTINGS | {"length_control": {"mode": "instruction"}})
+
+
+def test_final_weights_are_kept_unless_an_earlier_checkpoint_wins_by_more_than_one_se():
+    from vecflow.summary.loop import final_or_best
+
+    final = {"step": 20, "score": 0.40, "eligible": True, "per_sample": [0.40, 0.30, 0.50, 0.40]}
+    noisy = {"step": 10, "score": 0.41, "per_sample": [0.50, 0.20, 0.55, 0.39]}  # +0.01, SE ~0.04
+    clear = {"step": 10, "score": 0.50, "per_sample": [0.50, 0.41, 0.60, 0.49]}  # +0.10, SE ~0.003
+    assert final_or_best(noisy, final, "final_unless_significant")["kept"] == "final"
+    kept = final_or_best(clear, final, "final_unless_significant")
+    assert kept["kept"] == "best" and kept["gain_over_final"] == pytest.approx(0.1)
+    assert final_or_best(noisy, final, "best")["kept"] == "best"
+    assert final_or_best(noisy, final | {"eligible": False}, "final_unless_significant")["kept"] == "best"
+    assert final_or_best(final, final, "final_unless_significant")["kept"] == "best"  # same step
+
+
+def test_training_with_length_control_selection_rule_and_decoding_candidates(tiny_causal_lm, tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", ROWS * 2)
+    selection = write_rows(tmp_path / "sel.jsonl", ROWS)
+    out = tmp_path / "model"
+    settings = SETTINGS | {"length_control": {"mode": "instruction", "round_to": 5}, "evals": 2, "epochs": 2,
+                           "selection_rule": "final_unless_significant",
+                           "decoding_candidates": [{"num_beams": 2, "early_stopping": True}]}
+    summary = train_causal(train, selection, tiny_causal_lm, settings, out)
+    assert summary["selection"]["rule"] == "final_unless_significant"
+    assert summary["selection"]["final_step"] == summary["steps"]
+    decoding = summary["decoding"]
+    assert [c["generation"]["num_beams"] for c in decoding["candidates"]] == [1, 2]
+    saved = json.loads((out / "generation_config.json").read_text())
+    assert saved.get("num_beams", 1) == decoding["generation"]["num_beams"]
+    spec = json.loads((out / SPEC_FILE).read_text())
+    assert spec["length"]["mode"] == "instruction" and spec["length"]["round_to"] == 5
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    evals = [h for h in history if "val/rougeL" in h]
+    assert evals and all("val/length_ratio" in h and not any("per_sample" in k for k in h) for h in evals)
+
+
+def test_a_bad_decoding_candidate_fails_before_training(tiny_causal_lm, tmp_path):
+    from vecflow.core.errors import VecflowError
+
+    train = write_rows(tmp_path / "train.jsonl", ROWS * 2)
+    settings = SETTINGS | {"decoding_candidates": [{"length_penalty": 2.0}]}  # beam-only flag with greedy
+    with pytest.raises(VecflowError, match=r"decoding_candidates\[0\].length_penalty"):
+        train_causal(train, train, tiny_causal_lm, settings, tmp_path / "model")
+    assert not (tmp_path / "model").exists()

@@ -226,6 +226,11 @@ def check_config(config: dict) -> None:
     causal = config["summarizer"].get("causal", {})
     if "generation" in causal:  # the schema fills it; a hand-built config may not have the section
         check_generation_config(causal["generation"], "summarizer.causal.generation")
+        for i, candidate in enumerate(causal.get("decoding_candidates") or []):
+            if not isinstance(candidate, dict):
+                raise VecflowError(f"summarizer.causal.decoding_candidates[{i}]: expected a mapping of generation "
+                                   f"settings, got {type(candidate).__name__}")
+            check_generation_config(causal["generation"] | candidate, f"summarizer.causal.decoding_candidates[{i}]")
     check_generation_config(config["elm"]["generation"], "elm.generation")
     _check_model_sources(config["models"])
     _check_models_referenced(config)

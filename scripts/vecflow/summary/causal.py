@@ -29,9 +29,11 @@ from vecflow.data.dialogues import load_dialogues
 from vecflow.summary.generation import check_generation_config
 from vecflow.core.settings import need, seed_everything, settings_arg
 from vecflow.summary.infer import (
+    DEFAULT_LENGTH_TEMPLATE,
     causal_generation_config,
     chat_messages,
     end_of_turn_id,
+    fit_length_model,
     generate_causal,
     prompt_ids,
 )
@@ -58,11 +60,21 @@ def load_base(base_dir: str | Path):
     return model, tokenizer
 
 
-def spec_for(settings: dict) -> dict:
-    return {"kind": "causal", "max_source_length": int(need(settings, "max_source_length")),
+def spec_for(settings: dict, train_rows: list[dict] | None = None) -> dict:
+    """What inference must repeat. ``length_control.mode: instruction`` adds the length line's model,
+    fitted on ``train_rows`` (the training split only)."""
+    spec = {"kind": "causal", "max_source_length": int(need(settings, "max_source_length")),
             "max_target_length": int(need(settings, "max_target_length")),
             "system_message": settings.get("system_message") or None,
             "user_template": settings.get("user_template") or None}
+    control = settings.get("length_control") or {}
+    if control.get("mode", "none") == "instruction":
+        if not train_rows:
+            raise VecflowError("summarizer.causal.length_control: mode 'instruction' needs the training rows")
+        spec["length"] = fit_length_model([r["dialogue"] for r in train_rows], [r["summaries"][0] for r in train_rows],
+                                          int(control.get("round_to", 5)),
+                                          control.get("template") or DEFAULT_LENGTH_TEMPLATE)
+    return spec
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -71,12 +83,15 @@ def tokenize_examples(rows: list[dict], tokenizer, spec: dict) -> list[dict]:
 
     The summary is tokenized on its own (truncated to ``max_target_length``) and appended to the prompt ids,
     so the boundary between what is conditioned on and what is learned is exact.
+    With a length instruction in the spec, each prompt asks for its own reference's word count, so the model
+    learns to follow the number; prediction asks for the fitted budget instead.
     """
     eot = end_of_turn_id(tokenizer)
     features = []
     for row in rows:
-        prompt = prompt_ids(tokenizer, row["dialogue"], spec)
-        target = tokenizer(row["summaries"][0], add_special_tokens=False)["input_ids"]
+        summary = row["summaries"][0]
+        prompt = prompt_ids(tokenizer, row["dialogue"], spec, words=len(summary.split()))
+        target = tokenizer(summary, add_special_tokens=False)["input_ids"]
         target = target[: int(spec["max_target_length"])] + [eot]
         features.append({"input_ids": prompt + target, "attention_mask": [1] * (len(prompt) + len(target)),
                          "labels": [-100] * len(prompt) + target})
@@ -162,6 +177,47 @@ def validate(model, tokenizer, rows: list[dict], spec: dict, generation_config, 
     return scores, examples
 
 
+def decoding_settings(settings: dict) -> list[dict]:
+    """The configured generation settings first, then each of ``decoding_candidates`` laid over them."""
+    base = dict(need(settings, "generation"))
+    options = [base] + [base | dict(c) for c in settings.get("decoding_candidates") or []]
+    for i, gen in enumerate(options[1:]):
+        check_generation_config(gen, f"summarizer.causal.decoding_candidates[{i}]")
+    return options
+
+
+def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: dict, device) -> dict:
+    """Score the chosen checkpoint with each decoding option on the selection split and keep the best
+    (eligible, highest ``selection_metric``; ties keep the earlier, cheaper option) in its
+    ``generation_config.json``, which prediction and the server read."""
+    import time
+
+    from transformers import AutoModelForCausalLM
+
+    from vecflow.summary.loop import eligible
+
+    metric = str(settings.get("selection_metric", "rougeL"))
+    model = AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
+    results, chosen = [], None
+    for i, gen in enumerate(decoding_settings(settings)):
+        config = causal_generation_config(gen, tokenizer)
+        started = time.time()
+        scores, _ = validate(model, tokenizer, rows, spec, config, settings, device)
+        scores.pop("per_sample", None)
+        ok = eligible(scores, settings)
+        results.append({"generation": gen, metric: scores[metric], "eligible": ok,
+                        "mean_pred_words": scores["mean_pred_words"], "length_ratio": scores["length_ratio"],
+                        "seconds": round(time.time() - started, 1)})
+        print(f"[vecflow] decoding {gen}: {metric} {scores[metric]:.4f}, {scores['mean_pred_words']:.1f} words "
+              f"({results[-1]['seconds']} s){'' if ok else ' (not eligible)'}", flush=True)
+        if ok and (chosen is None or scores[metric] > results[chosen][metric]):
+            chosen = i
+    chosen = 0 if chosen is None else chosen
+    causal_generation_config(results[chosen]["generation"], tokenizer).save_pretrained(folder)
+    return {"decoding": {"metric": metric, "candidates": results, "chosen": chosen,
+                         "generation": results[chosen]["generation"]}}
+
+
 def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dict:
     """Fine-tune on ``train_path``, select on ``val_path`` (the selection split); returns the summary."""
     from vecflow.core.devices import pick_device
@@ -172,7 +228,9 @@ def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dic
     seed_everything(int(need(settings, "seed")))
     train_rows, val_rows = load_dialogues(train_path), load_dialogues(val_path)
     device = distributed.setup(pick_device(settings.get("device", "auto")))  # this rank's, under torchrun
-    spec = spec_for(settings)
+    spec = spec_for(settings, train_rows)
+    if settings.get("decoding_candidates"):
+        decoding_settings(settings)  # a bad candidate fails now, not after the training budget is spent
     fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
     resume = load_resume_state(partial_dir(out_dir), fingerprint)
     model, tokenizer = load_base(partial_dir(out_dir) / "last" if resume else base_dir)
@@ -196,6 +254,8 @@ def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dic
                 resume=resume, forward=loss_on_labels)
     if lora.get("enabled"):
         loop.saved_model = saved
+    if settings.get("decoding_candidates"):
+        loop.before_publish = lambda folder: choose_decoding(folder, tokenizer, val_rows, spec, settings, device)
     summary = loop.run()
     summary["lora"] = bool(lora.get("enabled"))
     return summary

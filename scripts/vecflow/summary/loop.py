@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import statistics
 import shutil
 import time
 import warnings
@@ -236,6 +237,7 @@ class Loop:
         self.world, self.main = distributed.world_size(), distributed.is_main()
         self.batch_cache: dict = {}
         self.saved_model = model  # what save_pretrained is called on (a LoRA run sets a merging wrapper)
+        self.before_publish = None  # callable(folder of the chosen checkpoint) -> dict merged into the summary
 
     # ------------------------------------------------------------------------------ one optimizer step
     def train_step(self, step: int, bf16: bool) -> tuple[float, int, int]:
@@ -315,17 +317,21 @@ class Loop:
         def elapsed() -> float:
             return time.time() - started
 
+        last_eval: dict = {}
+
         def evaluate(step_now: int, interval: dict) -> None:
             nonlocal best, eval_seconds
             t0 = time.time()
             scores, examples = self.validate(self.model)
             eval_seconds = time.time() - t0
+            per_sample = (scores.pop("per_sample", None) or {}).get(metric)
             ok = eligible(scores, settings)
             score = float(scores.get(metric, -math.inf))
             improved = ok and score > best["score"]
             if improved:
-                best = {"step": step_now, "score": score, "metric": metric}
+                best = {"step": step_now, "score": score, "metric": metric, "per_sample": per_sample}
                 save_model_folder(self.partial / "best", self.saved_model, self.tokenizer, spec=self.spec)
+            last_eval.update(step=step_now, score=score, eligible=ok, per_sample=per_sample)
             record = {"step": step_now, "epoch": round(samples_seen / max(len(self.features), 1), 3),
                       "samples_seen": samples_seen, "elapsed_minutes": round(elapsed() / 60, 3),
                       "lr": self.peak_lr * self.plan.lr_factor(max(step_now - 1, 0)) if step_now else 0.0,
@@ -425,13 +431,20 @@ class Loop:
                   "positive own-vs-shuffled margin); publishing the last one, which the deploy gate will refuse",
                   flush=True)
             save_model_folder(self.partial / "best", self.saved_model, self.tokenizer, spec=self.spec)
+        selection = final_or_best(best, last_eval, str(settings.get("selection_rule", "best")))
+        if selection["kept"] == "final" and best["step"] != last_eval.get("step"):
+            save_model_folder(self.partial / "best", self.saved_model, self.tokenizer, spec=self.spec)
+            best = {"step": last_eval["step"], "score": last_eval["score"], "metric": metric}
+        print(f"[vecflow] selection ({selection['rule']}): {selection['reason']}", flush=True)
         summary = {"best_step": best["step"], "best_score": best["score"] if best["step"] >= 0 else None,
-                   "selection_metric": metric, "selection_gate_passed": best["step"] >= 0,
+                   "selection_metric": metric, "selection": selection, "selection_gate_passed": best["step"] >= 0,
                    "steps": step, "planned_steps": self.plan.total_steps, "samples_seen": samples_seen,
                    "epochs_seen": round(samples_seen / max(len(self.features), 1), 3),
                    "train_minutes": round(elapsed() / 60, 2), "budget_minutes": self.budget / 60,
                    "train_dialogues": len(self.features), "bf16": bool(bf16_choice), "bf16_timing": bf16_timing,
                    "device": str(self.device), "ranks": self.world, "schedule": self.plan.state()}
+        if self.before_publish is not None:
+            summary |= self.before_publish(self.partial / "best")
         tracker.finish(summary)
         publish(self.out_dir, self.partial, summary)
         return distributed.broadcast(summary)
@@ -453,6 +466,33 @@ class Loop:
         reserve = evals_cost + float(self.settings.get("reserve_seconds", 30))
         replan(self.plan, step=step, elapsed=elapsed, seconds_per_step=per_step, reserved_seconds=reserve,
                max_steps=max_steps)
+
+
+def final_or_best(best: dict, final: dict, rule: str) -> dict:
+    """Which checkpoint to publish: the best-scoring one, or (``final_unless_significant``) the final, decayed
+    weights unless an earlier checkpoint beats them on the selection split by more than one standard error of
+    the paired per-dialogue difference (a small selection split cannot tell apart what is within its noise).
+    """
+    out = {"rule": rule, "best_scored_step": best["step"], "final_step": final.get("step"), "kept": "best"}
+    if best["step"] < 0 or final.get("step") is None or best["step"] == final["step"]:
+        return out | {"reason": "the best-scoring checkpoint is the final one" if best["step"] >= 0
+                      else "no checkpoint passed the input-dependence gate"}
+    a, b = best.get("per_sample"), final.get("per_sample")
+    if a and b and len(a) == len(b):
+        diffs = [x - y for x, y in zip(a, b)]
+        gain = statistics.fmean(diffs)
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("inf")
+        out |= {"gain_over_final": gain, "standard_error": se, "dialogues": len(diffs)}
+    if rule != "final_unless_significant":
+        return out | {"reason": f"step {best['step']} scored highest"}
+    if not final.get("eligible"):
+        return out | {"reason": "the final checkpoint ignores its input (gate), so the best eligible one is kept"}
+    if "gain_over_final" in out and out["gain_over_final"] > out["standard_error"]:
+        return out | {"reason": f"step {best['step']} beats the final weights by {out['gain_over_final']:.4f} "
+                                f"> 1 SE ({out['standard_error']:.4f})"}
+    return out | {"kept": "final", "reason": f"step {best['step']} beats the final weights by "
+                  f"{out.get('gain_over_final', float('nan')):.4f}, within 1 SE "
+                  f"({out.get('standard_error', float('nan')):.4f}): the final weights are kept"}
 
 
 def _flat(scores: dict, prefix: str = "") -> dict:

@@ -166,11 +166,16 @@ def input_dependence(predictions: list[str], references_list: list[list[str]], s
 
 
 def selection_scores(predictions: list[str], references_list: list[list[str]]) -> dict:
-    """What trainers log and select on per evaluation: ROUGE F1, speaker tags, length, input dependence."""
-    mean = rouge_scores(predictions, references_list)["mean"]
-    scores = {name: mean[name]["f"] for name in ROUGE_TYPES}
+    """What trainers log and select on per evaluation: ROUGE F1, speaker tags, length, input dependence.
+
+    ``per_sample`` holds each metric's per-dialogue F1 (for the selection rule's standard error); trainers
+    take it out before logging.
+    """
+    rouge = rouge_scores(predictions, references_list)
+    scores = {name: rouge["mean"][name]["f"] for name in ROUGE_TYPES}
     scores["speaker_tag_rate"] = statistics.fmean(bool(SPEAKER_TAG.search(p)) for p in predictions)
-    scores["mean_pred_words"] = statistics.fmean(len(p.split()) for p in predictions)
+    scores |= length_stats(predictions, references_list)
+    scores["per_sample"] = {name: [sample[name]["f"] for sample in rouge["per_sample"]] for name in ROUGE_TYPES}
     scores["input_dependence"] = input_dependence(predictions, references_list)
     return scores
 
@@ -178,11 +183,9 @@ def selection_scores(predictions: list[str], references_list: list[list[str]]) -
 # ------------------------------------------------------------------------------------------ text stats
 def text_stats(predictions: list[str], references_list: list[list[str]]) -> dict:
     """Empty predictions, mean word counts, and how often speaker tags (#PersonN#) appear."""
-    all_references = [r for references in references_list for r in references]
     return {
         "empty_predictions": sum(1 for p in predictions if not p.strip()),
-        "mean_pred_words": statistics.fmean(len(p.split()) for p in predictions),
-        "mean_ref_words": statistics.fmean(len(r.split()) for r in all_references),
+        **length_stats(predictions, references_list),
         "speaker_tag_rate": {
             "predictions": statistics.fmean(bool(SPEAKER_TAG.search(p)) for p in predictions),
             "references": statistics.fmean(
@@ -190,6 +193,14 @@ def text_stats(predictions: list[str], references_list: list[list[str]]) -> dict
             ),
         },
     }
+
+
+def length_stats(predictions: list[str], references_list: list[list[str]]) -> dict:
+    """Mean words of the predictions and of the references (every reference counted), and their ratio:
+    a summarizer that writes 30 words against references of 18 loses ROUGE precision, whatever it says."""
+    pred = statistics.fmean(len(p.split()) for p in predictions)
+    ref = statistics.fmean(len(r.split()) for references in references_list for r in references)
+    return {"mean_pred_words": pred, "mean_ref_words": ref, "length_ratio": pred / ref if ref else float("nan")}
 
 
 def pick_examples(rows: list[dict], rouge: dict, bert: dict, count: int) -> dict:
