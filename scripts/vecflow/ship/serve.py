@@ -9,43 +9,46 @@ install fails start-up loudly (a request for a component the bundle does not hav
 
 Endpoints: ``GET /health``, ``GET /info``, ``POST /encode``, ``POST /predict-next``, ``POST /chat``,
 ``POST /summarize``; the OpenAPI schema is at ``/openapi.json``. No input gives a 5xx: bodies over
-``--max-body-bytes`` get 413; wrong shapes, empty or whitespace texts, texts over ``MAX_TEXT_CHARS``, lone
-surrogates, NaN/infinity and contexts for which the model's output is not finite get 422 with a message that
-never echoes the input back.
+``--max-body-bytes`` get 413; a body that is not declared JSON gets 415; wrong shapes, empty or whitespace texts,
+texts over ``MAX_TEXT_CHARS``, lone surrogates, NaN/infinity and contexts for which the model's output is not
+finite get 422 with a message that never echoes the input back.
+
+Every model call goes through one model thread behind a bounded queue (``vecflow.ship.model_queue``: a full
+queue is a 503 with Retry-After at once; /health and /info never wait for it). ``--api-key`` (or
+``$VECFLOW_API_KEY``) puts every endpoint but /health behind a bearer token; a non-loopback ``--host`` without a
+key refuses to start unless ``--no-auth`` (``vecflow.ship.auth``). The HTTP guards are in
+``vecflow.ship.http_guards``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
 import importlib
 import importlib.util
-import json
-import logging
 import os
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json, sha256_file
+from vecflow.ship.auth import check_bind, require_key, resolve_api_key
+from vecflow.ship.http_guards import (BodyLimit, CatchAll, JSONRoute, json_content_type, loads_json,  # noqa: F401
+                                      validation_details)
+from vecflow.ship.model_queue import (DEFAULT_MAX_QUEUE, MAX_BATCH, ModelQueue, default_model_threads,  # noqa: F401
+                                      grouped)
 
 MAX_ITEMS = 1024  # texts or vectors per request
 MAX_TEXT_CHARS = 20_000  # characters per text given to /encode or /chat
 MAX_DIALOGUE_CHARS = 50_000  # characters of a dialogue given to /summarize
 MAX_DIM = 8192  # numbers per vector
 MAX_BODY_BYTES = 4 * 1024 * 1024  # request bodies above this get 413 (vecflow serve --max-body-bytes)
-MAX_ERRORS_SHOWN = 10  # validation errors listed in one 422
-MAX_BATCH = 64  # /predict-next contexts the model thread answers with one model call
-LOG = logging.getLogger("vecflow.ship.serve")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -412,326 +415,178 @@ def summarize_embedding(bundle: Bundle, embedding: list[float]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# batches of queued requests: one model call per group whose answers a shared call cannot change
+
+
+def token_lengths(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    return [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
+
+
+def encode_batch(bundle: Bundle, requests: list[list[str]]) -> list:
+    """Each /encode request's vectors. Requests whose texts all have the same token count share one encoder call
+    with the others of that count (no padding in either call, so the rows are those of a single call, bit for
+    bit: padding a text changes its vector in the last bits); any other request is its own call."""
+    encoder = bundle.encoder
+    lengths = token_lengths(encoder.tokenizer, [t for texts in requests for t in texts], encoder.max_length)
+    keys, at = [], 0
+    for i, texts in enumerate(requests):
+        own = set(lengths[at:at + len(texts)])
+        keys.append(("tokens", own.pop()) if len(own) == 1 else ("alone", i))
+        at += len(texts)
+
+    def call(group: list[int]) -> list[np.ndarray]:
+        vectors = encoder.encode([t for i in group for t in requests[i]])
+        bounds = np.cumsum([0] + [len(requests[i]) for i in group])
+        return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    return grouped(list(range(len(requests))), lambda i: keys[i], call)
+
+
+def summarize_batch(bundle: Bundle, requests: list[tuple[str, object]]) -> list:
+    """Each /summarize request's summary (``("dialogue", text)`` or ``("embedding", vector)``), or its own 422.
+
+    Identical queued inputs are computed once; each distinct input is its own model call. (Batched generation
+    is not kept: with a KV cache every decoding step multiplies B rows at once, and one row alone takes another
+    kernel than several rows together, so the scores of a batched call differ from the single call's in the last
+    bits, which is enough to flip a tie; measured on the tiny BERT2BERT with equal source lengths.)"""
+
+    def call(group: list[int]) -> list[str]:
+        kind, value = requests[group[0]]
+        summary = summarize_dialogue(bundle, value) if kind == "dialogue" else summarize_embedding(bundle, value)
+        return [summary] * len(group)
+
+    keys = [(kind, tuple(value) if isinstance(value, list) else value) for kind, value in requests]
+    return grouped(list(range(len(requests))), lambda i: keys[i], call)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # the app
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` gets 413 before anything parses it."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await self.reply(send, 400, "invalid Content-Length header")
-            if int(length) > self.max_bytes:
-                return await self.reply(send, 413, f"request body over {self.max_bytes} bytes")
-        chunks, total = [], 0
-        while True:  # read the whole (bounded) body, also when it comes chunked
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            total += len(chunks[-1])
-            if total > self.max_bytes:
-                return await self.reply(send, 413, f"request body over {self.max_bytes} bytes")
-            if not message.get("more_body", False):
-                break
-        body, delivered = b"".join(chunks), False
-
-        async def replay():
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-    @staticmethod
-    async def reply(send, status: int, detail: str) -> None:
-        payload = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        if status == 413:
-            headers.append((b"connection", b"close"))  # the unread rest of the body is not waited for
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-
-ANY_JSON = TypeAdapter(Any)
-
-
-def loads_json(body: bytes):
-    """``json.loads(body)``, parsed by pydantic's JSON parser where it can (6x faster on a 5x384 context).
-
-    That parser agrees with ``json.loads`` on every document it accepts (the same values, NaN, Infinity and big
-    integers included) and refuses some that ``json.loads`` takes (lone surrogate escapes, a BOM, UTF-16 bodies);
-    on any refusal ``json.loads`` parses the body, so every body gives what it gave before, errors included.
-    """
-    try:
-        return ANY_JSON.validate_json(body)
-    except ValueError:  # pydantic's ValidationError
-        return json.loads(body)
-
-
-class JSONRequest(Request):
-    async def json(self):
-        if not hasattr(self, "_json"):
-            self._json = loads_json(await self.body())
-        return self._json
-
-
-class JSONRoute(APIRoute):
-    """FastAPI's route with ``loads_json`` for request bodies (FastAPI's validation and errors unchanged)."""
-
-    def get_route_handler(self):
-        handler = super().get_route_handler()
-
-        async def route_handler(request: Request):
-            return await handler(JSONRequest(request.scope, request.receive))
-
-        return route_handler
-
-
-class CatchAll:
-    """ASGI middleware: a bug answers a JSON 500 and is logged; the connection stays usable for the next request.
-
-    (A plain ASGI wrapper: Starlette's ``@app.middleware("http")`` spends a task group and memory streams on
-    every request, a fifth of the event loop's time under load.)"""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked_send)
-        except Exception:  # noqa: BLE001 - the last line of defence, logged with its traceback
-            LOG.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if started:  # too late for a 500: the server closes the connection
-                raise
-            await JSONResponse(status_code=500, content={"detail": "internal error (logged by the server)"})(
-                scope, receive, send)
-
-
-def default_model_threads() -> int:
-    """Torch threads for the model thread: one core is left to the event loop (HTTP, JSON, validation)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, cores - 1)
-
-
-class InferenceThread:
-    """One thread that runs every model call of /encode, /predict-next and /chat, one call at a time, with
-    ``threads`` torch intra-op threads (torch's setting is per calling thread).
-
-    Concurrent requests queue here instead of running torch in up to 40 threadpool threads at once, each with its
-    own intra-op threads, on the same cores as the event loop: measured on 2 cores under load, the server spent
-    3.3 ms of CPU per /predict-next that way and 2.2 ms this way, and a model thread with 2 torch threads
-    next to a busy event loop spent 60 ms (its threads wait for each other at every operator)."""
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vecflow-model",
-                                                               initializer=self._setup)
-
-    def _setup(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.threads)
-
-    def submit(self, fn, *args) -> asyncio.Future:
-        """``fn(*args)`` queued for the model thread now; an asyncio future of its result (call on the loop)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def run(self, fn, *args):
-        return await self.submit(fn, *args)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False)
-
-
-class MicroBatcher:
-    """Requests of one kind answered together: ``fn(items)`` runs on the model thread and returns one answer per
-    item (a value, or an exception for that item alone).
-
-    At most one batch is on the model thread at a time; the requests that arrive meanwhile wait here and go
-    together, up to ``cap`` of them, as soon as it is done. Nothing waits for a batch to fill: a request that
-    finds no batch running goes at once, alone. With 8 closed-loop clients this turns 8 model calls (each a
-    Python dispatch of some 30 torch operators) into one. An error of the call itself (a model that fails to
-    load, a bug) is every request's answer, as it would have been for each alone. Runs on the event loop only."""
-
-    def __init__(self, model_thread: InferenceThread, fn, cap: int = MAX_BATCH):
-        self.model_thread, self.fn, self.cap = model_thread, fn, cap
-        self.pending: list[tuple[Any, asyncio.Future]] = []
-        self.running = False
-        self.batches = 0  # model calls so far (the tests read it)
-
-    async def submit(self, item):
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((item, future))
-        if not self.running:
-            self._start()
-        answer = await future
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def _start(self) -> None:
-        batch, self.pending = self.pending[:self.cap], self.pending[self.cap:]
-        batch = [(item, future) for item, future in batch if not future.done()]  # a cancelled request: skipped
-        if not batch:
-            if self.pending:
-                self._start()
-            return
-        self.running = True
-        self.batches += 1
-        try:
-            call = self.model_thread.submit(self.fn, [item for item, _ in batch])
-        except Exception as exc:  # noqa: BLE001 - e.g. the model thread shut down: each request's error
-            call = asyncio.get_running_loop().create_future()
-            call.set_exception(exc)
-        call.add_done_callback(lambda done: self._finish(batch, done))
-
-    def _finish(self, batch, call: asyncio.Future) -> None:
-        self.running = False
-        try:
-            if call.cancelled():
-                answers = [None] * len(batch)
-            elif call.exception() is not None:
-                answers = [call.exception()] * len(batch)
-            else:
-                answers = call.result()
-                if len(answers) != len(batch):
-                    answers = [RuntimeError(f"{len(answers)} answers for {len(batch)} requests")] * len(batch)
-            for (_, future), answer in zip(batch, answers):
-                if future.done():
-                    continue
-                if call.cancelled():
-                    future.cancel()
-                else:
-                    future.set_result(answer)  # an exception as answer: submit raises it for that request
-        finally:
-            if self.pending:
-                self._start()
-
-
-def validation_details(exc: RequestValidationError) -> list[dict]:
-    """Where and what, never the input (it can be huge, or not even encodable as JSON)."""
-    details = []
-    for error in exc.errors()[:MAX_ERRORS_SHOWN]:
-        loc = [part if isinstance(part, (int, str)) else str(part) for part in error.get("loc", ())]
-        details.append({"loc": loc, "msg": str(error.get("msg", "invalid")), "type": str(error.get("type", ""))})
-    return details
+def bundle_info(bundle: Bundle) -> dict:
+    """What ``GET /info`` answers: read once at start-up (the files were verified against the manifest then)."""
+    metrics_dir = bundle.root / "metrics"
+    return {
+        "name": bundle.name,
+        "components": bundle.manifest.get("components", {}),
+        "dims": {"dim": bundle.dim, "context_length": bundle.context_length},
+        "metrics": {p.name: read_json(p) for p in sorted(metrics_dir.glob("*.json"))},
+        "manifest_sha256": bundle.manifest_sha256,
+    }
 
 
 def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int = MAX_BODY_BYTES,
-               model_threads: int = 0) -> FastAPI:
+               model_threads: int = 0, max_queue: int = DEFAULT_MAX_QUEUE, api_key: str | None = None) -> FastAPI:
     """The FastAPI app over one bundle (verified now, with the modules its models need; models load on use).
 
-    ``model_threads``: torch threads of the one thread that runs the models (0: ``default_model_threads()``)."""
+    ``model_threads``: torch threads of the one thread that runs the models (0: ``default_model_threads()``);
+    ``max_queue``: requests that may wait for it (one more gets 503); ``api_key``: every endpoint but /health
+    needs ``Authorization: Bearer <api_key>`` (None: no authentication)."""
     bundle = Bundle(bundle_dir, device=device)
     for module in bundle.required_modules():
         importlib.import_module(module)  # an ImportError here is a broken install: fail start-up, loudly
     from vecflow.core.search import backend_for
 
     backend_for(int(bundle.manifest.get("components", {}).get("bank", {}).get("rows", 0)), bank_faiss_min_rows(bundle))
+    info_body = bundle_info(bundle)
     app = FastAPI(title=f"vecflow: {bundle.name}", version=bundle.manifest_sha256[:12],
                   description="Next-vector prediction, retrieval chat and dialogue summaries from a vecflow bundle.")
     app.state.bundle = bundle
     app.router.route_class = JSONRoute
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(CatchAll)  # outermost: also catches what BodyLimit raises
-    model_thread = app.state.model_thread = InferenceThread(model_threads or default_model_threads())
-    predictions = app.state.predict_batcher = MicroBatcher(
-        model_thread, lambda contexts: predict_next_batch(bundle, contexts))
+    queue = app.state.model_queue = ModelQueue(model_threads or default_model_threads(), max_queue)
+    app.state.model_thread = queue.thread
+    app.state.predict_batcher = queue.batcher(lambda contexts: predict_next_batch(bundle, contexts))
+    app.state.encode_batcher = queue.batcher(lambda requests: encode_batch(bundle, requests))
+    app.state.summarize_batcher = queue.batcher(lambda requests: summarize_batch(bundle, requests))
+    keyed = [Depends(require_key(api_key))] if api_key else []
+    post = {"dependencies": keyed + [Depends(json_content_type)]}
 
     @app.exception_handler(VecflowError)
-    def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
+    async def bundle_error(request: Request, exc: VecflowError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"bundle component failed to load: {exc}"})
 
     @app.exception_handler(RequestValidationError)
-    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": validation_details(exc)})
 
+    # every endpoint is async: /health and /info answer on the event loop, never behind a model call; the model
+    # calls of the others go through the bounded queue to the one model thread
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok", "bundle": bundle.name}
 
-    @app.get("/info")
-    def info() -> dict:
-        metrics_dir = bundle.root / "metrics"
-        return {
-            "name": bundle.name,
-            "components": bundle.manifest.get("components", {}),
-            "dims": {"dim": bundle.dim, "context_length": bundle.context_length},
-            "metrics": {p.name: read_json(p) for p in sorted(metrics_dir.glob("*.json"))},
-            "manifest_sha256": bundle.manifest_sha256,
-        }
-
-    def encode_texts(texts: list[str]) -> np.ndarray:
-        return bundle.encoder.encode(texts)
+    @app.get("/info", dependencies=keyed)
+    async def info() -> dict:
+        return info_body
 
     def chat_top(texts: list[str], top_k: int) -> list[dict]:
         return nearest_chunks(bundle, predict_next(bundle, bundle.encoder.encode(texts)), top_k)
 
-    # async endpoints: FastAPI checks and serializes their answers on the event loop (a sync endpoint costs a
-    # second threadpool hop for that); the model calls run on the one model thread
-    @app.post("/encode", response_model=EncodeResponse)
+    @app.post("/encode", response_model=EncodeResponse, **post)
     async def encode(request: EncodeRequest) -> EncodeResponse:
-        vectors = await model_thread.run(encode_texts, request.texts)
+        vectors = await app.state.encode_batcher.submit(request.texts)
         return EncodeResponse(vectors=vectors.tolist(), dim=int(vectors.shape[1]))
 
-    @app.post("/predict-next", response_model=PredictResponse)
+    @app.post("/predict-next", response_model=PredictResponse, **post)
     async def predict_next_vector(request: PredictRequest) -> PredictResponse:
         context = check_vectors(request.context, bundle.context_length, bundle.dim, "context")
-        vector = await predictions.submit(context)  # with the other requests queued now, in one model call
+        vector = await app.state.predict_batcher.submit(context)  # with the others queued now, in one model call
         return PredictResponse(vector=vector.tolist(), norm=float(np.linalg.norm(vector)))
 
-    @app.post("/chat", response_model=ChatResponse)
+    @app.post("/chat", response_model=ChatResponse, **post)
     async def chat(request: ChatRequest) -> ChatResponse:
         if len(request.texts) != bundle.context_length:
             raise unprocessable(f"texts: expected exactly {bundle.context_length} texts, got {len(request.texts)}")
-        top = await model_thread.run(chat_top, request.texts, request.top_k)
+        top = await queue.run(chat_top, request.texts, request.top_k)
         return ChatResponse(next_text=top[0]["text"], similarity=top[0]["similarity"], top=top)
 
-    @app.post("/summarize", response_model=SummarizeResponse)
-    def summarize(request: SummarizeRequest) -> SummarizeResponse:
-        if request.dialogue is not None:
-            return SummarizeResponse(summary=summarize_dialogue(bundle, request.dialogue))
-        return SummarizeResponse(summary=summarize_embedding(bundle, request.embedding))
+    @app.post("/summarize", response_model=SummarizeResponse, **post)
+    async def summarize(request: SummarizeRequest) -> SummarizeResponse:
+        item = ("dialogue", request.dialogue) if request.dialogue is not None else ("embedding", request.embedding)
+        return SummarizeResponse(summary=await app.state.summarize_batcher.submit(item))
 
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecflow serve", description="Serve a vecflow deployment bundle over HTTP.")
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder written by 'vecflow deploy bundle'")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: loopback only; any other needs --api-key or --no-auth)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger request bodies get 413")
     parser.add_argument("--model-threads", type=int, default=0,
                         help="torch threads for the models (default: usable cores - 1, at least 1; one core is "
                              "left to HTTP and JSON)")
-    args = parser.parse_args(argv)
-    import uvicorn
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                        help=f"requests that may wait for the model thread (default {DEFAULT_MAX_QUEUE}); one "
+                             f"more gets 503 with Retry-After")
+    parser.add_argument("--api-key", default=None,
+                        help="every endpoint but /health needs 'Authorization: Bearer KEY' (default: "
+                             "$VECFLOW_API_KEY; prefer the variable: a flag shows in the process list)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve a non-loopback --host without a key (every endpoint open to the network)")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.model_threads < 0:
         parser.error("--model-threads: must be 0 (automatic) or more")
+    if args.max_queue < 1:
+        parser.error("--max-queue: must be 1 or more")
+    api_key = resolve_api_key(args.api_key, os.environ)
+    check_bind(args.host, api_key, args.no_auth)  # before the bundle is read: a refused start is immediate
+    import uvicorn
+
     app = create_app(args.bundle, device=args.device, max_body_bytes=args.max_body_bytes,
-                     model_threads=args.model_threads)
-    print(f"[serve] {app.state.bundle.name} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+                     model_threads=args.model_threads, max_queue=args.max_queue, api_key=api_key)
+    auth = "API key required" if api_key else "no authentication"
+    print(f"[serve] {app.state.bundle.name} on http://{args.host}:{args.port} (docs at /docs; {auth}; "
+          f"model queue {args.max_queue})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
