@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: demo test install install-test browser lint format clean-results bench scale-test
+.PHONY: demo test install install-test browser lint format clean-results bench scale-test soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,15 @@ scale-test: install
 	$(BIN)/snakemake -s workflow/scale/Snakefile -d results/scale --cores $(CORES) \
 		--config chunks=$(SCALE_CHUNKS) dim=$(SCALE_DIM)
 	@cat results/scale/scale_table.md
+
+# The server's soak test (issue 23): SOAK_SECONDS (30 min) on loopback against SOAK_BUNDLE (`make demo`'s), 8
+# clients over every endpoint with 20 % malformed requests and a /health probe; the table goes to results/soak/.
+# CI runs a 60-second version (tests/test_soak.py). Exit 1 on any 5xx or dropped connection.
+SOAK_SECONDS ?= 1800
+SOAK_BUNDLE  ?= results/deploy/vecflow-demo
+soak: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m vecflow.ship.soak --bundle $(SOAK_BUNDLE) \
+		--seconds $(SOAK_SECONDS) --out-dir results/soak
 
 clean-results:
 	rm -rf results/* .snakemake

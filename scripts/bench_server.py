@@ -3,78 +3,30 @@
 
     python scripts/bench_server.py --bundle results/deploy/vecflow-demo --requests 50 [--json]
 
-The first request to each endpoint (model loading) is a warm-up and is not counted.
+The first request to each endpoint (model loading) is a warm-up and is not counted. The client is
+``vecflow.ship.loadgen`` (the load and soak tests' too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-DIALOGUE = ("#Person1#: Hello, I'd like to book a room for two nights. #Person2#: Of course. "
-            "Which dates? #Person1#: Friday and Saturday. #Person2#: That's fine, a double room is free.")
+from vecflow.ship import loadgen
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(bundle: Path, port: int, device: str) -> subprocess.Popen:
-    scripts = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [scripts, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "vecflow.cli", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-               "--port", str(port), "--device", device]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def wait_until_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"server did not answer /health within {timeout_s:.0f} s")
-
-
-def time_requests(client: httpx.Client, path: str, body: dict, n: int) -> dict:
-    """Warm up once, then time ``n`` requests; p50/p95 in milliseconds."""
-    client.post(path, json=body).raise_for_status()
-    latencies = []
-    for _ in range(n):
-        start = time.perf_counter()
-        client.post(path, json=body).raise_for_status()
-        latencies.append((time.perf_counter() - start) * 1000)
-    p50, p95 = np.percentile(latencies, [50, 95])
-    return {"n": n, "p50_ms": round(float(p50), 2), "p95_ms": round(float(p95), 2)}
-
-
-def benchmark(url: str, n: int) -> dict:
-    with httpx.Client(base_url=url, timeout=120) as client:
-        info = client.get("/info").json()
-        dim, context_length = info["dims"]["dim"], info["dims"]["context_length"]
-        rng = np.random.default_rng(0)
-        context = rng.normal(size=(context_length, dim))
-        context /= np.linalg.norm(context, axis=1, keepdims=True)
-        return {
-            "/predict-next": time_requests(client, "/predict-next", {"context": context.tolist()}, n),
-            "/summarize": time_requests(client, "/summarize", {"dialogue": DIALOGUE}, n),
-        }
+def time_requests(client: httpx.Client, call: loadgen.Call, n: int) -> dict:
+    """Warm up once, then time ``n`` requests one after the other; p50/p95 in milliseconds."""
+    results = [loadgen.send(client, call, None) for _ in range(n + 1)]
+    bad = [r for r in results if r.status != 200]
+    if bad:
+        raise SystemExit(f"{call.path}: HTTP {bad[0].status or bad[0].error}")
+    stats = loadgen.latency_stats([r.seconds for r in results[1:]])
+    return {"n": n, "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,18 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 10000:
         parser.error("--requests must be in 1..10000")
-    port = free_loopback_port()
-    proc = start_server(args.bundle, port, args.device)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, proc, args.start_timeout)
-        report = benchmark(url, args.requests)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    calls = {c.path: c for c in loadgen.good_calls(*loadgen.bundle_dims(args.bundle))}
+    with loadgen.Server(args.bundle, args.device, start_timeout_s=args.start_timeout) as server:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            report = {path: time_requests(client, calls[path], args.requests) for path in ("/predict-next", "/summarize")}
     if args.json:
         print(json.dumps(report))
     else:
