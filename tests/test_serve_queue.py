@@ -243,3 +243,18 @@ def test_vecflow_serve_on_all_addresses_without_a_key_refuses_to_start_in_one_li
     assert len(lines) == 1 and lines[0].startswith("vecflow serve: error: "), result.stderr
     assert "--no-auth" in lines[0] and ("--api-key" in lines[0] or "API key" in lines[0])
     assert "[serve]" not in result.stdout  # never got as far as serving
+
+
+def test_retry_after_is_the_queued_requests_at_the_recent_median_time_per_request():
+    from vecflow.ship.model_queue import ModelQueue
+
+    queue = ModelQueue(threads=1, max_queue=64)
+    try:
+        assert queue.retry_after_s() == 1  # nothing measured yet
+        queue._per_request_s.extend([9.0, 0.5, 0.5, 0.4])  # the first call loaded the model
+        queue.queued = 10
+        assert queue.retry_after_s() == 5
+        queue.queued = 1000
+        assert queue.retry_after_s() == 60  # capped
+    finally:
+        queue.close()

@@ -15,6 +15,7 @@ change; tests/test_serve.py checks it bit for bit). Nothing waits for a batch to
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import math
 import os
@@ -83,7 +84,7 @@ class ModelQueue:
         self.max_queue = max_queue
         self.queued = 0  # admitted requests not answered yet (waiting for the thread, or on it)
         self.refused = 0  # 503s so far
-        self._call_s = 0.0  # running mean of one model call's seconds (for Retry-After)
+        self._per_request_s: collections.deque = collections.deque(maxlen=32)  # recent model seconds per request
 
     def admit(self) -> "_Admission":
         """``async with queue.admit():`` around a request's model work; a full queue raises ``Overloaded`` now."""
@@ -93,20 +94,23 @@ class ModelQueue:
         return _Admission(self)
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue has drained by about one request per call in it, at the measured call time."""
-        estimate = self._call_s * max(1, self.queued) if self._call_s else 1.0
+        """Seconds until the requests queued now are answered, at the median model time per request of the
+        recent calls (a median: the first call of a model also loads it), 1 to 60."""
+        recent = sorted(self._per_request_s)
+        estimate = recent[len(recent) // 2] * self.queued if recent else 1.0
         return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(estimate))))
 
-    def timed(self, fn: Callable) -> Callable:
-        """``fn`` as run on the model thread, its duration folded into the running mean."""
+    def timed(self, fn: Callable, items: bool = False) -> Callable:
+        """``fn`` as run on the model thread, its seconds per request recorded (``items``: its first argument is
+        a batch of requests)."""
 
         def call(*args):
             start = time.perf_counter()
             try:
                 return fn(*args)
             finally:
-                seconds = time.perf_counter() - start
-                self._call_s = seconds if not self._call_s else 0.8 * self._call_s + 0.2 * seconds
+                count = max(1, len(args[0])) if items and args else 1
+                self._per_request_s.append((time.perf_counter() - start) / count)
 
         return call
 
@@ -146,7 +150,7 @@ class MicroBatcher:
     model queue while it waits here. Runs on the event loop only."""
 
     def __init__(self, queue: ModelQueue, fn, cap: int = MAX_BATCH):
-        self.queue, self.fn, self.cap = queue, queue.timed(fn), cap
+        self.queue, self.fn, self.cap = queue, queue.timed(fn, items=True), cap
         self.pending: list[tuple[Any, asyncio.Future]] = []
         self.running = False
         self.batches = 0  # model calls so far (the tests read it)
