@@ -122,8 +122,10 @@ def test_a_budgeted_run_plans_its_length_from_throughput_and_ends_decayed(tiny_c
 
 
 @pytest.mark.slow
-def test_bf16_auto_times_both_and_records_the_choice(tiny_causal_lm, tmp_path):
+def test_bf16_auto_times_both_and_records_the_choice(tiny_causal_lm, tmp_path, monkeypatch):
     from vecflow.summary.causal import train_causal
+
+    monkeypatch.setattr(summary_train, "cpu_has_bf16", lambda: True)  # time both, whatever this CPU is
 
     rows = [{"id": f"d{i}", "dialogue": f"#Person1#: hi {i} .", "summaries": [f"hi {i}."]} for i in range(4)]
     data = tmp_path / "d.jsonl"
@@ -146,3 +148,14 @@ def test_the_summarizer_optimizer_is_torchs_fused_adamw_on_cpu():
     optimizer = summary_train.make_optimizer(model, {"learning_rate": 1e-3, "weight_decay": 0.01})
     assert optimizer.defaults["fused"] is True
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]  # no decay on biases and norms
+
+
+def test_bf16_auto_is_fp32_without_native_bf16_on_the_cpu(monkeypatch):
+    """Emulated bf16 made one timing step of SmolLM2 take over 10 minutes on an AVX2-only EPYC."""
+    import torch
+
+    monkeypatch.setattr(summary_train, "cpu_has_bf16", lambda: False)
+    assert summary_train.use_bf16("auto", torch.device("cpu")) is False
+    monkeypatch.setattr(summary_train, "cpu_has_bf16", lambda: True)
+    assert summary_train.use_bf16("auto", torch.device("cpu")) is None  # decided by timing
+    assert summary_train.use_bf16(False, torch.device("cpu")) is False

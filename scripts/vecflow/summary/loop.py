@@ -67,6 +67,15 @@ def batch_at(micro_step: int, lengths: list[int], batch_size: int, seed: int, gr
 
 
 # -------------------------------------------------------------------------------------------- helpers
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX): without it torch emulates bf16 matmuls."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def use_bf16(requested, device) -> bool | None:
     """True/False for a fixed choice, None for 'auto' (decided by timing); bf16 only where the device has it."""
     import torch
@@ -74,6 +83,8 @@ def use_bf16(requested, device) -> bool | None:
     if requested == "auto":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return False
+        if device.type == "cpu" and not cpu_has_bf16():
+            return False  # emulated bf16: one timing step alone can take minutes (seen: >10 min on an AVX2 EPYC)
         return None if device.type in ("cpu", "cuda") else False
     if not requested:
         return False
@@ -287,6 +298,8 @@ class Loop:
         max_steps = max_epochs * self.steps_per_epoch
         bf16_choice = use_bf16(settings.get("bf16", False), self.device)
         bf16_timing: dict = {}
+        if settings.get("bf16") == "auto" and bf16_choice is False:
+            bf16_timing = {"chosen": "fp32", "reason": f"{self.device.type} has no native bf16 (not timed)"}
         if resume is None:
             if self.budget > 0:  # provisional until calibrated
                 self.plan = Plan(total_steps=max_steps, warmup_steps=4 * int(settings.get("calibration_steps", 6)),
