@@ -15,9 +15,12 @@ from vecflow.lvm.fivecat import (
     gates,
     beats_baselines,
     generalisation_gaps,
+    lcm_metrics,
     leave_one_out,
     offset_sweep,
+    out_of_article_rows,
     retrieval,
+    rows_by_article,
     rowwise_cosine,
     shuffled_slots,
     subsample,
@@ -195,6 +198,109 @@ def test_shuffled_slots_never_keep_the_original_order_and_leave_one_out_uses_the
     np.testing.assert_array_equal(ablated[:, [0, 2]], contexts[:, [0, 2]])
 
 
+# ------------------------------------------------------------------ LCM metrics: CA and PAR
+LCM_KEYS = ("ca", "ca_out", "ca_in", "par", "par_median", "ca_detail", "par_detail")
+
+
+def test_oracle_has_contrastive_accuracy_one_and_par_one(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    result = evaluate_split(NearestContextOracle(windows.contexts(bank), windows.targets(bank)), windows, bank)
+    assert result["ca"] == 1.0 and result["ca_out"] == 1.0 and result["ca_in"] == 1.0
+    detail = result["ca_detail"]
+    assert detail["n"] == detail["n_out"] == detail["n_in"] == len(windows)
+    assert detail["candidates"]["out_of_article"] == 256 and detail["candidates"]["seed"] == 0
+    # ŷ = y: its closest context chunk is the true next chunk's closest, so PAR is 1 (never above it)
+    assert result["par"] == pytest.approx(1.0, abs=1e-6) and result["par_median"] == pytest.approx(1.0, abs=1e-6)
+    assert result["par_detail"]["share_above_1"] == 0.0 and result["par_detail"]["excluded_nonpositive"] == 0
+
+
+def test_copy_last_paraphrases_the_context_and_an_extrapolator_less(ordered):
+    windows, bank = ordered["val"], ordered["val_bank"]
+    copy = evaluate_split(copy_last, windows, bank)
+    # ŷ = ctx[-1]: max_j cos(ŷ, ctx_j) = 1 >= max_j cos(y, ctx_j) and >= cos(ŷ, y), window by window
+    assert copy["par"] >= 1 and copy["par_median"] >= 1
+    assert copy["par_detail"]["share_above_1"] == 1.0
+    assert copy["par_detail"]["vs_target"]["share_above_1"] == 1.0 and copy["par_detail"]["vs_target"]["median"] > 1
+    forward = evaluate_split(extrapolate, windows, bank)
+    assert forward["par"] < copy["par"] and forward["par_detail"]["vs_target"]["median"] < 1
+    assert forward["ca_in"] > copy["ca_in"]  # closer to the true next chunk than to the article's other chunks
+
+
+def test_ca_candidates_leave_out_the_neighbours_and_are_drawn_outside_the_article():
+    rng = np.random.default_rng(5)
+    u = normalise(rng.standard_normal(DIM))
+    # article 0: chunks 0, 1 random, 2..49 all exactly u; article 1 (a tenth of the bank): random chunks
+    first = np.concatenate([normalise(rng.standard_normal((2, DIM))), np.repeat(u[None], 48, axis=0)])
+    second = normalise(rng.standard_normal((6, DIM)))
+    bank = bank_of({0: first, 1: second}, rng)
+    windows = Windows(bank.rows(np.zeros(4, np.int64), np.arange(4))[None], np.array([0]), np.array([3]))
+    result = lcm_metrics(u[None], windows, bank, negatives=64, seed=1)  # ŷ = y = u, chunks 2 and 4 are u too
+    # in-article candidates: chunks 0, 1 (farther) and 5..49 (copies of u: ties, not farther); not 2, 3, 4
+    assert result["ca_detail"]["mean_in_candidates"] == 47 and result["ca_in"] == pytest.approx(2 / 47)
+    # out-of-article: only article 1's chunks, all farther; a draw over the whole bank would hit u 9 times in 10
+    assert result["ca_out"] == 1.0 and result["ca"] == pytest.approx((64 + 2) / (64 + 47))
+    # an exact copy of the target outside the article is a tie too: not farther
+    copies = bank_of({0: first, 1: np.repeat(u[None], 6, axis=0)})
+    windows = Windows(copies.rows(np.zeros(4, np.int64), np.arange(4))[None], np.array([0]), np.array([3]))
+    assert lcm_metrics(u[None], windows, copies, negatives=64, seed=1)["ca_out"] == 0.0
+
+
+def test_out_of_article_draws_map_onto_every_other_row_once():
+    rng = np.random.default_rng(6)
+    articles = {7: normalise(rng.standard_normal((3, DIM))), 2: normalise(rng.standard_normal((5, DIM))),
+                9: normalise(rng.standard_normal((2, DIM)))}
+    bank = bank_of(articles, rng)  # rows shuffled: the (article, chunk) order is not the row order
+    ordered, starts = rows_by_article(bank)
+    for article, size in ((2, 5), (7, 3), (9, 2)):
+        others = len(bank) - size
+        draws = ((np.arange(others) + 0.5) / others)[None]  # one draw in each 1/m slice of [0, 1)
+        code = bank.article_codes(np.array([article]))
+        rows, valid = out_of_article_rows(code, draws, ordered, starts, bank.article_sizes)
+        keys = sorted(zip(bank.article_ids, bank.chunk_indices, range(len(bank))))
+        expected = [row for a, _, row in keys if a != article]
+        assert rows[0].tolist() == expected and valid.tolist() == [True]
+    single = bank_of({4: normalise(rng.standard_normal((3, DIM)))})
+    ordered, starts = rows_by_article(single)
+    _, valid = out_of_article_rows(np.array([0]), np.full((1, 8), 0.5), ordered, starts, single.article_sizes)
+    assert valid.tolist() == [False]  # one article: no out-of-article candidate (ca_out None, not 0)
+
+
+@pytest.mark.parametrize("predictor", ["extrapolate", "copy_last", "context_mean", "oracle"])
+def test_ca_and_par_equal_the_one_window_reference_at_any_block_size(ordered, predictor):
+    from vecflow import bench
+
+    windows, bank = ordered["val"], ordered["val_bank"]
+    oracle = NearestContextOracle(windows.contexts(bank), windows.targets(bank))
+    predict = {"extrapolate": extrapolate, "copy_last": copy_last, "context_mean": context_mean,
+               "oracle": oracle}[predictor]
+    ours = evaluate_split(predict, windows, bank, seed=5, ca_negatives=40)
+    ref = bench.reference_fivecat(predict, windows, bank.embeddings, bank.article_ids, bank.chunk_indices, seed=5,
+                                  ca_negatives=40)
+    check = bench.compare_numbers({k: ours[k] for k in LCM_KEYS}, {k: ref[k] for k in LCM_KEYS})
+    assert check["mismatched"] == [] and check["max_abs_diff"] <= 1e-6, check
+    assert check["numbers"] >= 20
+    predictions = normalise(predict(windows.contexts(bank)))
+    blocks = lcm_metrics(predictions, windows, bank, negatives=40, seed=5, batch_values=40 * DIM * 7)  # 13 blocks
+    assert bench.compare_numbers({k: blocks[k] for k in LCM_KEYS}, {k: ours[k] for k in LCM_KEYS})["max_abs_diff"] == 0
+
+
+def test_lvm_summary_shows_ca_and_par_and_marks_only_ca():
+    from vecflow.ship.report import lvm_summary
+
+    def split(c0, ca, par):
+        return {"c0": c0, "margin": 0.0, "mrr": 0.1, "r5": 0.2, "ca": ca, "par": par}
+
+    report = {"model": {"val": split(0.5, 0.9, 0.98)}, "baselines": {"copy_last": {"val": split(0.4, 0.8, 1.3)}}}
+    table = lvm_summary({"run": report})[0]
+    columns = table["columns"]
+    assert "VAL CA" in columns and "VAL PAR" in columns
+    rows = {row[0].text: [c.text for c in row[1:]] for row in table["rows"]}
+    ca, par = columns.index("VAL CA") - 1, columns.index("VAL PAR") - 1
+    assert rows["run"][ca] == "0.9000 ★" and rows["copy-last"][ca] == "0.8000"
+    assert rows["copy-last"][par] == "1.3000" and rows["run"][par] == "0.9800"  # PAR: no winner marked
+    assert "CA" in table["caption"] and "PAR" in table["caption"]
+
+
 # ------------------------------------------------------------------ gates, E, baselines comparison
 def _metrics(c0, margin, r1=0.9, r5=1.0, mrr=0.95, rollout=0.6):
     return {"c0": c0, "margin": margin, "r1": r1, "r5": r5, "mrr": mrr, "rollout": rollout}
@@ -330,7 +436,8 @@ def split_files(tmp_path):
 def test_cli_scores_model_and_baselines_and_writes_json_and_plot(tmp_path, split_files, fake_lvm_models):
     from vecflow.cli import main
 
-    settings = {"seed": 3, "device": "cpu", "max_samples": 30, "rollout_steps": 3, "thresholds": THRESHOLDS}
+    settings = {"seed": 3, "device": "cpu", "max_samples": 30, "rollout_steps": 3, "thresholds": THRESHOLDS,
+                "ca_negatives": 16}
     assert main(cli_args(tmp_path, split_files, settings)) == 0
     report = json.loads((tmp_path / "out" / "5cat.json").read_text())
     assert fake_lvm_models.loaded == [(str(tmp_path / "model"), "cpu")]
@@ -344,6 +451,12 @@ def test_cli_scores_model_and_baselines_and_writes_json_and_plot(tmp_path, split
     assert report["beats_baselines"]["val"]["copy_last"] is True
     assert report["beats_baselines"]["val"]["context_mean"] is True
     assert report["gate_counts"]["total"] == 15 and report["thresholds"] == THRESHOLDS
+    for contender in [report["model"], *report["baselines"].values()]:  # CA and PAR for every one, every split
+        for split in ("val", "ood"):
+            metrics = contender[split]
+            assert 0 <= metrics["ca"] <= 1 and metrics["par"] > 0 and metrics["ca_in"] is not None
+            assert metrics["ca_detail"]["candidates"]["out_of_article"] == 16  # settings.ca_negatives
+    assert report["baselines"]["copy_last"]["val"]["par"] > 1
     assert all(isinstance(ok, bool) for section in report["gates"].values() for ok in section.values())
     assert (tmp_path / "out" / "5cat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # same settings, same numbers

@@ -175,11 +175,14 @@ def synthetic_split(n_windows: int, dim: int = 384, context: int = 5, chunks_per
 
 
 def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.ndarray, chunk_indices: np.ndarray,
-                      rollout_steps: int = 3, min_article_chunks: int = 6, seed: int = 0) -> dict:
+                      rollout_steps: int = 3, min_article_chunks: int = 6, seed: int = 0,
+                      ca_negatives: int = 256) -> dict:
     """The 5CAT numbers computed the straightforward way: a dict of chunks, then one window at a time, one
-    model call per window and ablation. Only the random draws (other-article donors, shuffled slot orders)
-    are taken as ``vecflow.lvm.fivecat`` makes them, so that both evaluate the same ablated contexts."""
-    from vecflow.lvm.fivecat import OFFSETS, other_article_donors
+    model call per window and ablation. Only the random draws (other-article donors, shuffled slot orders, the
+    uniforms that pick CA's out-of-article candidates) are taken as ``vecflow.lvm.fivecat`` makes them, so that
+    both evaluate the same ablated contexts and candidates."""
+    from vecflow.lvm.fivecat import (CA_CANDIDATES, CA_TIE, OFFSETS, PAR_DEFINITION, PAR_VS_TARGET_DEFINITION,
+                                     ca_generator, other_article_donors)
 
     def unit(v):
         v = np.asarray(v, dtype=np.float32)
@@ -203,6 +206,10 @@ def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.
     rng = np.random.default_rng(seed)
     donors = other_article_donors(windows.article_ids, rng)
     shuffle_keys = rng.random((n, slots))
+    by_article = np.lexsort((chunk_indices, article_ids))  # every row in (article, chunk) order
+    ca_draws = ca_generator(seed).random((n, ca_negatives))
+    ca_shares: dict[str, list[float]] = {"all": [], "out": [], "in": []}
+    in_candidates, par_num, par_den = [], [], []
 
     offsets = {k: [] for k in OFFSETS}
     available = {k: 0 for k in OFFSETS}
@@ -231,6 +238,22 @@ def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.
             scores = candidates @ unit(p)
             true = scores[[chunk_indices[m] for m in members].index(t)]
             ranks.append(int((scores >= true).sum()))
+        # LCM: CA over sampled other-article chunks and the article's chunks but t-1, t, t+1; PAR
+        outside = by_article[article_ids[by_article] != article]
+        out = ([cos(p, embeddings[outside[min(int(u * len(outside)), len(outside) - 1)]]) for u in ca_draws[i]]
+               if len(outside) else [])
+        inside = [cos(p, embeddings[m]) for m in members if abs(int(chunk_indices[m]) - t) > 1]
+        far_out = sum(bool(s < base[i] - CA_TIE) for s in out)
+        far_in = sum(bool(s < base[i] - CA_TIE) for s in inside)
+        if out:
+            ca_shares["out"].append(far_out / len(out))
+        if inside:
+            ca_shares["in"].append(far_in / len(inside))
+            in_candidates.append(len(inside))
+        if out or inside:
+            ca_shares["all"].append((far_out + far_in) / (len(out) + len(inside)))
+        par_num.append(max(cos(p, c) for c in ctx))
+        par_den.append(max(cos(targets[i], c) for c in ctx))
         # C
         for slot in range(slots):
             others = np.delete(ctx, slot, axis=0)
@@ -277,11 +300,30 @@ def reference_fivecat(predict, windows, embeddings: np.ndarray, article_ids: np.
                       "loses_under_all": bool(deltas) and all(v < 0 for v in deltas)})
     per_step = [mean(values) for values in roll]
     scored_steps = [c for c in per_step if c is not None]
+
+    def ratios(numerators, denominators, with_mean=True):
+        kept = [float(a) / float(b) for a, b in zip(numerators, denominators) if b > 0]
+        return {**({"mean": float(np.mean(kept)) if kept else None} if with_mean else {}),
+                "median": float(np.median(kept)) if kept else None,
+                "share_above_1": float(np.mean([r > 1 + CA_TIE for r in kept])) if kept else None,
+                "n": len(kept), "excluded_nonpositive": len(numerators) - len(kept)}
+
+    def average(values):
+        return float(np.mean(values)) if values else None
+
+    par = ratios(par_num, par_den)
     return {
         "n_windows": n, "cos_target": mean(base), "c0": scored[0],
         "margin": scored[0] - max(others) if others else None, "peak_k": max(scored, key=scored.get),
         "r1": retrieval["r1"], "r5": retrieval["r5"], "mrr": retrieval["mrr"],
         "rollout": float(np.mean(scored_steps)) if scored_steps else None,
+        "ca": average(ca_shares["all"]), "ca_out": average(ca_shares["out"]), "ca_in": average(ca_shares["in"]),
+        "par": par["mean"], "par_median": par["median"],
+        "ca_detail": {"n": len(ca_shares["all"]), "n_out": len(ca_shares["out"]), "n_in": len(ca_shares["in"]),
+                      "mean_in_candidates": average(in_candidates),
+                      "candidates": {"out_of_article": ca_negatives, "seed": seed, **CA_CANDIDATES}},
+        "par_detail": {"definition": PAR_DEFINITION, **par,
+                       "vs_target": {"definition": PAR_VS_TARGET_DEFINITION, **ratios(par_num, base, with_mean=False)}},
         "offsets": sweep, "retrieval": retrieval, "ablations": ablations,
         "rollout_detail": {"rollout": float(np.mean(scored_steps)) if scored_steps else None, "per_step": per_step,
                            "n_per_step": [len(values) for values in roll]},
@@ -312,7 +354,7 @@ def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = N
     data = synthetic_split(total, dim=dim, context=5, chunks_per_article=40, seed=0)
     bank = ChunkBank(data["embeddings"], data["article_ids"], data["chunk_indices"], source="synthetic bank")
     predict = lvm_predictor(dim, 5)
-    options = {"rollout_steps": 3, "min_article_chunks": 6, "seed": 0}
+    options = {"rollout_steps": 3, "min_article_chunks": 6, "seed": 0, "ca_negatives": 256}
     sub = data["windows"].subset(np.arange(min(ref_n, total)))
     ref_seconds, ref = _seconds(lambda: reference_fivecat(predict, sub, data["embeddings"], data["article_ids"],
                                                           data["chunk_indices"], **options))

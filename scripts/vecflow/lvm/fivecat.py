@@ -13,6 +13,11 @@ prediction with the target, c_-1 with ctx[-1] and c_+1 with the chunk after the 
   the normalised mean of the others, averaged over slots), last-slot-repeated and other-article contexts.
 - D rollout: feed predictions back for H steps; mean over h of cos(ŷ_h, chunk[t+h-1]) where it exists.
 - E generalisation: the same numbers on VAL and OOD; |VAL - OOD| for c_0, margin and R@1.
+- The Large Concept Model's metrics (Barrault et al. 2024, Table 3), for comparison with published figures:
+  CA = per window the share of candidates farther from ŷ than y (cos(ŷ, c) < cos(ŷ, y); ties are not
+  farther), candidates 256 seeded chunks of the split outside the target's article plus the article's chunks
+  other than t-1, t, t+1 (``ca_out``, ``ca_in`` each group alone); PAR = max_j cos(ŷ, ctx_j) / max_j cos(y, ctx_j)
+  (> 1: the prediction is closer to the context than the true next chunk is), mean and median.
 
 Everything works on a predictor ``predict(contexts (B, C, D)) -> (B, D)``, so a model, a baseline or an
 oracle plug in the same way.
@@ -232,6 +237,145 @@ def rollout(predict: Predictor, first_predictions: np.ndarray, contexts: np.ndar
     return rollout_scores(rollout_predictions(predict, first_predictions, contexts, steps), windows, bank)
 
 
+# LCM metrics (Barrault et al. 2024, Table 3): contrastive accuracy and paraphrasing
+CA_NEGATIVES = 256
+CA_TIE = 1e-5  # a candidate whose cosine is within this of cos(ŷ, y) is a tie (float32 rounding): not farther
+CA_STREAM = 0xCA  # the CA sample's own random stream, so the ablation draws stay what they were
+CA_CANDIDATES = {  # what the JSON says about the candidates (beside their number and seed)
+    "out_of_article_draw": "uniform with replacement over this split's chunks outside the target's article",
+    "in_article": "every chunk of the target's article except t-1, t and t+1",
+    "farther": f"cos(ŷ, c) < cos(ŷ, y) - {CA_TIE:g} (ties count as not farther)",
+}
+PAR_DEFINITION = "max_j cos(ŷ, ctx_j) / max_j cos(y, ctx_j)"
+PAR_VS_TARGET_DEFINITION = "max_j cos(ŷ, ctx_j) / cos(ŷ, y)"
+
+
+def ca_generator(seed: int) -> np.random.Generator:
+    """The generator of the out-of-article CA sample: ``random((n, negatives))``, one row of uniforms per window
+    in window order (drawn block by block, the same stream)."""
+    return np.random.default_rng([int(seed), CA_STREAM])
+
+
+def rows_by_article(bank: ChunkBank) -> tuple[np.ndarray, np.ndarray]:
+    """Every bank row in (article, chunk) order, and each article's first position in that order."""
+    table = bank.article_table
+    return table[table >= 0], np.concatenate([[0], np.cumsum(bank.article_sizes)[:-1]])
+
+
+def out_of_article_rows(codes: np.ndarray, draws: np.ndarray, ordered: np.ndarray, starts: np.ndarray,
+                        sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map uniforms ``draws`` (n, K) in [0, 1) to bank rows outside each window's article (``codes``), uniformly:
+    position floor(u · m) among the m rows of the other articles in (article, chunk) order. Returns the rows
+    and, per window, whether any row lies outside its article."""
+    outside = len(ordered) - sizes[codes]
+    position = np.minimum((draws * outside[:, None]).astype(np.int64), np.maximum(outside - 1, 0)[:, None])
+    position += np.where(position >= starts[codes][:, None], sizes[codes][:, None], 0)  # skip the own article
+    return ordered[np.minimum(position, len(ordered) - 1)], outside > 0
+
+
+def in_article_counts(queries: np.ndarray, true_scores: np.ndarray, codes: np.ndarray, target_indices: np.ndarray,
+                      bank: ChunkBank, norms: np.ndarray, batch_values: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: how many chunks of its own article other than t-1, t, t+1 lie farther from the (unit) query than
+    the target (cosine below ``true_scores`` - CA_TIE), and how many such chunks there are; one matmul per article."""
+    farther = np.zeros(len(queries), dtype=np.int64)
+    total = np.zeros(len(queries), dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if not len(group):
+            continue
+        members = bank.article_table[codes[group[0]]]
+        members = members[members >= 0]
+        chunks = bank.chunk_indices[members]
+        candidates = (bank.vectors(members) / np.maximum(norms[members], 1e-12)[:, None]).T
+        step = max(1, batch_values // len(members))
+        for start in range(0, len(group), step):
+            rows = group[start:start + step]
+            allowed = np.abs(chunks[None, :] - target_indices[rows, None]) > 1
+            farther[rows] = ((queries[rows] @ candidates < true_scores[rows, None] - CA_TIE) & allowed).sum(axis=1)
+            total[rows] = allowed.sum(axis=1)
+    return farther, total
+
+
+def _ratio_summary(numerator: np.ndarray, denominator: np.ndarray, mean: bool = True) -> dict:
+    """Mean and median of numerator / denominator over the windows with a positive denominator (the others are
+    counted, not averaged: a ratio over a cosine <= 0 means nothing); share_above_1 counts ratios above
+    1 + CA_TIE (an oracle's 1.0 computed two ways is not above 1)."""
+    kept = denominator > 0
+    ratios = numerator[kept].astype(np.float64) / denominator[kept]
+    summary = {"mean": _mean_or_none(ratios)} if mean else {}
+    return {**summary, "median": float(np.median(ratios)) if len(ratios) else None,
+            "share_above_1": _mean_or_none(ratios > 1 + CA_TIE), "n": int(kept.sum()),
+            "excluded_nonpositive": int((~kept).sum())}
+
+
+def lcm_metrics(predictions: np.ndarray, windows: Windows, bank: ChunkBank, negatives: int = CA_NEGATIVES,
+                seed: int = 0, batch_values: int = 1 << 22) -> dict:
+    """The Large Concept Model's CA and PAR (Barrault et al. 2024, Table 3) for these predictions.
+
+    CA (contrastive accuracy), per window the share of candidates c with cos(ŷ, c) < cos(ŷ, y) (a tie, within
+    CA_TIE, is not farther), averaged over windows. Candidates: ``negatives`` bank rows drawn uniformly (with
+    replacement, ``ca_generator(seed)``) from this split's chunks outside the target's article, plus every chunk
+    of the target's article except t-1, t and t+1; ``ca_out`` and ``ca_in`` are the two groups alone.
+    PAR (paraphrasing) per window = max_j cos(ŷ, ctx_j) / max_j cos(y, ctx_j): > 1, the prediction is closer to
+    the context than the true next chunk is; mean and median over windows whose denominator is > 0 (the rest
+    counted). ``par_detail.vs_target`` is max_j cos(ŷ, ctx_j) / cos(ŷ, y) (> 1: closer to a context chunk than to
+    y itself), median and share above 1 only: its denominator depends on the prediction and nears 0 for a poor
+    one, so its mean is decided by a few windows (and by float rounding in them).
+    Out-of-article candidates and contexts are gathered ``batch_values`` floats at a time, one matmul per block.
+    """
+    n, dim = len(windows), bank.dim
+    queries = normalise(predictions)
+    targets = windows.targets(bank)
+    true_scores = rowwise_cosine(queries, targets)
+    norms = np.sqrt(np.einsum("nd,nd->n", bank.embeddings, bank.embeddings))
+    codes = bank.article_codes(windows.article_ids)
+    ordered, starts = rows_by_article(bank)
+    generator = ca_generator(seed)
+    out_farther = np.zeros(n, dtype=np.int64)
+    out_total = np.zeros(n, dtype=np.int64)
+    context_pred = np.zeros(n, dtype=np.float32)
+    context_true = np.zeros(n, dtype=np.float32)
+    step = max(1, batch_values // (max(negatives, windows.context_length) * dim))
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        query = queries[rows, :, None]
+        if negatives:
+            negative_rows, valid = out_of_article_rows(codes[rows], generator.random((len(query), negatives)),
+                                                       ordered, starts, bank.article_sizes)
+            candidates = np.take(bank.embeddings, negative_rows, axis=0)  # (b, K, D): faster than [rows]
+            scores = np.matmul(candidates, query)[..., 0] / np.maximum(norms[negative_rows], 1e-12)
+            out_farther[rows] = np.where(valid, (scores < true_scores[rows, None] - CA_TIE).sum(axis=1), 0)
+            out_total[rows] = np.where(valid, negatives, 0)
+        context_rows = windows.context_rows[rows]
+        contexts = bank.vectors(context_rows)
+        context_norms = np.maximum(norms[context_rows], 1e-12)
+        context_pred[rows] = (np.matmul(contexts, query)[..., 0] / context_norms).max(axis=1)
+        target = targets[rows] / np.maximum(norms[windows.target_rows[rows]], 1e-12)[:, None]
+        context_true[rows] = (np.matmul(contexts, target[:, :, None])[..., 0] / context_norms).max(axis=1)
+    in_farther, in_total = in_article_counts(queries, true_scores, codes, windows.target_indices, bank, norms,
+                                             batch_values)
+
+    def share(farther, total):
+        kept = total > 0
+        return _mean_or_none(farther[kept] / total[kept]), int(kept.sum())
+
+    ca, n_ca = share(out_farther + in_farther, out_total + in_total)
+    ca_out, n_out = share(out_farther, out_total)
+    ca_in, n_in = share(in_farther, in_total)
+    par = _ratio_summary(context_pred, context_true)
+    return {
+        "ca": ca, "ca_out": ca_out, "ca_in": ca_in, "par": par["mean"], "par_median": par["median"],
+        "ca_detail": {
+            "n": n_ca, "n_out": n_out, "n_in": n_in,
+            "mean_in_candidates": _mean_or_none(in_total[in_total > 0].astype(np.float64)),
+            "candidates": {"out_of_article": negatives, "seed": int(seed), **CA_CANDIDATES},
+        },
+        "par_detail": {"definition": PAR_DEFINITION, **par,
+                       "vs_target": {"definition": PAR_VS_TARGET_DEFINITION,
+                                     **_ratio_summary(context_pred, true_scores, mean=False)}},
+    }
+
+
 def predict_blocks(predict: Predictor, windows: Windows, bank: ChunkBank, orders: np.ndarray, steps: int,
                    block: int) -> tuple[np.ndarray, dict, list[np.ndarray]]:
     """The predictor's work, ``block`` windows at a time (each block's contexts and their ablated and rolled
@@ -258,8 +402,10 @@ def predict_blocks(predict: Predictor, windows: Windows, bank: ChunkBank, orders
 
 
 def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollout_steps: int = 3,
-                   min_article_chunks: int = 6, seed: int = 0, block: int = 2048) -> dict:
-    """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested); the predictor
+                   min_article_chunks: int = 6, seed: int = 0, block: int = 2048,
+                   ca_negatives: int = CA_NEGATIVES) -> dict:
+    """All 5CAT numbers for one predictor on one split (headline numbers flat, details nested), the LCM metrics
+    CA and PAR among them (``lcm_metrics``, ``ca_negatives`` out-of-article candidates per window); the predictor
     sees ``block`` windows' contexts (and as many of each ablation) at a time."""
     check_against_bank(windows, bank)
     rng = np.random.default_rng(seed)
@@ -273,11 +419,15 @@ def evaluate_split(predict: Predictor, windows: Windows, bank: ChunkBank, rollou
     sweep = offset_sweep(predictions, windows, bank)
     ranks = retrieval(predictions, windows, bank, min_article_chunks)
     roll = rollout_scores(step_predictions, windows, bank)
+    lcm = lcm_metrics(predictions, windows, bank, ca_negatives, seed)
     return {
         "n_windows": len(windows), "cos_target": float(base_cosine.mean()),
         "c0": sweep["c0"], "margin": sweep["margin"], "peak_k": sweep["peak_k"],
         "r1": ranks["r1"], "r5": ranks["r5"], "mrr": ranks["mrr"], "rollout": roll["rollout"],
-        "offsets": sweep["offsets"], "retrieval": ranks,
+        "ca": lcm["ca"], "ca_out": lcm["ca_out"], "ca_in": lcm["ca_in"], "par": lcm["par"],
+        "par_median": lcm["par_median"],
+        "offsets": sweep["offsets"], "retrieval": ranks, "ca_detail": lcm["ca_detail"],
+        "par_detail": lcm["par_detail"],
         "ablations": ablation_deltas(cosines, base_cosine, other_cosine, swapped),
         "rollout_detail": roll,
     }
@@ -436,7 +586,8 @@ def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict,
     """Score the model and every baseline on every split; add gates, gaps and the baseline comparison."""
     options = {"rollout_steps": int(settings.get("rollout_steps", 3)),
                "min_article_chunks": int(settings.get("min_article_chunks", 6)),
-               "seed": int(settings.get("seed", 0))}
+               "seed": int(settings.get("seed", 0)),
+               "ca_negatives": int(settings.get("ca_negatives", CA_NEGATIVES))}
     thresholds = settings.get("thresholds", {})
     model_results = evaluate_predictor(model, splits, **options)
     baseline_results = {name: evaluate_predictor(predict, splits, **options) for name, predict in baselines.items()}

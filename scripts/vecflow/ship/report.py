@@ -55,7 +55,7 @@ ARTIFACT_KEYS = {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk (type and CRC): a whole PNG ends with it
 SPLIT_ORDER = ("train", "selection", "val", "ood")
-FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "rollout")
+FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "ca", "par", "rollout")
 MAX_TABLE_ROWS = 200
 MAX_LIST_ITEMS = 8
 TOP_ITEMS = 5  # a {name: count} dict (top topics, drop reasons) shows its largest few
@@ -329,7 +329,8 @@ def best_of(values: list) -> float | None:
     return max(numbers) if len(numbers) > 1 else None  # a column of one has no winner to mark
 
 # ---------------------------------------------------------------------------------------------- summary
-SUMMARY_LVM_METRICS = {"c0": "c_0", "margin": "margin", "mrr": "MRR", "r5": "R@5"}
+SUMMARY_LVM_METRICS = {"c0": "c_0", "margin": "margin", "mrr": "MRR", "r5": "R@5", "ca": "CA", "par": "PAR"}
+UNRANKED_LVM_METRICS = ("par",)  # no winner mark: PAR is not "higher is better"
 BASELINE_ORDER = ("copy_last", "context_mean", "ridge")
 
 
@@ -378,12 +379,17 @@ def lvm_summary(reports: dict[str, dict]) -> list[dict]:
         contenders = [(run, full[run].get("model") or {}, "model") for run in runs]
         contenders += [(n.replace("_", "-") + suffix, baselines[n], "baseline") for n in names]
         values = [[dig(c, f"{s}.{m}") for s in splits for m in SUMMARY_LVM_METRICS] for _, c, _ in contenders]
-        best = [best_of(list(column)) for column in zip(*values)] if values else []
+        ranked = [m not in UNRANKED_LVM_METRICS for _ in splits for m in SUMMARY_LVM_METRICS]
+        best = [best_of(list(column)) if rank else None for column, rank in zip(zip(*values), ranked)]
         for (label, _, kind), row in zip(contenders, values):
             rows.append([Cell(label, kind)] + [winner_cell(v, b is not None and v == b) for v, b in zip(row, best)])
-    caption = ("★ best in its column among the models and their baselines (higher is better). c_0: mean cosine of "
-               "the prediction to the true next chunk; margin: c_0 minus the best other offset c_k; MRR, R@5: rank "
-               "of the true next chunk among its article's chunks")
+    caption = ("★ best in its column among the models and their baselines (higher is better; PAR unmarked). c_0: "
+               "mean cosine of the prediction to the true next chunk; margin: c_0 minus the best other offset c_k; "
+               "MRR, R@5: rank of the true next chunk among its article's chunks; CA (contrastive accuracy, Large "
+               "Concept Model): share of candidate chunks (a seeded sample outside the article, the article's own "
+               "but t-1, t, t+1) farther from the prediction than the true next chunk; PAR: the prediction's highest "
+               "cosine to a context chunk over the true next chunk's (> 1: closer to the context than the next "
+               "chunk is)")
     if left_out:
         caption += f". Learning-curve runs ({', '.join(left_out)}) are in the details"
     blocks = [table(columns, rows, heading="Next-vector models (5CAT)", caption=caption, cls="summary")]
