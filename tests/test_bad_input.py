@@ -164,6 +164,35 @@ def bundle_cmd(tmp: Path, decision: dict) -> list[str]:
             "--out", str(tmp / "out" / "bundle")]
 
 
+def score_cmd(tmp: Path, predictions: list[dict]) -> list[str]:
+    """``vecflow score`` on ``predictions`` for an eval split of three dialogues d0, d1, d2."""
+    inp = tmp / "in"
+    inp.mkdir(exist_ok=True)
+    (inp / "val.jsonl").write_bytes(jsonl_bytes([dialogue(i) for i in range(3)]))
+    (inp / "preds.jsonl").write_bytes(jsonl_bytes(predictions))
+    return ["score", "--predictions", str(inp / "preds.jsonl"), "--eval-split", str(inp / "val.jsonl"),
+            "--bertscore-model", str(inp), "--settings", "{}", "--out-scores", str(tmp / "out" / "scores.json"),
+            "--out-examples", str(tmp / "out" / "examples.json")]
+
+
+def prediction(i: int, references_of: int | None = None, id_: str | None = None) -> dict:
+    return {"id": id_ or f"d{i}", "prediction": f"#Person1# greets {i}.",
+            "references": dialogue(i if references_of is None else references_of)["summary"].split("\n")}
+
+
+def embed_cmd(tmp: Path) -> list[str]:
+    inp = tmp / "in"
+    inp.mkdir(exist_ok=True)
+    return ["embed", "--chunks", str(inp / "no-such-chunks.jsonl"), "--encoder", str(inp), "--settings", "{}",
+            "--out", str(tmp / "out" / "e.safetensors"), "--index", str(tmp / "out" / "e.index.jsonl")]
+
+
+def chunk_folder_cmd(tmp: Path) -> list[str]:
+    (tmp / "in" / "articles").mkdir(parents=True, exist_ok=True)
+    return ["chunk-articles", "--input", str(tmp / "in" / "articles"), "--format", "wikitext", "--settings", "{}",
+            "--out", str(tmp / "out" / "chunks.jsonl")]
+
+
 LATIN1 = '{"id": "d1", "dialogue": "#Person1#: Caf\u00e9 ?", "summary": "s"}\n'.encode("latin-1")
 
 # (id, command builder, expected message regex)
@@ -183,6 +212,11 @@ CASES = [
      r"train\.jsonl:1: expected a JSON object, got list"),
     ("missing-comma", lambda t: ingest(t, b'{"id": "d0" "dialogue": "x"}\n'),
      r"train\.jsonl:1: invalid JSON at column 13: Expecting ',' delimiter; each line must be one complete"),
+    ("nested-100000-deep", lambda t: ingest(t, b'{"id": "d0", "dialogue": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"),
+     r"train\.jsonl:1: JSON nested too deeply to read .*write plain objects"),
+    ("key-given-twice", lambda t: ingest(t, jsonl_bytes([dialogue(0)]) + b'{"id": "d1", "dialogue": "#Person1#: hi",'
+                                            b' "summary": "a", "summary": "b"}\n'),
+     r"train\.jsonl:2: key 'summary' is given twice in one JSON object .*remove one of them"),
     # ---- dialogues: content
     ("duplicate-id", lambda t: ingest(t, jsonl_bytes([dialogue(0), dialogue(0)])),
      r"train\.jsonl:2: field 'id': duplicate id 'd0' \(first at line 1\)"),
@@ -214,6 +248,8 @@ CASES = [
     ("latin1-synthesis", lambda t: filter_cmd(t, jsonl_bytes([synthesis_row()]) + LATIN1),
      r"train_synthesis\.jsonl:2: not UTF-8"),
     # ---- WikiText articles
+    ("chunk-articles-given-a-folder", chunk_folder_cmd, r"in/articles: is a folder, expected a file"),
+    ("embed-missing-chunks", embed_cmd, r"no-such-chunks\.jsonl: file not found"),
     ("wikitext-not-utf8", lambda t: chunk_cmd(t, WIKI.encode() + " Caf\u00e9 society .\n".encode("cp1252")),
      r"wiki\.txt:4: not UTF-8 \(byte 0xe9 at byte offset \d+\); re-encode it as UTF-8"),
     ("wikitext-articles-too-short", lambda t: chunk_cmd(t, WIKI.encode(), min_tokens=50, target_tokens=60),
@@ -237,7 +273,18 @@ CASES = [
      r"w\.safetensors: an old windows file with float vectors .*delete it and rerun the make_windows rule"),
     ("windows-outside-the-bank", lambda t: diagnose_cmd(t, "outside"),
      r"w\.safetensors: window 0: row \[3, 4, 5, 6\] outside .*e\.safetensors \(6 rows\)"),
+    # ---- vecflow score: predictions one-to-one with the eval split, each with its own references
+    ("score-all-ids-the-same", lambda t: score_cmd(t, [prediction(i, id_="d0") for i in range(3)]),
+     r"preds\.jsonl:2: field 'id': duplicate id 'd0' \(first at line 1\)"),
+    ("score-references-shifted", lambda t: score_cmd(t, [prediction(i, references_of=(i + 1) % 3) for i in range(3)]),
+     r"preds\.jsonl:1: field 'references': id 'd0': not that dialogue's references \(see .*val\.jsonl:1\)"),
+    ("score-id-outside-the-split", lambda t: score_cmd(t, [prediction(0), prediction(1), prediction(7)]),
+     r"preds\.jsonl:3: field 'id': id 'd7' is not in the eval split"),
+    ("score-dialogue-without-prediction", lambda t: score_cmd(t, [prediction(0), prediction(2)]),
+     r"val\.jsonl:2: field 'id': id 'd1' has no prediction in .*preds\.jsonl"),
     # ---- deploy decide / bundle
+    ("scores-key-given-twice", lambda t: decide_cmd(t, scores=b'{"rouge": {"rouge1": {"f": 0.3}},\n "rouge": 1}'),
+     r"scores\.json:2: key 'rouge' is given twice in one JSON object"),
     ("truncated-scores", lambda t: decide_cmd(t, scores=b'{"rouge": {"rouge1": {"f": 0.3'),
      r"scores\.json:1: invalid JSON: the file is truncated .*; write the file again"),
     ("scores-not-utf8", lambda t: decide_cmd(t, scores=b'{"note": "\xe9"}'),
@@ -370,3 +417,26 @@ def test_the_default_config_given_again_is_one_source(tmp_path, tiny_encoder, ti
     makefile = (REPO / "Makefile").read_text()
     demo = makefile.split("\ndemo:")[1].split("\n\n")[0]
     assert "--configfile" not in demo
+
+
+# ------------------------------------------------------------------------------------------------ server
+
+
+def test_a_body_that_is_not_declared_json_is_415_naming_the_content_type(tmp_path_factory, tiny_encoder):
+    """The server's bad input: a text/plain (or form) body gets 415 saying to send application/json, not a
+    422 about dictionaries; JSON with parameters or a +json type is still JSON."""
+    from fastapi.testclient import TestClient
+
+    from test_serve import build_test_bundle
+    from vecflow.ship.serve import create_app
+
+    bundle = build_test_bundle(tmp_path_factory.mktemp("bad-input-serve"), tiny_encoder, tiny_causal_lm=None)
+    with TestClient(create_app(bundle, device="cpu")) as client:
+        for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]:
+            response = client.post("/encode", content=b'{"texts": ["hello"]}', headers={"content-type": content_type})
+            assert response.status_code == 415, (content_type, response.text)
+            assert response.json() == {"detail": "Content-Type must be application/json: send the body as JSON "
+                                                 "with the header 'Content-Type: application/json'"}
+        for content_type in ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"]:
+            response = client.post("/encode", content=b'{"texts": ["hello"]}', headers={"content-type": content_type})
+            assert response.status_code == 200, (content_type, response.text)

@@ -26,6 +26,13 @@ def write_predictions(path, rows):
     return path
 
 
+def write_split(path, rows):
+    """The eval split ``rows`` were predicted for: a dialogues JSONL with each row's references as summaries."""
+    path.write_text("".join(json.dumps({"id": r["id"], "dialogue": f"#Person1#: dialogue {r['id']}",
+                                        "summaries": r["references"]}) + "\n" for r in rows))
+    return path
+
+
 ROWS = [
     {"id": "a", "prediction": "#Person1# wants to buy a book. #Person2# helps.",
      "references": ["#Person1# wants to buy a book. #Person2# helps #Person1#.", "a friend buys a book"]},
@@ -146,6 +153,58 @@ def test_bad_prediction_rows_name_file_line_and_field(tmp_path, line, message):
         read_predictions(path)
 
 
+SHIFTED = [{**row, "references": ROWS[(i + 1) % len(ROWS)]["references"]} for i, row in enumerate(ROWS)]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([ROWS[0], ROWS[1], {**ROWS[2], "id": "a"}], r"p\.jsonl:3: field 'id': duplicate id 'a' \(first at line 1\)"),
+        ([{**row, "id": "a"} for row in ROWS], r"p\.jsonl:2: field 'id': duplicate id 'a' \(first at line 1\)"),
+        (SHIFTED, r"p\.jsonl:1: field 'references': id 'a': not that dialogue's references \(see .*val\.jsonl:1\)"),
+        ([ROWS[0], ROWS[1], {**ROWS[2], "id": "z"}], r"p\.jsonl:3: field 'id': id 'z' is not in the eval split"),
+        (ROWS[:2], r"val\.jsonl:3: field 'id': id 'c' has no prediction in .*p\.jsonl \(1 of 3 eval dialogues"),
+    ],
+    ids=["duplicate-id", "all-ids-the-same", "references-shifted-by-one", "id-not-in-split", "missing-id"],
+)
+def test_predictions_must_pair_one_to_one_with_the_eval_split(tmp_path, rows, message):
+    path = write_predictions(tmp_path / "p.jsonl", rows)
+    split = write_split(tmp_path / "val.jsonl", ROWS)
+    with pytest.raises(VecflowError, match=message):
+        read_predictions(path, split)
+    assert len(read_predictions(write_predictions(tmp_path / "ok.jsonl", ROWS[::-1]), split)) == 3  # order is free
+
+
+def test_duplicate_ids_are_refused_even_without_a_split(tmp_path):
+    with pytest.raises(VecflowError, match=r"p\.jsonl:2: field 'id': duplicate id 'a'"):
+        read_predictions(write_predictions(tmp_path / "p.jsonl", [ROWS[0], ROWS[0]]))
+
+
+def test_an_elm_eval_split_is_its_summary_synthesis_rows(tmp_path):
+    from vecflow.summary.pairing import check_pairs
+
+    def row(source, target):
+        return {"task_type": "summary", "input_prompt_template": "Summarize: <EMB>", "embedding_index": 0,
+                "target_text": target, "source_id": source}
+
+    split = tmp_path / "val_synthesis.jsonl"
+    split.write_text("".join(json.dumps(r) + "\n" for r in [row("d1", "one"), row("d1", "uno"), row("d2", "two")]))
+    check_pairs([(1, "d2", ["two"]), (2, "d1", ["one", "uno"])], "p.jsonl", split)
+    with pytest.raises(VecflowError, match=r"p\.jsonl:2: field 'references': id 'd1'.*val_synthesis\.jsonl:1"):
+        check_pairs([(1, "d2", ["two"]), (2, "d1", ["uno"])], "p.jsonl", split)
+
+
+def test_predict_steps_write_only_one_to_one_pairs():
+    from vecflow.summary.pairing import paired_rows
+
+    assert paired_rows(["a", "b"], ["x", "y"], [["r"], ["s"]], "val.jsonl")[1] == {
+        "id": "b", "prediction": "y", "references": ["s"]}
+    with pytest.raises(VecflowError, match=r"val\.jsonl: 2 eval dialogues but 1 predictions"):
+        paired_rows(["a", "b"], ["x"], [["r"], ["s"]], "val.jsonl")
+    with pytest.raises(VecflowError, match=r"val\.jsonl: id 'a' twice among the eval dialogues"):
+        paired_rows(["a", "a"], ["x", "y"], [["r"], ["s"]], "val.jsonl")
+
+
 def test_empty_predictions_file_is_an_error(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("\n")
@@ -157,8 +216,9 @@ def test_empty_predictions_file_is_an_error(tmp_path):
 def test_cli_writes_scores_and_examples(tiny_encoder, tmp_path):
     predictions = write_predictions(tmp_path / "p.jsonl", ROWS)
     scores_path, examples_path = tmp_path / "out" / "scores.json", tmp_path / "out" / "examples.json"
-    code = cli_main(["score", "--predictions", str(predictions), "--bertscore-model", str(tiny_encoder),
-                     "--settings", json.dumps(settings_for()), "--out-scores", str(scores_path),
+    split = write_split(tmp_path / "val.jsonl", ROWS)
+    code = cli_main(["score", "--predictions", str(predictions), "--eval-split", str(split), "--bertscore-model",
+                     str(tiny_encoder), "--settings", json.dumps(settings_for()), "--out-scores", str(scores_path),
                      "--out-examples", str(examples_path)])
     assert code == 0
     scores = json.loads(scores_path.read_text())
@@ -179,9 +239,10 @@ def test_cli_bad_input_exits_2_without_output(tiny_encoder, tmp_path, capsys):
     predictions = tmp_path / "p.jsonl"
     predictions.write_text(json.dumps({"id": "x", "prediction": "p", "references": []}) + "\n")
     scores_path = tmp_path / "scores.json"
-    code = cli_main(["score", "--predictions", str(predictions), "--bertscore-model", str(tiny_encoder),
-                     "--settings", json.dumps(settings_for()), "--out-scores", str(scores_path),
-                     "--out-examples", str(tmp_path / "e.json")])
+    code = cli_main(["score", "--predictions", str(predictions), "--eval-split", str(write_split(
+                     tmp_path / "val.jsonl", ROWS)), "--bertscore-model", str(tiny_encoder), "--settings",
+                     json.dumps(settings_for()), "--out-scores", str(scores_path), "--out-examples",
+                     str(tmp_path / "e.json")])
     assert code == 2
     assert "p.jsonl:1: field 'references': empty list" in capsys.readouterr().err
     assert not scores_path.exists()

@@ -145,6 +145,12 @@ rule predict_elm:
 rule score_summaries:
     input:
         predictions=f"{R}/eval/{{summarizer}}/predictions.jsonl",
+        # the split the predictions were made for: ids one-to-one with it, with its references
+        eval_split=lambda w: (
+            f"{R}/summary/filtered/val_synthesis.jsonl"
+            if w.summarizer == "elm"
+            else f"{R}/summary/dialogues/val.jsonl"
+        ),
         bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
     output:
         scores=report(
@@ -169,6 +175,7 @@ rule score_summaries:
         bertscore=parent_of("bertscore"),
         settings=lambda w: settings("evaluation"),
     shell:
-        "vecflow score --predictions {input.predictions} --bertscore-model {params.bertscore} "
+        "vecflow score --predictions {input.predictions} --eval-split {input.eval_split} "
+        "--bertscore-model {params.bertscore} "
         "--settings {params.settings:q} --out-scores {output.scores} "
         "--out-examples {output.examples} > {log} 2>&1"

@@ -172,16 +172,23 @@ def _binary(path, lineno: int, offset: int) -> VecflowError:
                         f"UTF-8 text; give the text file instead")
 
 
+def require_file(path: str | os.PathLike, what: str = "") -> Path:
+    """``path`` as a Path when it is an existing file; else one line saying what it is instead (missing, a folder)."""
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise VecflowError(f"{label}: is a folder, expected a file; give the file's path")
+    if not path.exists():
+        raise VecflowError(f"{label}: file not found")
+    return path
+
+
 def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` of a UTF-8 text file (a leading BOM is dropped; line endings kept).
 
     Bytes that are not UTF-8 raise a VecflowError naming file, line and byte offset, with a hint to re-encode.
     """
-    path = Path(path)
-    if not path.exists():
-        raise VecflowError(f"{path}: file not found")
-    if path.is_dir():
-        raise VecflowError(f"{path}: is a folder, expected a file")
+    path = require_file(path)
     offset = 0
     with open(path, "rb") as fh:
         head = fh.read(8192)  # a NUL in the first 8 KiB: a binary file (image, archive, tensor), not text
@@ -239,17 +246,71 @@ def json_error(path, lineno: int, line: str, exc: json.JSONDecodeError) -> Vecfl
                         f"each line must be one complete JSON object")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (``json.loads`` would silently keep the last value)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses an object with a key given twice (``DuplicateKey``); too deep a nesting raises
+    ``RecursionError`` (callers turn both into one-line errors)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _shown_key(key: str) -> str:
+    shown = json.dumps(key)[1:-1]  # ASCII, escapes visible
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def duplicate_key_error(path, lineno: int, key: str) -> VecflowError:
+    return VecflowError(f"{where(path, lineno)}: key '{_shown_key(key)}' is given twice in one JSON object (only "
+                        f"one value can count); remove one of them")
+
+
+def too_deep_error(path, lineno: int | None) -> VecflowError:
+    return VecflowError(f"{where(path, lineno)}: JSON nested too deeply to read (thousands of levels); "
+                        f"this is not a vecflow record: write plain objects with a few levels at most")
+
+
+def _line_of_second(text: str, key: str) -> int | None:
+    """The line of the second ``"key":`` in ``text`` (where a duplicate key is), if it can be found."""
+    import re
+
+    found = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
+    if len(found) < 2:
+        found = [m.start() for m in re.finditer(re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:", text)]
+    return text.count("\n", 0, found[1]) + 1 if len(found) >= 2 else None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     text = read_text_utf8(path)
     try:
-        return json.loads(text)
+        return loads_strict(text)
     except json.JSONDecodeError as exc:
         if exc.msg.startswith("Unterminated string") or exc.pos >= len(text.rstrip()):
             raise VecflowError(f"{where(path, exc.lineno)}: invalid JSON: the file is truncated (it ends before the "
                                f"JSON value is closed); write the file again") from None
         raise VecflowError(f"{where(path, exc.lineno)}: invalid JSON at column {exc.colno}: {exc.msg}; "
                            f"fix the JSON there") from None
+    except DuplicateKey as exc:
+        raise duplicate_key_error(path, _line_of_second(text, exc.key), exc.key) from None
+    except RecursionError:
+        raise too_deep_error(path, None) from None
 
 
 def read_json_object(path: str | os.PathLike) -> dict:
@@ -267,9 +328,13 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads_strict(line)
         except json.JSONDecodeError as exc:
             raise json_error(path, lineno, line, exc) from None
+        except DuplicateKey as exc:
+            raise duplicate_key_error(path, lineno, exc.key) from None
+        except RecursionError:
+            raise too_deep_error(path, lineno) from None
         if not isinstance(record, dict):
             raise VecflowError(f"{where(path, lineno)}: expected a JSON object, got {type(record).__name__}; "
                                f"each line must be one JSON object {{...}}")

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
-from vecflow.core.io import iter_jsonl, open_utf8, require_fields, write_jsonl
+from vecflow.core.io import iter_jsonl, open_utf8, require_fields, require_file, write_jsonl
 from vecflow.core.settings import settings_arg
 
 FORMATS = ("wikitext", "jsonl", "pydoc", "dialogues")
@@ -209,8 +209,7 @@ def read_articles(source: str, fmt: str, pydoc_min_words: int = 50, ood_source: 
         return read_pydoc_topics(pydoc_min_words)
     paths = [Path(source)] + ([Path(ood_source)] if ood_source else [])
     for path in paths:
-        if not path.is_file():
-            raise VecflowError(f"{path}: file not found")
+        require_file(path)
     if fmt == "dialogues":
         articles = read_dialogue_articles(paths[0])
         if len(articles) >= OOD_ID_OFFSET:

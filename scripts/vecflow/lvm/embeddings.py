@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vecflow.core.errors import VecflowError
+from vecflow.core.io import require_file
 from vecflow.core.settings import seed_everything, settings_arg
 from vecflow.lvm.bank import ShardedBankWriter, export_bank, iter_index
 
@@ -54,7 +55,7 @@ def lazy_encoder(encoder_dir: str | Path, batch_size: int, device: str):
 
 def export_source(chunks: str | Path, encoder_dir: str | Path) -> dict:
     """What a partial export was computed from: resuming needs the same chunks file and encoder."""
-    stat = Path(chunks).stat()
+    stat = require_file(chunks).stat()  # checked before anything is written
     return {"chunks": str(Path(chunks).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "encoder": str(Path(encoder_dir).resolve())}
 

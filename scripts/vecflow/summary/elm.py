@@ -354,9 +354,10 @@ def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out) 
     texts = generate_texts(
         lm, tokenizer, adapter, sources, vectors, settings["generation"], int(settings["batch_size"])
     )
-    return write_jsonl(
-        out, ({"id": s.source_id, "prediction": t, "references": s.references} for s, t in zip(sources, texts))
-    )
+    from vecflow.summary.pairing import paired_rows
+
+    return write_jsonl(out, paired_rows([s.source_id for s in sources], texts, [s.references for s in sources],
+                                        f"{data_dir}/{split}_synthesis.jsonl"))
 
 
 # ------------------------------------------------------------------------------------------------- CLI

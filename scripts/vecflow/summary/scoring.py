@@ -1,6 +1,7 @@
 """Scoring generated summaries: ROUGE (rouge-score) and BERTScore (bert-score on a local model folder).
 
-    vecflow score --predictions preds.jsonl --bertscore-model resources/models/minilm \
+    vecflow score --predictions preds.jsonl --eval-split results/summary/dialogues/val.jsonl \
+        --bertscore-model resources/models/minilm \
         --settings '{"bertscore": {"num_layers": 6, "batch_size": 16}, "examples": 3, "seed": 1, "device": "auto"}' \
         --out-scores scores.json --out-examples examples.json
 
@@ -31,15 +32,19 @@ from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json
 from vecflow.core.settings import seed_everything, settings_arg
 from vecflow.data.articles import split_sentences
+from vecflow.summary.pairing import check_pairs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SPEAKER_TAG = re.compile(r"#Person\d+#", re.IGNORECASE)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def read_predictions(path: str | Path) -> list[dict]:
-    """Read predictions JSONL ``{id, prediction, references: [str, ...]}``; errors name file:line and field."""
-    rows = []
+def read_predictions(path: str | Path, eval_split: str | Path | None = None) -> list[dict]:
+    """Read predictions JSONL ``{id, prediction, references: [str, ...]}``; errors name file:line and field.
+
+    Each id once; with ``eval_split`` (the file the predict step read), the ids one-to-one with its dialogues and
+    each row's references that dialogue's (``vecflow.summary.pairing``)."""
+    rows, lines = [], []
     for lineno, record in iter_jsonl(path):
         require_fields(record, {"id": (str, int), "prediction": str, "references": list}, path, lineno)
         references = record["references"]
@@ -49,8 +54,19 @@ def read_predictions(path: str | Path) -> list[dict]:
             if not isinstance(reference, str) or not reference.strip():
                 raise VecflowError(f"{where(path, lineno, 'references')}: item {i} is not a non-empty string")
         rows.append({"id": str(record["id"]), "prediction": record["prediction"], "references": references})
+        lines.append(lineno)
     if not rows:
         raise VecflowError(f"{path}: no predictions (empty file)")
+    pairs = [(line, row["id"], row["references"]) for line, row in zip(lines, rows)]
+    if eval_split is None:
+        first: dict[str, int] = {}
+        for line, row_id, _ in pairs:
+            if row_id in first:
+                raise VecflowError(f"{where(path, line, 'id')}: duplicate id '{row_id}' (first at line {first[row_id]}); "
+                                   f"each eval dialogue needs exactly one prediction: re-run the predict step")
+            first[row_id] = line
+    else:
+        check_pairs(pairs, path, eval_split)
     return rows
 
 
@@ -263,6 +279,9 @@ def _device_name(requested: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecflow score", description="ROUGE + BERTScore for predictions JSONL.")
     parser.add_argument("--predictions", required=True, help="predictions JSONL {id, prediction, references}")
+    parser.add_argument("--eval-split", required=True,
+                        help="the eval split the predictions are for (dialogues JSONL, or the ELM's summary-only "
+                             "synthesis JSONL): ids must be one-to-one with it, with its references")
     parser.add_argument("--bertscore-model", required=True, help="local HF model folder for BERTScore")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the 'evaluation' config section")
     parser.add_argument("--out-scores", required=True, help="scores JSON")
@@ -273,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     seed_everything(args.settings.get("seed", 0))
-    rows = read_predictions(args.predictions)
+    rows = read_predictions(args.predictions, args.eval_split)
     scores, examples = score_predictions(rows, args.bertscore_model, args.settings)
     write_json(args.out_scores, scores)
     write_json(args.out_examples, examples)

@@ -280,8 +280,10 @@ def predict_summaries(model_dir, dialogues_path, settings: dict, out_path) -> in
     seconds = time.time() - started
     print(f"[vecflow] {len(rows)} summaries in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.2f}/s, "
           f"batch {batch_size}, {summarizer.kind})", flush=True)
-    return write_jsonl(out_path, ({"id": r["id"], "prediction": p, "references": r["summaries"]}
-                                  for r, p in zip(rows, predictions)))
+    from vecflow.summary.pairing import paired_rows
+
+    return write_jsonl(out_path, paired_rows([r["id"] for r in rows], predictions, [r["summaries"] for r in rows],
+                                             dialogues_path))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
