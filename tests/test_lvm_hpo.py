@@ -88,3 +88,60 @@ def test_lvm_trial_settings_route_loss_parameters():
     trial = hpo.lvm_trial_settings(settings, {"learning_rate": 0.01, "losses.lambda_ac": 0.2}, "t0")
     assert trial["learning_rate"] == 0.01 and trial["losses"]["lambda_ac"] == 0.2
     assert trial["losses"]["lambda_cos"] == 1.0 and trial["run_name"] == "t0"
+
+
+# ------------------------------------------------------------------- two objectives, forward rule, Pareto (issue 21)
+def test_two_objective_study_maps_c0_and_margin_and_train_lvm_takes_the_chosen_params(lvm_data, tmp_path):  # noqa: F811
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = lvm_hpo_settings(lvm_objectives=["c0", "margin"], lvm_fixed={"train_fraction": 0.5})
+    settings["lvm"]["selection_metric"] = "forward"
+    assert main(worker_args(lvm_data, tmp_path, settings, storage)) == 0
+    record = json.loads((tmp_path / "worker0.json").read_text())
+    assert record["metric"] == "c0,margin" and len(record["trials"]) == 2
+    study = optuna.load_study(study_name="lvm", storage=storage)
+    assert len(study.directions) == 2
+    for trial in study.trials:
+        assert trial.values == [pytest.approx(trial.user_attrs["c0"]), pytest.approx(trial.user_attrs["val_margin"])]
+        assert set(trial.user_attrs["baselines"]) == {"copy_last", "context_mean", "ridge"}
+    out = {name: str(tmp_path / name) for name in ("best.yaml", "trials.csv", "imp.png", "pareto.json", "pareto.png")}
+    assert main(["hpo-best", "--study", "lvm", "--storage", storage, "--workers", str(tmp_path / "worker0.json"),
+                 "--settings", json.dumps(settings), "--out-params", out["best.yaml"],
+                 "--out-trials", out["trials.csv"], "--out-plot", out["imp.png"]]) == 0
+    assert main(["hpo-pareto", "--study", "lvm", "--storage", storage, "--best", out["best.yaml"],
+                 "--out-json", out["pareto.json"], "--out-plot", out["pareto.png"]]) == 0
+    pareto = json.loads((tmp_path / "pareto.json").read_text())
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    chosen = hpo.forward_trial(study.trials)
+    assert best == chosen.params and pareto["chosen"] == chosen.number
+    assert pareto["front"] and set(pareto["baselines"]) == {"copy_last", "context_mean", "ridge"}
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the final run takes the study's parameters (not the trials' lvm_fixed train_fraction)
+    from vecflow.lvm.train import with_study_params
+
+    run = with_study_params(settings["lvm"] | {"tracking": {}}, out["best.yaml"])
+    assert run["learning_rate"] == best["learning_rate"]
+    assert run["losses"]["lambda_ac"] == best["losses.lambda_ac"] and "train_fraction" not in run
+
+
+def make_trial(c0, margin, wins=0):
+    return optuna.trial.create_trial(
+        params={"x": c0}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)}, values=[c0, margin],
+        user_attrs={"wins": wins})
+
+
+def test_forward_trial_is_the_highest_c0_with_a_positive_margin_else_dominance():
+    trials = [make_trial(0.70, -0.01, wins=9), make_trial(0.60, 0.02), make_trial(0.62, 0.001), make_trial(0.5, 0.2)]
+    assert hpo.forward_trial(trials).values == [0.62, 0.001]
+    backward = [make_trial(0.70, -0.05, wins=5), make_trial(0.60, -0.01, wins=7), make_trial(0.65, -0.02, wins=7)]
+    assert hpo.forward_trial(backward).values == [0.60, -0.01]  # most wins, then the higher margin
+
+
+def test_bad_study_params_and_objectives_are_errors(tmp_path):
+    path = tmp_path / "best.yaml"
+    path.write_text("soft_tokens: 4\n")
+    with pytest.raises(VecflowError, match="best.yaml: key 'soft_tokens': not a tunable lvm setting"):
+        hpo.read_lvm_params(path)
+    with pytest.raises(VecflowError, match="file not found"):
+        hpo.read_lvm_params(tmp_path / "missing.yaml")
+    with pytest.raises(VecflowError, match=r"hpo.lvm_objectives: expected \[margin\] or \[c0, margin\]"):
+        hpo.lvm_objectives({"lvm_objectives": ["margin", "c0"]})

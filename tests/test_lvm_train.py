@@ -406,3 +406,17 @@ def test_train_lvm_uses_torchs_fused_adamw_on_cpu():
 
     optimizer = make_optimizer(torch.nn.Linear(4, 4), {"learning_rate": 1e-3, "weight_decay": 0.01}, "cpu")
     assert optimizer.defaults["fused"] is True and optimizer.defaults["weight_decay"] == 0.01
+
+
+def test_forward_selection_prefers_a_positive_margin_then_the_highest_c0():
+    from vecflow.lvm.train import forward_key, forward_verdict, is_better
+
+    backward_strong = forward_key(-0.01, 0.70, 9)
+    forward_weak = forward_key(0.001, 0.55, 0)
+    forward_better = forward_key(0.0005, 0.60, 0)
+    assert is_better(forward_weak, backward_strong, True)
+    assert is_better(forward_better, forward_weak, True)  # both forward: higher c0 wins, whatever the margin
+    assert is_better(forward_key(-0.01, 0.5, 9), forward_key(-0.001, 0.7, 8), True)  # none forward: dominance
+    assert forward_verdict({"val/margin": -0.01}, "forward") == {"positive_margin": False, "margin": -0.01,
+                                                                 "fallback": "dominance"}
+    assert forward_verdict({"val/margin": 0.02}, "forward")["fallback"] is None

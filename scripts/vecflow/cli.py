@@ -25,6 +25,8 @@ COMMANDS = {
     "train-lvm": "vecflow.lvm.train:main",
     "fivecat": "vecflow.lvm.fivecat:main",
     "lvm-curve": "vecflow.lvm.fivecat:main_curve",
+    "lvm-seeds": "vecflow.lvm.seeds:main",
+    "hpo-pareto": "vecflow.hpo.study:main_pareto",
     "train-summarizer": "vecflow.summary.seq2seq:main_train",
     "predict-summarizer": "vecflow.summary.seq2seq:main_predict",
     "train-causal": "vecflow.summary.causal:main_train",

@@ -183,6 +183,21 @@ def elm_params_input(wildcards):
     return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if elm_hpo else []
 
 
+def lvm_study_on():
+    return TRACKS["hpo"] and TRACKS["lvm"] and HPO["target"] == "lvm"
+
+
+def lvm_pareto_on():
+    return lvm_study_on() and list(HPO["lvm_objectives"]) == ["c0", "margin"]
+
+
+def lvm_study_params(wildcards):
+    """The LVM study's best_params.yaml for a run with params_from_study (none when the study is off)."""
+    entry = config["lvm"]["runs"][wildcards.run]
+    on = entry.get("params_from_study", False) and lvm_study_on()
+    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if on else []
+
+
 def elm_bertscore_settings():
     bertscore = config["evaluation"]["bertscore"]
     return {
@@ -247,6 +262,9 @@ def report_inputs(wildcards):
         files["hpo_trials"] = f"{R}/hpo/{HPO['study']}/trials.csv"
         files["hpo_importance"] = f"{R}/hpo/{HPO['study']}/importance.png"
         files["hpo_params"] = f"{R}/hpo/{HPO['study']}/best_params.yaml"
+        if HPO["target"] == "lvm" and lvm_pareto_on():
+            files["hpo_pareto"] = f"{R}/hpo/{HPO['study']}/pareto.json"
+            files["hpo_pareto_plot"] = f"{R}/hpo/{HPO['study']}/pareto.png"
     if TRACKS["lvm"]:
         if config["lvm"]["articles"]["format"] != "pydoc":
             files["data__articles"] = config["lvm"]["articles"]["input"]
@@ -258,6 +276,8 @@ def report_inputs(wildcards):
             files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}"
             files[f"fivecat__{run}"] = f"{R}/lvm/fivecat/{run}.json"
             files[f"fivecat_plot__{run}"] = f"{R}/lvm/fivecat/{run}.png"
+        if config["lvm"]["seeds"]["run"]:
+            files["lvm_seeds"] = f"{R}/lvm/seeds.json"
         if config["lvm"]["learning_curve"]["run"]:
             files["lvm_curve"] = f"{R}/lvm/learning_curve.json"
             files["lvm_curve_plot"] = f"{R}/lvm/learning_curve.png"

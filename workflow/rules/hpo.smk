@@ -131,3 +131,27 @@ rule hpo_best:
         "vecflow hpo-best --study {wildcards.study} --storage {params.storage} "
         "--workers {params.workers} --settings {params.settings:q} --out-params {output.params} "
         "--out-trials {output.trials} --out-plot {output.plot} > {log} 2>&1"
+
+
+if HPO["target"] == "lvm":
+
+    rule hpo_pareto:
+        input:
+            best=f"{R}/hpo/{{study}}/best_params.yaml",
+        output:
+            json=f"{R}/hpo/{{study}}/pareto.json",
+            plot=report(
+                f"{R}/hpo/{{study}}/pareto.png",
+                caption="../report/hpo_pareto.rst",
+                category="3. Next-vector models",
+                subcategory="Optuna",
+            ),
+        log:
+            f"{LOGS}/hpo/{{study}}.pareto.log",
+        conda:
+            "../../envs/vecflow.yaml"
+        params:
+            storage=hpo_storage(),
+        shell:
+            "vecflow hpo-pareto --study {wildcards.study} --storage {params.storage} "
+            "--best {input.best} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"

@@ -17,6 +17,23 @@ if CURVE["run"]:
         )
         LVM_RUNS.append(name)
 
+# Seeds (lvm.seeds): the chosen run retrained with seeds seed+1 .. seed+count-1 as runs <run>-seed<i>; the
+# lvm_seeds rule reports the 5CAT mean ± sd over all of them and the forward verdicts on the mean.
+SEEDS = config["lvm"]["seeds"]
+SEED_RUNS = []
+if SEEDS["run"]:
+    if SEEDS["run"] not in config["lvm"]["runs"]:
+        raise WorkflowError(
+            f"config: lvm.seeds.run: '{SEEDS['run']}' is not one of lvm.runs"
+        )
+    for i in range(2, SEEDS["count"] + 1):
+        name = f"{SEEDS['run']}-seed{i}"
+        SEED_RUNS.append(name)
+        config["lvm"]["runs"][name] = dict(
+            config["lvm"]["runs"][SEEDS["run"]], seed=config["seed"] + i - 1
+        )
+        LVM_RUNS.append(name)
+
 
 rule embed_chunks:
     input:
@@ -105,6 +122,7 @@ rule train_lvm:
         val_vectors=f"{R}/lvm/embeddings/val.safetensors",
         val_index=f"{R}/lvm/embeddings/val.index.jsonl",
         encoder=model_input(config["encoder"]),
+        study=lvm_study_params,
     output:
         model=directory(f"{R}/lvm/models/{{run}}"),
     log:
@@ -120,6 +138,7 @@ rule train_lvm:
         runtime=240,
     params:
         encoder=parent_of("encoder"),
+        study=lambda w, input: f"--params {input.study}" if input.study else "",
         settings=lambda w: json.dumps(  # the mini-5CAT uses the fivecat rule's article filter
             dict(
                 json.loads(lvm_run_settings(w)),
@@ -131,7 +150,7 @@ rule train_lvm:
         "vecflow train-lvm --train-windows {input.train} --train-embeddings {input.train_vectors} "
         "--train-index {input.train_index} --val-windows {input.val} "
         "--val-embeddings {input.val_vectors} --val-index {input.val_index} "
-        "--encoder {params.encoder} "
+        "--encoder {params.encoder} {params.study} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
 
 
@@ -217,3 +236,25 @@ rule lvm_learning_curve:
     shell:
         "vecflow lvm-curve {params.points} --out-json {output.json} "
         "--out-plot {output.plot} > {log} 2>&1"
+
+
+if SEEDS["run"]:
+
+    rule lvm_seeds:
+        input:
+            fivecat=[
+                f"{R}/lvm/fivecat/{run}.json" for run in [SEEDS["run"], *SEED_RUNS]
+            ],
+        output:
+            json=f"{R}/lvm/seeds.json",
+        log:
+            f"{LOGS}/lvm_seeds.log",
+        conda:
+            "../../envs/vecflow.yaml"
+        params:
+            reports=lambda w, input: " ".join(
+                f"--report {run}={path}"
+                for run, path in zip([SEEDS["run"], *SEED_RUNS], input.fivecat)
+            ),
+        shell:
+            "vecflow lvm-seeds {params.reports} --out-json {output.json} > {log} 2>&1"

@@ -291,7 +291,7 @@ def _trial_record(trial) -> dict:
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        **({"values": trial.values} if trial.values is not None and len(trial.values) > 1 else {"value": trial.value}),
         "params": trial.params,
         "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
     }
@@ -300,9 +300,43 @@ def _trial_record(trial) -> dict:
 # ------------------------------------------------------------------------------------------ LVM target
 
 
+LVM_OBJECTIVES = ("c0", "margin")
+
+
+def read_lvm_params(path) -> dict:
+    """An LVM study's best_params.yaml: a flat mapping of tunable lvm settings and ``losses.<key>``."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise VecflowError(f"{path}: file not found (run the LVM study: hpo.target lvm)")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise VecflowError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise VecflowError(f"{path}: expected a mapping of lvm settings")
+    for key in params:
+        if not _lvm_setting(key):
+            raise VecflowError(f"{path}: key '{key}': not a tunable lvm setting ({', '.join(LVM_TUNABLE)}, "
+                               "or losses.<key>)")
+    return params
+
+
+def lvm_objectives(hpo: dict) -> tuple[str, ...]:
+    """``hpo.lvm_objectives``: [margin] (one objective, c_0 >= context mean as a constraint) or [c0, margin]
+    (two objectives: the study maps the c_0 / margin front)."""
+    objectives = tuple(hpo.get("lvm_objectives") or ("margin",))
+    if objectives not in (("margin",), LVM_OBJECTIVES):
+        raise VecflowError(f"settings: hpo.lvm_objectives: expected [margin] or [c0, margin], got {list(objectives)}")
+    return objectives
+
+
 def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
-    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), overridden by the trial's parameters;
-    ``losses.<key>`` parameters go into the run's loss overrides."""
+    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), with ``hpo.lvm_fixed`` (every
+    trial's overrides, e.g. a smaller train_fraction) and then the trial's parameters; ``losses.<key>`` keys go
+    into the run's loss overrides."""
+    params = {**(settings.get("hpo", {}).get("lvm_fixed") or {}), **params}
     base = dict(need(settings, "lvm"))
     losses = dict(base.get("losses") or {})
     for name, value in params.items():
@@ -339,16 +373,18 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
     if hpo.get("direction", "maximize") != "maximize":
         raise VecflowError("settings: hpo.direction: the lvm target maximises the margin (set direction: maximize)")
     seed = int(settings.get("seed", 0))
+    two = lvm_objectives(hpo) == LVM_OBJECTIVES
 
     native = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5: constraints live on the trial
 
     def sampler(sampler_seed):
-        if native:
+        if native or two:  # two objectives: the whole front is wanted, no constraint
             return optuna.samplers.TPESampler(seed=sampler_seed)
         return optuna.samplers.TPESampler(seed=sampler_seed, constraints_func=_constraints)
 
+    direction = {"directions": ["maximize", "maximize"]} if two else {"direction": "maximize"}
     study = optuna.create_study(
-        study_name=study_name, storage=open_storage(storage_url), load_if_exists=True, direction="maximize",
+        study_name=study_name, storage=open_storage(storage_url), load_if_exists=True, **direction,
         sampler=sampler(seed + worker),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=int(hpo.get("pruner_startup_trials", 2)),
                                            n_warmup_steps=int(hpo.get("pruner_warmup_epochs", 0))),
@@ -366,6 +402,8 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
         run_settings = lvm_trial_settings(settings, suggest(trial, specs), f"{study_name}-trial{trial.number}")
 
         def report(record: dict) -> None:
+            if two:  # Optuna prunes single-objective studies only
+                return
             trial.report(record["val/margin"], record["epoch"])
             if trial.should_prune():
                 trial.set_user_attr("constraint", (1.0,))
@@ -382,12 +420,19 @@ def run_lvm_worker(settings: dict, study_name: str, storage_url: str, worker: in
             trial.set_constraint("context_mean_c0_minus_c0", constraint)
         trial.set_user_attr("c0", summary["val_c0"])
         trial.set_user_attr("context_mean_c0", summary["selection_baselines"]["context_mean"]["c0"])
+        for key in ("val_margin", "val_mrr", "best_epoch", "epochs_run"):
+            trial.set_user_attr(key, summary[key])
+        trial.set_user_attr("wins", summary["best"].get("val/wins"))
+        trial.set_user_attr("baselines", {name: {m: base.get(m) for m in ("c0", "margin", "mrr")}
+                                          for name, base in summary["selection_baselines"].items()})
+        if two:
+            return float(summary["val_c0"]), float(summary["val_margin"])
         return float(summary["val_margin"])
 
     study.optimize(objective, n_trials=trials)
     ran = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers}
     return {"study": study_name, "storage": storage_url, "worker": worker, "sampler_seed": sampler_seed,
-            "metric": "margin", "direction": "maximize", "target": "lvm",
+            "metric": "c0,margin" if two else "margin", "direction": "maximize", "target": "lvm",
             "trials": [{**_trial_record(ran[n]), "constraint": list(_constraints(ran[n]))} for n in numbers]}
 
 
@@ -458,6 +503,11 @@ def check_worker_files(paths: list[str], study_name: str) -> int:
 def check_direction(study, settings: dict) -> None:
     """The study must optimise in the direction the config asks for (a reused study name could differ)."""
     wanted = settings.get("hpo", {}).get("direction")
+    if len(study.directions) > 1:  # the lvm target's [c0, margin] study: both maximised
+        if settings.get("hpo", {}).get("target") != "lvm":
+            raise VecflowError(f"study '{study.study_name}' has {len(study.directions)} objectives: only the lvm "
+                               "target runs a two-objective study")
+        return
     actual = study.direction.name.lower()
     if wanted is not None and wanted != actual:
         raise VecflowError(
@@ -474,18 +524,89 @@ def best_trial(study, target: str = "elm"):
     if not complete:
         states = sorted({t.state.name for t in study.get_trials(deepcopy=False)}) or ["no trials"]
         raise VecflowError(f"study '{study.study_name}': no complete trial ({', '.join(states)})")
+    if target == "lvm" and len(study.directions) > 1:
+        return forward_trial(complete)
     if target == "lvm":
         feasible = [t for t in complete if all(c <= 0 for c in _constraints(t))]
         return max(feasible or complete, key=lambda t: t.value)
     return study.best_trial
 
 
+def forward_trial(trials: list):
+    """``selection_metric: forward`` over trials ([c0, margin] values on the selection split): among those with a
+    positive margin the highest c_0; with none, dominance over the baselines (pairs won, then margin). The
+    chosen trial's user attribute ``forward_fallback`` says which rule chose it."""
+    forward = [t for t in trials if t.values[1] > 0]
+    if forward:
+        return max(forward, key=lambda t: (t.values[0], t.values[1]))
+    return max(trials, key=lambda t: (t.user_attrs.get("wins") or 0, t.values[1]))
+
+
+def trial_value_text(trial) -> str:
+    return ", ".join(f"{v:.6g}" for v in trial.values) if trial.values and len(trial.values) > 1 else f"{trial.value:.6g}"
+
+
+def pareto_record(study) -> dict:
+    """Every complete trial of a [c0, margin] study as a point, the Pareto front, the chosen trial (forward rule),
+    and the baselines (copy-last, context-mean, ridge) measured on the same selection split."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if not complete:
+        raise VecflowError(f"study '{study.study_name}': no complete trial")
+    front = {t.number for t in study.best_trials}
+    chosen = forward_trial(complete)
+    points = [{"trial": t.number, "c0": t.values[0], "margin": t.values[1], "mrr": t.user_attrs.get("val_mrr"),
+               "wins": t.user_attrs.get("wins"), "pareto": t.number in front, "params": dict(t.params)}
+              for t in sorted(complete, key=lambda t: t.number)]
+    baselines = next((t.user_attrs["baselines"] for t in complete if t.user_attrs.get("baselines")), {})
+    positive = [p for p in points if p["margin"] > 0]
+    return {"study": study.study_name, "objectives": list(LVM_OBJECTIVES), "split": "selection",
+            "trials": points, "front": sorted(front), "chosen": chosen.number,
+            "rule": "forward" if positive else "dominance (no trial reached a positive margin)",
+            "positive_margin_trials": len(positive), "baselines": baselines}
+
+
+def write_pareto(json_path, plot_path, study) -> dict:
+    """``pareto_record`` as JSON and as a plot: c_0 against margin, the front joined, baselines as labelled points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    record = pareto_record(study)
+    write_json(json_path, record)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    pts = record["trials"]
+    ax.scatter([p["c0"] for p in pts], [p["margin"] for p in pts], s=18, color="0.6", label="trials")
+    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["c0"])
+    ax.plot([p["c0"] for p in front], [p["margin"] for p in front], "o-", color="tab:blue", label="Pareto front")
+    chosen = next(p for p in pts if p["trial"] == record["chosen"])
+    ax.scatter([chosen["c0"]], [chosen["margin"]], s=90, facecolors="none", edgecolors="tab:red",
+               label=f"chosen (trial {chosen['trial']}, {record['rule'].split(' ')[0]})")
+    for name, base in record["baselines"].items():
+        if base.get("c0") is not None and base.get("margin") is not None:
+            ax.scatter([base["c0"]], [base["margin"]], marker="s", color="black")
+            ax.annotate(name, (base["c0"], base["margin"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(0.0, color="tab:green", lw=0.8, ls="--")
+    ax.set_xlabel("c0 (selection split)")
+    ax.set_ylabel("5CAT margin (selection split)")
+    ax.set_title(f"{study.study_name}: c0 / margin trade-off")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(plot_path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return record
+
+
 def write_best_params(path, study, trial) -> None:
     import yaml
 
+    directions = ", ".join(d.name.lower() for d in study.directions)
     header = (
-        f"# best of study '{study.study_name}': trial {trial.number}, value {trial.value:.6g} "
-        f"({study.direction.name.lower()})\n"
+        f"# best of study '{study.study_name}': trial {trial.number}, value {trial_value_text(trial)} "
+        f"({directions})\n"
     )
     write_text(path, header + yaml.safe_dump(dict(trial.params), sort_keys=True))
 
@@ -503,6 +624,8 @@ def param_importances(study) -> tuple[dict[str, float], str | None]:
     if len(complete) < 2:
         return {}, f"{len(complete)} complete trial(s): parameter importance needs at least 2"
     try:
+        if len(study.directions) > 1:  # importance for the margin, the objective a [c0, margin] study is about
+            return optuna.importance.get_param_importances(study, target=lambda t: t.values[1]), None
         return optuna.importance.get_param_importances(study), None
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         return {}, f"parameter importance could not be computed: {exc}"
@@ -550,6 +673,25 @@ def main_best(argv: list[str] | None = None) -> int:
     write_importance_plot(args.out_plot, study)
     print(
         f"[vecflow] hpo-best: {len(study.trials)} trials in the study ({worker_trials} from these workers); "
-        f"best trial {trial.number} = {trial.value:.4f} {trial.params}"
+        f"best trial {trial.number} = {trial_value_text(trial)} {trial.params}"
     )
+    return 0
+
+
+def main_pareto(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vecflow hpo-pareto",
+                                     description="The c0 / margin front of an LVM [c0, margin] Optuna study.")
+    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--storage", required=True, help="the storage URL the workers used")
+    parser.add_argument("--best", required=True, help="hpo-best's best_params.yaml (the study is complete)")
+    parser.add_argument("--out-json", required=True, help="trials, front, chosen trial and baselines")
+    parser.add_argument("--out-plot", required=True, help="c0 against margin: trials, front, baselines")
+    args = parser.parse_args(argv)
+    study = load_study(args.study, args.storage)
+    if len(study.directions) != 2:
+        raise VecflowError(f"study '{args.study}': {len(study.directions)} objective(s); the Pareto front needs the "
+                           "lvm target's two (hpo.lvm_objectives: [c0, margin])")
+    record = write_pareto(args.out_json, args.out_plot, study)
+    print(f"[vecflow] hpo-pareto: {len(record['trials'])} trials, front {record['front']}, chosen trial "
+          f"{record['chosen']} by {record['rule']}; {record['positive_margin_trials']} with a positive margin")
     return 0

@@ -59,6 +59,7 @@ from vecflow.lvm.windows import Windows, load_windows
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
 SELECTION_METRICS = {  # setting -> (history key, higher is better)
     "dominance": ("val/dominance", True),  # [pairs won of baselines x (c0, mrr, margin), margin]
+    "forward": ("val/forward", True),  # [1, c0, margin] when margin > 0, else [0, wins, margin] (dominance)
     "val_margin": ("val/margin", True),
     "val_cos": ("val/cos_sim", True),
     "val_loss": ("val/mse", False),
@@ -286,8 +287,17 @@ def epoch_record(epoch: int, weights: dict, train_terms: dict, val_terms: dict, 
     record["val/dominates"] = fivecat["dominance"]["dominates"]
     record["val/loses_to"] = fivecat["dominance"]["loses_to"]
     record["val/dominance"] = [fivecat["dominance"]["wins"], fivecat["margin"]]
+    record["val/forward"] = forward_key(fivecat["margin"], fivecat["c0"], fivecat["dominance"]["wins"])
     record.update({f"val/{offset_key(k)}": value for k, value in fivecat["c"].items()})
     return record
+
+
+def forward_key(margin, c0, wins) -> list:
+    """``selection_metric: forward``: a checkpoint that predicts forward (selection margin > 0) beats every one
+    that does not, and among those the highest c_0 wins; with no positive margin it is dominance (wins, margin)."""
+    if margin is not None and c0 is not None and margin > 0:
+        return [1, c0, margin]
+    return [0, wins, margin]
 
 
 def format_epoch_line(record: dict, epochs: int) -> str:
@@ -598,7 +608,18 @@ def build_summary(state: dict, run: dict, device, train_count: int, val_count: i
         "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
         "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
         "loses_to": best["val/loses_to"],
+        "forward": forward_verdict(best, run["selection_metric"]),
     }
+
+
+def forward_verdict(best: dict, selection_metric: str) -> dict:
+    """Does the published checkpoint predict forward on the selection split, and (for ``forward``) was the
+    rule's fallback to dominance used because no checkpoint had a positive margin?"""
+    positive = best.get("val/margin") is not None and best["val/margin"] > 0
+    verdict = {"positive_margin": positive, "margin": best.get("val/margin")}
+    if selection_metric == "forward":
+        verdict["fallback"] = None if positive else "dominance"
+    return verdict
 
 
 def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, summary: dict) -> None:
@@ -625,11 +646,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output model folder")
     parser.add_argument("--encoder", metavar="DIR",
                         help="the encoder folder the config names: a bank of another encoder or dimension is refused")
+    parser.add_argument("--params", metavar="YAML",
+                        help="an LVM study's best_params.yaml (hpo-best): its values override the settings "
+                             "(losses.<key> into the loss overrides)")
     return parser.parse_args(argv)
+
+
+def with_study_params(settings: dict, path: str | None) -> dict:
+    """``settings`` overridden by a study's best parameters (the trial's values, exactly as the trial ran)."""
+    if not path:
+        return settings
+    from vecflow.hpo.study import lvm_trial_settings, read_lvm_params
+
+    params = read_lvm_params(path)
+    merged = lvm_trial_settings({"lvm": settings}, params, settings.get("run_name") or settings.get("run") or "lvm")
+    return {**merged, "tracking": settings.get("tracking", {}), "params_file": str(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.settings = with_study_params(args.settings, args.params)
     train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out,
               train_embeddings_path=args.train_embeddings, train_index_path=args.train_index,
               encoder_dir=args.encoder)

@@ -49,7 +49,8 @@ ARTIFACT_KEYS = {
     "history": True, "tracking": True,
     "fivecat": True, "fivecat_plot": True, "lvm_curve": False, "lvm_curve_plot": False,
     "scores": True, "examples": True, "train_summary": True,
-    "hpo_trials": False, "hpo_importance": False, "hpo_params": False,
+    "hpo_trials": False, "hpo_importance": False, "hpo_params": False, "hpo_pareto": False, "hpo_pareto_plot": False,
+    "lvm_seeds": False,
     "decision": False, "benchmark": True,
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -846,7 +847,7 @@ def lvm_section(run: dict, artifacts: dict) -> list[dict]:
         if part:
             part[0] = {**part[0], "heading": f"LVM run {name}"}
         blocks += part
-    return blocks + learning_curve_blocks(artifacts)
+    return blocks + seeds_blocks(artifacts) + learning_curve_blocks(artifacts)
 
 
 def dominance_banners(run: str, report: dict) -> list[dict]:
@@ -855,6 +856,38 @@ def dominance_banners(run: str, report: dict) -> list[dict]:
     return [banner(f"{run} — {v.get('line', split)}", bool(v.get("dominates")), small=True)
             for split, v in sorted(verdicts.items(), key=lambda item: _split_rank(item[0]))
             if isinstance(v, dict)]
+
+
+SEED_METRICS = ("c0", "margin", "mrr", "r1", "ca", "par")
+
+
+def seeds_blocks(artifacts: dict) -> list[dict]:
+    """One recipe over several seeds (lvm-seeds): the model's 5CAT as mean ± sd beside the baselines, and the
+    forward verdicts made on the mean."""
+    path = one(artifacts, "lvm_seeds")
+    if not path:
+        return []
+    record = read_json_object(path)
+    rows, verdicts = [], []
+    for split, result in sorted(record.get("splits", {}).items(), key=lambda item: _split_rank(item[0])):
+        model = result.get("model", {})
+        rows.append([split, f"model (mean ± sd, {record.get('seeds')} seeds)",
+                     *(_mean_sd_text(model.get(m)) for m in SEED_METRICS)])
+        for name, base in result.get("baselines", {}).items():
+            rows.append([split, name, *(base.get(m) for m in SEED_METRICS)])
+        verdict = result.get("verdict", {})
+        verdicts.append([split, "met" if verdict.get("met") else "missed", verdict.get("line", "")])
+    runs = ", ".join(record.get("runs", []))
+    return [table(["split", "predictor", *SEED_METRICS], rows, heading="LVM recipe over seeds",
+                  caption=f"runs {runs}; CA = contrastive accuracy (share of candidates farther from the prediction than the target), PAR = the prediction's highest context cosine over the true next chunk's (> 1: it copies the context)"),
+            table(["split", "forward (margin > 0, c0 >= context mean, MRR > ridge)", "on the mean"], verdicts,
+                  heading="Forward verdicts")]
+
+
+def _mean_sd_text(value) -> str:
+    if not isinstance(value, dict) or value.get("mean") is None:
+        return "n/a"
+    return f"{value['mean']:.4f} ± {value.get('sd') or 0.0:.4f}"
 
 
 def learning_curve_blocks(artifacts: dict) -> list[dict]:
@@ -957,10 +990,11 @@ SCORE_COLUMNS = {
     "n": "n", "ROUGE-1 F": "rouge.rouge1.f", "ROUGE-2 F": "rouge.rouge2.f", "ROUGE-L F": "rouge.rougeL.f",
     "ROUGE-Lsum F": "rouge.rougeLsum.f", "BERTScore F1": "bertscore.f1", "F1 std": "bertscore.f1_std",
     "BERTScore P": "bertscore.p", "BERTScore R": "bertscore.r", "empty": "empty_predictions",
-    "pred words": "mean_pred_words", "ref words": "mean_ref_words",
+    "pred words": "mean_pred_words", "ref words": "mean_ref_words", "length ratio": "length_ratio",
     "tag rate pred": "speaker_tag_rate.predictions", "tag rate ref": "speaker_tag_rate.references",
 }
-FAMILY_EXTRA_COLUMNS = {"n": "n", "mean words": "mean_pred_words", "with speaker tags": "speaker_tag_rate.predictions"}
+FAMILY_EXTRA_COLUMNS = {"n": "n", "mean words": "mean_pred_words", "ref words": "mean_ref_words",
+                        "length ratio": "length_ratio", "with speaker tags": "speaker_tag_rate.predictions"}
 
 
 def summaries_section(run: dict, artifacts: dict) -> list[dict]:
@@ -1065,6 +1099,26 @@ def hpo_section(artifacts: dict) -> list[dict]:
         blocks.append(not_run("best parameters"))
     else:
         blocks.append(key_value_table(read_yaml(params) or {}, "Best parameters"))
+    return blocks + pareto_blocks(artifacts)
+
+
+def pareto_blocks(artifacts: dict) -> list[dict]:
+    """An LVM [c0, margin] study: the front as a plot (baselines drawn on the same axes) and as a table."""
+    blocks = []
+    pareto, plot = one(artifacts, "hpo_pareto"), one(artifacts, "hpo_pareto_plot")
+    if plot:
+        blocks.append(image(png_data_uri(plot), "c0 against 5CAT margin on the selection split: trials, the Pareto "
+                            "front, the chosen trial and the baselines", heading="c0 / margin trade-off"))
+    if pareto:
+        record = read_json_object(pareto)
+        rows = [[p["trial"], p["c0"], p["margin"], p.get("mrr"), "★" if p["trial"] == record.get("chosen") else "",
+                 ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p["params"].items()))]
+                for p in record.get("trials", []) if p.get("pareto")]
+        rows += [[name, b.get("c0"), b.get("margin"), b.get("mrr"), "baseline", ""]
+                 for name, b in record.get("baselines", {}).items()]
+        blocks.append(table(["trial", "c0", "margin", "MRR", "chosen", "recipe"], rows, heading="Pareto front",
+                            caption=f"chosen by {record.get('rule')}; {record.get('positive_margin_trials')} of "
+                                    f"{len(record.get('trials', []))} trials reached a positive selection margin"))
     return blocks
 
 
@@ -1143,8 +1197,8 @@ SECTIONS = (  # id, title, the keys that belong to it; DAG order, after the summ
     ("lineage", "Lineage", ("config", "manifest", "data", "tracking")),
     ("data", "Data", ("ingest_stats", "filter_stats", "leakage", "split_ids")),
     ("diagnostics", "Data-direction diagnostics", ("direction", "direction_plot")),
-    ("lvm", "LVM runs and 5CAT", ("fivecat", "fivecat_plot", "lvm_curve", "lvm_curve_plot")),
-    ("hpo", "HPO", ("hpo_trials", "hpo_importance", "hpo_params")),
+    ("lvm", "LVM runs and 5CAT", ("fivecat", "fivecat_plot", "lvm_seeds", "lvm_curve", "lvm_curve_plot")),
+    ("hpo", "HPO", ("hpo_trials", "hpo_importance", "hpo_params", "hpo_pareto", "hpo_pareto_plot")),
     ("summaries", "Summaries", ("scores", "examples")),
     ("deploy", "Deploy gates", ("decision",)),
     ("runtime", "Run time", ("benchmark",)),
