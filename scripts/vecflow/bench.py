@@ -916,36 +916,27 @@ def percentiles(latencies: list[float]) -> dict:
 
 
 def load_test(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
-    """``clients`` threads, each with its own keep-alive connection, send their share of ``bodies``;
-    returns (requests/s over the whole run, per-request latencies). Any non-200 answer stops the run.
+    """``clients`` threads, each with its own keep-alive connection, send ``bodies`` (the server's one load
+    client, ``vecflow.ship.loadgen``); returns (requests/s over the whole run, per-request latencies). Any
+    non-200 answer fails the run.
 
     The bodies are JSON-encoded before the clock starts (as httpx's ``json=`` encodes them): the clients share
     the machine's cores with the server, and encoding a 5x384 context costs them about as much CPU as the
     server's HTTP parsing of it."""
-    import concurrent.futures
+    from urllib.parse import urlsplit
 
-    import httpx
+    from vecflow.ship import loadgen
 
-    encoded = [json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-               for body in bodies]
-    shares = [encoded[i::clients] for i in range(clients)]
-    headers = {"content-type": "application/json"}
-
-    def client(share):
-        latencies = []
-        with httpx.Client(timeout=60.0) as session:
-            for body in share:
-                start = time.perf_counter()
-                response = session.post(url, content=body, headers=headers)
-                latencies.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    raise VecflowError(f"{url}: HTTP {response.status_code}: {response.text[:200]}")
-        return latencies
-
+    parts = urlsplit(url)
+    calls = [loadgen.Call("POST", parts.path, json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                                                         allow_nan=False).encode()) for body in bodies]
     start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(client, shares))
-    return len(bodies) / (time.perf_counter() - start), [x for r in results for x in r]
+    results = loadgen.run_clients(f"{parts.scheme}://{parts.netloc}", iter(calls), clients, timeout_s=60.0)
+    rate = len(bodies) / (time.perf_counter() - start)
+    bad = [r for r in results if r.status != 200]
+    if bad:
+        raise VecflowError(f"{url}: HTTP {bad[0].status or bad[0].error} ({len(bad)} of {len(results)} not 200)")
+    return rate, [r.seconds for r in results]
 
 
 def process_cpu_seconds(pid: int) -> float | None:
