@@ -14,6 +14,7 @@ from vecflow.core.errors import VecflowError
 # subcommand -> "module:function"; each function takes the remaining argv and returns an exit code or None
 COMMANDS = {
     "fetch-model": "vecflow.core.fetch:main",
+    "fetch-data": "vecflow.data.fetch:main",
     "ingest-dialogues": "vecflow.data.dialogues:main",
     "synthesize": "vecflow.data.synthesis:main",
     "filter-summary": "vecflow.data.filtering:main",

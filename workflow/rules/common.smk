@@ -395,3 +395,43 @@ def all_targets(wildcards):
     targets = [f"{R}/report/index.html"]
     targets += list(report_inputs(wildcards).values())
     return targets
+
+
+# ---- data sets (datasets:, rule fetch_data in data.smk; vecflow/data/fetch.py) ----
+DATASETS = config["datasets"]
+DATA_DIR = config["data_dir"]
+
+
+def resolve_data_references():
+    """data:<name>/<key> config values become the paths fetch_data reports (one line on a bad reference);
+    returns the data sets the config uses, {name: entry}: those fetch_data fetches or checks."""
+    from vecflow.data.fetch import resolve_references
+
+    try:
+        used = resolve_references(config)
+    except VecflowError as exc:
+        raise WorkflowError(str(exc)) from None
+    return {name: DATASETS[name] for name in sorted(set(used.values()))}
+
+
+def data_manifests(datasets, *paths):
+    """The fetch_data manifests of the used data sets these paths belong to (ancient: the files themselves
+    carry the mtime, the manifest only orders the check before the job that reads them)."""
+    from vecflow.data.fetch import manifests_for
+
+    return [ancient(m) for m in manifests_for(paths, datasets, DATA_DIR)]
+
+
+def fetch_data_outputs(datasets):
+    """Each used data set's manifest, plus the files a hub data set writes."""
+    from vecflow.data.fetch import hub_outputs, manifest_path
+
+    manifests = [manifest_path(name, DATA_DIR) for name in datasets]
+    return manifests + hub_outputs(datasets, DATA_DIR)
+
+
+def fetch_data_inputs(datasets):
+    """A local data set's own files: fetch_data checks them again when they change."""
+    from vecflow.data.fetch import local_inputs
+
+    return local_inputs(datasets)

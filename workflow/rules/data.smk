@@ -1,10 +1,38 @@
-# Data: dialogues (ingest, synthesis, summary filter) and articles (chunks, article-based splits).
-# Package: vecflow/data/.
+# Data: named data sets (fetch), dialogues (ingest, synthesis, summary filter) and articles (chunks,
+# article-based splits). Package: vecflow/data/.
+
+# data:<name>/<key> in summary.splits / lvm.articles become the paths fetch_data reports (vecflow/data/fetch.py)
+DATA_USED = resolve_data_references()
+
+
+if DATA_USED:
+
+    # one job for the data sets the config uses (data:<name>/<key>): hub files downloaded (pinned commit, sha256 in the manifest), local
+    # files format-checked in place and never copied; nothing is written unless every file passes
+    rule fetch_data:
+        input:
+            fetch_data_inputs(DATA_USED),
+        output:
+            fetch_data_outputs(DATA_USED),
+        log:
+            f"{LOGS}/fetch_data.log",
+        conda:
+            "../../envs/vecflow.yaml"
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        params:
+            settings=json.dumps(DATA_USED, sort_keys=True),
+            data_dir=DATA_DIR,
+        shell:
+            "env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE vecflow fetch-data --settings {params.settings:q} "
+            "--data-dir {params.data_dir:q} > {log} 2>&1"
 
 
 rule ingest_dialogues:
     input:
         unpack(summary_split_inputs),
+        data=data_manifests(DATA_USED, *config["summary"]["splits"].values()),
     output:
         splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=DIALOGUE_SPLITS),
         stats=report(
@@ -17,7 +45,9 @@ rule ingest_dialogues:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        splits=lambda w, input: " ".join(f"--split {k}={v}" for k, v in input.items()),
+        splits=lambda w, input: " ".join(
+            f"--split {k}={input[k]}" for k in SUMMARY_SPLITS
+        ),
         settings=lambda w: settings("summary"),
         out_dir=parent_of("stats"),
     shell:
@@ -92,6 +122,10 @@ rule chunk_articles:
             [config["lvm"]["articles"]["ood_input"]]
             if config["lvm"]["articles"]["ood_input"]
             else []
+        ),
+        data=data_manifests(
+            DATA_USED,
+            config["lvm"]["articles"]["input"], config["lvm"]["articles"]["ood_input"]
         ),
     output:
         chunks=f"{R}/lvm/chunks.jsonl",
