@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: demo test install install-test browser lint format clean-results bench scale-test soak
+.PHONY: demo test test-slow install install-test browser lint format clean-results bench scale-test soak gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,14 @@ SOAK_BUNDLE  ?= results/deploy/vecflow-demo
 soak: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m vecflow.ship.soak --bundle $(SOAK_BUNDLE) \
 		--seconds $(SOAK_SECONDS) --out-dir results/soak
+
+# The GPU check (issue 25): every family trained briefly on the demo data on CUDA (or MPS: GPU_CHECK_DEVICE=mps),
+# each training job's log must show that device; samples/s per family in results/gpu-check/gpu_check.md.
+GPU_CHECK_DEVICE ?= cuda
+gpu-check: install
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --configfile config/gpu-check.yaml \
+		--config device=$(GPU_CHECK_DEVICE) --forcerun gpu_check -- results/gpu-check/gpu_check.json
+	@cat results/gpu-check/gpu_check.md
 
 clean-results:
 	rm -rf results/* .snakemake

@@ -14,6 +14,7 @@ include: "workflow/rules/summary.smk"
 include: "workflow/rules/hpo.smk"
 include: "workflow/rules/lvm.smk"
 include: "workflow/rules/ship.smk"
+include: "workflow/rules/gpu_check.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -42,6 +42,7 @@ COMMANDS = {
     "deploy": "vecflow.ship.deploy:main",
     "serve": "vecflow.ship.serve:main",
     "bench": "vecflow.bench:main",
+    "gpu-check": "vecflow.core.gpu_check:main",
 }
 
 

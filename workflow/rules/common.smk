@@ -404,7 +404,8 @@ DATA_DIR = config["data_dir"]
 
 def resolve_data_references():
     """data:<name>/<key> config values become the paths fetch_data reports (one line on a bad reference);
-    returns the data sets the config uses, {name: entry}: those fetch_data fetches or checks."""
+    returns the data sets the config uses, {name: entry}: those fetch_data fetches or checks.
+    """
     from vecflow.data.fetch import resolve_references
 
     try:
@@ -416,7 +417,8 @@ def resolve_data_references():
 
 def data_manifests(datasets, *paths):
     """The fetch_data manifests of the used data sets these paths belong to (ancient: the files themselves
-    carry the mtime, the manifest only orders the check before the job that reads them)."""
+    carry the mtime, the manifest only orders the check before the job that reads them).
+    """
     from vecflow.data.fetch import manifests_for
 
     return [ancient(m) for m in manifests_for(paths, datasets, DATA_DIR)]
@@ -435,3 +437,35 @@ def fetch_data_inputs(datasets):
     from vecflow.data.fetch import local_inputs
 
     return local_inputs(datasets)
+
+
+# ---- gpu-check (make gpu-check, config/gpu-check.yaml; vecflow/core/gpu_check.py) ----
+def gpu_check_families():
+    """Each trained family's job log, model folder and benchmark file: {family: {log, model, benchmark}}."""
+    families = {}
+    if TRACKS["summary"]:
+        for family in summarizer_kinds():
+            rule_name = "train_summarizer" if family == "seq2seq" else "train_causal"
+            families[family] = {
+                "log": f"{LOGS}/{rule_name}.log",
+                "model": SUMMARIZER_DIRS[family],
+                "benchmark": f"{R}/benchmarks/{rule_name}.tsv",
+            }
+    if TRACKS["summary"] and TRACKS["elm"]:
+        families["elm"] = {
+            "log": f"{LOGS}/train_elm.log",
+            "model": FAMILY_MODEL["elm"],
+            "benchmark": f"{R}/benchmarks/train_elm.tsv",
+        }
+    if TRACKS["lvm"]:
+        for run in LVM_RUNS:
+            families[f"lvm-{run}"] = {
+                "log": f"{LOGS}/train_lvm/{run}.log",
+                "model": f"{R}/lvm/models/{run}",
+                "benchmark": f"{R}/benchmarks/train_lvm/{run}.tsv",
+            }
+    return families
+
+
+def gpu_check_inputs(wildcards):
+    return {name: paths["model"] for name, paths in gpu_check_families().items()}

@@ -23,7 +23,7 @@ if DATA_USED:
             runtime=60,
         params:
             settings=json.dumps(DATA_USED, sort_keys=True),
-            data_dir=DATA_DIR,
+            data_dir=lambda w, output: os.path.dirname(os.path.dirname(output[0])),  # <dir>/<name>/manifest.json
         shell:
             "env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE vecflow fetch-data --settings {params.settings:q} "
             "--data-dir {params.data_dir:q} > {log} 2>&1"
@@ -125,7 +125,8 @@ rule chunk_articles:
         ),
         data=data_manifests(
             DATA_USED,
-            config["lvm"]["articles"]["input"], config["lvm"]["articles"]["ood_input"]
+            config["lvm"]["articles"]["input"],
+            config["lvm"]["articles"]["ood_input"],
         ),
     output:
         chunks=f"{R}/lvm/chunks.jsonl",
