@@ -36,8 +36,13 @@ browser:
 			|| echo "chromium could not be installed: the browser test will be skipped"; \
 	fi
 
+# make test: the fast set (tests marked slow - real tiny training and workflow runs - are left out); CI (.ci/run)
+# runs make test, then make test-slow, so nothing is skipped there.
 test: install-test browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install-test browser
+	$(BIN)/python -m pytest -m slow
 
 lint: install-test
 	$(BIN)/snakemake --lint
