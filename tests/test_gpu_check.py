@@ -93,7 +93,7 @@ def test_gpu_check_runs_every_family_on_cpu_when_the_test_allows_it(tmp_path, ti
                                                                    monkeypatch):
     config = tiny_config(tiny_encoder, tiny_causal_lm)
     config.update(device="cpu")
-    config["tracks"].update(hpo=False, deploy=False)
+    config["tracks"] = {"lvm": True, "summary": True, "elm": True, "hpo": False, "deploy": False}
     workdir = write_workdir(tmp_path, config)
     monkeypatch.setenv("VECFLOW_GPU_CHECK_DEVICES", "cpu")
     run(workdir, targets=["results/gpu_check.json"], cores=2)
