@@ -321,6 +321,25 @@ def read_json_object(path: str | os.PathLike) -> dict:
     return value
 
 
+def read_params_yaml(path: str | os.PathLike, what: str, known) -> dict:
+    """A flat YAML mapping of settings (hpo-best's best_params.yaml) whose every key satisfies ``known(key)``."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise VecflowError(f"{path}: file not found")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise VecflowError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(params, dict):
+        raise VecflowError(f"{path}: expected a mapping of {what}")
+    for key in params:
+        if not known(key):
+            raise VecflowError(f"{path}: key '{key}': not {what}")
+    return params
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line; bad JSON or bytes raise naming file:line."""
     path = Path(path)

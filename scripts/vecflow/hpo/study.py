@@ -36,7 +36,7 @@ from pathlib import Path
 
 from vecflow.summary import elm, elm_train
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import atomic_path, read_json, write_json, write_text
+from vecflow.core.io import atomic_path, read_json, read_params_yaml, write_json, write_text
 from vecflow.core.settings import need, settings_arg
 
 PARAM_TYPES = ("float", "int", "categorical")
@@ -305,22 +305,7 @@ LVM_OBJECTIVES = ("c0", "margin")
 
 def read_lvm_params(path) -> dict:
     """An LVM study's best_params.yaml: a flat mapping of tunable lvm settings and ``losses.<key>``."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise VecflowError(f"{path}: file not found (run the LVM study: hpo.target lvm)")
-    try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise VecflowError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(params, dict):
-        raise VecflowError(f"{path}: expected a mapping of lvm settings")
-    for key in params:
-        if not _lvm_setting(key):
-            raise VecflowError(f"{path}: key '{key}': not a tunable lvm setting ({', '.join(LVM_TUNABLE)}, "
-                               "or losses.<key>)")
-    return params
+    return read_params_yaml(path, f"a tunable lvm setting ({', '.join(LVM_TUNABLE)}, or losses.<key>)", _lvm_setting)
 
 
 def lvm_objectives(hpo: dict) -> tuple[str, ...]:

@@ -264,21 +264,9 @@ def resolve_settings(settings: dict, params_path: str | Path | None = None, need
 
 def read_params(path: str | Path) -> dict:
     """A flat YAML mapping of elm settings (hpo-best's best_params.yaml)."""
-    import yaml
+    from vecflow.core.io import read_params_yaml
 
-    path = Path(path)
-    if not path.exists():
-        raise VecflowError(f"{path}: file not found")
-    try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise VecflowError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(params, dict):
-        raise VecflowError(f"{path}: expected a mapping of elm settings")
-    for key in params:
-        if key not in SETTINGS:
-            raise VecflowError(f"{path}: key '{key}': not an elm setting")
-    return params
+    return read_params_yaml(path, "an elm setting", lambda key: key in SETTINGS)
 
 
 # ------------------------------------------------------------------------------------------- generate
