@@ -192,3 +192,27 @@ def test_shared_prefix_stops_one_token_short_of_the_shortest_prompt():
     assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]  # every row keeps a token for generate
     assert shared_prefix([[7, 8]]) == [7]
     assert shared_prefix([[1, 2], [3, 4]]) == [] == shared_prefix([])
+
+
+def test_beam_search_prefills_each_prompt_once_and_repeats_its_cache_rows_per_beam(causal_lm, monkeypatch):
+    """Beam search takes the row-prefill path too: generate gets the cache with each dialogue's rows repeated
+    num_beams times (adjacent, the layout generate's own expansion uses), so no beam's prompt is prefilled again."""
+    import torch
+
+    from vecflow.summary.infer import causal_generation_config, generate_causal
+
+    model, tok = causal_lm
+    seen = []
+    original = type(model).generate
+
+    def spy(self, *args, **kwargs):
+        cache = kwargs.get("cache")
+        seen.append((kwargs["input_ids"].shape, None if cache is None else cache.layers[0].keys.clone()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "generate", spy)
+    config = causal_generation_config({"num_beams": 3, "max_new_tokens": 3}, tok)
+    generate_causal(model, tok, DIALOGUES[:2], causal_spec(), config, 8, torch.device("cpu"))
+    [(shape, keys)] = seen
+    assert keys is not None and keys.shape[0] == 2 * 3 and keys.shape[-2] == shape[1] - 1
+    assert torch.equal(keys[0], keys[2]) and torch.equal(keys[3], keys[5]) and not torch.equal(keys[0], keys[3])

@@ -222,7 +222,7 @@ def generate_causal(model, tokenizer, dialogues: list[str], spec: dict, generati
             batch = [prompts[i] for i in idx]
             if rows_first:
                 ids, mask, cache = _row_prefilled_batch(model, batch, len(prefix), prefix_cache, pad_id, device)
-                extra = {"cache": cache}
+                extra = {"cache": _repeat_rows(model, cache, int(getattr(generation_config, "num_beams", 1)))}
             else:
                 ids, mask = _left_padded(batch, pad_id, device)
                 extra = {}
@@ -246,11 +246,13 @@ def shared_prefix(prompts: list[list[int]]) -> list[int]:
 
 
 def _prefills_rows(model, generation_config) -> bool:
-    """Whether the row-prefill path applies: one beam, the cache on, and plain (non-sliding) cache layers."""
+    """Whether the row-prefill path applies: the cache on, and plain (non-sliding) cache layers. Beam search
+    takes it too: each prompt is prefilled once and its cache rows repeated per beam (``generate`` would prefill
+    every beam's copy of the prompt: ``num_beams`` times the work)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    if getattr(generation_config, "num_beams", 1) != 1 or getattr(generation_config, "use_cache", True) is False:
+    if (getattr(generation_config, "num_beam_groups", None) or 1) != 1 or getattr(generation_config, "use_cache", True) is False:
         return False
     if getattr(generation_config, "cache_implementation", None) is not None or model.config.is_encoder_decoder:
         return False
@@ -319,6 +321,17 @@ def _row_prefilled_batch(model, prompts: list[list[int]], prefix_len: int, prefi
             k[row, :, prefix_len + pads :] = layer.keys[0, :, prefix_len:]
             v[row, :, prefix_len + pads :] = layer.values[0, :, prefix_len:]
     return ids.to(device), mask.to(device), DynamicCache(list(zip(keys, values)), config=model.config)
+
+
+def _repeat_rows(model, cache, times: int):
+    """The cache with every row repeated ``times`` times in place (row i -> rows i*times ... i*times+times-1), the
+    layout ``generate`` gives a batch it expands for beam search."""
+    from transformers import DynamicCache
+
+    if times <= 1:
+        return cache
+    return DynamicCache([(layer.keys.repeat_interleave(times, dim=0), layer.values.repeat_interleave(times, dim=0))
+                         for layer in cache.layers], config=model.config)
 
 
 def _left_padded(prompts: list[list[int]], pad_id: int, device):
