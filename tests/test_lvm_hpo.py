@@ -145,3 +145,19 @@ def test_bad_study_params_and_objectives_are_errors(tmp_path):
         hpo.read_lvm_params(tmp_path / "missing.yaml")
     with pytest.raises(VecflowError, match=r"hpo.lvm_objectives: expected \[margin\] or \[c0, margin\]"):
         hpo.lvm_objectives({"lvm_objectives": ["margin", "c0"]})
+
+
+def test_workers_opening_a_new_sqlite_study_together_do_not_race(tmp_path):
+    """Two hpo-worker jobs started at once both created the schema: 'UNIQUE constraint failed: alembic_version'."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'hpo' / 'study.db'}"
+    with ProcessPoolExecutor(4) as pool:
+        storages = list(pool.map(_open_and_create, [url] * 4))
+    assert storages == ["ok"] * 4
+
+
+def _open_and_create(url):
+    storage = hpo.open_storage(url)
+    optuna.create_study(study_name="race", storage=storage, load_if_exists=True)
+    return "ok"

@@ -152,8 +152,14 @@ def open_storage(url: str):
     if not url:
         raise VecflowError(f"--storage: empty ({usage})")
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        return url
+        from filelock import FileLock
+        from optuna.storages import RDBStorage
+
+        db = Path(url[len("sqlite:///") :])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # workers started together would race to create the schema (UNIQUE constraint failed: alembic_version)
+        with FileLock(f"{db}.lock"):
+            return RDBStorage(url)
     path = journal_path(url)
     if path is not None:
         if path.is_dir() or not path.name:
