@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import write_json
+from vecflow.core.machine import machine
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "results" / "bench"
@@ -53,21 +53,6 @@ BENCHMARKS = ("fivecat", "bertscore", "embed", "generate", "train", "serve", "lv
 
 
 # ---------------------------------------------------------------------------------------------- reporting
-def machine(dtype: str = "float32") -> dict:
-    """Cores, torch threads, dtype and the load at the time of the measurement."""
-    import torch
-
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cpu": model or platform.machine(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "dtype": dtype,
-            "load_average_1m": round(os.getloadavg()[0], 2)}
-
-
 def record(name: str, *, workload: dict, unit: str, peer: str, peer_value: float, ours: str, ours_value: float,
            goal: float | None, check: dict, dtype: str = "float32", extra: dict | None = None,
            out_dir: Path | None = None, cpu: float | None = None) -> dict:

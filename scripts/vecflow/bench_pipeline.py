@@ -35,6 +35,7 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import write_json
+from vecflow.core.machine import machine
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -342,8 +343,6 @@ def measure(workdir: Path, repeats: int, regeneration_repeats: int) -> dict:
 
 def bench_pipeline(size: str, out_dir: Path | None, workdir: Path | None = None, minilm: Path | None = None,
                    smollm2: Path | None = None, repeats: int | None = None, **_) -> dict:
-    from vecflow.bench import machine
-
     full = size == "full"
     repeats = repeats or (3 if full else 1)
     build = None

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from vecflow.core.errors import VecflowError
-from vecflow.summary.generation import check_generation_config
+from vecflow.core.generation_config import check_generation_config
 
 # what YAML 1.1 reads as a string although it looks like a number: 5e-4, 1E3 (no dot in the mantissa)
 NUMBER_LIKE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")

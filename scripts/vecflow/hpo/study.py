@@ -36,15 +36,15 @@ from pathlib import Path
 
 from vecflow.summary import elm, elm_train
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import atomic_path, read_json, read_params_yaml, write_json, write_text
+from vecflow.core.io import atomic_path, read_json, write_json, write_text
 from vecflow.core.settings import need, settings_arg
+from vecflow.lvm.study_params import LVM_TUNABLE, lvm_trial_settings, read_lvm_params  # noqa: F401 (re-exported)
+from vecflow.lvm.study_params import is_lvm_setting as _lvm_setting
 
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("maximize", "minimize")
 METRICS = ("bertscore_f1", "rougeL")
 TARGETS = ("elm", "lvm")
-LVM_TUNABLE = ("learning_rate", "weight_decay", "dropout", "d_model", "layers", "heads", "batch_size", "epochs",
-               "grad_clip")
 RESUME_SEED_STRIDE = 1000
 
 
@@ -67,12 +67,6 @@ def parse_search_space(space: dict, target: str = "elm") -> dict[str, ParamSpec]
         key = "lvm_search_space" if target == "lvm" else "search_space"
         raise VecflowError(f"settings: hpo.{key}: must be a non-empty mapping of {target} settings")
     return {name: _parse_param(name, entry, target) for name, entry in space.items()}
-
-
-def _lvm_setting(name: str) -> bool:
-    from vecflow.lvm.presets import DEFAULTS as LOSS_DEFAULTS
-
-    return name in LVM_TUNABLE or (name.startswith("losses.") and name.removeprefix("losses.") in LOSS_DEFAULTS)
 
 
 def _parse_param(name: str, entry, target: str = "elm") -> ParamSpec:
@@ -309,11 +303,6 @@ def _trial_record(trial) -> dict:
 LVM_OBJECTIVES = ("c0", "margin")
 
 
-def read_lvm_params(path) -> dict:
-    """An LVM study's best_params.yaml: a flat mapping of tunable lvm settings and ``losses.<key>``."""
-    return read_params_yaml(path, f"a tunable lvm setting ({', '.join(LVM_TUNABLE)}, or losses.<key>)", _lvm_setting)
-
-
 def lvm_objectives(hpo: dict) -> tuple[str, ...]:
     """``hpo.lvm_objectives``: [margin] (one objective, c_0 >= context mean as a constraint) or [c0, margin]
     (two objectives: the study maps the c_0 / margin front)."""
@@ -321,23 +310,6 @@ def lvm_objectives(hpo: dict) -> tuple[str, ...]:
     if objectives not in (("margin",), LVM_OBJECTIVES):
         raise VecflowError(f"settings: hpo.lvm_objectives: expected [margin] or [c0, margin], got {list(objectives)}")
     return objectives
-
-
-def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
-    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), with ``hpo.lvm_fixed`` (every
-    trial's overrides, e.g. a smaller train_fraction) and then the trial's parameters; ``losses.<key>`` keys go
-    into the run's loss overrides."""
-    params = {**(settings.get("hpo", {}).get("lvm_fixed") or {}), **params}
-    base = dict(need(settings, "lvm"))
-    losses = dict(base.get("losses") or {})
-    for name, value in params.items():
-        if name.startswith("losses."):
-            losses[name.removeprefix("losses.")] = value
-        else:
-            base[name] = value
-    if losses:
-        base["losses"] = losses
-    return {**base, "run_name": run_name, "tracking": settings.get("tracking", base.get("tracking", {}))}
 
 
 def lvm_constraint(summary: dict) -> float:

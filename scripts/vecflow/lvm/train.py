@@ -656,7 +656,7 @@ def with_study_params(settings: dict, path: str | None) -> dict:
     """``settings`` overridden by a study's best parameters (the trial's values, exactly as the trial ran)."""
     if not path:
         return settings
-    from vecflow.hpo.study import lvm_trial_settings, read_lvm_params
+    from vecflow.lvm.study_params import lvm_trial_settings, read_lvm_params
 
     params = read_lvm_params(path)
     merged = lvm_trial_settings({"lvm": settings}, params, settings.get("run_name") or settings.get("run") or "lvm")

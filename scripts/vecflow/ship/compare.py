@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json_object, write_json, write_text
+from vecflow.ship.page import delta_cell, git_revision, render_html, table
 
 FIVECAT_GLOB, SCORES_GLOB, DECISION_GLOB = "lvm/fivecat/*.json", "eval/*/scores.json", "deploy/*.decision.json"
 MODEL_METRICS = ("c0", "margin", "mrr", "r1", "r5")
@@ -154,9 +155,7 @@ def format_text(rows: list[tuple], label_a: str, label_b: str, show_all: bool = 
 
 
 def html_page(rows: list[tuple], label_a: str, label_b: str) -> str:
-    """The comparison as a self-contained page, through the report's own table and template."""
-    from vecflow.ship.report import delta_cell, git_revision, render_html, table
-
+    """The comparison as a self-contained page, through the report's own table and template (``vecflow.ship.page``)."""
     from datetime import datetime, timezone
 
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -30,16 +30,33 @@ import hashlib
 import io
 import json
 import re
-import subprocess
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import atomic_path, iter_jsonl, read_json, read_json_object, sha256_file, write_text
 from vecflow.core.settings import settings_arg
 from vecflow.lvm.fivecat_results import read_results
+from vecflow.ship.page import (
+    Cell,
+    banner,
+    cell,
+    delta_cell,
+    details,
+    flatten,
+    fold,
+    git_revision,
+    image,
+    is_counts,
+    is_number,
+    key_value_table,
+    not_run,
+    note,
+    render_html,
+    table,
+    verdict,
+    winner_cell,
+)
 
 # key -> True when it repeats as KEY:NAME (one per run/model), False when it appears at most once
 ARTIFACT_KEYS = {
@@ -57,10 +74,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk (type and CRC): a whole PNG ends with it
 SPLIT_ORDER = ("train", "selection", "val", "ood")
 FIVECAT_METRICS = ("c0", "margin", "peak_k", "r1", "r5", "mrr", "ca", "par", "rollout")
-MAX_TABLE_ROWS = 200
-MAX_LIST_ITEMS = 8
-TOP_ITEMS = 5  # a {name: count} dict (top topics, drop reasons) shows its largest few
-WINNER = " ★"
 LVM_HISTORY_PREFIX = "lvm-"  # history:lvm-RUN is an LVM run's training log (common.smk artifact_args)
 
 
@@ -177,130 +190,6 @@ def png_bytes_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-# ---------------------------------------------------------------------------------- cells and blocks
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    cls: str = ""
-
-
-def cell(value, cls: str = "") -> Cell:
-    """One table cell: formatted text plus a CSS class (numbers right-aligned, booleans pass/fail)."""
-    if isinstance(value, bool):
-        return Cell("yes" if value else "no", cls)
-    if isinstance(value, (int, float)):
-        return Cell(str(value) if isinstance(value, int) else format_number(value), cls or "num")
-    if value is None:
-        return Cell("—", cls)
-    if isinstance(value, list):
-        return Cell(describe_list(value), cls)
-    if isinstance(value, dict):
-        return Cell(describe_counts(value), cls)
-    return Cell(str(value), cls)
-
-
-def verdict(value) -> Cell:
-    """A gate verdict: pass (green) / fail (red); anything else as a plain cell."""
-    return Cell("pass" if value else "fail", "pass" if value else "fail") if isinstance(value, bool) else cell(value)
-
-
-def format_number(value: float) -> str:
-    if value != value or abs(value) == float("inf"):
-        return str(value)
-    if value != 0 and abs(value) < 1e-3:
-        return f"{value:.3g}"
-    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
-
-
-def describe_list(items: list) -> str:
-    if not items:
-        return "none"
-    shown = ", ".join(cell(item).text for item in items[:MAX_LIST_ITEMS])
-    if len(items) > MAX_LIST_ITEMS:
-        return f"{len(items)}: {shown}, …"
-    return shown if all(_is_number(item) for item in items) else f"{len(items)}: {shown}"
-
-
-def describe_counts(counts: dict) -> str:
-    """``{"job interview": 62, "shopping": 55, ...}`` -> ``job interview (62), shopping (55), … (20 in all)``:
-    the largest few of a name -> number dict; other dicts as ``key: value`` pairs."""
-    if not counts:
-        return "none"
-    if _is_counts(counts):
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
-        shown = ", ".join(f"{k} ({_short(v)})" for k, v in ranked[:TOP_ITEMS])
-        return shown + (f", … ({len(counts)} in all)" if len(counts) > TOP_ITEMS else "")
-    return "; ".join(f"{k}: {cell(v).text}" for k, v in counts.items())
-
-
-def _short(value) -> str:
-    return str(value) if isinstance(value, int) else format_number(value)
-
-
-def winner_cell(value, best: bool) -> Cell:
-    base = cell(value)
-    return Cell(base.text + WINNER, f"{base.cls} win".strip()) if best else base
-
-
-def table(columns: list[str], rows: list[list], heading: str = "", caption: str = "", cls: str = "") -> dict:
-    cells = [[value if isinstance(value, Cell) else cell(value) for value in row] for row in rows]
-    if len(cells) > MAX_TABLE_ROWS:
-        caption = f"{caption} (first {MAX_TABLE_ROWS} of {len(cells)} rows)".strip()
-        cells = cells[:MAX_TABLE_ROWS]
-    return {"kind": "table", "heading": heading, "caption": caption, "columns": columns, "rows": cells, "cls": cls}
-
-
-def image(data_uri: str, caption: str, heading: str = "") -> dict:
-    return {"kind": "image", "heading": heading, "caption": caption, "data_uri": data_uri}
-
-
-def details(summary: str, text: str, heading: str = "") -> dict:
-    return {"kind": "details", "heading": heading, "summary": summary, "text": text}
-
-
-def banner(text: str, passed: bool, small: bool = False) -> dict:
-    return {"kind": "banner", "heading": "", "text": text,
-            "cls": ("pass" if passed else "fail") + (" small" if small else "")}
-
-
-def fold(summary: str, blocks: list[dict], heading: str = "") -> dict:
-    """Blocks folded under a one-line summary (a nested <details>)."""
-    return {"kind": "fold", "heading": heading, "summary": summary, "blocks": blocks}
-
-
-def note(text: str, heading: str = "") -> dict:
-    return {"kind": "note", "heading": heading, "text": text}
-
-
-def not_run(what: str) -> dict:
-    return {"kind": "not_run", "heading": "", "text": f"{what}: not run"}
-
-
-def flatten(obj, prefix: str = "", keep=lambda value: False) -> list[tuple[str, object]]:
-    """Nested dicts as (dotted key, leaf value) pairs, in key order; lists, and dicts ``keep`` accepts, stay
-    leaves."""
-    if not isinstance(obj, dict):
-        return [(prefix or "value", obj)]
-    pairs = []
-    for key, value in obj.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        nested = isinstance(value, dict) and value and not keep(value)
-        pairs += flatten(value, dotted, keep) if nested else [(dotted, value)]
-    return pairs
-
-
-def _is_counts(value) -> bool:
-    """A {name: count} dict (top topics, drop reasons): shown as its largest few, not as one row per name."""
-    return isinstance(value, dict) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in value.values())
-
-
-def key_value_table(obj, heading: str, caption: str = "") -> dict:
-    """A readable two-column table: nested keys joined with ' › ', {name: count} dicts as a short list."""
-    rows = [[key.replace(".", " › "), value] for key, value in flatten(obj, keep=_is_counts)]
-    return table(["", "value"], rows, heading=heading, caption=caption)
-
-
 def dig(obj, dotted: str):
     """``obj['a']['b']`` for ``'a.b'``, or None when any part is missing."""
     for part in dotted.split("."):
@@ -308,10 +197,6 @@ def dig(obj, dotted: str):
             return None
         obj = obj[part]
     return obj
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _split_rank(split: str):
@@ -326,7 +211,7 @@ def hms(seconds: float | None) -> str | None:
 
 
 def best_of(values: list) -> float | None:
-    numbers = [v for v in values if _is_number(v)]
+    numbers = [v for v in values if is_number(v)]
     return max(numbers) if len(numbers) > 1 else None  # a column of one has no winner to mark
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -357,7 +242,7 @@ def summary_section(run: dict) -> list[dict]:
 
 def train_fraction(report: dict) -> float:
     fraction = dig(report, "settings.train_fraction")
-    return float(fraction) if _is_number(fraction) else 1.0
+    return float(fraction) if is_number(fraction) else 1.0
 
 
 def lvm_summary(reports: dict[str, dict]) -> list[dict]:
@@ -470,11 +355,11 @@ def data_sizes_table(run: dict) -> dict | None:
             for key in ("articles", "chunks"):
                 rows.setdefault(key, {})[split] = counts.get(key)
     direction = run["json"].get("direction")
-    if direction and _is_number(direction.get("n_windows")):
+    if direction and is_number(direction.get("n_windows")):
         rows.setdefault("windows", {})["train"] = direction["n_windows"]
     reports = [rep for rep in run["fivecat"].values() if train_fraction(rep) >= 1.0] or list(run["fivecat"].values())
     for split, metrics in ((reports[0].get("model") or {}) if reports else {}).items():
-        if isinstance(metrics, dict) and _is_number(metrics.get("n_windows")):
+        if isinstance(metrics, dict) and is_number(metrics.get("n_windows")):
             rows.setdefault("windows", {})[split] = metrics["n_windows"]
     for key, label, field in (("ingest_stats", "dialogues", "dialogues"), ("filter_stats", "ELM rows", "rows_kept")):
         for split, stats in ((run["json"].get(key) or {}).get("splits") or {}).items():
@@ -572,7 +457,7 @@ def manifest_row(name: str, path: Path) -> list:
 def split_table(splits: dict, heading: str = "", caption: str = "") -> dict:
     """Rows: the fields of per-split statistics (nested keys joined with ' › '); columns: the splits."""
     names = sorted((s for s, v in splits.items() if isinstance(v, dict)), key=_split_rank)
-    flat = {s: dict(flatten(splits[s], keep=_is_counts)) for s in names}
+    flat = {s: dict(flatten(splits[s], keep=is_counts)) for s in names}
     keys = list(dict.fromkeys(k for s in names for k in flat[s]))
     rows = [[k.replace(".", " › "), *(flat[s].get(k) for s in names)] for k in keys]
     return table(["", *names], rows, heading=heading, caption=caption)
@@ -639,7 +524,7 @@ X_KEYS = ("step", "epoch")
 def history_x(records: list[dict]) -> str:
     """The x axis: step when it changes between records, else epoch, else the record number."""
     for key in X_KEYS:
-        values = [r[key] for r in records if _is_number(r.get(key))]
+        values = [r[key] for r in records if is_number(r.get(key))]
         if len(set(values)) > 1:
             return key
     return next((k for k in ("epoch", "step") if any(k in r for r in records)), "record")
@@ -655,10 +540,10 @@ def classify_history(records: list[dict]) -> dict:
     series: dict[str, list[tuple[float, float]]] = {}
     for i, record in enumerate(records):
         x = i if x_key == "record" else record.get(x_key)
-        if not _is_number(x):
+        if not is_number(x):
             continue
         for key, value in record.items():
-            if key not in X_KEYS and _is_number(value):
+            if key not in X_KEYS and is_number(value):
                 series.setdefault(key, []).append((x, value))
     constant = {k: pts[0][1] for k, pts in series.items() if len({y for _, y in pts}) == 1}
     varying = [k for k in series if k not in constant]
@@ -946,7 +831,7 @@ def gates_table(run: str, gates: dict, gaps, thresholds: dict) -> dict:
 def fivecat_split_tables(run: str, split: str, by_name: dict, gates: dict, thresholds: dict) -> list[dict]:
     scalars = [m for m in FIVECAT_METRICS if any(m in v for v in by_name.values())]
     scalars += sorted({k for v in by_name.values() for k, x in v.items()
-                       if k not in scalars and _is_number(x)})
+                       if k not in scalars and is_number(x)})
     gates = gates if isinstance(gates, dict) else {}
     rows = [[name, *(gated_cell(values.get(m), gates.get(m)) if name == "model" else values.get(m) for m in scalars)]
             for name, values in by_name.items()]
@@ -1035,7 +920,7 @@ def training_cost(name: str, summary_path: Path | None, history_path: Path | Non
         return minutes, samples, rate
     if history_path is not None and history_path.exists():
         records = [r for _, r in iter_jsonl(history_path)]
-        seconds = sum(float(r.get("time/step_s", 0.0)) for r in records if _is_number(r.get("time/step_s")))
+        seconds = sum(float(r.get("time/step_s", 0.0)) for r in records if is_number(r.get("time/step_s")))
         if seconds:
             return seconds / 60, None, None
     return None, None, None
@@ -1047,7 +932,7 @@ def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
     for name, path in histories.items():
         if not path.exists():
             continue
-        points = [r for _, r in iter_jsonl(path) if _is_number(r.get("samples_seen")) and _is_number(r.get("val/rouge1"))]
+        points = [r for _, r in iter_jsonl(path) if is_number(r.get("samples_seen")) and is_number(r.get("val/rouge1"))]
         if points:
             curves[name] = points
             sources.append(path)
@@ -1057,7 +942,7 @@ def selection_curve_plot(histories: dict[str, Path]) -> dict | None:
     for name, points in curves.items():
         xs = [p["samples_seen"] for p in points]
         panels["selection split score"][f"{name} ROUGE-1"] = list(zip(xs, [p["val/rouge1"] for p in points]))
-        if all(_is_number(p.get("val/rougeL")) for p in points):
+        if all(is_number(p.get("val/rougeL")) for p in points):
             panels["selection split score"][f"{name} ROUGE-L"] = list(zip(xs, [p["val/rougeL"] for p in points]))
     png = draw_plot(panels, "summarizer learning curves", "training samples seen", columns=1, sources=sources)
     return image(png_bytes_uri(png), "learning curve: selection split (carved from train) score "
@@ -1185,13 +1070,6 @@ def compare_section(run: dict, previous: str) -> list[dict]:
                           "(vecflow compare gives the same table as text)")]
 
 
-def delta_cell(delta) -> Cell:
-    if _is_number(delta):
-        text = f"{delta:+.4f}" if isinstance(delta, float) else f"{delta:+d}"
-        return Cell(text, "num up" if delta > 0 else "num down" if delta < 0 else "num")
-    return Cell("=", "num") if delta == "" else cell(delta)
-
-
 # --------------------------------------------------------------------------------------------- assembly
 SECTIONS = (  # id, title, the keys that belong to it; DAG order, after the summary
     ("lineage", "Lineage", ("config", "manifest", "data", "tracking")),
@@ -1249,29 +1127,6 @@ def build_sections(artifacts: dict, settings: dict, git_revision: str, generated
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def git_revision(cwd: str | Path = ".") -> str:
-    """``git rev-parse HEAD`` in ``cwd`` (marked when the tree has uncommitted changes), else "unknown"."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
-
-
-def render_html(title: str, sections: list[dict], git_rev: str, generated: str, config_hash: str | None) -> str:
-    import jinja2
-
-    template_text = resources.files("vecflow.ship").joinpath("report_template.html").read_text(encoding="utf-8")
-    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return environment.from_string(template_text).render(
-        title=title, sections=sections, git_revision=git_rev, generated=generated, config_hash=config_hash
-    )
-
-
 def build_report(artifacts: dict, settings: dict, cwd: str | Path = ".", plot_cache: PlotCache | None = None) -> str:
     """The page as HTML; with ``plot_cache``, plots whose inputs and code did not change are not redrawn (the
     cache then keeps only this page's plots)."""
