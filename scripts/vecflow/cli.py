@@ -37,6 +37,7 @@ COMMANDS = {
     "hpo-best": "vecflow.hpo.study:main_best",
     "score": "vecflow.summary.scoring:main",
     "resolve-config": "vecflow.core.resolved_config:main",
+    "config-docs": "vecflow.core.schema_docs:main",
     "report": "vecflow.ship.report:main",
     "compare": "vecflow.ship.compare:main",
     "deploy": "vecflow.ship.deploy:main",
