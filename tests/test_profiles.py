@@ -1,7 +1,7 @@
 """Execution profiles: the SLURM profile driven end to end through stub SLURM commands, the stubs themselves,
 the generic cluster submit script, and the local profile.
 
-The stubs in tests/slurm_stubs/ stand in for a cluster (DESIGN §10): sbatch records its arguments, runs the
+The stubs in tests/slurm_stubs/ stand in for a cluster (docs/design.md §7): sbatch records its arguments, runs the
 wrapped command in the background and prints only the job id; sacct/squeue report each job's state.
 """
 

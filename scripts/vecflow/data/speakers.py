@@ -1,6 +1,6 @@
 """Speaker tags (``#Person1#`` … ``#PersonN#``) as ordinary, distinct tokens of a seq2seq model.
 
-Two failures from the users' runs are made impossible here (DESIGN §7):
+Two failures from the users' runs are made impossible here (docs/design.md §5):
 
 * tags added as *special* tokens vanish under ``decode(skip_special_tokens=True)``: we add them as normal
   tokens (``special=False``), so predictions keep them;

@@ -1,4 +1,4 @@
-"""Data-direction diagnostics and the gate before LVM training (``vecflow diagnose``, DESIGN §5).
+"""Data-direction diagnostics and the gate before LVM training (``vecflow diagnose``, docs/design.md §3).
 
 For windows ctx_0 .. ctx_{C-1} -> y (all L2-normalised):
 - pos_i = mean cos(ctx_i, y); temporal signal = pos_{C-1} - pos_0; monotonic = pos strictly increasing;

@@ -1,4 +1,4 @@
-"""5CAT: the five-category evaluation of a next-vector (LVM) model, with baselines (DESIGN §6).
+"""5CAT: the five-category evaluation of a next-vector (LVM) model, with baselines (docs/design.md §4).
 
 Offsets are relative to the TRUE TARGET chunk: t = the target's own chunk index, so c_0 compares the
 prediction with the target, c_-1 with ctx[-1] and c_+1 with the chunk after the target.

@@ -4,7 +4,7 @@
         --settings '{"seed": 1, "device": "auto", "epochs": 2, "generation": {...}, ...}' --out results/summarizer/model
     vecflow predict-summarizer --model results/summarizer/model --dialogues val.jsonl --settings S --out preds.jsonl
 
-What the users' post-mortems (seeds 000, 001; DESIGN §7) made us do:
+What the users' post-mortems (seeds 000, 001; docs/design.md §5) made us do:
 - speaker tags are normal tokens with distinct initial embeddings (``vecflow.data.speakers``), so predictions keep
   ``#Person1#`` and the model starts able to tell speakers apart;
 - no padding in preprocessing: ``DataCollatorForSeq2Seq`` pads per batch, labels with -100;
