@@ -420,3 +420,54 @@ def test_forward_selection_prefers_a_positive_margin_then_the_highest_c0():
     assert forward_verdict({"val/margin": -0.01}, "forward") == {"positive_margin": False, "margin": -0.01,
                                                                  "fallback": "dominance"}
     assert forward_verdict({"val/margin": 0.02}, "forward")["fallback"] is None
+
+
+def test_context_contrast_is_chosen_on_the_selection_split_and_travels_with_the_model(lvm_data, tmp_path):  # noqa: F811
+    """contrast.enabled: alpha/slots chosen by the forward rule on the selection windows, stored in config.json;
+    load_lvm (5CAT, the server) applies it, and predict gives exactly what the choice scored."""
+    from vecflow.lvm.models import ContextContrast, load_lvm, predict as lvm_predict
+
+    out = tmp_path / "contrast"
+    summary = run_training(lvm_data, out, epochs=1, selection_metric="forward", selection_fraction=0.25,
+                           contrast={"enabled": True, "alphas": [0.0, 0.3, 0.6], "slots": [2, 3]})
+    contrast = summary["contrast"]
+    assert len(contrast["grid"]) == 6 and {g["slots"] for g in contrast["grid"]} == {2, 3}
+    chosen = contrast["chosen"]
+    forward = [g for g in contrast["grid"] if g["margin"] > 0]
+    if forward:
+        assert chosen["c0"] == max(g["c0"] for g in forward) and contrast["rule"] == "forward"
+    else:
+        assert contrast["rule"] == "dominance" and chosen["wins"] == max(g["wins"] for g in contrast["grid"])
+    assert summary["val_margin"] == chosen["margin"] and summary["val_c0"] == chosen["c0"]
+    config = json.loads((out / "config.json").read_text())
+    model = load_lvm(out)
+    if chosen["alpha"] > 0:
+        assert config["contrast"] == {"alpha": chosen["alpha"], "slots": chosen["slots"]}
+        assert isinstance(model, ContextContrast) and model.alpha == chosen["alpha"]
+    ctx = np.random.default_rng(0).standard_normal((4, 3, model_dim(config))).astype(np.float32)
+    ctx /= np.linalg.norm(ctx, axis=-1, keepdims=True)
+    inner = model.inner if isinstance(model, ContextContrast) else model
+    expected = lvm_predict(inner, ctx) - chosen["alpha"] * ctx[:, -chosen["slots"]:].mean(axis=1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(lvm_predict(model, ctx), expected, atol=1e-5)
+
+
+def model_dim(config):
+    return int(config["dim"])
+
+
+def test_a_large_contrast_makes_copy_last_predictions_move_off_the_last_slot():
+    import torch
+
+    from vecflow.lvm.models import ContextContrast
+
+    class CopyLast(torch.nn.Module):
+        def forward(self, contexts):
+            return contexts[:, -1]
+
+    ctx = torch.nn.functional.normalize(torch.randn(8, 3, 16), dim=-1)
+    plain = torch.nn.functional.cosine_similarity(CopyLast()(ctx), ctx[:, -1], dim=-1)
+    moved = torch.nn.functional.cosine_similarity(ContextContrast(CopyLast(), 0.5, 1)(ctx), ctx[:, -1], dim=-1)
+    assert torch.allclose(plain, torch.ones(8)) and torch.allclose(moved, torch.ones(8))  # same direction, scaled
+    moved_two = ContextContrast(CopyLast(), 0.5, 2)(ctx)
+    assert (torch.nn.functional.cosine_similarity(moved_two, ctx[:, -2], dim=-1) < plain).all()

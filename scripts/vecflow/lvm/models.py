@@ -77,6 +77,31 @@ class ContextMeanResidual(nn.Module):
         return contexts.mean(dim=1) + infer(self.inner, contexts)
 
 
+class ContextContrast(nn.Module):
+    """ŷ = normalise(inner(ctx)) − alpha · mean(ctx[-slots:]): the prediction moved away from the last context
+    chunks it already knows. A model trained toward the next chunk predicts the mean of the plausible next chunks
+    (the Large Concept Model's finding for MSE), which lies closer to the context than the true next chunk does;
+    ``alpha`` and ``slots`` are chosen after training on the selection split (``choose_contrast`` in
+    ``vecflow.lvm.train``), alpha 0 being the model itself."""
+
+    def __init__(self, inner: nn.Module, alpha: float, slots: int):
+        super().__init__()
+        self.inner, self.alpha, self.slots = inner, float(alpha), int(slots)
+
+    def forward(self, contexts: torch.Tensor) -> torch.Tensor:
+        return normalize(self.inner(contexts)) - self.alpha * contexts[:, -self.slots:].mean(dim=1)
+
+    def infer(self, contexts: torch.Tensor) -> torch.Tensor:
+        return normalize(infer(self.inner, contexts)) - self.alpha * contexts[:, -self.slots:].mean(dim=1)
+
+
+def with_contrast(model: nn.Module, contrast: dict | None) -> nn.Module:
+    """``model`` wrapped in ``ContextContrast`` when ``contrast`` (a config's ``{"alpha", "slots"}``) moves it."""
+    if contrast and float(contrast.get("alpha", 0.0)) > 0:
+        return ContextContrast(model, contrast["alpha"], contrast["slots"])
+    return model
+
+
 class UniformMaskDropout(nn.Dropout):
     """``nn.Dropout`` (inverted dropout, keep probability 1 - p) with its mask drawn as ``rand >= p``.
 
@@ -256,6 +281,7 @@ def load_lvm(model_dir: str | Path, device="cpu") -> nn.Module:
             raise VecflowError(f"{config_path}: field '{key}': missing")
     model = build_model(config["arch"], config["dim"], config["context_length"],
                         {"residual": False, **config})  # folders from before the option are not residual
+    model = with_contrast(model, config.get("contrast"))
     try:
         model.load_state_dict(load_file(str(weights_path)))
     except RuntimeError as exc:

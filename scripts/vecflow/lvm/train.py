@@ -582,9 +582,17 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
 
     summary = build_summary(state, run, device, len(data.train), len(data.val))
     summary.update({"selection": data.selection, "selection_baselines": data.baselines})
+    contrast = None
+    if (settings.get("contrast") or {}).get("enabled"):
+        if state["best_model"] is not None:
+            model.load_state_dict(state["best_model"])
+        contrast = choose_contrast(model, data, run, device, settings["contrast"])
+        apply_contrast_to_summary(summary, contrast, run["selection_metric"])
+        print(f"[train-lvm] context contrast: {contrast['reason']}", flush=True)
     tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
-                          best_epoch=state["best_epoch"])
+                          best_epoch=state["best_epoch"],
+                          **({"contrast": {"alpha": contrast["alpha"], "slots": contrast["slots"]}} if contrast else {}))
     publish(out_dir, partial_dir, state, model, config, summary)
     where = "the untrained start (epoch 0)" if summary["best_epoch"] == 0 else f"epoch {summary['best_epoch']}"
     print(f"[train-lvm] best: {where} by {run['selection_metric']}: wrote {out_dir}", flush=True)
@@ -622,12 +630,62 @@ def forward_verdict(best: dict, selection_metric: str) -> dict:
     return verdict
 
 
+DEFAULT_CONTRAST_ALPHAS = tuple(round(0.05 * i, 2) for i in range(13))  # 0 (the model itself) .. 0.6
+
+
+def choose_contrast(model, data: RunData, run: dict, device, options: dict) -> dict:
+    """The context contrast (``models.ContextContrast``) chosen on the selection split's mini-5CAT windows by the
+    forward rule: among (alpha, slots) with a positive margin the highest c_0; with none, dominance (pairs won
+    of the baselines, then margin). alpha 0 is a candidate, so the rule can keep the model as it is."""
+    contexts = data.fivecat_windows.contexts(data.bank)
+    base = predict(model, contexts, run["batch_size"], device)
+    context_len = contexts.shape[1]
+    grid = []
+    for slots in sorted({min(int(k), context_len) for k in options.get("slots") or (3, context_len)}):
+        recent = contexts[:, -slots:].mean(axis=1)
+        for alpha in options.get("alphas") or DEFAULT_CONTRAST_ALPHAS:
+            pred = base - float(alpha) * recent
+            pred /= np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+            scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
+            scores["dominance"] = dominance(scores, data.baselines)
+            grid.append({"alpha": float(alpha), "slots": slots, "c0": scores["c0"], "margin": scores["margin"],
+                         "mrr": scores["mrr"], "r1": scores["r1"], "wins": scores["dominance"]["wins"],
+                         "dominates": scores["dominance"]["dominates"], "loses_to": scores["dominance"]["loses_to"],
+                         "peak_offset": scores["peak_offset"]})
+    forward = [g for g in grid if g["margin"] is not None and g["margin"] > 0]
+    if forward:
+        chosen = max(forward, key=lambda g: (g["c0"], g["margin"], -g["alpha"]))
+        reason = (f"alpha {chosen['alpha']} over the last {chosen['slots']} slots: selection margin "
+                  f"{chosen['margin']:+.4f}, c0 {chosen['c0']:.4f} (the highest c0 of {len(forward)} forward settings)")
+    else:
+        chosen = max(grid, key=lambda g: (g["wins"], g["margin"] if g["margin"] is not None else -1.0, -g["alpha"]))
+        reason = (f"no setting reached a positive selection margin; by dominance: alpha {chosen['alpha']} over "
+                  f"{chosen['slots']} slots (margin {chosen['margin']:+.4f}, c0 {chosen['c0']:.4f})")
+    untouched = next(g for g in grid if g["alpha"] == 0.0) if any(g["alpha"] == 0.0 for g in grid) else None
+    return {"alpha": chosen["alpha"], "slots": chosen["slots"], "chosen": chosen, "without": untouched,
+            "rule": "forward" if forward else "dominance", "reason": reason, "grid": grid}
+
+
+def apply_contrast_to_summary(summary: dict, contrast: dict, selection_metric: str) -> None:
+    """The summary's selection numbers become those of the published (contrasted) model; the model's own are
+    kept under ``contrast.without``."""
+    chosen = contrast["chosen"]
+    summary["contrast"] = contrast
+    summary.update({"val_c0": chosen["c0"], "val_margin": chosen["margin"], "val_mrr": chosen["mrr"],
+                    "val_r1": chosen["r1"], "dominates": chosen["dominates"], "loses_to": chosen["loses_to"]})
+    summary["best"] = {**summary["best"], "val/wins": chosen["wins"], "val/margin": chosen["margin"],
+                       "val/c0": chosen["c0"], "val/mrr": chosen["mrr"]}
+    summary["forward"] = forward_verdict(summary["best"], selection_metric)
+
+
 def publish(out_dir: Path, partial_dir: Path, state: dict, model, config: dict, summary: dict) -> None:
     """Write DIR atomically with the best checkpoint, then drop the resumable side folder."""
+    from vecflow.lvm.models import with_contrast
+
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     with atomic_dir(out_dir) as tmp:
-        save_lvm(tmp, model, config)
+        save_lvm(tmp, with_contrast(model, config.get("contrast")), config)
         shutil.copyfile(partial_dir / "history.jsonl", tmp / "history.jsonl")
         copy_tracking_record(partial_dir, tmp)  # names the W&B / MLflow runs, when tracking was on
         write_json(tmp / "summary.json", summary)
