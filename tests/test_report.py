@@ -312,7 +312,7 @@ main({json.dumps(argv)})
 print(json.dumps({{"opened": sorted(opened), "torch": "torch" in sys.modules,
                    "transformers": "transformers" in sys.modules}}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     allowed = {str(p) for p in artifacts.values()}

@@ -149,6 +149,7 @@ def run_settings(settings: dict) -> dict:
         "mini5cat_samples": settings.get("mini5cat_samples", 200),
         "stop_after_epoch": settings.get("stop_after_epoch", 0),
         "short_duplicate_tokens": settings.get("short_duplicate_tokens", 0),
+        "contrast": settings.get("contrast") or {},
     }
     for key in ("epochs", "batch_size", "mini5cat_samples"):
         if not isinstance(run[key], int) or run[key] < 1:
@@ -490,10 +491,18 @@ def score_epoch(epoch: int, model, data: RunData, tensors: dict, run: dict, devi
     if train_terms is None:
         train_terms = evaluate(model, tensors["train"], weights, run["batch_size"], device)
     val_terms = evaluate(model, tensors["val"], weights, run["batch_size"], device)
-    pred = predict(model, data.fivecat_windows.contexts(data.bank), run["batch_size"], device)
+    contexts = data.fivecat_windows.contexts(data.bank)
+    pred = predict(model, contexts, run["batch_size"], device)
     scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
     scores["dominance"] = dominance(scores, data.baselines)
-    return epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
+    record = epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
+    options = run.get("contrast") or {}
+    if options.get("enabled"):  # checkpoints compete as they will be published: with their own best contrast
+        chosen = contrast_grid(pred, contexts, data, run, options)["chosen"]
+        record.update({"contrast/alpha": chosen["alpha"], "contrast/slots": chosen["slots"],
+                       "contrast/c0": chosen["c0"], "contrast/margin": chosen["margin"], "contrast/mrr": chosen["mrr"],
+                       "val/forward": forward_key(chosen["margin"], chosen["c0"], chosen["wins"])})
+    return record
 
 
 def run_epoch(epoch: int, model, optimizer, data: RunData, tensors: dict, run: dict, device) -> dict:
@@ -638,7 +647,11 @@ def choose_contrast(model, data: RunData, run: dict, device, options: dict) -> d
     forward rule: among (alpha, slots) with a positive margin the highest c_0; with none, dominance (pairs won
     of the baselines, then margin). alpha 0 is a candidate, so the rule can keep the model as it is."""
     contexts = data.fivecat_windows.contexts(data.bank)
-    base = predict(model, contexts, run["batch_size"], device)
+    return contrast_grid(predict(model, contexts, run["batch_size"], device), contexts, data, run, options)
+
+
+def contrast_grid(base: np.ndarray, contexts: np.ndarray, data: RunData, run: dict, options: dict) -> dict:
+    """``choose_contrast`` on predictions already made for the mini-5CAT windows (every epoch scores them)."""
     context_len = contexts.shape[1]
     grid = []
     for slots in sorted({min(int(k), context_len) for k in options.get("slots") or (3, context_len)}):
