@@ -555,7 +555,7 @@ def write_pareto(json_path, plot_path, study) -> dict:
     ax.set_xlabel("c0 (selection split)")
     ax.set_ylabel("5CAT margin (selection split)")
     ax.set_title(f"{study.study_name}: c0 / margin trade-off")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(plot_path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
