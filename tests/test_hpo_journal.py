@@ -82,7 +82,8 @@ def test_journal_forms_open_a_journal_storage_and_create_the_folder(tmp_path, fo
 def test_rdb_urls_pass_through_and_sqlite_gets_its_folder(tmp_path):
     assert hpo.open_storage("postgresql://hpo@db.cluster/vecflow") == "postgresql://hpo@db.cluster/vecflow"
     url = f"sqlite:///{tmp_path}/deep/study.db"
-    assert hpo.open_storage(url) == url and (tmp_path / "deep").is_dir()
+    storage = hpo.open_storage(url)  # an RDBStorage whose schema was created under a file lock
+    assert str(storage.engine.url) == url and (tmp_path / "deep" / "study.db").exists()
 
 
 @pytest.mark.parametrize("url, message", [
