@@ -222,7 +222,7 @@ def generate_causal(model, tokenizer, dialogues: list[str], spec: dict, generati
             batch = [prompts[i] for i in idx]
             if rows_first:
                 ids, mask, cache = _row_prefilled_batch(model, batch, len(prefix), prefix_cache, pad_id, device)
-                extra = {"cache": _repeat_rows(model, cache, int(getattr(generation_config, "num_beams", 1)))}
+                extra = {"cache": _repeat_rows(model, cache, int(getattr(generation_config, "num_beams", None) or 1))}
             else:
                 ids, mask = _left_padded(batch, pad_id, device)
                 extra = {}
