@@ -42,16 +42,23 @@ def eval_split_references(path: str | Path) -> dict[str, tuple[int, list[str]]]:
     return split
 
 
-def check_pairs(rows: list[tuple[int, str, list[str]]], path: str | Path, split_path: str | Path) -> None:
-    """``rows`` = ``(line, id, references)`` of a predictions file: each id once, each one of the eval split with
-    that id's references, and every eval-split id present; else one line naming file, line and id."""
-    split = eval_split_references(split_path)
+def unique_ids(rows: list[tuple[int, str, list[str]]], path: str | Path) -> dict[str, int]:
+    """{id: line} of ``(line, id, references)`` rows; an id given twice is one line naming file, line and id."""
     seen: dict[str, int] = {}
-    for lineno, row_id, references in rows:
+    for lineno, row_id, _ in rows:
         if row_id in seen:
             raise VecflowError(f"{where(path, lineno, 'id')}: duplicate id '{row_id}' (first at line {seen[row_id]}); "
                                f"each eval dialogue needs exactly one prediction: re-run the predict step")
         seen[row_id] = lineno
+    return seen
+
+
+def check_pairs(rows: list[tuple[int, str, list[str]]], path: str | Path, split_path: str | Path) -> None:
+    """``rows`` = ``(line, id, references)`` of a predictions file: each id once, each one of the eval split with
+    that id's references, and every eval-split id present; else one line naming file, line and id."""
+    split = eval_split_references(split_path)
+    seen = unique_ids(rows, path)
+    for lineno, row_id, references in rows:
         if row_id not in split:
             raise VecflowError(f"{where(path, lineno, 'id')}: id '{row_id}' is not in the eval split {split_path}; "
                                f"score predictions of that split's dialogues only")

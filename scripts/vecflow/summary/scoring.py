@@ -32,7 +32,7 @@ from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json
 from vecflow.core.settings import seed_everything, settings_arg
 from vecflow.data.articles import split_sentences
-from vecflow.summary.pairing import check_pairs
+from vecflow.summary.pairing import check_pairs, unique_ids
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SPEAKER_TAG = re.compile(r"#Person\d+#", re.IGNORECASE)
@@ -59,12 +59,7 @@ def read_predictions(path: str | Path, eval_split: str | Path | None = None) -> 
         raise VecflowError(f"{path}: no predictions (empty file)")
     pairs = [(line, row["id"], row["references"]) for line, row in zip(lines, rows)]
     if eval_split is None:
-        first: dict[str, int] = {}
-        for line, row_id, _ in pairs:
-            if row_id in first:
-                raise VecflowError(f"{where(path, line, 'id')}: duplicate id '{row_id}' (first at line {first[row_id]}); "
-                                   f"each eval dialogue needs exactly one prediction: re-run the predict step")
-            first[row_id] = line
+        unique_ids(pairs, path)
     else:
         check_pairs(pairs, path, eval_split)
     return rows
