@@ -188,3 +188,33 @@ def test_loss_overrides_of_train_and_run_are_merged(tmp_path, tiny_encoder, tiny
     result = snakemake_cli(workdir, "-n", "-p", "results/lvm/models/p4")
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"losses": {"lambda_dir": 0.001, "rollout_h": 2}' in result.stdout
+
+
+def test_lvm_study_seeds_and_pareto_are_wired_by_file_dependencies(tmp_path, tiny_encoder, tiny_causal_lm):
+    """Issue 21: a run with params_from_study trains with the study's best_params.yaml (and without it when the
+    study is off), lvm.seeds adds <run>-seed<i> with their own seeds, lvm_seeds reads every seed's 5CAT, and a
+    [c0, margin] study gets its hpo_pareto job."""
+    config = tiny_config(tiny_encoder, tiny_causal_lm)
+    config["lvm"]["runs"]["fwd"] = {"preset": "P1", "selection_metric": "forward", "params_from_study": True,
+                                    "contrast": {"enabled": True}}
+    config["lvm"]["seeds"] = {"run": "fwd", "count": 2}
+    config["hpo"].update({"target": "lvm", "study": "fwdstudy", "lvm_run": "fwd", "lvm_objectives": ["c0", "margin"],
+                          "lvm_fixed": {"train_fraction": 0.5},
+                          "lvm_search_space": {"losses.lambda_ac": {"type": "float", "low": 0.01, "high": 1.0}}})
+    config.setdefault("tracks", {})["hpo"] = True
+    workdir = write_workdir(tmp_path, config)
+    result = snakemake_cli(workdir, "-n", "-p", "results/lvm/seeds.json", "results/hpo/fwdstudy/pareto.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+    trains = [line for line in printed if line.startswith("vecflow train-lvm ")]
+    assert len(trains) == 2 and all("--params results/hpo/fwdstudy/best_params.yaml" in t for t in trains)
+    seeds = {json.loads(t.split("--settings '")[1].split("'")[0])["seed"] for t in trains}
+    assert len(seeds) == 2  # fwd and fwd-seed2 train with different seeds
+    [aggregate] = [line for line in printed if line.startswith("vecflow lvm-seeds ")]
+    assert "--report fwd=results/lvm/fivecat/fwd.json" in aggregate and "fwd-seed2=results/lvm/fivecat/fwd-seed2.json" in aggregate
+    assert any(line.startswith("vecflow hpo-pareto ") for line in printed)
+    config["tracks"]["hpo"] = False  # the quick run: the same run trains with its entry alone
+    workdir = write_workdir(tmp_path / "quick", config)
+    result = snakemake_cli(workdir, "-n", "-p", "results/lvm/models/fwd")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vecflow train-lvm " in result.stdout and "--params" not in result.stdout
