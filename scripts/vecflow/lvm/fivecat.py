@@ -97,18 +97,24 @@ def retrieval(predictions: np.ndarray, windows: Windows, bank: ChunkBank, min_ar
     }
 
 
+def article_groups(codes: np.ndarray, bank: ChunkBank):
+    """Yield ``(rows, members)`` per article: the query rows whose article code is the same (in row order) and
+    that article's bank rows, so each article's chunks are scored by one matmul."""
+    order = np.argsort(codes, kind="stable")
+    for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if not len(group):
+            continue
+        members = bank.article_table[codes[group[0]]]
+        yield group, members[members >= 0]
+
+
 def article_ranks(queries: np.ndarray, codes: np.ndarray, true_rows: np.ndarray, bank: ChunkBank,
                   batch_values: int = 1 << 24) -> np.ndarray:
     """Rank of each query's true row (``true_rows``) among the chunks of its article (``codes``): one matmul per
     article, at most ``batch_values`` scores at a time. Ties rank pessimistically (a candidate scoring the
     same as the true row ranks above it)."""
     ranks = np.zeros(len(queries), dtype=np.int64)
-    order = np.argsort(codes, kind="stable")
-    for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
-        if not len(group):
-            continue
-        members = bank.article_table[codes[group[0]]]
-        members = members[members >= 0]
+    for group, members in article_groups(codes, bank):
         candidates = bank.embeddings[members].T
         true_column = np.argmax(members == true_rows[group, None], axis=1)
         step = max(1, batch_values // len(members))
@@ -279,12 +285,7 @@ def in_article_counts(queries: np.ndarray, true_scores: np.ndarray, codes: np.nd
     the target (cosine below ``true_scores`` - CA_TIE), and how many such chunks there are; one matmul per article."""
     farther = np.zeros(len(queries), dtype=np.int64)
     total = np.zeros(len(queries), dtype=np.int64)
-    order = np.argsort(codes, kind="stable")
-    for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
-        if not len(group):
-            continue
-        members = bank.article_table[codes[group[0]]]
-        members = members[members >= 0]
+    for group, members in article_groups(codes, bank):
         chunks = bank.chunk_indices[members]
         candidates = (bank.vectors(members) / np.maximum(norms[members], 1e-12)[:, None]).T
         step = max(1, batch_values // len(members))
