@@ -57,8 +57,13 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'  # sentence-transformers, scipy, scikit-learn: wheels
 	@touch $@
 
+# The data the full-size benchmarks read: a DialogSum folder (dev.jsonl, train.jsonl; resources/data/dialogsum
+# after fetch_data from the hub, or your own copy) and the wikitext config's chunks.jsonl.
+BENCH_DIALOGSUM ?= ../shared/data/dialogsum
+BENCH_CHUNKS    ?= results/wikitext/lvm/chunks.jsonl
 bench: $(VENV)/.installed-bench
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/vecflow bench all --size full --out-dir results/bench
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/vecflow bench all --size full --out-dir results/bench \
+		--dialogsum $(BENCH_DIALOGSUM) --chunks $(BENCH_CHUNKS)
 	$(BIN)/vecflow bench table --out-dir results/bench --markdown BENCHMARKS.md
 
 # The LVM scale test (issue 13): a synthetic 600,000 x 768 bank through windows -> diagnose -> one epoch -> 5CAT;

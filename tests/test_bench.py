@@ -11,14 +11,25 @@ import math
 import numpy as np
 import pytest
 
-from vecflow import bench
+from vecflow.bench.bertscore import bench_bertscore
+from vecflow.bench.common import compare_numbers
+from vecflow.bench.embed import bench_embed
+from vecflow.bench.fivecat import bench_fivecat, lvm_predictor, reference_fivecat, synthetic_split
+from vecflow.bench.generate import bench_generate
+from vecflow.bench.lvm import bench_lvm, transformer_lvm_flops
+from vecflow.bench.pipeline import bench_pipeline
+from vecflow.bench.profile import profile_summary
+from vecflow.bench.serve import bench_serve
+from vecflow.bench.startup import bench_startup
+from vecflow.bench.table import TABLE_BEGIN, TABLE_END, render_table, update_markdown
+from vecflow.bench.train import bench_train
 from vecflow.core.io import read_json
 
 pytestmark = pytest.mark.slow
 
 
 def test_reference_fivecat_gives_every_number_of_evaluate_split(tmp_path):
-    result = bench.bench_fivecat("tiny", tmp_path, windows_total=120, reference_windows=40)
+    result = bench_fivecat("tiny", tmp_path, windows_total=120, reference_windows=40)
     check = result["check"]
     assert check["mismatched"] == []
     assert check["numbers"] > 40  # offsets, retrieval, ablations, rollout: the whole report is compared
@@ -28,8 +39,8 @@ def test_reference_fivecat_gives_every_number_of_evaluate_split(tmp_path):
 
 def test_compare_numbers_sees_a_changed_number_and_a_changed_count():
     a = {"c0": 0.5, "retrieval": {"n": 10, "r1": 0.25}, "per_step": [0.1, None]}
-    assert bench.compare_numbers(a, a)["max_abs_diff"] == 0.0
-    changed = bench.compare_numbers(a, {"c0": 0.5 + 1e-3, "retrieval": {"n": 11, "r1": 0.25}, "per_step": [0.1, 0.2]})
+    assert compare_numbers(a, a)["max_abs_diff"] == 0.0
+    changed = compare_numbers(a, {"c0": 0.5 + 1e-3, "retrieval": {"n": 11, "r1": 0.25}, "per_step": [0.1, 0.2]})
     assert changed["max_abs_diff"] == pytest.approx(1e-3)
     assert changed["worst_key"] == "c0"
     assert changed["mismatched"] == ["per_step.1", "retrieval.n"]
@@ -40,28 +51,28 @@ def test_reference_fivecat_catches_a_wrong_offset(tmp_path):
     numbers no longer agree (the comparison is not vacuous)."""
     from vecflow.lvm.fivecat import ChunkBank, evaluate_split
 
-    data = bench.synthetic_split(60, dim=16, context=5, chunks_per_article=20)
-    predict = bench.lvm_predictor(16, 5)
-    ref = bench.reference_fivecat(predict, data["windows"], data["embeddings"], data["article_ids"],
-                                  data["chunk_indices"])
+    data = synthetic_split(60, dim=16, context=5, chunks_per_article=20)
+    predict = lvm_predictor(16, 5)
+    ref = reference_fivecat(predict, data["windows"], data["embeddings"], data["article_ids"],
+                            data["chunk_indices"])
     wrong = ChunkBank(np.roll(data["embeddings"], 1, axis=0), data["article_ids"], data["chunk_indices"])
-    assert bench.compare_numbers(evaluate_split(predict, data["windows"], wrong), ref)["max_abs_diff"] > 1e-3
+    assert compare_numbers(evaluate_split(predict, data["windows"], wrong), ref)["max_abs_diff"] > 1e-3
 
 
 def test_bertscore_matches_bert_score(tiny_encoder, tmp_path):
-    result = bench.bench_bertscore("tiny", tmp_path, minilm=tiny_encoder, pairs=6)
+    result = bench_bertscore("tiny", tmp_path, minilm=tiny_encoder, pairs=6)
     assert result["check"]["max_abs_diff_p_r_f1"] <= 1e-4
     assert result["workload"]["pairs"] == 6
 
 
 def test_embed_chunks_matches_sentence_transformers(tiny_encoder, tmp_path):
     pytest.importorskip("sentence_transformers")
-    result = bench.bench_embed("tiny", tmp_path, minilm=tiny_encoder, chunks=20)
+    result = bench_embed("tiny", tmp_path, minilm=tiny_encoder, chunks=20)
     assert result["check"]["max_abs_diff"] <= 1e-5
 
 
 def test_batched_generation_writes_what_one_at_a_time_writes(tiny_encoder, tiny_causal_lm, tmp_path):
-    results = bench.bench_generate("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm, dialogues=5)
+    results = bench_generate("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm, dialogues=5)
     assert [r["benchmark"] for r in results] == ["generate_seq2seq", "generate_causal"]
     for result in results:
         assert result["check"]["identical_outputs"] == 1.0, result["benchmark"]
@@ -69,7 +80,7 @@ def test_batched_generation_writes_what_one_at_a_time_writes(tiny_encoder, tiny_
 
 
 def test_trainers_run_the_same_model_and_batches(tiny_encoder, tiny_causal_lm, tmp_path):
-    results = bench.bench_train("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
+    results = bench_train("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
     assert [r["benchmark"] for r in results] == ["train_seq2seq", "train_causal"]
     for result in results:
         check = result["check"]
@@ -89,8 +100,8 @@ def test_lvm_flop_count_is_the_counted_matmuls(tmp_path):
     model = build_model("transformer", 24, 5, {"d_model": 32, "layers": 3, "heads": 4, "residual": False}).train()
     with FlopCounterMode(display=False) as counter:
         model(torch.randn(7, 5, 24))
-    assert bench.transformer_lvm_flops(7, 5, 24, 32, 3) == counter.get_total_flops()
-    result = bench.bench_lvm("tiny", tmp_path)
+    assert transformer_lvm_flops(7, 5, 24, 32, 3) == counter.get_total_flops()
+    result = bench_lvm("tiny", tmp_path)
     assert result["workload"]["flops_per_step"] > 2 * result["workload"]["analytic_forward_flops"]
     assert result["peak_bf16_flops"] > 0 and result["ours"]["value"] > 0
 
@@ -103,8 +114,27 @@ def test_cli_runs_one_benchmark(tmp_path, capsys):
     assert read_json(tmp_path / "lvm.json")["machine"]["cores"] >= 1
 
 
+def test_full_size_data_comes_from_the_command_line(tmp_path):
+    """No benchmark reads data from a fixed place: at --size full the DialogSum folder and the chunks file are
+    options, and a missing one is an error naming the option."""
+    from vecflow.bench.inputs import chunk_texts, dialogue_rows
+    from vecflow.core.errors import VecflowError
+
+    with pytest.raises(VecflowError, match="--dialogsum: the generate benchmark at --size full reads DialogSum"):
+        dialogue_rows(None, 4)
+    with pytest.raises(VecflowError, match=r"dev\.jsonl: file not found \(the generate benchmark reads DialogSum dev\)"):
+        dialogue_rows(tmp_path, 4)
+    with pytest.raises(VecflowError, match="--chunks: at --size full"):
+        chunk_texts(None, 4)
+    (tmp_path / "dev.jsonl").write_text(
+        '{"id": "a", "dialogue": "#Person1#: Hi.\\n#Person2#: Hello.", "summary": "They greet."}\n')
+    (tmp_path / "chunks.jsonl").write_text('{"article_id": 0, "chunk_index": 0, "text": "one"}\n')
+    assert [r["id"] for r in dialogue_rows(tmp_path, 4)] == ["a"]
+    assert chunk_texts(tmp_path / "chunks.jsonl", 3) == ["one", "one", "one"]
+
+
 def test_server_answers_every_request_of_the_load_test(tiny_encoder, tmp_path):
-    results = bench.bench_serve("tiny", tmp_path, minilm=tiny_encoder, requests=16, clients=4)
+    results = bench_serve("tiny", tmp_path, minilm=tiny_encoder, requests=16, clients=4)
     assert [r["benchmark"] for r in results] == ["serve_predict_next", "serve_encode"]
     for result in results:
         assert result["server"]["requests"] == 16 and result["in_process"]["requests"] == 16
@@ -113,7 +143,7 @@ def test_server_answers_every_request_of_the_load_test(tiny_encoder, tmp_path):
 
 
 def test_startup_times_every_command_given(tmp_path):
-    result = bench.bench_startup("tiny", tmp_path)
+    result = bench_startup("tiny", tmp_path)
     assert set(result["per_command_s"]) == {"fivecat", "report", "score"}
     assert result["floor_s"]["import torch"] > 0
     assert read_json(tmp_path / "startup.json")["slowest"] in result["per_command_s"]
@@ -121,12 +151,12 @@ def test_startup_times_every_command_given(tmp_path):
 
 def test_table_rewrites_only_the_marked_section(tmp_path):
     out = tmp_path / "bench"
-    bench.bench_lvm("tiny", out)
+    bench_lvm("tiny", out)
     markdown = tmp_path / "B.md"
-    markdown.write_text(f"# Figures\nhand-written\n{bench.TABLE_BEGIN}\nold\n{bench.TABLE_END}\nprofiles\n")
-    bench.update_markdown(markdown, out)
+    markdown.write_text(f"# Figures\nhand-written\n{TABLE_BEGIN}\nold\n{TABLE_END}\nprofiles\n")
+    update_markdown(markdown, out)
     text = markdown.read_text()
-    assert text.startswith("# Figures\nhand-written\n") and text.endswith(f"{bench.TABLE_END}\nprofiles\n")
+    assert text.startswith("# Figures\nhand-written\n") and text.endswith(f"{TABLE_END}\nprofiles\n")
     assert "old" not in text and "| lvm | torch.matmul peak fp32" in text and "`lvm`" in text
 
 
@@ -135,7 +165,7 @@ def test_profile_summary_counts_only_stacks_through_the_function(tmp_path):
     raw.write_text("main (x.py:1);encode (vecflow/core/encoder.py:9);linear (torch/nn/linear.py:2) 6\n"
                    "main (x.py:1);encode (vecflow/core/encoder.py:9);tokenize (tok.py:3) 2\n"
                    "main (x.py:1);peer (st.py:4) 10\n")
-    summary = bench.profile_summary(raw, within="encode")
+    summary = profile_summary(raw, within="encode")
     assert summary["samples"] == 8
     assert summary["deepest_vecflow_frame"] == [("encode (vecflow/core/encoder.py:9)", 1.0)]
     assert summary["leaf_frame"][0] == ("linear (torch/nn/linear.py:2)", 0.75)
@@ -154,7 +184,7 @@ import time:      1000 |       1250 | vecflow.ship.report
 
 
 def test_importtime_summary_counts_each_package_once_where_it_is_first_reached():
-    from vecflow.bench_pipeline import parse_importtime, summarise_importtime
+    from vecflow.bench.pipeline import parse_importtime, summarise_importtime
 
     rows = parse_importtime(IMPORTTIME)
     assert rows[0] == ("numpy._core._multiarray_umath", 100e-6, 100e-6, 3)
@@ -167,7 +197,7 @@ def test_importtime_summary_counts_each_package_once_where_it_is_first_reached()
 
 
 def test_jobs_are_read_from_the_snakemake_log():
-    from vecflow.bench_pipeline import jobs_run
+    from vecflow.bench.pipeline import jobs_run
 
     log = ("Building DAG of jobs...\nlocalrule resolved_config:\n    output: x\nrule report:\n    input: y\n"
            "localrule all:\n")
@@ -201,7 +231,7 @@ localrule report:
 
 
 def test_pipeline_dag_timeline_is_read_from_the_snakemake_log(tmp_path):
-    from vecflow.bench_pipeline import benchmark_cpu, dag_summary, job_timeline, last_full_run
+    from vecflow.bench.pipeline import benchmark_cpu, dag_summary, job_timeline, last_full_run
 
     jobs = job_timeline(SNAKEMAKE_LOG)
     assert [(j["rule"], j["jobid"], j["start_s"], j["wall_s"]) for j in jobs] == [
@@ -226,7 +256,7 @@ def test_pipeline_dag_timeline_is_read_from_the_snakemake_log(tmp_path):
 def test_pipeline_overhead_on_a_tiny_finished_run(tiny_encoder, tiny_causal_lm, tmp_path):
     """Builds the tiny demo DAG, then the no-op rerun, the report regeneration and the start-up figures; only
     that each figure is there and positive, and that each rerun ran exactly the jobs it should."""
-    result = bench.bench_pipeline("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
+    result = bench_pipeline("tiny", tmp_path, minilm=tiny_encoder, smollm2=tiny_causal_lm)
     saved = read_json(tmp_path / "pipeline.json")
     assert saved["check"] == {"noop_ran_no_job": True, "report_ran_only_its_jobs": True,
                               "resolved_config+report_ran_only_its_jobs": True}
@@ -244,5 +274,5 @@ def test_pipeline_overhead_on_a_tiny_finished_run(tiny_encoder, tiny_causal_lm, 
         assert all(seconds > 0 for _, seconds in summary["top"])
     assert saved["goals"]["noop_rerun"]["wall_s"] == result["noop_rerun"]["wall_s"]
     assert isinstance(saved["goals"]["report_regeneration"]["met"], bool)
-    row = bench.render_table(tmp_path).splitlines()[2]
+    row = render_table(tmp_path).splitlines()[2]
     assert row.startswith("| pipeline | python -c pass ") and "no-op rerun" in row

@@ -267,21 +267,22 @@ def test_out_of_article_draws_map_onto_every_other_row_once():
 
 @pytest.mark.parametrize("predictor", ["extrapolate", "copy_last", "context_mean", "oracle"])
 def test_ca_and_par_equal_the_one_window_reference_at_any_block_size(ordered, predictor):
-    from vecflow import bench
+    from vecflow.bench.common import compare_numbers
+    from vecflow.bench.fivecat import reference_fivecat
 
     windows, bank = ordered["val"], ordered["val_bank"]
     oracle = NearestContextOracle(windows.contexts(bank), windows.targets(bank))
     predict = {"extrapolate": extrapolate, "copy_last": copy_last, "context_mean": context_mean,
                "oracle": oracle}[predictor]
     ours = evaluate_split(predict, windows, bank, seed=5, ca_negatives=40)
-    ref = bench.reference_fivecat(predict, windows, bank.embeddings, bank.article_ids, bank.chunk_indices, seed=5,
-                                  ca_negatives=40)
-    check = bench.compare_numbers({k: ours[k] for k in LCM_KEYS}, {k: ref[k] for k in LCM_KEYS})
+    ref = reference_fivecat(predict, windows, bank.embeddings, bank.article_ids, bank.chunk_indices, seed=5,
+                            ca_negatives=40)
+    check = compare_numbers({k: ours[k] for k in LCM_KEYS}, {k: ref[k] for k in LCM_KEYS})
     assert check["mismatched"] == [] and check["max_abs_diff"] <= 1e-6, check
     assert check["numbers"] >= 20
     predictions = normalise(predict(windows.contexts(bank)))
     blocks = lcm_metrics(predictions, windows, bank, negatives=40, seed=5, batch_values=40 * DIM * 7)  # 13 blocks
-    assert bench.compare_numbers({k: blocks[k] for k in LCM_KEYS}, {k: ours[k] for k in LCM_KEYS})["max_abs_diff"] == 0
+    assert compare_numbers({k: blocks[k] for k in LCM_KEYS}, {k: ours[k] for k in LCM_KEYS})["max_abs_diff"] == 0
 
 
 def test_lvm_summary_shows_ca_and_par_and_marks_only_ca():

@@ -42,7 +42,7 @@ COMMANDS = {
     "compare": "vecflow.ship.compare:main",
     "deploy": "vecflow.ship.deploy:main",
     "serve": "vecflow.ship.serve:main",
-    "bench": "vecflow.bench:main",
+    "bench": "vecflow.bench.cli:main",
     "gpu-check": "vecflow.core.gpu_check:main",
 }
 

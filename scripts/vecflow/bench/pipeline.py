@@ -1,4 +1,4 @@
-"""Pipeline overhead (``vecflow bench pipeline``, issue 10 item 7): what the DAG costs beyond the work itself.
+"""``vecflow bench pipeline``: pipeline overhead (issue 10 item 7): what the DAG costs beyond the work itself.
 
     vecflow bench pipeline [--workdir DIR] [--size tiny|full] [--out-dir results/bench]
 
@@ -33,11 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from vecflow.bench.common import REPO
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import write_json
 from vecflow.core.machine import machine
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 GOALS_S = {"noop_rerun": 2.0, "report_regeneration": 4.0, "full_dag": 120.0}
 HEAVY = ("torch", "transformers", "matplotlib", "scipy", "sklearn", "pandas", "sentence_transformers", "optuna",
@@ -425,7 +425,7 @@ def print_result(result: dict) -> None:
 
 
 def table_row(data: dict, where: str) -> str:
-    """The pipeline's row of BENCHMARKS.md's table (vecflow.bench.render_table)."""
+    """The pipeline's row of BENCHMARKS.md's table (``vecflow.bench.table.render_table``)."""
     regen = data["report_regeneration"]
     peer = data["startup"]["python -c pass"]["wall_s"]
     def fig(d: dict) -> str:
