@@ -258,3 +258,72 @@ def test_retry_after_is_the_queued_requests_at_the_recent_median_time_per_reques
         assert queue.retry_after_s() == 60  # capped
     finally:
         queue.close()
+
+
+def test_a_keyed_batcher_answers_each_key_as_soon_as_its_own_call_is_done():
+    """/summarize's batcher shares a call between equal inputs only, one key per call in arrival order, so a
+    request's answer never waits for the calls of other queued inputs (with one batch for every queued dialogue,
+    the first of 50 distinct ones was answered only after the 50th was generated)."""
+    import asyncio
+
+    from vecflow.ship.model_queue import ModelQueue
+
+    calls, hold, b_running, b_release = [], threading.Event(), threading.Event(), threading.Event()
+
+    def model(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        if "b" in items:
+            b_running.set()
+            assert b_release.wait(120), "the test never released b's call"
+        return [item.upper() for item in items]
+
+    async def scenario() -> None:
+        queue = ModelQueue(threads=1, max_queue=8)
+        batcher = queue.batcher(model, key=lambda item: item)
+        try:
+            queue.thread._executor.submit(hold.wait)  # the model thread is busy until the items are queued
+            tasks = {}
+            for name, item in [("x", "x"), ("a1", "a"), ("b", "b"), ("a2", "a"), ("c", "c")]:
+                tasks[name] = asyncio.ensure_future(batcher.submit(item))
+                await asyncio.sleep(0)  # each request reaches the batcher in this order
+            assert queue.queued == 5 and batcher.running
+            hold.set()
+            assert await asyncio.to_thread(b_running.wait, 120), "b's call never started"
+            # both "a" requests are answered while b's call still runs: their own call is done
+            await asyncio.wait_for(asyncio.gather(tasks["x"], tasks["a1"], tasks["a2"]), timeout=120)
+            assert not tasks["b"].done() and not tasks["c"].done()
+            b_release.set()
+            answers = {name: await task for name, task in tasks.items()}
+        finally:
+            hold.set()
+            b_release.set()
+            queue.close()
+        assert answers == {"x": "X", "a1": "A", "b": "B", "a2": "A", "c": "C"}
+        assert calls == [["x"], ["a", "a"], ["b"], ["c"]]  # equal items share a call, the others keep their order
+        assert queue.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_unkeyed_batcher_still_takes_every_queued_item_in_one_call():
+    import asyncio
+
+    from vecflow.ship.model_queue import ModelQueue
+
+    calls, hold = [], threading.Event()
+
+    async def scenario() -> dict:
+        queue = ModelQueue(threads=1, max_queue=8)
+        batcher = queue.batcher(lambda items: (calls.append(list(items)), items)[1], cap=3)
+        try:
+            queue.thread._executor.submit(hold.wait)
+            tasks = [asyncio.ensure_future(batcher.submit(i)) for i in range(6)]
+            await asyncio.sleep(0)
+            hold.set()
+            return await asyncio.gather(*tasks)
+        finally:
+            hold.set()
+            queue.close()
+
+    assert asyncio.run(scenario()) == list(range(6))
+    assert calls == [[0], [1, 2, 3], [4, 5]]  # the first alone, then at most cap per call

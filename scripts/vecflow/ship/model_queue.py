@@ -9,7 +9,10 @@ without bound answers nothing in time once it is overloaded, its liveness probe 
 Requests of one kind that arrive while the thread is busy are answered together by the next model call
 (``MicroBatcher``): the batch function gets every queued item and returns one answer per item, each the
 answer that item gets alone (the server's batch functions group items whose answers a shared call cannot
-change; tests/test_serve.py checks it bit for bit). Nothing waits for a batch to fill.
+change; tests/test_serve.py checks it bit for bit). Nothing waits for a batch to fill. A batcher with a
+``key`` takes only the queued items of the first one's key: /summarize shares a call between identical inputs
+only, so each distinct dialogue is its own call and its answer leaves as soon as it is generated (not after
+every other queued dialogue's).
 """
 
 from __future__ import annotations
@@ -119,8 +122,9 @@ class ModelQueue:
         async with self.admit():
             return await self.thread.submit(self.timed(fn), *args)
 
-    def batcher(self, fn: Callable[[list], list], cap: int = MAX_BATCH) -> "MicroBatcher":
-        return MicroBatcher(self, fn, cap)
+    def batcher(self, fn: Callable[[list], list], cap: int = MAX_BATCH,
+                key: Callable[[Any], Any] | None = None) -> "MicroBatcher":
+        return MicroBatcher(self, fn, cap, key)
 
     def close(self) -> None:
         self.thread.close()
@@ -147,10 +151,14 @@ class MicroBatcher:
     finds no batch running goes at once, alone. With 8 closed-loop clients this turns 8 model calls (each a
     Python dispatch of some 30 torch operators) into one. An error of the call itself (a model that fails to
     load, a bug) is every request's answer, as it would have been for each alone. Every request counts in the
-    model queue while it waits here. Runs on the event loop only."""
+    model queue while it waits here. Runs on the event loop only.
 
-    def __init__(self, queue: ModelQueue, fn, cap: int = MAX_BATCH):
-        self.queue, self.fn, self.cap = queue, queue.timed(fn, items=True), cap
+    With ``key``, a batch is the oldest waiting item and every other waiting item with its key (in arrival
+    order; the others keep their places): where only equal items can share a call, one call per key answers
+    each key's requests as soon as that key is done, instead of all of them after the last key's call."""
+
+    def __init__(self, queue: ModelQueue, fn, cap: int = MAX_BATCH, key: Callable[[Any], Any] | None = None):
+        self.queue, self.fn, self.cap, self.key = queue, queue.timed(fn, items=True), cap, key
         self.pending: list[tuple[Any, asyncio.Future]] = []
         self.running = False
         self.batches = 0  # model calls so far (the tests read it)
@@ -166,9 +174,20 @@ class MicroBatcher:
             raise answer
         return answer
 
+    def _take(self) -> list[tuple[Any, asyncio.Future]]:
+        """The next batch out of ``pending``: up to ``cap`` items (with a ``key``: of the oldest item's key)."""
+        if self.key is None:
+            batch, self.pending = self.pending[:self.cap], self.pending[self.cap:]
+            return batch
+        first = self.key(self.pending[0][0])
+        batch, rest = [], []
+        for entry in self.pending:
+            (batch if len(batch) < self.cap and self.key(entry[0]) == first else rest).append(entry)
+        self.pending = rest
+        return batch
+
     def _start(self) -> None:
-        batch, self.pending = self.pending[:self.cap], self.pending[self.cap:]
-        batch = [(item, future) for item, future in batch if not future.done()]  # a cancelled request: skipped
+        batch = [(item, future) for item, future in self._take() if not future.done()]  # a cancelled request: skipped
         if not batch:
             if self.pending:
                 self._start()

@@ -442,10 +442,17 @@ def encode_batch(bundle: Bundle, requests: list[list[str]]) -> list:
     return grouped(list(range(len(requests))), lambda i: keys[i], call)
 
 
+def summary_key(request: tuple[str, object]) -> tuple:
+    """What makes two /summarize requests the same input (their batcher shares a call between equal keys only)."""
+    kind, value = request
+    return kind, tuple(value) if isinstance(value, list) else value
+
+
 def summarize_batch(bundle: Bundle, requests: list[tuple[str, object]]) -> list:
     """Each /summarize request's summary (``("dialogue", text)`` or ``("embedding", vector)``), or its own 422.
 
-    Identical queued inputs are computed once; each distinct input is its own model call. (Batched generation
+    Identical queued inputs are computed once; each distinct input is its own model call (the server's batcher
+    hands this one key at a time, so each summary is answered as soon as it is generated). (Batched generation
     is not kept: with a KV cache every decoding step multiplies B rows at once, and one row alone takes another
     kernel than several rows together, so the scores of a batched call differ from the single call's in the last
     bits, which is enough to flip a tie; measured on the tiny BERT2BERT with equal source lengths.)"""
@@ -455,7 +462,7 @@ def summarize_batch(bundle: Bundle, requests: list[tuple[str, object]]) -> list:
         summary = summarize_dialogue(bundle, value) if kind == "dialogue" else summarize_embedding(bundle, value)
         return [summary] * len(group)
 
-    keys = [(kind, tuple(value) if isinstance(value, list) else value) for kind, value in requests]
+    keys = [summary_key(request) for request in requests]
     return grouped(list(range(len(requests))), lambda i: keys[i], call)
 
 
@@ -499,7 +506,7 @@ def create_app(bundle_dir: str | Path, device: str = "auto", max_body_bytes: int
     app.state.model_thread = queue.thread
     app.state.predict_batcher = queue.batcher(lambda contexts: predict_next_batch(bundle, contexts))
     app.state.encode_batcher = queue.batcher(lambda requests: encode_batch(bundle, requests))
-    app.state.summarize_batcher = queue.batcher(lambda requests: summarize_batch(bundle, requests))
+    app.state.summarize_batcher = queue.batcher(lambda requests: summarize_batch(bundle, requests), key=summary_key)
     keyed = [Depends(require_key(api_key))] if api_key else []
     post = {"dependencies": keyed + [Depends(json_content_type)]}
 
