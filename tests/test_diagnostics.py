@@ -104,7 +104,7 @@ def run_cli(tmp_path, split, diagnostics):
     write_jsonl(tmp_path / "e.index.jsonl", ({"article_id": int(a), "chunk_index": int(c), "text": "x"}
                                              for a, c in zip(bank.article_ids, bank.chunk_indices)))
     save_windows(tmp_path / "w.safetensors", windows, bank)
-    settings = json.dumps({"seed": 1, "device": "cpu", "diagnostics": diagnostics})
+    settings = json.dumps({"seed": 1, "device": "cpu", **diagnostics})  # lvm.diagnostics, as the rule sends it
     out_json, out_plot = tmp_path / "out" / "direction.json", tmp_path / "out" / "direction.png"
     argv = ["diagnose", "--windows", str(tmp_path / "w.safetensors"), "--embeddings", str(tmp_path / "e.safetensors"),
             "--index", str(tmp_path / "e.index.jsonl"), "--settings", settings]
@@ -149,14 +149,17 @@ def test_cli_bad_windows_file(tmp_path, walk, capsys):
     assert "w.safetensors: not a readable safetensors file" in capsys.readouterr().err
 
 
-def test_cli_accepts_the_diagnostics_section_itself(tmp_path, capsys):
-    # the rule passes lvm.diagnostics flat (plus seed/device); a shuffled-order dataset must fail the gate
+def test_cli_defaults_are_the_schemas_and_unknown_keys_are_refused(tmp_path, capsys):
+    # the rule passes lvm.diagnostics flat (plus seed/device); with nothing given the schema's thresholds apply
+    # (min_signal 0.05), so a shuffled-order dataset fails the gate
     code, out_json, _ = run_cli(tmp_path, shuffled_walk(), {})
-    assert code == 0  # no thresholds given under "diagnostics": the defaults pass it
-    settings = json.dumps({"seed": 1, "device": "cpu", **GATE})
-    argv = ["diagnose", "--windows", str(tmp_path / "w.safetensors"), "--embeddings", str(tmp_path / "e.safetensors"),
-            "--index", str(tmp_path / "e.index.jsonl"), "--settings", settings,
-            "--out-json", str(tmp_path / "d.json"), "--out-plot", str(tmp_path / "d.png")]
-    assert cli_main(argv) == 2
+    assert code == 2
     assert "< min_signal 0.05" in capsys.readouterr().err
-    assert not (tmp_path / "d.json").exists()
+    assert not out_json.exists()
+    code, out_json, _ = run_cli(tmp_path, shuffled_walk(), {"min_signal": -1.0, "min_coherence": -1.0})
+    assert code == 0
+    assert json.loads(out_json.read_text())["thresholds"] == {"min_coherence": -1.0, "min_signal": -1.0,
+                                                              "require_monotonic": False}
+    code, _, _ = run_cli(tmp_path, shuffled_walk(), {"diagnostics": GATE})  # the whole lvm section is not it
+    assert code == 2
+    assert "settings: unknown key 'diagnostics'" in capsys.readouterr().err

@@ -25,7 +25,7 @@ DIM, CONTEXT = 16, 4
 SETTINGS = {
     "seed": 7, "device": "cpu", "preset": "P4", "arch": "transformer", "epochs": 2, "batch_size": 16,
     "learning_rate": 3e-3, "d_model": 32, "layers": 1, "heads": 2, "dropout": 0.0,
-    "selection_metric": "val_margin", "early_stop_patience": 0, "mini5cat_samples": 20,
+    "selection_metric": "val_margin", "selection_fraction": 0.0, "early_stop_patience": 0, "mini5cat_samples": 20,
 }
 
 
@@ -383,7 +383,7 @@ def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(l
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.add_(torch.randn(parameter.shape, generator=generator))
-        return lvm_train.evaluate(model, windows, weights, run["batch_size"], device)
+        return lvm_train.evaluate(model, windows, weights, run.batch_size, device)
 
     monkeypatch.setattr(lvm_train, "train_one_epoch", diverging_epoch)
     # a residual model starts AT the context mean (epoch 0)
@@ -404,7 +404,7 @@ def test_train_lvm_uses_torchs_fused_adamw_on_cpu():
 
     from vecflow.lvm.train import make_optimizer
 
-    optimizer = make_optimizer(torch.nn.Linear(4, 4), {"learning_rate": 1e-3, "weight_decay": 0.01}, "cpu")
+    optimizer = make_optimizer(torch.nn.Linear(4, 4), 1e-3, 0.01, "cpu")
     assert optimizer.defaults["fused"] is True and optimizer.defaults["weight_decay"] == 0.01
 
 

@@ -5,6 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+from vecflow.core.settings import job_globals
+from vecflow.lvm import workflow as lvm_workflow
+
 # The rules call the `vecflow` CLI of the Python that runs Snakemake (the project's .venv); with
 # --sdm conda the rule's environment provides it. Models are never fetched from a hub at run time.
 os.environ.update(
@@ -27,21 +30,18 @@ SUMMARY_SPLITS = list(config["summary"]["splits"])
 DIALOGUE_SPLITS = SUMMARY_SPLITS + (
     ["selection"] if config["summary"]["selection_dialogues"] else []
 )
-LVM_SPLITS = ["train", "val", "ood"]
-LVM_RUNS = list(config["lvm"]["runs"])
+LVM_SPLITS = list(lvm_workflow.SPLITS)
+try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.py); the config stays as written
+    LVM_RUNS = list(lvm_workflow.runs(config))
+except VecflowError as exc:
+    raise WorkflowError(str(exc)) from None
 HPO = config["hpo"]
 DEPLOY = config["deploy"]
 
 
 def job_settings(**values):
     """The given values as a JSON object, with the global seed/device/tracking added."""
-    merged = {
-        "seed": config["seed"],
-        "device": config["device"],
-        "tracking": config["tracking"],
-    }
-    merged.update(values)
-    return json.dumps(merged, sort_keys=True)
+    return json.dumps({**job_globals(config), **values}, sort_keys=True)
 
 
 def settings(*path, **extra):
@@ -183,21 +183,6 @@ def elm_params_input(wildcards):
     return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if elm_hpo else []
 
 
-def lvm_study_on():
-    return TRACKS["hpo"] and TRACKS["lvm"] and HPO["target"] == "lvm"
-
-
-def lvm_pareto_on():
-    return lvm_study_on() and list(HPO["lvm_objectives"]) == ["c0", "margin"]
-
-
-def lvm_study_params(wildcards):
-    """The LVM study's best_params.yaml for a run with params_from_study (none when the study is off)."""
-    entry = config["lvm"]["runs"][wildcards.run]
-    on = entry.get("params_from_study", False) and lvm_study_on()
-    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if on else []
-
-
 def elm_bertscore_settings():
     bertscore = config["evaluation"]["bertscore"]
     return {
@@ -208,18 +193,8 @@ def elm_bertscore_settings():
 
 
 def lvm_run_settings(wildcards):
-    """lvm.train plus the run's entry; loss overrides of lvm.train and of the run are merged."""
-    run = dict(config["lvm"]["runs"][wildcards.run])
-    losses = {**config["lvm"]["train"].get("losses", {}), **run.pop("losses", {})}
-    extra = dict(
-        run,
-        run=wildcards.run,
-        context_length=config["lvm"]["context_length"],
-        short_duplicate_tokens=config["lvm"]["split"].get("short_duplicate_tokens", 0),
-    )
-    if losses:
-        extra["losses"] = losses
-    return settings("lvm", "train", **extra)
+    """train-lvm's settings for a run (the LVM study's worker sends them too): vecflow/lvm/workflow.py."""
+    return lvm_workflow.train_settings(config, wildcards.run)
 
 
 def config_sources():
@@ -262,7 +237,7 @@ def report_inputs(wildcards):
         files["hpo_trials"] = f"{R}/hpo/{HPO['study']}/trials.csv"
         files["hpo_importance"] = f"{R}/hpo/{HPO['study']}/importance.png"
         files["hpo_params"] = f"{R}/hpo/{HPO['study']}/best_params.yaml"
-        if HPO["target"] == "lvm" and lvm_pareto_on():
+        if HPO["target"] == "lvm" and lvm_workflow.pareto_on(config):
             files["hpo_pareto"] = f"{R}/hpo/{HPO['study']}/pareto.json"
             files["hpo_pareto_plot"] = f"{R}/hpo/{HPO['study']}/pareto.png"
     if TRACKS["lvm"]:

@@ -1,38 +1,8 @@
 # LVM: embedding export, windows, direction diagnostics, next-vector training, 5CAT. Package: vecflow/lvm/.
-
-# Learning curve (lvm.learning_curve): the chosen run retrained on seeded shares of the training windows;
-# the extra runs are ordinary runs (train_lvm + fivecat) named <run>-lc<percent>.
-CURVE = config["lvm"]["learning_curve"]
-CURVE_RUNS = {}
-if CURVE["run"]:
-    if CURVE["run"] not in config["lvm"]["runs"]:
-        raise WorkflowError(
-            f"config: lvm.learning_curve.run: '{CURVE['run']}' is not one of lvm.runs"
-        )
-    for fraction in CURVE["fractions"]:
-        name = f"{CURVE['run']}-lc{round(100 * fraction)}"
-        CURVE_RUNS[name] = fraction
-        config["lvm"]["runs"][name] = dict(
-            config["lvm"]["runs"][CURVE["run"]], train_fraction=fraction
-        )
-        LVM_RUNS.append(name)
-
-# Seeds (lvm.seeds): the chosen run retrained with seeds seed+1 .. seed+count-1 as runs <run>-seed<i>; the
-# lvm_seeds rule reports the 5CAT mean ± sd over all of them and the forward verdicts on the mean.
-SEEDS = config["lvm"]["seeds"]
-SEED_RUNS = []
-if SEEDS["run"]:
-    if SEEDS["run"] not in config["lvm"]["runs"]:
-        raise WorkflowError(
-            f"config: lvm.seeds.run: '{SEEDS['run']}' is not one of lvm.runs"
-        )
-    for i in range(2, SEEDS["count"] + 1):
-        name = f"{SEEDS['run']}-seed{i}"
-        SEED_RUNS.append(name)
-        config["lvm"]["runs"][name] = dict(
-            config["lvm"]["runs"][SEEDS["run"]], seed=config["seed"] + i - 1
-        )
-        LVM_RUNS.append(name)
+# The runs (lvm.runs, plus the learning-curve copies <run>-lc<percent> and the seed copies <run>-seed<i>) and
+# each job's --settings come from vecflow/lvm/workflow.py, computed from the config without changing it.
+CURVE_POINTS = lvm_workflow.curve_points(config)  # [run, run-lc10, ...] or []
+SEED_POINTS = lvm_workflow.seed_points(config)  # [run, run-seed2, ...] or []
 
 
 rule embed_chunks:
@@ -55,7 +25,7 @@ rule embed_chunks:
         runtime=60,
     params:
         encoder=parent_of("encoder"),
-        settings=lambda w: job_settings(batch_size=config["lvm"]["embed_batch_size"]),
+        settings=lambda w: lvm_workflow.embed_settings(config),
     shell:
         "vecflow embed --chunks {input.chunks} --encoder {params.encoder} --settings {params.settings:q} "
         "--out {output.vectors} --index {output.index} > {log} 2>&1"
@@ -76,7 +46,7 @@ rule make_windows:
         "../../envs/vecflow.yaml"
     params:
         encoder=parent_of("encoder"),
-        settings=lambda w: job_settings(context_length=config["lvm"]["context_length"]),
+        settings=lambda w: lvm_workflow.windows_settings(config),
     shell:
         "vecflow windows --embeddings {input.vectors} --index {input.index} "
         "--encoder {params.encoder} "
@@ -105,7 +75,7 @@ rule diagnose_direction:
     threads: config["threads"]["eval"]
     params:
         encoder=parent_of("encoder"),
-        settings=lambda w: settings("lvm", "diagnostics"),
+        settings=lambda w: lvm_workflow.diagnostics_settings(config),
     shell:
         "vecflow diagnose --windows {input.windows} --embeddings {input.vectors} --index {input.index} "
         "--encoder {params.encoder} --settings {params.settings:q} "
@@ -122,7 +92,7 @@ rule train_lvm:
         val_vectors=f"{R}/lvm/embeddings/val.safetensors",
         val_index=f"{R}/lvm/embeddings/val.index.jsonl",
         encoder=model_input(config["encoder"]),
-        study=lvm_study_params,
+        study=lambda w: lvm_workflow.study_params_input(config, w.run),
     output:
         model=directory(f"{R}/lvm/models/{{run}}"),
     log:
@@ -139,13 +109,7 @@ rule train_lvm:
     params:
         encoder=parent_of("encoder"),
         study=lambda w, input: f"--params {input.study}" if input.study else "",
-        settings=lambda w: json.dumps(  # the mini-5CAT uses the fivecat rule's article filter
-            dict(
-                json.loads(lvm_run_settings(w)),
-                min_article_chunks=config["lvm"]["fivecat"]["min_article_chunks"],
-            ),
-            sort_keys=True,
-        ),
+        settings=lambda w: lvm_workflow.train_settings(config, w.run),
     shell:
         "vecflow train-lvm --train-windows {input.train} --train-embeddings {input.train_vectors} "
         "--train-index {input.train_index} --val-windows {input.val} "
@@ -195,11 +159,7 @@ rule fivecat:
                 ["val", "ood"], input.windows, input.vectors, input.index
             )
         ),
-        settings=lambda w: settings(
-            "lvm",
-            "fivecat",
-            train_fraction=config["lvm"]["runs"][w.run].get("train_fraction", 1.0),
-        ),
+        settings=lambda w: lvm_workflow.fivecat_settings(config, w.run),
     shell:
         "vecflow fivecat --model {input.model} --train-windows {input.train} "
         "--train-embeddings {input.train_vectors} --train-index {input.train_index} {params.splits} "
@@ -209,12 +169,8 @@ rule fivecat:
 
 rule lvm_learning_curve:
     input:
-        fivecat=lambda w: [
-            f"{R}/lvm/fivecat/{run}.json" for run in [CURVE["run"], *CURVE_RUNS]
-        ],
-        models=lambda w: [
-            f"{R}/lvm/models/{run}" for run in [CURVE["run"], *CURVE_RUNS]
-        ],
+        fivecat=lambda w: [f"{R}/lvm/fivecat/{run}.json" for run in CURVE_POINTS],
+        models=lambda w: [f"{R}/lvm/models/{run}" for run in CURVE_POINTS],
     output:
         json=f"{R}/lvm/learning_curve.json",
         plot=report(
@@ -229,22 +185,18 @@ rule lvm_learning_curve:
     params:
         points=lambda w, input: " ".join(
             f"--point {run}={report},{model}"
-            for run, report, model in zip(
-                [CURVE["run"], *CURVE_RUNS], input.fivecat, input.models
-            )
+            for run, report, model in zip(CURVE_POINTS, input.fivecat, input.models)
         ),
     shell:
         "vecflow lvm-curve {params.points} --out-json {output.json} "
         "--out-plot {output.plot} > {log} 2>&1"
 
 
-if SEEDS["run"]:
+if SEED_POINTS:
 
     rule lvm_seeds:
         input:
-            fivecat=[
-                f"{R}/lvm/fivecat/{run}.json" for run in [SEEDS["run"], *SEED_RUNS]
-            ],
+            fivecat=[f"{R}/lvm/fivecat/{run}.json" for run in SEED_POINTS],
         output:
             json=f"{R}/lvm/seeds.json",
         log:
@@ -254,7 +206,7 @@ if SEEDS["run"]:
         params:
             reports=lambda w, input: " ".join(
                 f"--report {run}={path}"
-                for run, path in zip([SEEDS["run"], *SEED_RUNS], input.fivecat)
+                for run, path in zip(SEED_POINTS, input.fivecat)
             ),
         shell:
             "vecflow lvm-seeds {params.reports} --out-json {output.json} > {log} 2>&1"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vecflow.bench.common import REPO, record, timed
+from vecflow.bench.common import record, timed
 
 
 def transformer_lvm_flops(batch: int, context: int, dim: int, d_model: int, layers: int) -> int:
@@ -50,16 +50,18 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
 
     from vecflow.lvm.models import build_model
     from vecflow.lvm.presets import DEFAULTS
+    from vecflow.lvm.settings import LvmTrainSettings
     from vecflow.lvm.train import WindowTensors, epoch_generator, make_optimizer, train_one_epoch
 
+    run = LvmTrainSettings.parse({"preset": "P1", "arch": "transformer", "epochs": 1, "batch_size": batch,
+                                  "learning_rate": 5e-4, "weight_decay": 0.01, "grad_clip": 1.0})  # train-lvm's
     torch.manual_seed(0)
     model = build_model("transformer", dim, context, sizes)
-    optimizer = make_optimizer(model, {"learning_rate": 5e-4, "weight_decay": 0.01}, "cpu")  # train-lvm's
+    optimizer = make_optimizer(model, run.learning_rate, run.weight_decay, "cpu")
     rows = batch * steps
     bank = torch.nn.functional.normalize(torch.randn(rows * (context + 1), dim), dim=-1)
     windows = WindowTensors(bank, torch.arange(rows * (context + 1)).reshape(rows, context + 1),
                             torch.full((rows, 2), -1, dtype=torch.long))  # windows gather from the bank by row
-    run = {"batch_size": batch, "grad_clip": 1.0}
     train_one_epoch(model, optimizer, windows, dict(DEFAULTS), run, epoch_generator(0, 0), "cpu")  # warm-up
     seconds, _ = timed(lambda: train_one_epoch(model, optimizer, windows, dict(DEFAULTS), run,
                                                   epoch_generator(0, 1), "cpu"))
@@ -71,14 +73,12 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
 
 
 def schema_lvm_sizes() -> dict:
-    """The transformer a user gets when the config sets nothing: ``lvm.train``'s defaults in the config schema."""
-    import yaml
+    """The transformer a user gets when the config sets nothing: ``lvm.train``'s defaults (those of the config
+    schema: ``LvmTrainSettings``'s, checked against it by tests/test_settings_models.py)."""
+    from vecflow.lvm.settings import LvmTrainSettings
 
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    train = schema["properties"]["lvm"]["properties"]["train"]["properties"]
-    sizes = {key: train[key]["default"] for key in ("d_model", "layers", "heads", "dropout", "residual")}
-    sizes["residual"] = bool(sizes["residual"])
-    return sizes
+    return LvmTrainSettings.parse({"preset": "P1", "arch": "transformer", "epochs": 1, "batch_size": 1,
+                                   "learning_rate": 5e-4}).model_sizes()
 
 
 def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) -> dict:

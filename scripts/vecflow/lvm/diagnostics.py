@@ -18,11 +18,9 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_path, write_json
-from vecflow.core.settings import settings_arg
 from vecflow.lvm.bank import ChunkBank, load_bank
+from vecflow.lvm.settings import DiagnosticsSettings
 from vecflow.lvm.windows import Windows, load_windows
-
-DEFAULT_THRESHOLDS = {"min_coherence": 0.2, "min_signal": 0.0, "require_monotonic": False}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -71,16 +69,6 @@ def per_article_spread(window_signal: np.ndarray, article_ids: np.ndarray) -> di
     }
 
 
-def diagnostics_section(settings: dict) -> dict:
-    """The gate settings: ``lvm.diagnostics`` itself, or the ``diagnostics`` key of the whole lvm section."""
-    return settings.get("diagnostics", settings)
-
-
-def thresholds_from(settings: dict) -> dict:
-    diagnostics = diagnostics_section(settings)
-    return {key: diagnostics.get(key, default) for key, default in DEFAULT_THRESHOLDS.items()}
-
-
 def check_gate(stats: dict, thresholds: dict, waived: bool = False) -> dict:
     """``{passed, failures, waived}``: each failure names the number and its threshold."""
     failures = []
@@ -122,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", required=True, help="windows safetensors")
     parser.add_argument("--embeddings", required=True, help="the bank the windows index (F.safetensors)")
     parser.add_argument("--index", required=True, help="its F.index.jsonl")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.diagnostics (or lvm) as JSON")
+    parser.add_argument("--settings", required=True, type=DiagnosticsSettings.from_json,
+                        help="the lvm.diagnostics section and seed/device, as JSON")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True, help="PNG")
     parser.add_argument("--encoder", metavar="DIR",
@@ -131,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bank = load_bank(args.embeddings, args.index, encoder_dir=args.encoder)
     stats = direction_stats(load_windows(args.windows, bank), bank)
-    thresholds = thresholds_from(args.settings)
-    waive = bool(diagnostics_section(args.settings).get("waive_gate", False))
-    gate = check_gate(stats, thresholds, waived=waive)
+    thresholds = args.settings.thresholds()
+    gate = check_gate(stats, thresholds, waived=args.settings.waive_gate)
     coherence = "n/a" if stats["coherence"] is None else f"{stats['coherence']:.3f}"
     summary = (
         f"coherence {coherence}, signal {stats['signal']:+.3f}, "

@@ -18,10 +18,9 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import require_file
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.lvm.bank import ShardedBankWriter, export_bank, iter_index
-
-DEFAULT_SHARD_ROWS = 32768
+from vecflow.lvm.settings import EmbedSettings
 
 
 def embed_chunks(rows: list[dict], encoder_dir: str | Path, batch_size: int, device: str = "auto") -> tuple:
@@ -64,16 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow embed", description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", required=True, help="chunks JSONL (article_id, chunk_index, text, ...)")
     parser.add_argument("--encoder", required=True, help="HF encoder folder")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument("--settings", required=True, type=EmbedSettings.from_json,
+                        help="embed_batch_size, embed_shard_rows (the lvm section's) and seed/device, as JSON")
     parser.add_argument("--out", required=True, help="F.safetensors")
     parser.add_argument("--index", required=True, help="F.index.jsonl")
     args = parser.parse_args(argv)
 
-    seed_everything(int(args.settings.get("seed", 0)))
-    batch_size = int(args.settings.get("embed_batch_size", args.settings.get("batch_size", 64)))
-    shard_rows = int(args.settings.get("embed_shard_rows", DEFAULT_SHARD_ROWS))
+    settings = args.settings
+    seed_everything(settings.seed)
+    shard_rows = settings.embed_shard_rows
     writer = ShardedBankWriter(args.out, args.index, shard_rows, export_source(args.chunks, args.encoder))
-    encode = lazy_encoder(args.encoder, batch_size, args.settings.get("device", "auto"))
+    encode = lazy_encoder(args.encoder, settings.embed_batch_size, settings.device)
     rows = iter_index(args.chunks)
     first = next(rows, None)
     if first is None:

@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, Predictor, build_baselines, normalise
+from vecflow.lvm.baselines import Predictor, build_baselines, normalise
 from vecflow.core.devices import pick_device
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_path, read_json, write_json
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.lvm.bank import ChunkBank, load_bank
 from vecflow.lvm.fivecat_results import read_results, write_results
+from vecflow.lvm.settings import FivecatSettings
 from vecflow.lvm.windows import Windows, check_against_bank, load_windows
 
 OFFSETS = tuple(range(-3, 4))
@@ -556,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-index", required=True, help="its index JSONL")
     parser.add_argument("--split", action="append", required=True, type=parse_split,
                         metavar="NAME=WINDOWS,EMBEDDINGS,INDEX", help="an evaluation split (repeat: val, ood)")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm.fivecat config section")
+    parser.add_argument("--settings", required=True, type=FivecatSettings.from_json,
+                        help="the lvm.fivecat config section (vecflow.lvm.settings.FivecatSettings)")
     parser.add_argument("--out-json", required=True)
     parser.add_argument("--out-plot", required=True)
     parser.add_argument("--encoder", metavar="DIR",
@@ -583,13 +585,11 @@ def model_predictor(model_dir: str, device, batch_size: int) -> Predictor:
     return lambda contexts: predict(model, contexts, batch_size, device)
 
 
-def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict, settings: dict) -> dict:
+def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict, settings: FivecatSettings) -> dict:
     """Score the model and every baseline on every split; add gates, gaps and the baseline comparison."""
-    options = {"rollout_steps": int(settings.get("rollout_steps", 3)),
-               "min_article_chunks": int(settings.get("min_article_chunks", 6)),
-               "seed": int(settings.get("seed", 0)),
-               "ca_negatives": int(settings.get("ca_negatives", CA_NEGATIVES))}
-    thresholds = settings.get("thresholds", {})
+    options = {"rollout_steps": settings.rollout_steps, "min_article_chunks": settings.min_article_chunks,
+               "seed": settings.seed, "ca_negatives": settings.ca_negatives}
+    thresholds = settings.thresholds.model_dump()
     model_results = evaluate_predictor(model, splits, **options)
     baseline_results = {name: evaluate_predictor(predict, splits, **options) for name, predict in baselines.items()}
     verdicts = gates(model_results, thresholds)
@@ -605,26 +605,26 @@ def run_fivecat(model: Predictor, baselines: dict[str, Predictor], splits: dict,
         "thresholds": thresholds,
         "beats_baselines": beats_baselines(model_results, baseline_results),
         "dominance": dominance_verdicts(model_results, baseline_results),
-        "settings": settings,
+        "settings": settings.received,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = args.settings
-    seed = int(settings.get("seed", 0))
+    seed = settings.seed
     seed_everything(seed)
-    splits = load_splits(args.split, int(settings.get("max_samples", 0)), seed, args.encoder)
+    splits = load_splits(args.split, settings.max_samples, seed, args.encoder)
     train_bank = load_bank(args.train_embeddings, args.train_index, encoder_dir=args.encoder)
     train = load_windows(args.train_windows, train_bank)
-    fraction = float(settings.get("train_fraction", 1.0))  # a learning-curve run: ridge sees the same share
+    fraction = float(settings.train_fraction)  # a learning-curve run: ridge sees the same share
     if fraction < 1.0:
         train = subsample(train, max(1, round(fraction * len(train))), seed)
-    train = subsample(train, int(settings.get("ridge_max_samples", 20000)), seed)
-    baselines = build_baselines(train.contexts(train_bank), train.targets(train_bank), settings.get("ridge_lambda", "auto"),
-                                settings.get("ridge_lambdas") or DEFAULT_LAMBDA_GRID)
-    device = pick_device(settings.get("device", "auto"))
-    model = model_predictor(args.model, device, int(settings.get("batch_size", 256)))
+    train = subsample(train, settings.ridge_max_samples, seed)
+    baselines = build_baselines(train.contexts(train_bank), train.targets(train_bank), settings.ridge_lambda,
+                                settings.ridge_lambdas)
+    device = pick_device(settings.device)
+    model = model_predictor(args.model, device, settings.batch_size)
     report = run_fivecat(model, baselines, splits, settings)
     plot_offsets({"model": report["model"], **report["baselines"]}, args.out_plot)
     write_results(args.out_json, report)

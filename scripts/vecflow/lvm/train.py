@@ -6,8 +6,8 @@
 Windows are bank row indices (``vecflow.lvm.windows``); each batch gathers its vectors from the bank, which
 sits on the training device when it fits there (``vecflow.lvm.bank.resident_bank``).
 
-Settings: ``lvm.train`` merged with the run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the
-global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the selection
+Settings (``vecflow.lvm.settings.LvmTrainSettings``, checked once at the start): ``lvm.train`` merged with the
+run entry (``preset``, ``arch``, optional ``losses`` overrides) plus the global ``seed`` and ``device``. Each epoch: one seeded pass over the training windows (AdamW), the selection
 split's loss terms and cosine, and a mini-5CAT on up to ``mini5cat_samples`` of its windows; one record goes
 to ``history.jsonl`` (and wandb/mlflow when enabled).
 
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from vecflow.lvm import fivecat
-from vecflow.lvm.baselines import DEFAULT_LAMBDA_GRID, build_baselines
+from vecflow.lvm.baselines import build_baselines
 from vecflow.core.devices import pick_device
 from vecflow.lvm.bank import ChunkBank, bank_index_rows, load_bank, resident_bank
 from vecflow.core.errors import VecflowError
@@ -52,8 +52,9 @@ from vecflow.core.io import atomic_dir, atomic_path, write_json, write_jsonl
 from vecflow.lvm.losses import TERMS, LossBatch, compute_losses, guard_to_mse_ratio
 from vecflow.lvm.models import build_model, model_config, predict, save_lvm
 from vecflow.lvm.presets import resolve_schedule
-from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.core.settings import seed_everything, settings_arg
 from vecflow.core.tracking import Tracker, copy_tracking_record
+from vecflow.lvm.settings import LvmTrainSettings
 from vecflow.lvm.windows import Windows, load_windows
 
 OFFSETS = (-3, -2, -1, 0, 1, 2, 3)
@@ -128,48 +129,9 @@ def offset_key(k: int) -> str:
 
 # ----------------------------------------------------------------------------------------------- settings
 
-def run_settings(settings: dict) -> dict:
-    """Checked training settings with defaults for the optional keys."""
-    run = {
-        "seed": need(settings, "seed"),
-        "preset": need(settings, "preset"),
-        "arch": need(settings, "arch"),
-        "epochs": need(settings, "epochs"),
-        "batch_size": need(settings, "batch_size"),
-        "learning_rate": float(need(settings, "learning_rate")),
-        "weight_decay": float(settings.get("weight_decay", 0.01)),
-        "grad_clip": float(settings.get("grad_clip", 1.0)),
-        "selection_metric": settings.get("selection_metric", "dominance"),
-        "selection_fraction": float(settings.get("selection_fraction", 0.0)),
-        "train_fraction": float(settings.get("train_fraction", 1.0)),
-        "min_article_chunks": settings.get("min_article_chunks", 6),
-        "ridge_max_samples": settings.get("ridge_max_samples", 20000),
-        "ridge_lambdas": settings.get("ridge_lambdas") or list(DEFAULT_LAMBDA_GRID),
-        "early_stop_patience": settings.get("early_stop_patience", 0),
-        "mini5cat_samples": settings.get("mini5cat_samples", 200),
-        "stop_after_epoch": settings.get("stop_after_epoch", 0),
-        "short_duplicate_tokens": settings.get("short_duplicate_tokens", 0),
-        "contrast": settings.get("contrast") or {},
-    }
-    for key in ("epochs", "batch_size", "mini5cat_samples"):
-        if not isinstance(run[key], int) or run[key] < 1:
-            raise VecflowError(f"settings: field '{key}': expected a positive integer, got {run[key]!r}")
-    if not 0.0 < run["train_fraction"] <= 1.0:
-        raise VecflowError(f"settings: field 'train_fraction': expected a value in (0, 1], got {run['train_fraction']!r}")
-    if not 0.0 <= run["selection_fraction"] < 1.0:
-        raise VecflowError(f"settings: field 'selection_fraction': expected a value in [0, 1), "
-                           f"got {run['selection_fraction']!r}")
-    for key in ("early_stop_patience", "stop_after_epoch", "ridge_max_samples", "short_duplicate_tokens"):
-        if not isinstance(run[key], int) or run[key] < 0:
-            raise VecflowError(f"settings: field '{key}': expected an integer >= 0, got {run[key]!r}")
-    if run["selection_metric"] not in SELECTION_METRICS:
-        raise VecflowError(f"settings: field 'selection_metric': '{run['selection_metric']}' is not one of "
-                           f"{', '.join(SELECTION_METRICS)}")
-    return run
-
-
 def fingerprint(settings: dict, input_paths: dict) -> str:
-    """Identifies what a run computes: settings (minus device/tracking/...) and the inputs' sizes and times."""
+    """Identifies what a run computes: the settings as sent (minus device/tracking/...) and the inputs' sizes and
+    times."""
     relevant = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED}
     files = {name: [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for name, p in sorted(input_paths.items())}
     text = json.dumps({"settings": relevant, "files": files}, sort_keys=True, default=str)
@@ -215,28 +177,27 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1000 + epoch)
 
 
-def make_optimizer(model, run: dict, device) -> torch.optim.Optimizer:
+def make_optimizer(model, learning_rate: float, weight_decay: float, device) -> torch.optim.Optimizer:
     """AdamW, with torch's fused kernel on CPU and CUDA (one pass over all tensors instead of a loop per tensor:
     part of what takes the default transformer's step to a third of the matmul peak, ``vecflow bench lvm``)."""
     fused = torch.device(device).type in ("cpu", "cuda") or None
-    return torch.optim.AdamW(model.parameters(), lr=run["learning_rate"], weight_decay=run["weight_decay"],
-                             fused=fused)
+    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=fused)
 
 
-def train_one_epoch(model, optimizer, windows: WindowTensors, weights: dict, run: dict,
+def train_one_epoch(model, optimizer, windows: WindowTensors, weights: dict, run: LvmTrainSettings,
                     generator: torch.Generator, device) -> dict:
     """One shuffled pass; returns the mean of every loss term (unweighted) plus ``total`` and ``dir_boost``."""
     model.train()
     order = torch.randperm(len(windows), generator=generator)
     sums, seen = {}, 0
-    for start in range(0, len(order), run["batch_size"]):
-        batch = windows.batch(order[start:start + run["batch_size"]], device)
+    for start in range(0, len(order), run.batch_size):
+        batch = windows.batch(order[start:start + run.batch_size], device)
         batch.contexts = drop_context_slots(batch.contexts, weights["context_drop"], generator)
         terms = compute_losses(model, batch, weights)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
-        if run["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run["grad_clip"])
+        if run.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
         optimizer.step()
         size = len(batch.targets)
         for name, value in terms.items():
@@ -360,17 +321,17 @@ def restore_state(state: dict, model, optimizer) -> None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
-def update_best(state: dict, record: dict, model, run: dict) -> None:
+def update_best(state: dict, record: dict, model, run: LvmTrainSettings) -> None:
     """Keep the best checkpoint by the selection metric; stop early after ``early_stop_patience`` epochs
     without a gain in it (0 = never)."""
-    key, higher = SELECTION_METRICS[run["selection_metric"]]
+    key, higher = SELECTION_METRICS[run.selection_metric]
     if is_better(record[key], state["best_value"], higher):
         state["best_value"], state["best_epoch"] = record[key], record["epoch"]
         state["best_model"] = {name: t.detach().cpu().clone() for name, t in model.state_dict().items()}
         state["epochs_without_margin_gain"] = 0
     else:
         state["epochs_without_margin_gain"] += 1
-    patience = run["early_stop_patience"]
+    patience = run.early_stop_patience
     state["stopped_early"] = bool(patience and state["epochs_without_margin_gain"] >= patience)
 
 
@@ -443,73 +404,73 @@ def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
     return train.subset(np.sort(np.random.default_rng(seed + 1).permutation(len(train))[:count]))
 
 
-def baseline_scores(train: Windows, train_bank: ChunkBank, windows: Windows, bank: ChunkBank, run: dict) -> dict:
+def baseline_scores(train: Windows, train_bank: ChunkBank, windows: Windows, bank: ChunkBank,
+                    run: LvmTrainSettings) -> dict:
     """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows)."""
     rows = np.arange(len(train))
-    if run["ridge_max_samples"] and len(rows) > run["ridge_max_samples"]:
-        rows = np.sort(np.random.default_rng(run["seed"]).choice(rows, run["ridge_max_samples"], replace=False))
+    if run.ridge_max_samples and len(rows) > run.ridge_max_samples:
+        rows = np.sort(np.random.default_rng(run.seed).choice(rows, run.ridge_max_samples, replace=False))
     sample = train.subset(rows)
-    baselines = build_baselines(sample.contexts(train_bank), sample.targets(train_bank), "auto", run["ridge_lambdas"])
+    baselines = build_baselines(sample.contexts(train_bank), sample.targets(train_bank), "auto", run.ridge_lambdas)
     contexts = windows.contexts(bank)
-    scores = {name: mini_fivecat(predict_fn(contexts), windows, bank, run["min_article_chunks"])
+    scores = {name: mini_fivecat(predict_fn(contexts), windows, bank, run.min_article_chunks)
               for name, predict_fn in baselines.items()}
     scores["ridge"]["lambda"] = baselines["ridge"].ridge_lambda
     return scores, baselines["ridge"]
 
 
-def load_run_data(paths: dict, run: dict, losses: dict | None, encoder_dir=None) -> RunData:
+def load_run_data(paths: dict, run: LvmTrainSettings, encoder_dir=None) -> RunData:
     train_bank = load_bank(paths["train_embeddings"], paths["train_index"], encoder_dir=encoder_dir)
     train = load_windows(paths["train_windows"], train_bank)
-    if run["selection_fraction"] > 0:
-        wanted = selection_size(len(np.unique(train.article_ids)), run["selection_fraction"])
+    if run.selection_fraction > 0:
+        wanted = selection_size(len(np.unique(train.article_ids)), run.selection_fraction)
         index_rows = list(bank_index_rows(paths["train_embeddings"], paths["train_index"]))
-        train, val, held = carve_selection(train, run["selection_fraction"], run["seed"], index_rows,
-                                           run["short_duplicate_tokens"])
+        train, val, held = carve_selection(train, run.selection_fraction, run.seed, index_rows,
+                                           run.short_duplicate_tokens)
         val = Windows(val.rows, val.article_ids, val.target_indices, f"{paths['train_windows']} (selection articles)")
         bank = train_bank
-        selection = {"split": "train-carved", "fraction": run["selection_fraction"], "articles": len(held),
+        selection = {"split": "train-carved", "fraction": run.selection_fraction, "articles": len(held),
                      "returned_to_training_as_leaking": wanted - len(held)}
     else:
         bank = load_bank(paths["val_embeddings"], paths["val_index"], encoder_dir=encoder_dir)
         val = load_windows(paths["val_windows"], bank)
         check_compatible(train, val, train_bank, bank, paths)
         selection = {"split": "val", "articles": int(len(np.unique(val.article_ids)))}
-    train = train_subset(train, run["train_fraction"], run["seed"])
-    schedule = resolve_schedule(run["preset"], losses, run["epochs"])
+    train = train_subset(train, run.train_fraction, run.seed)
+    schedule = resolve_schedule(run.preset, run.losses, run.epochs)
     horizon = max(2, max(weights["rollout_h"] for weights in schedule) - 1)  # futures for rollout and ranking
-    windows = val.subset(mini_fivecat_sample(val, run["mini5cat_samples"]))
+    windows = val.subset(mini_fivecat_sample(val, run.mini5cat_samples))
     selection["windows"] = len(val)
     scores, ridge = baseline_scores(train, train_bank, windows, bank, run)
     return RunData(train, val, train_bank, bank, schedule, horizon, windows, scores, selection, ridge)
 
 
-def score_epoch(epoch: int, model, data: RunData, tensors: dict, run: dict, device, train_terms: dict | None,
-                started: float) -> dict:
+def score_epoch(epoch: int, model, data: RunData, tensors: dict, run: LvmTrainSettings, device,
+                train_terms: dict | None, started: float) -> dict:
     """Validate, score the mini-5CAT and return the epoch's history record. ``train_terms`` None: epoch 0,
     the untrained start, whose training-set terms are measured without an update."""
     weights = data.schedule[max(epoch, 1) - 1]
     if train_terms is None:
-        train_terms = evaluate(model, tensors["train"], weights, run["batch_size"], device)
-    val_terms = evaluate(model, tensors["val"], weights, run["batch_size"], device)
+        train_terms = evaluate(model, tensors["train"], weights, run.batch_size, device)
+    val_terms = evaluate(model, tensors["val"], weights, run.batch_size, device)
     contexts = data.fivecat_windows.contexts(data.bank)
-    pred = predict(model, contexts, run["batch_size"], device)
-    scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
+    pred = predict(model, contexts, run.batch_size, device)
+    scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run.min_article_chunks)
     scores["dominance"] = dominance(scores, data.baselines)
     record = epoch_record(epoch, weights, train_terms, val_terms, scores, time.perf_counter() - started, device)
-    options = run.get("contrast") or {}
-    if options.get("enabled"):  # checkpoints compete as they will be published: with their own best contrast
-        chosen = contrast_grid(pred, contexts, data, run, options)["chosen"]
+    if run.contrast.enabled:  # checkpoints compete as they will be published: with their own best contrast
+        chosen = contrast_grid(pred, contexts, data, run)["chosen"]
         record.update({"contrast/alpha": chosen["alpha"], "contrast/slots": chosen["slots"],
                        "contrast/c0": chosen["c0"], "contrast/margin": chosen["margin"], "contrast/mrr": chosen["mrr"],
                        "val/forward": forward_key(chosen["margin"], chosen["c0"], chosen["wins"])})
     return record
 
 
-def run_epoch(epoch: int, model, optimizer, data: RunData, tensors: dict, run: dict, device) -> dict:
+def run_epoch(epoch: int, model, optimizer, data: RunData, tensors: dict, run: LvmTrainSettings, device) -> dict:
     """Train one epoch, validate, score the mini-5CAT; return the epoch's history record."""
     started = time.perf_counter()
     train_terms = train_one_epoch(model, optimizer, tensors["train"], data.schedule[epoch - 1], run,
-                                  epoch_generator(run["seed"], epoch), device)
+                                  epoch_generator(run.seed, epoch), device)
     return score_epoch(epoch, model, data, tensors, run, device, train_terms, started)
 
 
@@ -526,54 +487,54 @@ def start_or_resume(partial_dir: Path, fingerprint_text: str, model, optimizer) 
     return state
 
 
-def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: dict, out_dir,
+def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, settings: LvmTrainSettings | dict, out_dir,
               epoch_callback=None, *, train_embeddings_path, train_index_path, encoder_dir=None) -> dict | None:
     """Train (or resume) one LVM run and publish ``out_dir``; returns the summary, or None when stopped early
     on purpose by ``stop_after_epoch`` (the state stays in ``out_dir.partial`` for the next call).
     ``epoch_callback(record)`` is called after each trained epoch (HPO reports and prunes there).
 
     Epoch 0 is the untrained start (for a residual model: the context mean, or the ridge baseline), scored
-    like every epoch and a candidate for selection, so the published checkpoint is never worse than it."""
-    run = run_settings(settings)
+    like every epoch and a candidate for selection, so the published checkpoint is never worse than it.
+    ``settings`` as a dict (an LVM study's trial) is validated here."""
+    run = settings if isinstance(settings, LvmTrainSettings) else LvmTrainSettings.parse(settings)
     out_dir = Path(out_dir)
     partial_dir = out_dir.with_name(out_dir.name + ".partial")
     paths = {"train_windows": train_path, "train_embeddings": train_embeddings_path, "train_index": train_index_path,
              "val_windows": val_path, "val_embeddings": val_embeddings_path, "val_index": val_index_path}
-    data = load_run_data(paths, run, settings.get("losses"), encoder_dir)
+    data = load_run_data(paths, run, encoder_dir)
 
-    device = pick_device(settings.get("device", "auto"))
-    seed_everything(run["seed"])
+    device = pick_device(run.device)
+    seed_everything(run.seed)
     context_length, dim = data.train.context_length, data.train_bank.dim
-    model = build_model(run["arch"], dim, context_length, settings)
+    model = build_model(run.arch, dim, context_length, run.model_sizes())
     if hasattr(model, "set_base"):  # residual: ridge starts at the ridge baseline of these training windows
         model.set_base(data.ridge.weights, data.ridge.bias)
     model = model.to(device)
-    optimizer = make_optimizer(model, run, device)
+    optimizer = make_optimizer(model, run.learning_rate, run.weight_decay, device)
     tensors = data.tensors(device)
-    print(f"[train-lvm] {run['arch']} / {run['preset']}: {sum(p.numel() for p in model.parameters())} parameters, "
+    print(f"[train-lvm] {run.arch} / {run.preset}: {sum(p.numel() for p in model.parameters())} parameters, "
           f"{len(data.train)} train / {len(data.val)} selection windows ({data.selection['split']}), "
           f"C={context_length}, D={dim}, bank on {tensors['train'].bank.device}", flush=True)
     for name, scores in data.baselines.items():
         print(f"[train-lvm] selection baseline {name}: c0 {scores['c0']:.4f} MRR {scores['mrr']:.3f} "
               f"margin {scores['margin']:+.4f} (sweep n={scores['sweep_n']})", flush=True)
 
-    used = {k: v for k, v in paths.items() if run["selection_fraction"] == 0 or k.startswith("train")}
-    state = start_or_resume(partial_dir, fingerprint(settings, used), model, optimizer)
-    run_name = settings.get("run_name") or f"lvm-{settings.get('run', run['preset'] + '-' + run['arch'])}"
-    tracker = Tracker(partial_dir / "history.jsonl", run_name, config=settings,
-                      backends=settings.get("tracking", {}), resume=bool(state["history"]))
+    used = {k: v for k, v in paths.items() if run.selection_fraction == 0 or k.startswith("train")}
+    state = start_or_resume(partial_dir, fingerprint(run.received, used), model, optimizer)
+    tracker = Tracker(partial_dir / "history.jsonl", run.tracking_name(), config=run.received,
+                      backends=run.tracking, resume=bool(state["history"]))
     if not state["history"]:  # epoch 0: the untrained start is the first candidate
         record = score_epoch(0, model, data, tensors, run, device, None, time.perf_counter())
-        print(format_epoch_line(record, run["epochs"]) + " [the untrained start]", flush=True)
+        print(format_epoch_line(record, run.epochs) + " [the untrained start]", flush=True)
         update_best(state, record, model, run)
         state["history"].append(record)
         save_state(partial_dir / "state.pt", state, model, optimizer)
         tracker.log(record, step=0)
-    for epoch in range(state["epoch"] + 1, run["epochs"] + 1):
+    for epoch in range(state["epoch"] + 1, run.epochs + 1):
         if state["stopped_early"]:
             break
         record = run_epoch(epoch, model, optimizer, data, tensors, run, device)
-        print(format_epoch_line(record, run["epochs"]), flush=True)
+        print(format_epoch_line(record, run.epochs), flush=True)
         update_best(state, record, model, run)
         state["epoch"] = epoch
         state["history"].append(record)
@@ -582,9 +543,9 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
         if epoch_callback is not None:
             epoch_callback(record)
         if state["stopped_early"]:
-            print(f"[train-lvm] early stop: no {run['selection_metric']} gain for {run['early_stop_patience']} epochs",
+            print(f"[train-lvm] early stop: no {run.selection_metric} gain for {run.early_stop_patience} epochs",
                   flush=True)
-        if run["stop_after_epoch"] and run["stop_after_epoch"] <= epoch < run["epochs"]:
+        if run.stop_after_epoch and run.stop_after_epoch <= epoch < run.epochs:
             print(f"[train-lvm] stopping after epoch {epoch} (stop_after_epoch); state kept in {partial_dir}")
             tracker.finish({})
             return None
@@ -592,40 +553,40 @@ def train_lvm(train_path, val_path, val_embeddings_path, val_index_path, setting
     summary = build_summary(state, run, device, len(data.train), len(data.val))
     summary.update({"selection": data.selection, "selection_baselines": data.baselines})
     contrast = None
-    if (settings.get("contrast") or {}).get("enabled"):
+    if run.contrast.enabled:
         if state["best_model"] is not None:
             model.load_state_dict(state["best_model"])
-        contrast = choose_contrast(model, data, run, device, settings["contrast"])
-        apply_contrast_to_summary(summary, contrast, run["selection_metric"])
+        contrast = choose_contrast(model, data, run, device)
+        apply_contrast_to_summary(summary, contrast, run.selection_metric)
         print(f"[train-lvm] context contrast: {contrast['reason']}", flush=True)
     tracker.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    config = model_config(run["arch"], dim, context_length, settings, preset=run["preset"],
+    config = model_config(run.arch, dim, context_length, run.model_sizes(), preset=run.preset,
                           best_epoch=state["best_epoch"],
                           **({"contrast": {"alpha": contrast["alpha"], "slots": contrast["slots"]}} if contrast else {}))
     publish(out_dir, partial_dir, state, model, config, summary)
     where = "the untrained start (epoch 0)" if summary["best_epoch"] == 0 else f"epoch {summary['best_epoch']}"
-    print(f"[train-lvm] best: {where} by {run['selection_metric']}: wrote {out_dir}", flush=True)
+    print(f"[train-lvm] best: {where} by {run.selection_metric}: wrote {out_dir}", flush=True)
     return summary
 
 
-def build_summary(state: dict, run: dict, device, train_count: int, val_count: int) -> dict:
+def build_summary(state: dict, run: LvmTrainSettings, device, train_count: int, val_count: int) -> dict:
     history = state["history"]
     best = next((r for r in history if r["epoch"] == state["best_epoch"]), history[-1])
     start = next((r for r in history if r["epoch"] == 0), None)
     times = [r["epoch_time_s"] for r in history if r["epoch"] > 0]
     return {
-        "arch": run["arch"], "preset": run["preset"], "device": str(device),
-        "selection_metric": run["selection_metric"], "best_epoch": best["epoch"],
+        "arch": run.arch, "preset": run.preset, "device": str(device),
+        "selection_metric": run.selection_metric, "best_epoch": best["epoch"],
         "best_is_untrained_start": best["epoch"] == 0,
         "best": {k: v for k, v in best.items() if k != "epoch"},
         "untrained_start": None if start is None else {k: start[k] for k in UNTRAINED_KEYS if k in start},
-        "epochs_run": len(times), "epochs_planned": run["epochs"], "stopped_early": state["stopped_early"],
+        "epochs_run": len(times), "epochs_planned": run.epochs, "stopped_early": state["stopped_early"],
         "epoch_times_s": times, "mean_epoch_time_s": sum(times) / max(len(times), 1), "train_time_s": sum(times),
-        "train_windows": train_count, "val_windows": val_count, "train_fraction": run["train_fraction"],
+        "train_windows": train_count, "val_windows": val_count, "train_fraction": run.train_fraction,
         "val_margin": best["val/margin"], "val_cos": best["val/cos_sim"], "val_r1": best["val/r1"],
         "val_c0": best["val/c0"], "val_mrr": best["val/mrr"], "dominates": best["val/dominates"],
         "loses_to": best["val/loses_to"],
-        "forward": forward_verdict(best, run["selection_metric"]),
+        "forward": forward_verdict(best, run.selection_metric),
     }
 
 
@@ -639,27 +600,25 @@ def forward_verdict(best: dict, selection_metric: str) -> dict:
     return verdict
 
 
-DEFAULT_CONTRAST_ALPHAS = tuple(round(0.05 * i, 2) for i in range(13))  # 0 (the model itself) .. 0.6
-
-
-def choose_contrast(model, data: RunData, run: dict, device, options: dict) -> dict:
+def choose_contrast(model, data: RunData, run: LvmTrainSettings, device) -> dict:
     """The context contrast (``models.ContextContrast``) chosen on the selection split's mini-5CAT windows by the
     forward rule: among (alpha, slots) with a positive margin the highest c_0; with none, dominance (pairs won
     of the baselines, then margin). alpha 0 is a candidate, so the rule can keep the model as it is."""
     contexts = data.fivecat_windows.contexts(data.bank)
-    return contrast_grid(predict(model, contexts, run["batch_size"], device), contexts, data, run, options)
+    return contrast_grid(predict(model, contexts, run.batch_size, device), contexts, data, run)
 
 
-def contrast_grid(base: np.ndarray, contexts: np.ndarray, data: RunData, run: dict, options: dict) -> dict:
-    """``choose_contrast`` on predictions already made for the mini-5CAT windows (every epoch scores them)."""
+def contrast_grid(base: np.ndarray, contexts: np.ndarray, data: RunData, run: LvmTrainSettings) -> dict:
+    """``choose_contrast`` on predictions already made for the mini-5CAT windows (every epoch scores them);
+    the grid is ``contrast.alphas`` x ``contrast.slots`` (slots capped at the context length)."""
     context_len = contexts.shape[1]
     grid = []
-    for slots in sorted({min(int(k), context_len) for k in options.get("slots") or (3, context_len)}):
+    for slots in sorted({min(int(k), context_len) for k in run.contrast.slots}):
         recent = contexts[:, -slots:].mean(axis=1)
-        for alpha in options.get("alphas") or DEFAULT_CONTRAST_ALPHAS:
+        for alpha in run.contrast.alphas:
             pred = base - float(alpha) * recent
             pred /= np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
-            scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run["min_article_chunks"])
+            scores = mini_fivecat(pred, data.fivecat_windows, data.bank, run.min_article_chunks)
             scores["dominance"] = dominance(scores, data.baselines)
             grid.append({"alpha": float(alpha), "slots": slots, "c0": scores["c0"], "margin": scores["margin"],
                          "mrr": scores["mrr"], "r1": scores["r1"], "wins": scores["dominance"]["wins"],
@@ -713,7 +672,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-windows", required=True, help="validation windows (.safetensors)")
     parser.add_argument("--val-embeddings", required=True, help="validation chunk embeddings (.safetensors)")
     parser.add_argument("--val-index", required=True, help="validation chunk index (.index.jsonl)")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.train + run entry, as JSON")
+    parser.add_argument("--settings", required=True, type=settings_arg,
+                        help="lvm.train + run entry, as JSON (vecflow.lvm.settings.LvmTrainSettings)")
     parser.add_argument("--out", required=True, help="output model folder")
     parser.add_argument("--encoder", metavar="DIR",
                         help="the encoder folder the config names: a bank of another encoder or dimension is refused")
@@ -724,20 +684,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def with_study_params(settings: dict, path: str | None) -> dict:
-    """``settings`` overridden by a study's best parameters (the trial's values, exactly as the trial ran)."""
+    """``settings`` (as sent, not yet validated) overridden by a study's best parameters (the trial's values,
+    exactly as the trial ran)."""
     if not path:
         return settings
     from vecflow.lvm.study_params import lvm_trial_settings, read_lvm_params
 
-    params = read_lvm_params(path)
-    merged = lvm_trial_settings({"lvm": settings}, params, settings.get("run_name") or settings.get("run") or "lvm")
-    return {**merged, "tracking": settings.get("tracking", {}), "params_file": str(path)}
+    run = LvmTrainSettings.parse(settings)  # names a bad key before the study's values are laid over it
+    merged = lvm_trial_settings({"lvm": settings}, read_lvm_params(path), run.run_name or run.run or "lvm")
+    return {**merged, "tracking": run.tracking, "params_file": str(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.settings = with_study_params(args.settings, args.params)
-    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, args.settings, args.out,
+    run = LvmTrainSettings.parse(with_study_params(args.settings, args.params))
+    train_lvm(args.train_windows, args.val_windows, args.val_embeddings, args.val_index, run, args.out,
               train_embeddings_path=args.train_embeddings, train_index_path=args.train_index,
               encoder_dir=args.encoder)
     return 0

@@ -23,8 +23,8 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import load_tensors, save_tensors
-from vecflow.core.settings import settings_arg
 from vecflow.lvm.bank import ChunkBank, load_bank, safetensors_header
+from vecflow.lvm.settings import WindowsSettings
 
 FORMAT = "bank-rows/1"
 WINDOW_KEYS = ("rows", "article_ids", "target_indices")
@@ -148,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow windows", description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", required=True, help="F.safetensors from embed")
     parser.add_argument("--index", required=True, help="F.index.jsonl from embed")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the lvm config section as JSON")
+    parser.add_argument("--settings", required=True, type=WindowsSettings.from_json,
+                        help="context_length (the lvm section's) and seed/device, as JSON")
     parser.add_argument("--out", required=True, help="windows safetensors")
     parser.add_argument("--encoder", metavar="DIR",
                         help="the encoder folder the config names: a bank of another encoder or dimension is refused")
     args = parser.parse_args(argv)
 
-    context_length = int(args.settings.get("context_length", 5))
+    context_length = args.settings.context_length
     bank = load_bank(args.embeddings, args.index, encoder_dir=args.encoder)
     windows = make_windows(bank, context_length)
     if len(windows) == 0:
