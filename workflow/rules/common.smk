@@ -241,21 +241,7 @@ def report_inputs(wildcards):
             files["hpo_pareto"] = f"{R}/hpo/{HPO['study']}/pareto.json"
             files["hpo_pareto_plot"] = f"{R}/hpo/{HPO['study']}/pareto.png"
     if TRACKS["lvm"]:
-        if config["lvm"]["articles"]["format"] != "pydoc":
-            files["data__articles"] = config["lvm"]["articles"]["input"]
-        files["leakage"] = f"{R}/lvm/splits/leakage.json"
-        files["split_ids"] = f"{R}/lvm/splits/ids.json"
-        files["direction"] = f"{R}/lvm/diagnostics/direction.json"
-        files["direction_plot"] = f"{R}/lvm/diagnostics/direction.png"
-        for run in LVM_RUNS:
-            files[f"history__lvm-{run}"] = f"{R}/lvm/models/{run}"
-            files[f"fivecat__{run}"] = f"{R}/lvm/fivecat/{run}.json"
-            files[f"fivecat_plot__{run}"] = f"{R}/lvm/fivecat/{run}.png"
-        if config["lvm"]["seeds"]["run"]:
-            files["lvm_seeds"] = f"{R}/lvm/seeds.json"
-        if config["lvm"]["learning_curve"]["run"]:
-            files["lvm_curve"] = f"{R}/lvm/learning_curve.json"
-            files["lvm_curve_plot"] = f"{R}/lvm/learning_curve.png"
+        files.update(lvm_workflow.report_files(config))
     if deploy_enabled():
         files["decision"] = f"{R}/deploy/{DEPLOY['name']}.decision.json"
     for name in sorted(m for m in models if m in config["models"]):
@@ -433,12 +419,7 @@ def gpu_check_families():
             "benchmark": f"{R}/benchmarks/train_elm.tsv",
         }
     if TRACKS["lvm"]:
-        for run in LVM_RUNS:
-            families[f"lvm-{run}"] = {
-                "log": f"{LOGS}/train_lvm/{run}.log",
-                "model": f"{R}/lvm/models/{run}",
-                "benchmark": f"{R}/benchmarks/train_lvm/{run}.tsv",
-            }
+        families.update(lvm_workflow.gpu_check_families(config))
     return families
 
 
