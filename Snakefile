@@ -27,7 +27,8 @@ wildcard_constraints:
     name=r"[A-Za-z0-9_-]+",
     study=r"[A-Za-z0-9_.-]+",
     worker=r"\d+",
-    summarizer=r"seq2seq|causal|elm",
+    summarizer=r"seq2seq|causal|elm|elm_rag|elm_rerank|elm_rag_rerank|retrieval",
+    elm=r"elm|elm_rag",
     family=r"seq2seq|causal",
 
 

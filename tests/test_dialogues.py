@@ -208,3 +208,19 @@ def test_real_dialogsum_subset(shared_data, tmp_path):
     assert {"#Person1#", "#Person2#"} <= set(stats["splits"]["train"]["speakers"])
     row = json.loads((tmp_path / "d" / "train.jsonl").read_text().splitlines()[0])
     assert row["id"].startswith("train_") and row["dialogue"].startswith("#Person1#:")
+
+
+def test_training_dialogues_that_repeat_an_eval_dialogue_are_dropped_and_counted(tmp_path):
+    rows = [_dialogue(i, "t") for i in range(6)]
+    repeat = dict(_dialogue(0, "v"), dialogue=rows[2]["dialogue"].upper() + "  (an edit at the end)")
+    train = _jsonl(tmp_path / "train.jsonl", rows)
+    val = _jsonl(tmp_path / "val.jsonl", [repeat, _dialogue(99, "v")])
+    stats = ingest_dialogues({"train": train, "val": val}, {"seed": 1, "leakage_prefix_chars": 20},
+                             tmp_path / "out", tmp_path / "stats.json")
+    kept = [json.loads(line)["id"] for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert rows[2]["id"] not in kept and len(kept) == 5  # same first 20 characters, case and spacing aside
+    assert stats["leakage"]["eval_dialogues_repeating_train"] == {"val": 1}
+    assert stats["leakage"]["train_dialogues_dropped"] == 1
+    whole = ingest_dialogues({"train": train, "val": val}, {"seed": 1, "leakage_prefix_chars": 0},
+                             tmp_path / "out2", tmp_path / "stats2.json")
+    assert whole["leakage"]["train_dialogues_dropped"] == 0  # the whole text differs: not a repeat

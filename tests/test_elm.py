@@ -73,6 +73,23 @@ def elm_settings(**overrides) -> dict:
         "text_drift_weight": 0.03,
         "text_drift_target_similarity": 0.75,
         "generation": {"num_beams": 1, "max_new_tokens": 6},
+        "max_minutes": 0,
+        "evals": 0,
+        "warmup_ratio": 0.0,
+        "decay_ratio": 0.2,
+        "bf16": False,
+        "selection_metric": "rougeL",
+        "selection_rule": "best",
+        "min_distinct_ratio": 0.0,
+        "lm_training": "none",
+        "adapter_share": 0.5,
+        "lm_learning_rate": 1e-3,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "retrieval_k": 0,
+        "retrieval_max_tokens": 8,
+        "rerank_candidates": 1,
+        "eval_batch_size": 4,
     }
     settings.update(overrides)
     return settings
@@ -294,79 +311,132 @@ def test_train_and_predict_through_the_cli(tmp_path, elm_data, tiny_causal_lm, t
     params = tmp_path / "best_params.yaml"
     params.write_text("soft_tokens: 2\nlearning_rate: 0.002\n")
     settings = json.dumps(elm_settings(epochs=2))
-    code = main(
-        [
-            "train-elm",
-            "--data-dir",
-            str(elm_data),
-            "--lm",
-            str(tiny_causal_lm),
-            "--encoder",
-            str(tiny_encoder),
-            "--settings",
-            settings,
-            "--params",
-            str(params),
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(["train-elm", "--data-dir", str(elm_data), "--lm", str(tiny_causal_lm), "--encoder",
+                 str(tiny_encoder), "--settings", settings, "--params", str(params), "--out", str(out)])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter.safetensors",
-        "adapter_config.json",
-        "history.jsonl",
-        "summary.json",
-    ]
+        "adapter.safetensors", "adapter_config.json", "history.jsonl", "summary.json"]
+    assert not any(p.name.startswith("adapter.") for p in tmp_path.iterdir() if p != out)  # no stage/partial dirs
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["soft_tokens"] == 2 and config["embed_dim"] == 32 and config["lm"] == tiny_causal_lm.name
-    assert config["templates"] == [TEMPLATE]
+    assert config["templates"] == [TEMPLATE] and config["lm_training"] == "none"
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    steps = [h for h in history if "loss/total" in h]
-    assert len(steps) == 2 * 3  # 12 rows, batch 4, 2 epochs
-    assert all({"loss/cross_entropy", "loss/contrastive", "loss/text_drift", "drift/cosine"} <= set(h) for h in steps)
-    epochs = [h for h in history if "val/rougeL" in h]
-    assert [h["epoch"] for h in epochs] == [1, 2]
+    evals = [h for h in history if "val/rougeL" in h]
+    assert [h["step"] for h in evals] == [3, 6]  # 12 rows, batch 4: 3 steps per epoch, one evaluation per epoch
+    assert all("val/input_dependence/margin" in h and "selection/eligible" in h for h in evals)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["val_metric"] == "rougeL" and summary["best_epoch"] in (1, 2)
+    assert summary["selection_metric"] == "rougeL" and summary["best_step"] in (-1, 3, 6)
+    assert summary["steps"] == 6 and summary["samples_seen"] == 24 and summary["train_dialogues"] == 12
 
-    predictions = tmp_path / "pred.jsonl"
-    code = main(
-        [
-            "predict-elm",
-            "--adapter",
-            str(out),
-            "--lm",
-            str(tiny_causal_lm),
-            "--data-dir",
-            str(elm_data),
-            "--split",
-            "val",
-            "--settings",
-            settings,
-            "--out",
-            str(predictions),
-        ]
-    )
+    predictions, first = tmp_path / "pred.jsonl", tmp_path / "first.jsonl"
+    code = main(["predict-elm", "--adapter", str(out), "--lm", str(tiny_causal_lm), "--data-dir", str(elm_data),
+                 "--split", "val", "--settings", settings, "--out", str(predictions), "--out-first", str(first)])
     assert code == 0
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["val-0", "val-1", "val-2"]
     assert all(len(r["references"]) == 2 and isinstance(r["prediction"], str) for r in rows)
+    assert first.read_text() == predictions.read_text()  # no re-ranking: the top candidate is the prediction
 
 
 def test_training_is_deterministic_and_bertscore_is_used_when_given(tmp_path, elm_data, tiny_causal_lm, tiny_encoder):
     from safetensors.torch import load_file
 
-    settings = elm_settings(max_train_samples=4, val_samples=1, contrastive_weight=0.0)
+    settings = elm_settings(max_train_samples=4, val_samples=2, contrastive_weight=0.0,
+                            selection_metric="bertscore_f1")
     a = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
     b = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
-    assert a == b and -1.0 <= a <= 1.0
+    assert a == b
     wa, wb = load_file(str(tmp_path / "a" / "adapter.safetensors")), load_file(
         str(tmp_path / "b" / "adapter.safetensors")
     )
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["val_metric"] == "bertscore_f1"
-    assert json.loads((tmp_path / "a" / "summary.json").read_text())["train_rows"] == 4
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["selection_metric"] == "bertscore_f1" and summary["train_dialogues"] == 4
+    history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    assert all(-1.0 <= h["val/bertscore_f1"] <= 1.0 for h in history if "val/rougeL" in h)
+
+
+def test_two_stages_tune_the_lm_with_lora_and_save_it_merged(tmp_path, elm_data, tiny_causal_lm, tiny_encoder):
+    """Stage 1 the adapter alone, stage 2 adapter + LoRA; the folder carries the merged LM, which prediction
+    uses (a plain HF folder: no peft needed to load it)."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "adapter"
+    settings = elm_settings(epochs=2, lm_training="lora", adapter_share=0.5, min_distinct_ratio=0.0)
+    elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["adapter"]  # the earlier stage, kept in the last's summary
+    assert (out / "stage1_history.jsonl").exists() and (out / "lm" / "config.json").exists()
+    assert not (tmp_path / "adapter.stage1").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out / "lm")
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("proj" in n for n in changed)  # LoRA on the attention projections, merged in
+    assert elm.lm_folder(out, tiny_causal_lm) == out / "lm"
+    assert elm.lm_folder(tmp_path, tiny_causal_lm) == tiny_causal_lm
+
+
+def test_a_tiny_elm_writes_different_text_for_different_embeddings(tmp_path, tiny_causal_lm, tiny_encoder):
+    """Trained to map two embeddings to two different summaries, the ELM writes them apart."""
+    data = tmp_path / "two"
+    vectors = np.eye(32, dtype=np.float32)[:2]
+    texts = ["person one asks about the hotel room", "they talk about dinner and lunch"]
+    for split in ("train", "val"):
+        rows = [{"task_type": "summary", "input_prompt_template": TEMPLATE, "embedding_index": i,
+                 "target_text": texts[i], "source_id": f"{split}-{i}"} for i in range(2)]
+        data.mkdir(exist_ok=True)
+        (data / f"{split}_synthesis.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        save_tensors(data / f"{split}_embeddings.safetensors", {"embeddings": vectors})
+    settings = elm_settings(epochs=80, batch_size=2, learning_rate=1e-2, contrastive_weight=0.0, text_drift_weight=0.0,
+                            max_target_length=10, generation={"num_beams": 1, "max_new_tokens": 10}, evals=2,
+                            min_distinct_ratio=0.0, val_samples=2, lm_training="full", adapter_share=0.25,
+                            lm_learning_rate=3e-3)
+    elm_train.train_elm(settings, data, tiny_causal_lm, tiny_encoder, tmp_path / "out")
+    elm.predict_elm(tmp_path / "out", tiny_causal_lm, data, "val", settings, tmp_path / "p.jsonl")
+    predictions = [json.loads(line)["prediction"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert predictions[0] != predictions[1]
+
+
+def test_rerank_keeps_the_candidate_nearest_the_input_embedding():
+    class Encoder:  # each text's vector is given: "a" points along x, "b" along y, "c" between them
+        table = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.7071, 0.7071]}
+
+        def encode(self, texts, batch_size=64):
+            return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+    targets = np.array([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    chosen, picks = elm.rerank_by_reembedding([["a", "b"], ["c", "a"], ["a", "c", "b"]], targets, Encoder())
+    assert chosen == ["b", "a", "c"] and picks == [1, 1, 1]
+    chosen, picks = elm.rerank_by_reembedding([["a", "a"]], targets[1:2], Encoder())
+    assert picks == [0]  # a tie keeps the higher-scoring (earlier) candidate
+
+
+def test_candidates_are_beams_and_the_first_is_the_plain_prediction(lm_and_tokenizer):
+    lm, tok = lm_and_tokenizer
+    adapter = small_adapter(lm, seed=5)
+    sources = [elm.Source("a", TEMPLATE, 0, ["x"]), elm.Source("b", TEMPLATE, 1, ["y"])]
+    vectors = torch.nn.functional.normalize(torch.randn(2, 32), dim=-1)
+    generation = {"num_beams": 3, "max_new_tokens": 5}
+    candidates = elm.generate_candidates(lm, tok, adapter, sources, vectors, generation, 2, candidates=3)
+    assert [len(c) for c in candidates] == [3, 3]
+    assert [c[0] for c in candidates] == elm.generate_texts(lm, tok, adapter, sources, vectors, generation, 1)
+
+
+def test_retrieval_augmented_prompt_lists_the_neighbours_and_never_the_row_itself(tmp_path, lm_and_tokenizer):
+    lm, tok = lm_and_tokenizer
+    data = make_elm_data(tmp_path / "d")
+    rows, vectors = elm.load_split(data, "train")
+    sources = elm.group_by_source(rows)
+    settings = {"retrieval_k": 2, "retrieval_max_tokens": 50}
+    own = elm.attach_neighbours(sources, data, vectors, settings, tok, exclude_self=True)
+    first_summary = {s.source_id: s.references[0] for s in sources}
+    assert all(len(s.neighbours) == 2 and first_summary[s.source_id] not in s.neighbours or
+               sum(first_summary[o.source_id] == first_summary[s.source_id] for o in sources) > 1 for s in own)
+    example = elm.make_example(tok, TEMPLATE, "yes", 5, own[0].neighbours)
+    text = tok.decode(example.prefix + example.suffix)
+    assert elm.NEIGHBOURS_HEADER in text and f"1. {own[0].neighbours[0]}" in text
+    assert text.index(elm.NEIGHBOURS_HEADER) < text.index("Summarize the dialogue:")
+    assert elm.attach_neighbours(sources, data, vectors, {"retrieval_k": 0}, tok) == sources
 
 
 def test_cli_bad_input_exits_2_without_output(tmp_path, elm_data, tiny_causal_lm, tiny_encoder, capsys):

@@ -75,9 +75,11 @@ def test_two_workers_share_one_sqlite_study_and_resuming_adds_trials(tmp_path, d
     w0 = worker(tmp_path, storage, 0, data, tiny_causal_lm, tiny_encoder)
     w1 = worker(tmp_path, storage, 1, data, tiny_causal_lm, tiny_encoder)
     assert [t["number"] for t in w0["trials"]] == [0] and [t["number"] for t in w1["trials"]] == [1]
-    assert all(t["state"] == "COMPLETE" and 0.0 <= t["value"] <= 1.0 for t in w0["trials"] + w1["trials"])
+    # one selection source cannot pass the input-dependence gate: the trial's score is its last one minus 2
+    assert all(t["state"] == "COMPLETE" and -2.0 <= t["value"] <= -1.0 for t in w0["trials"] + w1["trials"])
     assert w0["sampler_seed"] == 5 and w1["sampler_seed"] == 6
-    assert set(w0["trials"][0]["params"]) == set(SPACE) and w0["trials"][0]["intermediate"].keys() == {"1"}
+    # one evaluation at the end of the only epoch (4 rows, batch 2: step 2), reported to the trial
+    assert set(w0["trials"][0]["params"]) == set(SPACE) and w0["trials"][0]["intermediate"].keys() == {"2"}
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2
 
     again = worker(tmp_path, storage, 0, data, tiny_causal_lm, tiny_encoder)
@@ -166,8 +168,8 @@ def test_pruned_trial_raises_and_leaves_no_output(tmp_path, data, tiny_causal_lm
     settings = {**hpo_settings()["elm"], "text_drift_weight": 0.0}
     with pytest.raises(optuna.TrialPruned):
         elm_train.train_elm(settings, data, tiny_causal_lm, tiny_encoder, tmp_path / "out", trial=trial)
-    assert [step for step, _ in trial.reported] == [1]
-    assert not (tmp_path / "out").exists()
+    assert [step for step, _ in trial.reported] == [2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither out nor out.partial
 
 
 @pytest.mark.parametrize(

@@ -257,3 +257,32 @@ def test_dialogsum_dev_sample_scores(shared_data, tiny_encoder, tmp_path):
     scores, _ = score_predictions(rows, tiny_encoder, settings_for())
     assert scores["rouge"]["rougeLsum"]["f"] == pytest.approx(1.0)
     assert scores["bertscore"]["f1"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_semantic_consistency_compares_prediction_and_reference_with_the_dialogue_embedding(tmp_path):
+    """Cosine to the dialogue's vector, per row, averaged; the reference's is the ceiling beside it."""
+    import numpy as np
+
+    from vecflow.core.io import save_tensors
+    from vecflow.summary.scoring import semantic_consistency
+
+    class Encoder:  # a fixed vector per text
+        table = {"on topic": [1.0, 0.0], "off topic": [0.0, 1.0], "ref": [0.8, 0.6]}
+
+        def encode(self, texts, batch_size=32):
+            return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+    records = [{"task_type": "summary", "input_prompt_template": "<EMB>", "embedding_index": i,
+                "target_text": "ref", "source_id": sid} for i, sid in enumerate(["a", "b"])]
+    sources = tmp_path / "val_synthesis.jsonl"
+    sources.write_text("".join(json.dumps(r) + "\n" for r in records))
+    save_tensors(tmp_path / "val_embeddings.safetensors", {"embeddings": np.eye(2, dtype=np.float32)})
+    rows = [{"id": "a", "prediction": "on topic", "references": ["ref"]},
+            {"id": "b", "prediction": "off topic", "references": ["ref"]}]
+    out = semantic_consistency(rows, Encoder(), sources)
+    assert out["prediction"] == pytest.approx(1.0)  # (1 + 1) / 2: each prediction along its dialogue's axis
+    assert out["reference"] == pytest.approx(0.7)  # (0.8 + 0.6) / 2
+    swapped = semantic_consistency([dict(rows[0], id="b"), dict(rows[1], id="a")], Encoder(), sources)
+    assert swapped["prediction"] == pytest.approx(0.0)  # the wrong dialogue: no consistency
+    with pytest.raises(VecflowError, match="no embedding for id 'zz'"):
+        semantic_consistency([dict(rows[0], id="zz")], Encoder(), sources)

@@ -74,6 +74,12 @@ def test_replan_moves_the_decay_while_stable_and_freezes_once_decaying():
     assert plan.frozen and plan.total_steps == 150  # the last 20 % of the budget: the schedule is not moved
 
 
+def test_a_budget_spent_in_calibration_is_planned_from_the_time_left_not_the_epochs():
+    plan = Plan(total_steps=488, warmup_steps=6, budget_seconds=240)  # provisional: epochs x steps per epoch
+    replan(plan, step=6, elapsed=262, seconds_per_step=43.8, reserved_seconds=30)  # calibration took the budget
+    assert plan.frozen and plan.total_steps == 7  # one more step, then stop: never the 488 of the epochs
+
+
 # ------------------------------------------------------------------------------------------- batches
 def test_length_grouped_batches_are_deterministic_and_cover_every_index():
     lengths = [5, 50, 6, 48, 7, 52, 4, 49] * 8

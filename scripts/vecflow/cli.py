@@ -33,6 +33,7 @@ COMMANDS = {
     "train-causal": "vecflow.summary.causal:main_train",
     "train-elm": "vecflow.summary.elm_train:main_train",
     "predict-elm": "vecflow.summary.elm:main_predict",
+    "predict-retrieval": "vecflow.summary.retrieval:main",
     "hpo-worker": "vecflow.hpo.study:main_worker",
     "hpo-best": "vecflow.hpo.study:main_best",
     "score": "vecflow.summary.scoring:main",

@@ -225,11 +225,17 @@ def report_inputs(wildcards):
             files[f"examples__{family}"] = f"{R}/eval/{family}/examples.json"
             models.add(summarizer_base(family))
         models.add(config["evaluation"]["bertscore"]["model"])
-    if TRACKS["summary"] and TRACKS["elm"]:
-        files["history__elm"] = f"{R}/elm/adapter"
-        files["scores__elm"] = f"{R}/eval/elm/scores.json"
-        files["examples__elm"] = f"{R}/eval/elm/examples.json"
+    if TRACKS["summary"]:  # the baseline every family is read against (summary.smk)
+        files["scores__retrieval"] = f"{R}/eval/retrieval/scores.json"
+        files["examples__retrieval"] = f"{R}/eval/retrieval/examples.json"
+    from vecflow.core.config_checks import elm_eval_families, elm_families
+
+    for family in elm_families(config):
+        files[f"history__{family}"] = f"{R}/{family}/adapter"
         models.add(config["elm"]["lm"])
+    for family in elm_eval_families(config):
+        files[f"scores__{family}"] = f"{R}/eval/{family}/scores.json"
+        files[f"examples__{family}"] = f"{R}/eval/{family}/examples.json"
     hpo_target_on = (
         TRACKS["lvm"] if HPO["target"] == "lvm" else TRACKS["summary"] and TRACKS["elm"]
     )
@@ -256,7 +262,7 @@ def artifact_args(wildcards, input):
     for key, path in input.items():
         if key.startswith("history__"):
             name = key.split("__", 1)[1]
-            if name in SUMMARIZER_DIRS:
+            if name in SUMMARIZER_DIRS or name in ("elm", "elm_rag"):
                 args.append(f"--artifact train_summary:{name}={path}/summary.json")
             if config["tracking"]["wandb"] or config["tracking"]["mlflow"]:
                 tracking = f"{path}/tracking.json"  # names the W&B / MLflow runs

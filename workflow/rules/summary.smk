@@ -1,5 +1,10 @@
-# Summaries: the seq2seq and causal summarizers, the ELM adapter, and scoring of every family.
-# Package: vecflow/summary/.
+# Summaries: the seq2seq and causal summarizers, the ELM variants, the retrieval baseline, and scoring of every
+# family. Package: vecflow/summary/.
+
+from vecflow.core.config_checks import ELM_VARIANTS, elm_eval_suffixes
+
+# eval/<family>/ is the top candidate; eval/<family>_rerank/ the re-ranked one (elm.rerank_candidates > 1)
+ELM_EVAL_SUFFIXES = elm_eval_suffixes(config)
 
 
 rule train_summarizer:
@@ -80,6 +85,27 @@ rule predict_summarizer:
         "--settings {params.settings:q} --out {output.predictions} > {log} 2>&1"
 
 
+rule predict_retrieval:
+    input:
+        data=rules.filter_summary.output,
+        stats=rules.filter_summary.output.stats,
+    output:
+        predictions=f"{R}/eval/retrieval/predictions.jsonl",
+    log:
+        f"{LOGS}/predict_retrieval.log",
+    conda:
+        "../../envs/vecflow.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        data_dir=parent_of("stats"),
+    shell:
+        "vecflow predict-retrieval --data-dir {params.data_dir} --split val --out {output.predictions} > {log} 2>&1"
+
+
+# one job per ELM variant: elm (the embedding alone) and elm_rag (plus the summaries of the nearest training
+# dialogues in the prompt); both start from the study's best parameters when the study runs
 rule train_elm:
     input:
         data=rules.filter_summary.output,
@@ -89,11 +115,11 @@ rule train_elm:
         params=elm_params_input,
         bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
     output:
-        adapter=directory(f"{R}/elm/adapter"),
+        adapter=directory(f"{R}/{{elm}}/adapter"),
     log:
-        f"{LOGS}/train_elm.log",
+        f"{LOGS}/train_{{elm}}.log",
     benchmark:
-        f"{R}/benchmarks/train_elm.tsv"
+        f"{R}/benchmarks/train_{{elm}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -107,25 +133,32 @@ rule train_elm:
         encoder=parent_of("encoder"),
         best=lambda w, input: f"--params {input.params}" if input.params else "",
         bertscore=parent_of("bertscore"),
-        settings=lambda w: settings("elm", **elm_bertscore_settings()),
+        settings=lambda w: settings(
+            "elm", variant=ELM_VARIANTS[w.elm], **elm_bertscore_settings()
+        ),
     shell:
         "vecflow train-elm --data-dir {params.data_dir} --lm {params.lm} --encoder {params.encoder} "
         "--settings {params.settings:q} {params.best} --bertscore-model {params.bertscore} "
         "--out {output.adapter} > {log} 2>&1"
 
 
+# with elm.rerank_candidates > 1 the job also writes eval/<family>_rerank/: the candidate nearest the input
+# embedding after re-embedding; eval/<family>/ is always the top candidate (the prediction without re-ranking)
 rule predict_elm:
     input:
-        adapter=f"{R}/elm/adapter",
+        adapter=f"{R}/{{elm}}/adapter",
         data=rules.filter_summary.output,
         stats=rules.filter_summary.output.stats,
         lm=model_input(config["elm"]["lm"]),
+        encoder=model_input(config["encoder"]),
     output:
-        predictions=f"{R}/eval/elm/predictions.jsonl",
+        predictions=expand(
+            "{R}/eval/{{elm}}{suffix}/predictions.jsonl", R=R, suffix=ELM_EVAL_SUFFIXES
+        ),
     log:
-        f"{LOGS}/predict_elm.log",
+        f"{LOGS}/predict_{{elm}}.log",
     benchmark:
-        f"{R}/benchmarks/predict_elm.tsv"
+        f"{R}/benchmarks/predict_{{elm}}.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -136,10 +169,16 @@ rule predict_elm:
     params:
         data_dir=parent_of("stats"),
         lm=parent_of("lm"),
-        settings=lambda w: settings("elm"),
+        encoder=parent_of("encoder"),
+        outs=lambda w, output: (
+            f"--out {output[-1]} --out-first {output[0]}"
+            if len(output) > 1
+            else f"--out {output[0]}"
+        ),
+        settings=lambda w: settings("elm", variant=ELM_VARIANTS[w.elm]),
     shell:
         "vecflow predict-elm --adapter {input.adapter} --lm {params.lm} --data-dir {params.data_dir} "
-        "--split val --settings {params.settings:q} --out {output.predictions} > {log} 2>&1"
+        "--encoder {params.encoder} --split val --settings {params.settings:q} {params.outs} > {log} 2>&1"
 
 
 rule score_summaries:
@@ -147,11 +186,14 @@ rule score_summaries:
         predictions=f"{R}/eval/{{summarizer}}/predictions.jsonl",
         # the split the predictions were made for: ids one-to-one with it, with its references
         eval_split=lambda w: (
-            f"{R}/summary/filtered/val_synthesis.jsonl"
-            if w.summarizer == "elm"
-            else f"{R}/summary/dialogues/val.jsonl"
+            f"{R}/summary/dialogues/val.jsonl"
+            if w.summarizer in SUMMARIZER_DIRS
+            else f"{R}/summary/filtered/val_synthesis.jsonl"
         ),
         bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
+        # semantic consistency: the eval dialogues' embeddings, and the encoder that made them
+        sources=f"{R}/summary/filtered/val_synthesis.jsonl",
+        encoder=model_input(config["encoder"]),
     output:
         scores=report(
             f"{R}/eval/{{summarizer}}/scores.json",
@@ -173,9 +215,10 @@ rule score_summaries:
         runtime=60,
     params:
         bertscore=parent_of("bertscore"),
+        encoder=parent_of("encoder"),
         settings=lambda w: settings("evaluation"),
     shell:
         "vecflow score --predictions {input.predictions} --eval-split {input.eval_split} "
-        "--bertscore-model {params.bertscore} "
+        "--bertscore-model {params.bertscore} --encoder {params.encoder} --sources {input.sources} "
         "--settings {params.settings:q} --out-scores {output.scores} "
         "--out-examples {output.examples} > {log} 2>&1"

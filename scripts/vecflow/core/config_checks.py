@@ -305,6 +305,27 @@ def _check_deploy(config: dict) -> None:
                            f"trained: {', '.join(families) or 'none'}); use best or one of those")
 
 
+ELM_VARIANTS = {"elm": "plain", "elm_rag": "rag"}  # ELM family (folder) name -> its elm.variants entry
+
+
+def elm_families(config: dict) -> list[str]:
+    """The ELM families a run trains (``elm.variants``), in order: elm, elm_rag."""
+    if not (config["tracks"]["summary"] and config["tracks"]["elm"]):
+        return []
+    variants = (config.get("elm") or {}).get("variants", ["plain"])
+    return [family for family, variant in ELM_VARIANTS.items() if variant in variants]
+
+
+def elm_eval_suffixes(config: dict) -> list[str]:
+    """Each ELM family is scored as ``eval/<family>`` (its top candidate) and, with re-ranking on
+    (``elm.rerank_candidates`` > 1), as ``eval/<family>_rerank``."""
+    return [""] + (["_rerank"] if int((config.get("elm") or {}).get("rerank_candidates", 1)) > 1 else [])
+
+
+def elm_eval_families(config: dict) -> list[str]:
+    return [family + suffix for family in elm_families(config) for suffix in elm_eval_suffixes(config)]
+
+
 def summary_families(config: dict) -> list[str]:
     """The summarizer families a run trains: ``summarizer.kind`` (a name or a list; default seq2seq), then elm
     when ``tracks.elm`` is on. Empty when the summary track is off."""
@@ -313,8 +334,8 @@ def summary_families(config: dict) -> list[str]:
     kind = config["summarizer"].get("kind", "seq2seq")
     kinds = [kind] if isinstance(kind, str) else list(kind)
     families = [family for family in ("seq2seq", "causal") if family in kinds]
-    if config["tracks"]["elm"]:
-        families.append("elm")
+    if config["tracks"]["elm"] and "plain" in (config.get("elm") or {}).get("variants", ["plain"]):
+        families.append("elm")  # the retrieval-augmented elm_rag is scored, never deployed (it needs the pool)
     return families
 
 

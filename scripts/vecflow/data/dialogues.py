@@ -67,8 +67,13 @@ def ingest_dialogues(split_paths: dict[str, Path], settings: dict, out_dir: Path
     seed = int(settings.get("seed", 0))
     loaded = {split: read_dialogues(path) for split, path in split_paths.items()}
     check_no_shared_ids(loaded, split_paths)
-    kept = {split: seeded_subset([r for _, r in rows], caps.get(split), seed, split) for split, rows in loaded.items()}
     in_file = {split: len(rows) for split, rows in loaded.items()}
+    leakage = None
+    if "train" in loaded and len(loaded) > 1:
+        loaded["train"], leakage = drop_repeated_dialogues(loaded, int(settings.get("leakage_prefix_chars", 200)))
+        if not loaded["train"]:
+            raise VecflowError(f"{split_paths['train']}: every training dialogue repeats an eval dialogue")
+    kept = {split: seeded_subset([r for _, r in rows], caps.get(split), seed, split) for split, rows in loaded.items()}
     selection = _selection_count(settings)
     if selection:
         kept["train"], kept["selection"] = carve_selection(kept["train"], selection, seed, split_paths["train"])
@@ -78,11 +83,38 @@ def ingest_dialogues(split_paths: dict[str, Path], settings: dict, out_dir: Path
         "seed": seed,
         "max_dialogues": caps,
         "selection": {"from": "train", "dialogues": selection, "id_disjoint": True} if selection else None,
+        "leakage": leakage,
     }
     for split, rows in kept.items():
         write_jsonl(out_dir / f"{split}.jsonl", rows)
     write_json(stats_path, stats)
     return stats
+
+
+def dialogue_key(text: str, prefix_chars: int) -> str:
+    """What counts as the same dialogue: its first ``prefix_chars`` characters, lower-cased, whitespace collapsed
+    (0 = the whole text). DialogSum repeats dialogues across splits with different ids and trailing edits."""
+    key = " ".join(text.lower().split())
+    return key[:prefix_chars] if prefix_chars > 0 else key
+
+
+def drop_repeated_dialogues(loaded: dict[str, list[tuple[int, dict]]], prefix_chars: int):
+    """Training rows without the dialogues that an eval split repeats, and the counts for ``stats.json``: per
+    eval split, how many of its dialogues repeat a training dialogue; how many training rows were dropped."""
+    eval_keys: dict[str, set[str]] = {
+        split: {dialogue_key(r["dialogue"], prefix_chars) for _, r in rows}
+        for split, rows in loaded.items() if split != "train"
+    }
+    train_keys = {dialogue_key(r["dialogue"], prefix_chars) for _, r in loaded["train"]}
+    every_eval = set().union(*eval_keys.values())
+    kept = [(n, r) for n, r in loaded["train"] if dialogue_key(r["dialogue"], prefix_chars) not in every_eval]
+    repeats = {
+        split: sum(dialogue_key(r["dialogue"], prefix_chars) in train_keys for _, r in loaded[split])
+        for split in eval_keys
+    }
+    return kept, {"key": f"first {prefix_chars or 'all'} characters, lower-cased, whitespace collapsed",
+                  "eval_dialogues_repeating_train": repeats,
+                  "train_dialogues_dropped": len(loaded["train"]) - len(kept)}
 
 
 # -------------------------------------------------------------------------------------- reading

@@ -110,6 +110,21 @@ def summary_row(record: dict, path: Path, lineno: int) -> SynthesisRow:
                         record["source_id"])
 
 
+def source_vectors(records_path: str | Path) -> dict[str, np.ndarray]:
+    """``source_id -> embedding`` of a synthesis split given by its ``{split}_synthesis.jsonl`` path (the
+    embeddings file beside it); every record of a source shares its row."""
+    records_path = Path(records_path)
+    if not records_path.name.endswith("_synthesis.jsonl"):
+        raise VecflowError(f"{records_path}: expected a {{split}}_synthesis.jsonl file")
+    embeddings = read_embeddings(records_path.with_name(records_path.name.replace("_synthesis.jsonl",
+                                                                                  "_embeddings.safetensors")))
+    out: dict[str, np.ndarray] = {}
+    for lineno, record in read_records(records_path, len(embeddings)):
+        if "source_id" in record:
+            out.setdefault(record["source_id"], embeddings[record["embedding_index"]].astype(np.float32))
+    return out
+
+
 def load_summary_split(folder: str | Path, split: str) -> tuple[list[SynthesisRow], np.ndarray]:
     """Rows and embeddings (float32) of a summary-only split ``folder/{split}_*``, every check applied."""
     rows_path, embeddings_path = split_paths(folder, split)

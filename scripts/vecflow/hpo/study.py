@@ -214,7 +214,11 @@ def trial_settings(settings: dict, params: dict, run_name: str) -> dict:
     for key in ("seed", "device", "tracking"):
         if key in settings:
             base[key] = settings[key]
-    return {**base, **params, "run_name": run_name}
+    fixed = dict(settings.get("hpo", {}).get("elm_fixed") or {})
+    unknown = sorted(k for k in fixed if k not in elm.SETTINGS)
+    if unknown:
+        raise VecflowError(f"settings: hpo.elm_fixed.{unknown[0]}: not an elm setting")
+    return {**base, **fixed, **params, "run_name": run_name}
 
 
 def fail_abandoned_trials(study, worker: int) -> list[int]:
@@ -263,8 +267,9 @@ def run_worker(
         trial.set_user_attr("worker", worker)
         params = suggest(trial, hpo.specs)
         run_settings = trial_settings(settings, params, f"{study_name}-trial{trial.number}")
+        run_settings["selection_metric"] = hpo.metric  # the trial is ranked by what its run selects on
         with tempfile.TemporaryDirectory(prefix="vecflow-hpo-") as tmp:
-            return elm_train.train_elm(
+            value = elm_train.train_elm(
                 run_settings,
                 data_dir,
                 lm_dir,
@@ -273,6 +278,10 @@ def run_worker(
                 trial=trial,
                 bertscore_model=bertscore_model if hpo.metric == "bertscore_f1" else None,
             )
+            passed = bool(read_json(Path(tmp) / "adapter" / "summary.json").get("selection_gate_passed"))
+        trial.set_user_attr("selection_gate_passed", passed)
+        # a model that ignores its embedding ranks below every one that reads it (scores are in [-1, 1])
+        return value if passed else value + (-2.0 if hpo.direction == "maximize" else 2.0)
 
     study.optimize(objective, n_trials=hpo.trials_per_worker)
     ran = {t.number: t for t in study.get_trials(deepcopy=False) if t.number in numbers}

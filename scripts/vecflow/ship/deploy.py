@@ -466,8 +466,11 @@ def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | N
         copy_model_dir(parts["lvm"], tmp / "lvm", only=("model.safetensors", "config.json"))
         copy_model_dir(parts["encoder"], tmp / "encoder")
         if family == "elm":
+            from vecflow.summary.elm import lm_folder
+
             copy_model_dir(parts["elm"], tmp / "elm")
-            copy_model_dir(parts["lm"], tmp / "lm")
+            shutil.rmtree(tmp / "elm" / "lm", ignore_errors=True)  # bundled once, as lm/ (below)
+            copy_model_dir(lm_folder(parts["elm"], parts["lm"]), tmp / "lm")  # the adapter's tuned LM if any
         else:
             copy_model_dir(parts["summarizer"], tmp / "summarizer")
             if not (tmp / "summarizer" / SUMMARIZER_SPEC).exists():

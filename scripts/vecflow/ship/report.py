@@ -298,10 +298,13 @@ def baseline_signature(report: dict, splits: list[str]) -> str:
     return json.dumps(numbers, sort_keys=True, default=lambda v: round(v, 6))
 
 
-def _family_order(name: str):
-    from vecflow.ship.deploy import FAMILIES
+# the baseline first, then the families, each ELM variant followed by its re-ranked predictions
+FAMILY_ORDER = ("retrieval", "seq2seq", "causal", "elm", "elm_rerank", "elm_rag", "elm_rag_rerank")
+BASELINES = {"retrieval": "retrieval (baseline: nearest training dialogue's summary)"}
 
-    return (FAMILIES.index(name) if name in FAMILIES else len(FAMILIES), name)
+
+def _family_order(name: str):
+    return (FAMILY_ORDER.index(name) if name in FAMILY_ORDER else len(FAMILY_ORDER), name)
 
 
 def family_metric_columns() -> dict[str, str]:
@@ -311,7 +314,8 @@ def family_metric_columns() -> dict[str, str]:
     titles = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
               "bertscore_f1": "BERTScore F1"}
     columns = {titles.get(metric, metric): field for metric, field in METRIC_FIELDS.items()}
-    columns.update({"distinct": "input_dependence.distinct_ratio", "own − shuffled R-1": "input_dependence.margin"})
+    columns.update({"distinct": "input_dependence.distinct_ratio", "own − shuffled R-1": "input_dependence.margin",
+                    "semantic consistency": "semantic_consistency.prediction"})
     return columns
 
 
@@ -325,7 +329,7 @@ def family_table(scores: dict[str, dict], heading: str, caption: str, extra: dic
     rows = []
     for name in names:
         s = scores[name]
-        row = [name, *(dig(s, f) for f in extra.values())]
+        row = [BASELINES.get(name, name), *(dig(s, f) for f in extra.values())]
         row += [winner_cell(dig(s, field), best[t] is not None and dig(s, field) == best[t]) for t, field in metrics.items()]
         rows.append(row + (cost(name) if cost else []))
     columns = ["family", *extra, *metrics] + (["train minutes", "samples seen", "samples/s"] if cost else [])
@@ -879,7 +883,8 @@ SCORE_COLUMNS = {
     "tag rate pred": "speaker_tag_rate.predictions", "tag rate ref": "speaker_tag_rate.references",
 }
 FAMILY_EXTRA_COLUMNS = {"n": "n", "mean words": "mean_pred_words", "ref words": "mean_ref_words",
-                        "length ratio": "length_ratio", "with speaker tags": "speaker_tag_rate.predictions"}
+                        "length ratio": "length_ratio", "with speaker tags": "speaker_tag_rate.predictions",
+                        "reference's consistency": "semantic_consistency.reference"}
 
 
 def summaries_section(run: dict, artifacts: dict) -> list[dict]:
@@ -906,9 +911,13 @@ def family_comparison(scores: dict[str, dict], train_summaries: dict[str, Path],
 
     return family_table(scores, heading="Summary families compared", extra=FAMILY_EXTRA_COLUMNS, cost=cost,
                         caption="every family trained in this run, scored on the same dialogues with the same "
-                                "scorer; ★ best in its column; distinct = share of distinct predictions; own − "
-                                "shuffled R-1 = ROUGE-1 against the own references minus against other dialogues' "
-                                "(≤ 0: the model ignores its input)")
+                                "scorer, beside the retrieval baseline (the summary of the nearest training dialogue "
+                                "by embedding: what the ELM sees); _rerank rows keep, of N candidates, the one whose "
+                                "re-embedding is nearest the input; ★ best in its column; distinct = share of "
+                                "distinct predictions; own − shuffled R-1 = ROUGE-1 against the own references "
+                                "minus against other dialogues' (≤ 0: the model ignores its input); semantic "
+                                "consistency = cosine between the prediction's and the dialogue's sentence "
+                                "embeddings, read against the reference's")
 
 
 def training_cost(name: str, summary_path: Path | None, history_path: Path | None) -> tuple:

@@ -67,6 +67,12 @@ def replan(plan: Plan, *, step: int, elapsed: float, seconds_per_step: float, re
     if plan.frozen or plan.budget_seconds <= 0:
         return plan
     if elapsed >= (1.0 - plan.decay_ratio) * plan.budget_seconds:  # the decay phase of the budget has begun
+        if plan.seconds_per_step <= 0:
+            # never planned yet: a short budget reached its decay phase during calibration, and the provisional
+            # length (epochs x steps) would overrun it; plan once, from the time left, then freeze
+            plan.total_steps = max(budget_steps(plan.budget_seconds, elapsed, step, seconds_per_step,
+                                                reserved_seconds, max_steps), step + 1)
+            plan.seconds_per_step = seconds_per_step
         plan.frozen = True
         return plan
     plan.total_steps = max(budget_steps(plan.budget_seconds, elapsed, step, seconds_per_step, reserved_seconds,

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,9 +41,12 @@ SETTINGS = (
     "soft_tokens", "hidden_dim", "dropout", "residual_scale", "epochs", "batch_size", "grad_accum",
     "learning_rate", "weight_decay", "max_grad_norm", "max_target_length", "max_train_samples", "val_samples",
     "contrastive_weight", "contrastive_temperature", "text_drift_weight", "text_drift_target_similarity",
-    "generation",
+    "generation", "max_minutes", "evals", "warmup_ratio", "decay_ratio", "bf16", "selection_metric",
+    "selection_rule", "min_distinct_ratio", "lm_training", "adapter_share", "lm_learning_rate", "lora_r",
+    "lora_alpha", "retrieval_k", "retrieval_max_tokens", "rerank_candidates", "eval_batch_size",
 )
-PREDICT_SETTINGS = ("batch_size", "generation")
+VARIANTS = {"plain": "elm", "rag": "elm_rag"}  # elm.variants -> the family (and folder) name
+PREDICT_SETTINGS = ("batch_size", "generation", "rerank_candidates")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -55,12 +60,14 @@ def load_split(data_dir: str | Path, split: str) -> tuple[list[SynthesisRow], to
 
 @dataclass(frozen=True)
 class Source:
-    """One embedded source (dialogue): the first row's template and vector, every row's target text."""
+    """One embedded source (dialogue): the first row's template and vector, every row's target text, and (for
+    the retrieval-augmented ELM) the summaries of its nearest training dialogues."""
 
     source_id: str
     template: str
     embedding_index: int
     references: list[str]
+    neighbours: tuple[str, ...] = ()
 
 
 def group_by_source(rows: list[SynthesisRow]) -> list[Source]:
@@ -129,6 +136,13 @@ def build_adapter(config: dict) -> EmbeddingAdapter:
     )
 
 
+def lm_folder(adapter_dir: str | Path, lm_dir: str | Path) -> Path:
+    """The LM an adapter folder was trained with: its own ``lm/`` (written when training also tuned the LM,
+    LoRA merged in) or else the base LM ``lm_dir``."""
+    own = Path(adapter_dir) / "lm"
+    return own if (own / "config.json").exists() else Path(lm_dir)
+
+
 def load_frozen_lm(lm_dir: str | Path, device: torch.device):
     """The causal LM and its tokenizer; every LM parameter is frozen and the LM stays in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -163,10 +177,17 @@ class Example:
     target: list[int]
 
 
-SYSTEM_MESSAGE = (
-    "You turn an embedded text into words. The user message holds the embedding of a text as special tokens; "
-    "answer with exactly what is asked about that text, briefly, and refer to speakers as #Person1#, #Person2#, ..."
-)
+# short on purpose: every training example carries it (a 49-token message was 45 % of a plain example's tokens)
+SYSTEM_MESSAGE = "Answer briefly about the embedded text."
+NEIGHBOURS_HEADER = "Summaries of similar conversations:"
+
+
+def with_neighbours(template: str, neighbours: tuple[str, ...] | list[str]) -> str:
+    """The user message of the retrieval-augmented ELM: the neighbours' summaries as a list, then the template."""
+    if not neighbours:
+        return template
+    listed = "\n".join(f"{i}. {' '.join(text.split())}" for i, text in enumerate(neighbours, 1))
+    return f"{NEIGHBOURS_HEADER}\n{listed}\n\n{template}"
 
 
 def prompt_ids(tokenizer, template: str) -> tuple[list[int], list[int]]:
@@ -184,9 +205,11 @@ def prompt_ids(tokenizer, template: str) -> tuple[list[int], list[int]]:
     return encode(before), encode(after)
 
 
-def make_example(tokenizer, template: str, target_text: str | None, max_target_length: int) -> Example:
-    """The target is ``target_text`` truncated to ``max_target_length`` tokens, then eos."""
-    prefix, suffix = prompt_ids(tokenizer, template)
+def make_example(tokenizer, template: str, target_text: str | None, max_target_length: int,
+                 neighbours: tuple[str, ...] | list[str] = ()) -> Example:
+    """The target is ``target_text`` truncated to ``max_target_length`` tokens, then eos; ``neighbours`` (the
+    retrieval-augmented ELM) are listed before the template."""
+    prefix, suffix = prompt_ids(tokenizer, with_neighbours(template, neighbours))
     target = []
     if target_text is not None:
         target = tokenizer(target_text, add_special_tokens=False)["input_ids"][:max_target_length]
@@ -254,6 +277,11 @@ def resolve_settings(settings: dict, params_path: str | Path | None = None, need
     merged = {"selection_split": "val", **copy.deepcopy(settings)}  # the pipeline passes 'selection'
     if params_path is not None:
         merged.update(read_params(params_path))
+    variant = merged.get("variant", "plain")
+    if variant not in VARIANTS:
+        raise VecflowError(f"settings: elm variant: one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "plain":
+        merged["retrieval_k"] = 0  # the plain ELM reads the embedding alone
     for key in needed:
         if key not in merged:
             raise VecflowError(f"settings: elm.{key}: missing (the config schema fills in every elm key; "
@@ -272,32 +300,57 @@ def read_params(path: str | Path) -> dict:
 # ------------------------------------------------------------------------------------------- generate
 
 
+def generate_texts(lm, tokenizer, adapter: EmbeddingAdapter, sources: list[Source], embeddings: torch.Tensor,
+                   generation: dict, batch_size: int) -> list[str]:
+    """Generate one text per source from its embedding (left-padded batches; the same texts as one at a time)."""
+    return [c[0] for c in generate_candidates(lm, tokenizer, adapter, sources, embeddings, generation, batch_size)]
+
+
 @torch.inference_mode()
-def generate_texts(
-    lm,
-    tokenizer,
-    adapter: EmbeddingAdapter,
-    sources: list[Source],
-    embeddings: torch.Tensor,
-    generation: dict,
-    batch_size: int,
-) -> list[str]:
-    """Generate one text per source from its embedding (left-padded batches)."""
+def generate_candidates(lm, tokenizer, adapter: EmbeddingAdapter, sources: list[Source], embeddings: torch.Tensor,
+                        generation: dict, batch_size: int, candidates: int = 1) -> list[list[str]]:
+    """``candidates`` texts per source, best-scoring first: the top ``candidates`` beams (``num_beams`` is raised
+    to at least ``candidates``), or that many samples when ``do_sample`` is set."""
     from transformers import GenerationConfig
 
+    generation = dict(generation)
+    if candidates > 1:
+        generation["num_return_sequences"] = candidates
+        if not generation.get("do_sample"):
+            generation["num_beams"] = max(int(generation.get("num_beams", 1)), candidates)
     config = GenerationConfig(**generation, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id(tokenizer))
     device = next(adapter.parameters()).device
+    was_training = adapter.training
     adapter.eval()
-    texts = []
+    out: list[list[str]] = []
     for start in range(0, len(sources), batch_size):
         chunk = sources[start : start + batch_size]
-        examples = [make_example(tokenizer, s.template, None, 0) for s in chunk]
+        examples = [make_example(tokenizer, s.template, None, 0, s.neighbours) for s in chunk]
         batch = collate(examples, adapter.soft_tokens, pad_id(tokenizer), padding_side="left").to(device)
         vectors = embeddings[[s.embedding_index for s in chunk]].to(device)
         inputs_embeds, _ = inputs_embeds_for(lm, adapter, batch, vectors)
         output = lm.generate(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask, generation_config=config)
-        texts += [t.strip() for t in tokenizer.batch_decode(output, skip_special_tokens=True)]
-    return texts
+        texts = [t.strip() for t in tokenizer.batch_decode(output, skip_special_tokens=True)]
+        out += [texts[i : i + candidates] for i in range(0, len(texts), candidates)]
+    adapter.train(was_training)
+    return out
+
+
+def rerank_by_reembedding(candidates: list[list[str]], targets: np.ndarray, encoder, batch_size: int = 64
+                          ) -> tuple[list[str], list[int]]:
+    """vec2text's check: embed every candidate with the sentence encoder and keep, per source, the one whose
+    embedding is nearest (cosine) its input embedding ``targets[i]``; ties keep the earlier (higher-scoring)
+    candidate. Returns (chosen texts, chosen candidate positions)."""
+    flat = [text for texts in candidates for text in texts]
+    vectors = encoder.encode(flat, batch_size=batch_size)
+    chosen, picks, at = [], [], 0
+    for i, texts in enumerate(candidates):
+        sims = vectors[at : at + len(texts)] @ targets[i]
+        best = int(np.argmax(sims))  # argmax returns the first of equal maxima
+        chosen.append(texts[best])
+        picks.append(best)
+        at += len(texts)
+    return chosen, picks
 
 
 def load_adapter(adapter_dir: str | Path, device: torch.device) -> tuple[EmbeddingAdapter, dict]:
@@ -319,12 +372,42 @@ def load_adapter(adapter_dir: str | Path, device: torch.device) -> tuple[Embeddi
 # ---------------------------------------------------------------------------------------------- predict
 
 
-def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out) -> int:
-    """One prediction per distinct source_id of the split; returns the number of rows written."""
+def attach_neighbours(sources: list[Source], data_dir, vectors: torch.Tensor, settings: dict, tokenizer,
+                      exclude_self: bool = False) -> list[Source]:
+    """The retrieval-augmented ELM (``retrieval_k`` > 0): each source with the summaries of its k nearest
+    training dialogues (each cut to ``retrieval_max_tokens`` tokens); a training source never gets itself."""
+    k = int(settings.get("retrieval_k", 0) or 0)
+    if k <= 0:
+        return sources
+    from vecflow.summary.retrieval import build_pool, neighbour_summaries
+
+    pool_rows, pool_vectors = load_summary_split(data_dir, "train")
+    pool = build_pool(pool_rows, pool_vectors)
+    queries = vectors[[s.embedding_index for s in sources]].numpy()
+    found = neighbour_summaries(pool, queries, k, [s.source_id for s in sources] if exclude_self else None)
+    limit = int(settings.get("retrieval_max_tokens", 48))
+
+    def cut(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= limit else tokenizer.decode(ids[:limit]).strip()
+
+    return [dataclasses.replace(s, neighbours=tuple(cut(t) for t in texts)) for s, texts in zip(sources, found)]
+
+
+def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out, encoder_dir=None, out_first=None
+                ) -> int:
+    """One prediction per distinct source_id of the split; returns the number of rows written.
+
+    With ``rerank_candidates`` > 1 (and ``encoder_dir``) ``out`` holds the candidate nearest the input embedding
+    after re-embedding, and ``out_first`` (when given) the top-scoring candidate, i.e. the prediction without
+    re-ranking.
+    """
     settings = resolve_settings(settings, needed=PREDICT_SETTINGS)
     seed_everything(int(settings.get("seed", 0)))
     device = pick_device(settings.get("device", "auto"))
     adapter, config = load_adapter(adapter_dir, device)
+    settings = {**settings, **{k: config[k] for k in ("retrieval_k", "retrieval_max_tokens") if k in config}}
+    lm_dir = lm_folder(adapter_dir, lm_dir)
     lm, tokenizer = load_frozen_lm(lm_dir, device)
     hidden = int(lm.get_input_embeddings().embedding_dim)
     if hidden != config["lm_hidden"]:
@@ -338,14 +421,31 @@ def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out) 
             f"{data_dir}/{split}_embeddings.safetensors: dimension {vectors.shape[1]} "
             f"does not match the adapter's embed_dim {config['embed_dim']}"
         )
-    sources = group_by_source(rows)
-    texts = generate_texts(
-        lm, tokenizer, adapter, sources, vectors, settings["generation"], int(settings["batch_size"])
-    )
+    sources = attach_neighbours(group_by_source(rows), data_dir, vectors, settings, tokenizer)
+    n = int(settings.get("rerank_candidates", 1) or 1)
+    if n > 1 and encoder_dir is None:
+        raise VecflowError("settings: elm.rerank_candidates > 1 needs --encoder (candidates are re-embedded)")
+    candidates = generate_candidates(lm, tokenizer, adapter, sources, vectors, settings["generation"],
+                                     int(settings.get("eval_batch_size") or settings["batch_size"]), n)
     from vecflow.summary.pairing import paired_rows
 
-    return write_jsonl(out, paired_rows([s.source_id for s in sources], texts, [s.references for s in sources],
-                                        f"{data_dir}/{split}_synthesis.jsonl"))
+    ids, refs = [s.source_id for s in sources], [s.references for s in sources]
+    eval_path = f"{data_dir}/{split}_synthesis.jsonl"
+    first = paired_rows(ids, [c[0] for c in candidates], refs, eval_path)
+    if n > 1:
+        from vecflow.core.encoder import SentenceEncoder
+
+        encoder = SentenceEncoder(encoder_dir, str(device))
+        targets = vectors[[s.embedding_index for s in sources]].numpy()
+        chosen, picks = rerank_by_reembedding(candidates, targets, encoder)
+        print(f"[vecflow] re-ranking by re-embedding: {sum(p != 0 for p in picks)} of {len(picks)} predictions "
+              f"changed from the top candidate", flush=True)
+        written = write_jsonl(out, paired_rows(ids, chosen, refs, eval_path))
+    else:
+        written = write_jsonl(out, first)
+    if out_first is not None:
+        write_jsonl(out_first, first)
+    return written
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -358,8 +458,11 @@ def main_predict(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder with {split}_synthesis.jsonl + embeddings")
     parser.add_argument("--split", required=True, help="split name, e.g. val")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the elm section as JSON")
-    parser.add_argument("--out", required=True, help="predictions JSONL")
+    parser.add_argument("--encoder", default=None, help="sentence encoder (re-ranking: rerank_candidates > 1)")
+    parser.add_argument("--out", required=True, help="predictions JSONL (re-ranked when rerank_candidates > 1)")
+    parser.add_argument("--out-first", default=None, help="also write the top candidate's predictions here")
     args = parser.parse_args(argv)
-    count = predict_elm(args.adapter, args.lm, args.data_dir, args.split, args.settings, args.out)
+    count = predict_elm(args.adapter, args.lm, args.data_dir, args.split, args.settings, args.out,
+                        args.encoder, args.out_first)
     print(f"[vecflow] predict-elm: {count} predictions -> {args.out}", flush=True)
     return 0

@@ -1,30 +1,41 @@
-"""ELM adapter training (``vecflow train-elm``): only the adapter trains (AdamW); the LM is frozen.
+"""ELM training (``vecflow train-elm``): the adapter, then (optionally) the adapter with the LM, on the shared
+budgeted loop of the summarizer families (``vecflow.summary.loop``).
 
-The model, prompt and generation are ``vecflow.summary.elm`` (what serving and prediction import); the loss
-terms are ``vecflow.summary.elm_losses``. The target text follows the prompt as the assistant's answer plus eos,
-and only those tokens carry labels (everything else is -100).
+As in the ELM paper (Tennenholtz et al. 2024) training has two stages, each with its share of the budget
+(``adapter_share`` of ``max_minutes``, or of ``epochs`` without a budget):
 
-Validation generates text (``generate``, never teacher-forced logits) for ``val_samples`` sources of the
-selection split and scores it with BERTScore F1 (``--bertscore-model``) or ROUGE-L. ``train_elm(...)`` is also
-the objective that ``vecflow.hpo.study`` optimises.
+1. the adapter alone, the LM frozen (AdamW at ``learning_rate``);
+2. with ``lm_training: lora`` (peft) or ``full``, the adapter and the LM together (``lm_learning_rate`` for the
+   LM, ``learning_rate`` for the adapter), starting from stage 1's published adapter.
+
+Every summary row of the training split is used (``max_train_samples``: 0), in length-grouped, seeded batches;
+the warmup-stable-decay schedule is planned from the measured throughput. The selection split is scored by
+generation (ROUGE, and BERTScore F1 with ``--bertscore-model``) at ``evals`` points per stage, and a checkpoint
+is eligible only if its outputs depend on the embedding (distinct outputs, positive own-vs-shuffled margin:
+the gate of the summarizers). The output folder holds ``adapter.safetensors`` + ``adapter_config.json`` and,
+when the LM was tuned, ``lm/`` (LoRA merged in, so serving needs no peft); ``summary.json`` and
+``history.jsonl`` describe both stages.
+
+The retrieval-augmented variant (``retrieval_k`` > 0) lists the summaries of the k nearest training dialogues in
+the prompt (a training row never sees its own). ``train_elm(...)`` is also the objective of the Optuna study
+(``vecflow.hpo.study``): a trial reports each evaluation and is pruned on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import time
-from dataclasses import dataclass
+import json
+import shutil
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vecflow.core.devices import pick_device
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import atomic_dir, read_json, write_json
+from vecflow.core.io import read_json, write_json
 from vecflow.core.settings import seed_everything, settings_arg
-from vecflow.core.tracking import Tracker
 from vecflow.data.dialogues import seeded_subset
 from vecflow.data.synthesis import SynthesisRow
 from vecflow.summary.elm import (
@@ -32,8 +43,8 @@ from vecflow.summary.elm import (
     Batch,
     Example,
     adapter_config,
+    attach_neighbours,
     build_adapter,
-    collate,
     generate_texts,
     group_by_source,
     inputs_embeds_for,
@@ -45,30 +56,7 @@ from vecflow.summary.elm import (
 )
 from vecflow.summary.elm_losses import LossWeights, combine_losses
 
-
-def score_texts(
-    predictions: list[str],
-    references: list[list[str]],
-    bertscore_model: str | Path | None,
-    device: torch.device,
-    settings: dict,
-) -> tuple[str, float]:
-    """(metric name, mean): BERTScore F1 on a local model folder, else ROUGE-L F; both as ``vecflow score`` does."""
-    from vecflow.summary import scoring
-
-    if bertscore_model is None:
-        return "rougeL", scoring.rouge_scores(predictions, references)["mean"]["rougeL"]["f"]
-    model_dir = Path(bertscore_model)
-    layers = settings.get("bertscore_num_layers") or _num_layers(model_dir)
-    model_dir = scoring.check_bertscore_model(model_dir, layers)
-    scorer = scoring.load_bertscorer(str(model_dir), layers, device.type)
-    result = scoring.bertscore(scorer, predictions, references, int(settings.get("bertscore_batch_size", 16)))
-    return "bertscore_f1", result["f1"]
-
-
-def _num_layers(model_dir: Path) -> int:
-    """All layers of a local BERTScore backbone unless ``bertscore_num_layers`` says otherwise."""
-    return int(read_json(model_dir / "config.json").get("num_hidden_layers", 1))
+LM_TRAINING = ("none", "lora", "full")
 
 
 def check_encoder_dim(encoder_dir, embed_dim: int) -> None:
@@ -96,75 +84,196 @@ def lm_space_targets(lm, examples: list[Example]) -> torch.Tensor:
     return torch.stack(rows).cpu()
 
 
+def lm_loss(lm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on the labelled positions; the LM head runs only there (the vocabulary-wide
+    logits of the prompt positions are never built). Same value as ``lm(..., labels=labels).loss``."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    body, head = getattr(base, "model", None), base.get_output_embeddings()
+    if body is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels).loss
+    hidden = body(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    return F.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep])
+
+
 def train_step(lm, adapter, batch: Batch, vectors, target_vectors, weights: LossWeights):
     """Loss for one batch: the LM's cross-entropy on the target tokens plus the weighted guards."""
     inputs_embeds, soft = inputs_embeds_for(lm, adapter, batch, vectors)
-    output = lm(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
-    return combine_losses(output.loss, adapter.pool(soft), target_vectors, target_vectors, weights)
+    loss = lm_loss(lm, inputs_embeds, batch.attention_mask, batch.labels)
+    return combine_losses(loss, adapter.pool(soft), target_vectors, target_vectors, weights)
 
 
-@dataclass
-class TrainData:
-    """Tokenised training examples, their input embeddings and (for text drift) target-text embeddings."""
+class ElmModel(nn.Module):
+    """The adapter and the LM as one module, so that the shared loop trains, evaluates and saves it.
 
-    examples: list[Example]
-    vectors: torch.Tensor  # (N, D)
-    target_vectors: torch.Tensor | None  # (N, H): the targets in the LM's input space (lm_space_targets)
-    pad: int
+    ``save_pretrained(folder)`` writes the adapter (``adapter.safetensors`` + ``adapter_config.json``) and, once
+    the LM is being tuned, the LM (LoRA merged into a copy) and its tokenizer as ``folder/lm``.
+    """
+
+    def __init__(self, lm, adapter, weights: LossWeights, config: dict, tokenizer, tunes_lm: bool):
+        super().__init__()
+        self.lm, self.adapter, self.weights = lm, adapter, weights
+        self.config, self.tokenizer, self.tunes_lm = config, tokenizer, tunes_lm
+        self.parts: dict[str, float] = {}
+
+    def forward(self, input_ids, attention_mask, labels, soft_start, vectors, target_vectors=None):
+        batch = Batch(input_ids, attention_mask, labels, soft_start)
+        loss, self.parts = train_step(self.lm, self.adapter, batch, vectors, target_vectors, self.weights)
+        return loss
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.tunes_lm:
+            self.lm.eval()  # a frozen LM stays in eval mode (no dropout)
+        return self
+
+    def save_pretrained(self, folder) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.adapter.state_dict().items()}
+        save_file(state, str(folder / "adapter.safetensors"))
+        write_json(folder / "adapter_config.json", self.config)
+        if self.tunes_lm:
+            import copy
+
+            lm = copy.deepcopy(self.lm)
+            lm = lm.merge_and_unload() if hasattr(lm, "merge_and_unload") else lm
+            lm.save_pretrained(folder / "lm")
+            self.tokenizer.save_pretrained(folder / "lm")
 
 
-def run_epoch(
-    lm, adapter, optimizer, data: TrainData, settings: dict, epoch: int, tracker: Tracker, step: int
-) -> tuple[dict, int]:
-    """One pass over the training data in a seeded order; logs every batch. Returns (mean of each term, step)."""
-    weights = LossWeights.from_settings(settings)
-    device = next(adapter.parameters()).device
-    order = torch.randperm(len(data.examples), generator=torch.Generator().manual_seed(int(settings["seed"]) + epoch))
-    batch_size, accum = int(settings["batch_size"]), int(settings["grad_accum"])
-    starts = list(range(0, len(order), batch_size))
-    adapter.train()
-    totals: dict[str, float] = {}
-    for i, start in enumerate(starts):
-        idx = order[start : start + batch_size]
-        batch = collate([data.examples[j] for j in idx], adapter.soft_tokens, data.pad, "right").to(device)
-        targets = None if data.target_vectors is None else data.target_vectors[idx].to(device)
-        tic = time.perf_counter()
-        loss, parts = train_step(lm, adapter, batch, data.vectors[idx].to(device), targets, weights)
-        (loss / accum).backward()
-        if (i + 1) % accum == 0 or i == len(starts) - 1:
-            nn.utils.clip_grad_norm_(adapter.parameters(), float(settings["max_grad_norm"]))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tracker.log({"epoch": epoch, "step": step, **parts, "time/step_s": time.perf_counter() - tic}, step=step)
-        for key, value in parts.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return {f"train/{k}": v / len(starts) for k, v in totals.items()}, step
+class _NoTokenizer:
+    """The loop saves a tokenizer beside each checkpoint; an adapter folder has none (the LM's is in ``lm/``)."""
+
+    def save_pretrained(self, folder) -> None:
+        return None
 
 
-def prepare_train_data(
-    tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, lm, settings: dict
-) -> TrainData:
-    examples = [make_example(tokenizer, r.template, r.target_text, int(settings["max_target_length"])) for r in rows]
-    vectors = all_vectors[[r.embedding_index for r in rows]]
-    target_vectors = None
-    if float(settings["text_drift_weight"]) > 0 or float(settings["contrastive_weight"]) > 0:
-        target_vectors = lm_space_targets(lm, examples)
-    return TrainData(examples, vectors, target_vectors, pad_id(tokenizer))
+class ElmCollator:
+    """Right-padded batches with each row's input vector (and text-drift target) for the ELM's forward."""
+
+    def __init__(self, soft_tokens: int, pad: int, vectors: torch.Tensor, target_vectors: torch.Tensor | None):
+        self.soft_tokens, self.pad, self.vectors, self.target_vectors = soft_tokens, pad, vectors, target_vectors
+
+    def __call__(self, features: list[dict]):
+        from transformers import BatchEncoding
+
+        from vecflow.summary.elm import collate
+
+        batch = collate([f["example"] for f in features], self.soft_tokens, self.pad, "right")
+        index = [f["row"] for f in features]
+        out = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels,
+               "soft_start": batch.soft_start, "vectors": self.vectors[index]}
+        if self.target_vectors is not None:
+            out["target_vectors"] = self.target_vectors[index]
+        return BatchEncoding(out)
+
+
+def features_for(examples: list[Example], soft_tokens: int) -> list[dict]:
+    """The loop's features: ``input_ids`` / ``labels`` give each row's length for length grouping."""
+    out = []
+    for row, ex in enumerate(examples):
+        length = len(ex.prefix) + soft_tokens + len(ex.suffix) + len(ex.target)
+        out.append({"input_ids": range(length), "labels": range(0), "example": ex, "row": row})
+    return out
+
+
+def score_selection(predictions: list[str], references: list[list[str]], bertscorer, settings: dict) -> dict:
+    """What each evaluation selects on: ROUGE, length, input dependence (``selection_scores``), plus BERTScore
+    F1 (mean and per sample) when a scorer is given."""
+    from vecflow.summary import scoring
+
+    scores = scoring.selection_scores(predictions, references)
+    if bertscorer is not None:
+        bert = scoring.bertscore(bertscorer, predictions, references, int(settings.get("bertscore_batch_size", 16)))
+        scores["bertscore_f1"] = bert["f1"]
+        scores["per_sample"]["bertscore_f1"] = bert["per_sample_f1"]
+    return scores
+
+
+def load_bertscorer(bertscore_model, device: torch.device, settings: dict):
+    from vecflow.summary import scoring
+
+    if bertscore_model is None:
+        return None
+    model_dir = Path(bertscore_model)
+    layers = settings.get("bertscore_num_layers") or int(read_json(model_dir / "config.json").get("num_hidden_layers", 1))
+    model_dir = scoring.check_bertscore_model(model_dir, layers)
+    return scoring.load_bertscorer(str(model_dir), layers, device.type)
+
+
+def stage_plan(settings: dict) -> list[dict]:
+    """The stages to run: [{name, tunes_lm, max_minutes, epochs}] from lm_training and adapter_share."""
+    mode = str(settings.get("lm_training", "none"))
+    if mode not in LM_TRAINING:
+        raise VecflowError(f"settings: elm.lm_training: one of {', '.join(LM_TRAINING)}, got {mode!r}")
+    minutes, epochs = float(settings.get("max_minutes", 0) or 0), int(settings["epochs"])
+    share = float(settings.get("adapter_share", 1.0))
+    if mode == "none" or share >= 1.0:
+        return [{"name": "adapter", "tunes_lm": False, "max_minutes": minutes, "epochs": epochs}]
+    first_epochs = max(1, round(epochs * share)) if share > 0 else 0
+    stages = []
+    if share > 0:
+        stages.append({"name": "adapter", "tunes_lm": False, "max_minutes": minutes * share, "epochs": first_epochs})
+    stages.append({"name": f"adapter+lm ({mode})", "tunes_lm": True, "max_minutes": minutes * (1 - share),
+                   "epochs": max(1, epochs - first_epochs)})
+    return stages
+
+
+def loop_settings(settings: dict, stage: dict) -> dict:
+    """The shared loop's settings for one stage (its budget, epochs; the rest from the elm section)."""
+    return {
+        **settings,
+        "max_minutes": stage["max_minutes"],
+        "epochs": stage["epochs"],
+        "evals": int(settings.get("evals", 0) or 0),
+        "selection_metric": str(settings.get("selection_metric", "rougeL")),
+        "selection_rule": str(settings.get("selection_rule", "best")),
+        "min_distinct_ratio": float(settings.get("min_distinct_ratio", 0.9)),
+        "warmup_ratio": float(settings.get("warmup_ratio", 0.05)),
+        "decay_ratio": float(settings.get("decay_ratio", 0.2)),
+        "bf16": settings.get("bf16", False),
+        "group_by_length": True,
+        "eval_batch_size": int(settings.get("eval_batch_size") or settings["batch_size"]),
+    }
+
+
+def lm_lr_scale(settings: dict):
+    """The LM's parameters train at ``lm_learning_rate``, the adapter's at ``learning_rate``."""
+    ratio = float(settings.get("lm_learning_rate", settings["learning_rate"])) / float(settings["learning_rate"])
+    return lambda name: 1.0 if name.startswith("adapter.") else ratio
+
+
+def tune_lm(lm, settings: dict):
+    """Stage 2's LM: LoRA adapters (peft) on the attention projections, or every weight (``full``)."""
+    if settings["lm_training"] == "lora":
+        from vecflow.summary.causal import apply_lora
+
+        r = int(settings.get("lora_r", 16))
+        return apply_lora(lm, {"r": r, "alpha": int(settings.get("lora_alpha", 2 * r)), "dropout": 0.0})
+    for param in lm.parameters():
+        param.requires_grad_(True)
+    return lm
 
 
 def train_elm(
     settings: dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None, bertscore_model=None, params_path=None
 ) -> float:
-    """Train an adapter, validate by generation after each epoch, write the adapter folder; returns the best score.
+    """Train (both stages), write the adapter folder; returns the published checkpoint's selection score.
 
-    With an Optuna ``trial`` each epoch's score is reported and a pruned trial raises ``optuna.TrialPruned``
-    (``out_dir`` is then left untouched).
+    With an Optuna ``trial`` every evaluation is reported (step numbers continue across stages) and a pruned
+    trial raises ``optuna.TrialPruned`` (``out_dir`` is then left untouched).
     """
+    from vecflow.summary.loop import Loop, partial_dir
+
     settings = resolve_settings(settings, params_path)
     seed = int(settings.get("seed", 0))
     settings["seed"] = seed
     seed_everything(seed)
+    out_dir = Path(out_dir)
+    stages = stage_plan(settings)
     device = pick_device(settings.get("device", "auto"))
     lm, tokenizer = load_frozen_lm(lm_dir, device)
     train_rows, train_vectors = load_split(data_dir, "train")
@@ -174,88 +283,120 @@ def train_elm(
     check_encoder_dim(encoder_dir, train_vectors.shape[1])
     train_rows = seeded_subset(train_rows, int(settings["max_train_samples"]) or None, seed, "elm-train")
     val_sources = group_by_source(val_rows)[: int(settings["val_samples"])]
-    data = prepare_train_data(tokenizer, train_rows, train_vectors, lm, settings)
-    config = adapter_config(settings, data.vectors.shape[1], int(lm.get_input_embeddings().embedding_dim))
+    val_sources = attach_neighbours(val_sources, data_dir, val_vectors, settings, tokenizer)
+    examples, vectors = train_examples(tokenizer, train_rows, train_vectors, data_dir, settings)
+    weights = LossWeights.from_settings(settings)
+    target_vectors = lm_space_targets(lm, examples) if weights.text_drift > 0 or weights.contrastive > 0 else None
+    config = adapter_config(settings, vectors.shape[1], int(lm.get_input_embeddings().embedding_dim))
+    config |= {
+        "lm": Path(lm_dir).name, "placeholder": PLACEHOLDER,
+        "prompt": "chat template, one user turn; <EMB> replaced by the soft tokens; answer = target + eos",
+        "templates": sorted({r.template for r in train_rows}),
+        "max_target_length": int(settings["max_target_length"]), "generation": settings["generation"],
+        "retrieval_k": int(settings.get("retrieval_k", 0) or 0),
+        "retrieval_max_tokens": int(settings.get("retrieval_max_tokens", 48)),
+        "lm_training": str(settings.get("lm_training", "none")),
+    }
     adapter = build_adapter(config).to(device)
-    optimizer = torch.optim.AdamW(
-        adapter.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"])
-    )
-    print(
-        f"[vecflow] train-elm: {len(data.examples)} train rows, {len(val_sources)} val sources, "
-        f"{sum(p.numel() for p in adapter.parameters())} adapter parameters",
-        flush=True,
-    )
+    bertscorer = load_bertscorer(bertscore_model, device, settings)
+    features = features_for(examples, adapter.soft_tokens)
+    collator = ElmCollator(adapter.soft_tokens, pad_id(tokenizer), vectors, target_vectors)
+    print(f"[vecflow] train-elm: {len(examples)} train rows (mean {sum(len(f['input_ids']) for f in features) / len(features):.0f} "
+          f"tokens), {len(val_sources)} selection sources, {sum(p.numel() for p in adapter.parameters())} adapter "
+          f"parameters; stages: {', '.join(s['name'] for s in stages)}", flush=True)
 
-    with atomic_dir(out_dir) as tmp:
-        tracker = Tracker(
-            tmp / "history.jsonl",
-            run_name=settings.get("run_name", f"elm-{Path(out_dir).name}"),
-            config=settings,
-            backends=settings.get("tracking", {}),
-        )
-        best = {"value": float("-inf"), "epoch": 0, "state": None}
-        step, epochs = 0, []
-        for epoch in range(1, int(settings["epochs"]) + 1):
-            train_means, step = run_epoch(lm, adapter, optimizer, data, settings, epoch, tracker, step)
-            predictions = generate_texts(
-                lm, tokenizer, adapter, val_sources, val_vectors, settings["generation"], int(settings["batch_size"])
-            )
-            metric, value = score_texts(
-                predictions, [s.references for s in val_sources], bertscore_model, device, settings
-            )
-            record = {
-                "epoch": epoch,
-                "step": step,
-                **train_means,
-                f"val/{metric}": value,
-                "val/example": predictions[0] if predictions else "",
-            }
-            tracker.log(record, step=step)
-            epochs.append({k: v for k, v in record.items() if k != "val/example"})
-            if best["state"] is None or value > best["value"]:
-                best = {"value": value, "epoch": epoch, "state": copy.deepcopy(adapter.state_dict())}
-            if trial is not None:
-                _report_to_trial(trial, value, epoch, tracker)
-        summary = {
-            "val_metric": metric,
-            "best_value": best["value"],
-            "best_epoch": best["epoch"],
-            "epochs": epochs,
-            "train_rows": len(data.examples),
-            "val_sources": len(val_sources),
-        }
-        write_adapter(tmp, best["state"], config, settings, lm_dir, train_rows)
-        write_json(tmp / "summary.json", summary)
-        tracker.finish({k: v for k, v in summary.items() if k != "epochs"})
-    return best["value"]
+    step_offset, summaries = 0, []
+    for number, stage in enumerate(stages):
+        last = number == len(stages) - 1
+        stage_dir = out_dir if last else out_dir.with_name(f"{out_dir.name}.stage{number + 1}")
+        if stage["tunes_lm"]:
+            lm = tune_lm(lm, settings)
+        model = ElmModel(lm, adapter, weights, config, tokenizer, stage["tunes_lm"]).to(device)
+        run = loop_settings(settings, stage)
 
+        def validate(model_now, run=run):
+            texts = generate_texts(model_now.lm, tokenizer, model_now.adapter, val_sources, val_vectors,
+                                   settings["generation"], int(run["eval_batch_size"]))
+            references = [s.references for s in val_sources]
+            examples_out = [{"id": s.source_id, "prediction": t, "reference": s.references[0]}
+                            for s, t in zip(val_sources, texts)][:2]
+            return score_selection(texts, references, bertscorer, settings), examples_out
 
-def _report_to_trial(trial, value: float, epoch: int, tracker: Tracker) -> None:
-    import optuna
+        shutil.rmtree(partial_dir(stage_dir), ignore_errors=True)  # an ELM run starts afresh (no resume)
+        loop = Loop(model=model, tokenizer=_NoTokenizer(), features=features, collator=collator, validate=validate,
+                    settings=run, out_dir=stage_dir, fingerprint="", spec=None, device=device,
+                    run_name=settings.get("run_name", f"elm-{out_dir.name}") + f"-stage{number + 1}", resume=None,
+                    forward=lambda m, b: m(**b), lr_scale=lm_lr_scale(settings) if stage["tunes_lm"] else None)
+        if trial is not None:
+            loop.after_evaluate = trial_reporter(trial, step_offset)
+        previous = summaries[:]
+        if last and previous:
+            loop.before_publish = lambda folder, previous=previous, earlier=stage_dirs(out_dir, number): (
+                merge_stages(folder, previous, earlier))
+        try:
+            summary = loop.run()
+        except BaseException:  # a pruned trial, an error, an interrupt: no partial or stage folder is left
+            for folder in [partial_dir(stage_dir), *stage_dirs(out_dir, number)]:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        summaries.append({"stage": stage["name"], **summary})
+        step_offset += int(summary["steps"])
+        if not last:  # the next stage starts from this stage's published adapter
+            from safetensors.torch import load_file
 
-    trial.report(value, epoch)
-    if trial.should_prune():
-        tracker.finish({"pruned_at_epoch": epoch})
-        raise optuna.TrialPruned(f"pruned at epoch {epoch} (value {value:.4f})")
+            adapter.load_state_dict(load_file(str(stage_dir / "adapter.safetensors")))
+    for folder in stage_dirs(out_dir, len(stages) - 1):
+        shutil.rmtree(folder, ignore_errors=True)
+    return published_score(out_dir, summaries[-1])
 
 
-def write_adapter(folder: Path, state: dict, config: dict, settings: dict, lm_dir, train_rows) -> None:
-    from safetensors.torch import save_file
+def published_score(out_dir: Path, summary: dict) -> float:
+    """The published checkpoint's selection score; when no checkpoint passed the input-dependence gate (the
+    summary says so), the last evaluation's score, so that a study still sees how far it got."""
+    if summary.get("best_score") is not None:
+        return float(summary["best_score"])
+    from vecflow.core.io import read_jsonl
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter.safetensors"))
-    templates = sorted({r.template for r in train_rows})
-    write_json(
-        folder / "adapter_config.json",
-        {
-            **config,
-            "lm": Path(lm_dir).name,
-            "placeholder": PLACEHOLDER,
-            "prompt": "chat template, one user turn; <EMB> replaced by the soft tokens; answer = target + eos",
-            "templates": templates,
-            "max_target_length": int(settings["max_target_length"]),
-            "generation": settings["generation"],
-        },
-    )
+    key = f"val/{summary['selection_metric']}"
+    scored = [r[key] for r in read_jsonl(out_dir / "history.jsonl") if key in r]
+    return float(scored[-1]) if scored else float("-inf")
+
+
+def stage_dirs(out_dir: Path, count: int) -> list[Path]:
+    return [out_dir.with_name(f"{out_dir.name}.stage{i + 1}") for i in range(count)]
+
+
+def merge_stages(folder: Path, previous: list[dict], earlier_dirs: list[Path]) -> dict:
+    """Before the last stage publishes: the earlier stages' histories (``stage1_history.jsonl``, ...) are kept
+    beside its own, and the summary lists every stage."""
+    for i, stage_dir in enumerate(earlier_dirs, 1):
+        if (stage_dir / "history.jsonl").exists():
+            shutil.copy2(stage_dir / "history.jsonl", folder / f"stage{i}_history.jsonl")
+    return {"stages": previous}
+
+
+def trial_reporter(trial, step_offset: int):
+    """The loop's ``after_evaluate``: report the score to Optuna and stop a trial it prunes."""
+
+    def report(step: int, score: float) -> None:
+        import optuna
+
+        trial.report(score, step_offset + step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step_offset + step} (value {score:.4f})")
+
+    return report
+
+
+def train_examples(tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, data_dir, settings: dict):
+    """Tokenised examples (with their retrieved neighbours for the retrieval-augmented ELM) and input vectors."""
+    from vecflow.summary.elm import Source
+
+    sources = [Source(r.source_id, r.template, r.embedding_index, [r.target_text]) for r in rows]
+    sources = attach_neighbours(sources, data_dir, all_vectors, settings, tokenizer, exclude_self=True)
+    max_len = int(settings["max_target_length"])
+    examples = [make_example(tokenizer, s.template, s.references[0], max_len, s.neighbours) for s in sources]
+    return examples, all_vectors[[r.embedding_index for r in rows]]
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -264,11 +405,11 @@ def write_adapter(folder: Path, state: dict, config: dict, settings: dict, lm_di
 def main_train(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow train-elm", description="Train the embedding-to-text adapter.")
     parser.add_argument("--data-dir", required=True, help="folder with {train,val}_synthesis.jsonl + embeddings")
-    parser.add_argument("--lm", required=True, help="causal LM folder (frozen)")
-    parser.add_argument("--encoder", required=True, help="sentence encoder folder (text-drift targets)")
+    parser.add_argument("--lm", required=True, help="causal LM folder")
+    parser.add_argument("--encoder", required=True, help="sentence encoder folder (its dimension is checked)")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the elm section as JSON")
     parser.add_argument("--params", default=None, help="best_params.yaml from hpo-best; overrides settings")
-    parser.add_argument("--bertscore-model", default=None, help="score validation with BERTScore F1 (else ROUGE-L)")
+    parser.add_argument("--bertscore-model", default=None, help="also score the selection split with BERTScore F1")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     value = train_elm(
@@ -280,7 +421,6 @@ def main_train(argv: list[str] | None = None) -> int:
         bertscore_model=args.bertscore_model,
         params_path=args.params,
     )
-    print(f"[vecflow] train-elm: best validation score {value:.4f} -> {args.out}", flush=True)
+    print(f"[vecflow] train-elm: selection score {value:.4f} -> {args.out}", flush=True)
+    print(json.dumps({"selection_score": value}), flush=True)
     return 0
-
-

@@ -207,7 +207,9 @@ def publish(out_dir: Path, partial: Path, summary: dict) -> None:
     """``DIR`` = best model folder + history.jsonl + summary.json, atomically; then drop ``DIR.partial``."""
     with atomic_dir(out_dir) as tmp:
         for item in (partial / "best").iterdir():
-            if item.name != "state.pt":
+            if item.is_dir():  # e.g. the ELM's tuned LM (lm/)
+                shutil.copytree(item, tmp / item.name)
+            elif item.name != "state.pt":
                 shutil.copy2(item, tmp / item.name)
         shutil.copy2(partial / "history.jsonl", tmp / "history.jsonl")
         copy_tracking_record(partial, tmp)  # names the W&B / MLflow runs, when tracking was on
@@ -249,6 +251,7 @@ class Loop:
         self.batch_cache: dict = {}
         self.saved_model = model  # what save_pretrained is called on (a LoRA run sets a merging wrapper)
         self.before_publish = None  # callable(folder of the chosen checkpoint) -> dict merged into the summary
+        self.after_evaluate = None  # callable(step, score) after each logged evaluation (an Optuna trial's report)
 
     # ------------------------------------------------------------------------------ one optimizer step
     def train_step(self, step: int, bf16: bool) -> tuple[float, int, int]:
@@ -357,6 +360,8 @@ class Loop:
                   f"{elapsed() / 60:.1f} min): {metric} {score:.4f} distinct "
                   f"{scores.get('input_dependence', {}).get('distinct_ratio', float('nan')):.2f}"
                   f"{' *best*' if improved else ''}{'' if ok else ' (not eligible: ignores its input)'}", flush=True)
+            if self.after_evaluate is not None:
+                self.after_evaluate(step_now, score)
 
         def save_last() -> None:
             state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "best": best,

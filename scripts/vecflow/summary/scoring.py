@@ -231,6 +231,30 @@ def pick_examples(rows: list[dict], rouge: dict, bert: dict, count: int) -> dict
     }
 
 
+# ---------------------------------------------------------------------------------- semantic consistency
+def semantic_consistency(rows: list[dict], encoder, sources: str | Path, batch_size: int = 32) -> dict:
+    """Cosine between the sentence embedding of each prediction and the embedding of its dialogue (the
+    synthesis split ``sources``, the ELM's input), and the same for the first reference: the ceiling to read it
+    against. A summary that says what its dialogue says sits near it in the encoder's space."""
+    import numpy as np
+
+    from vecflow.data.synthesis import source_vectors
+
+    vectors = source_vectors(sources)
+    missing = [row["id"] for row in rows if row["id"] not in vectors]
+    if missing:
+        raise VecflowError(f"{sources}: no embedding for id '{missing[0]}' ({len(missing)} of {len(rows)} "
+                           f"predictions); give the synthesis split of the eval dialogues")
+    targets = np.stack([vectors[row["id"]] for row in rows])
+    predicted = encoder.encode([row["prediction"] for row in rows], batch_size=batch_size)
+    reference = encoder.encode([row["references"][0] for row in rows], batch_size=batch_size)
+    pred = (predicted * targets).sum(1)
+    ref = (reference * targets).sum(1)
+    return {"prediction": float(pred.mean()), "reference": float(ref.mean()),
+            "ratio": float(pred.mean() / ref.mean()) if ref.mean() else float("nan"),
+            "encoder": str(getattr(encoder, "name", "")), "sources": str(sources)}
+
+
 # ------------------------------------------------------------------------------------------------- main
 def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -> tuple[dict, dict]:
     """Everything ``vecflow score`` computes: (scores JSON, examples JSON)."""
@@ -279,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "synthesis JSONL): ids must be one-to-one with it, with its references")
     parser.add_argument("--bertscore-model", required=True, help="local HF model folder for BERTScore")
     parser.add_argument("--settings", required=True, type=settings_arg, help="the 'evaluation' config section")
+    parser.add_argument("--encoder", default=None, help="sentence encoder folder: adds semantic consistency")
+    parser.add_argument("--sources", default=None,
+                        help="synthesis JSONL of the eval dialogues (with its _embeddings.safetensors): the "
+                             "dialogue embeddings semantic consistency compares with; needs --encoder")
     parser.add_argument("--out-scores", required=True, help="scores JSON")
     parser.add_argument("--out-examples", required=True, help="best/worst examples JSON")
     return parser
@@ -288,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     seed_everything(args.settings.get("seed", 0))
     rows = read_predictions(args.predictions, args.eval_split)
+    if (args.encoder is None) != (args.sources is None):
+        raise VecflowError("--encoder and --sources go together (semantic consistency needs both)")
     scores, examples = score_predictions(rows, args.bertscore_model, args.settings)
+    if args.encoder is not None:
+        from vecflow.core.encoder import SentenceEncoder
+
+        encoder = SentenceEncoder(args.encoder, _device_name(args.settings.get("device", "auto")))
+        encoder.name = Path(args.encoder).name
+        scores["semantic_consistency"] = semantic_consistency(rows, encoder, args.sources)
     write_json(args.out_scores, scores)
     write_json(args.out_examples, examples)
     rouge = scores["rouge"]
