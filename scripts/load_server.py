@@ -6,8 +6,11 @@ them malformed; counts status codes, 5xx and dropped connections, and times the 
     python scripts/load_server.py --bundle results/deploy/vecflow-demo --burst 50 --path /summarize [--json]
 
 The server is started on a free 127.0.0.1 port (``vecflow serve``, with an API key) and stopped at the end. The
-exit status is 1 when any request got a 5xx (a 503 of a full queue included) or lost its connection; with
-``--burst N`` the N requests go at once (/health is probed meanwhile) and every one must be answered 200 or 503.
+report counts ``server_errors`` (500, a 503 without Retry-After) apart from ``overloaded`` (503 with Retry-After:
+the full model queue's intended answer). The exit status is 1 when any request got a server error or lost its
+connection, and, in the closed-loop run, also on a 503 of back-pressure (C clients, a queue of C or more: one is
+a defect); with ``--burst N`` the N requests go at once, each a different input unless ``--same`` (/health is
+probed meanwhile from a process of its own), and every one must be answered 200 or 503 with Retry-After.
 Well-formed requests cycle through every endpoint; malformed ones are lone surrogates, NaN, wrong dimensions,
 blank texts, over-long texts, broken JSON, wrong types, a body over the size limit, a text/plain body and a
 missing or wrong API key. The client is ``vecflow.ship.loadgen`` (the soak test's too).
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=None, help="the server's --max-queue (default: its own)")
     parser.add_argument("--burst", type=int, default=0, help="send N requests to --path at once instead")
     parser.add_argument("--path", default="/summarize", choices=["/summarize", "/encode", "/predict-next", "/chat"])
+    parser.add_argument("--same", action="store_true",
+                        help="burst N copies of one body (equal queued inputs share a model call) instead of N "
+                             "different ones")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = parser.parse_args(argv)
 
@@ -52,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             for call in good:  # warm-up: models load on first use (not counted)
                 loadgen.send(client, call, key)
         if args.burst:
-            call = next(c for c in good if c.path == args.path)
-            report = loadgen.burst(server.url, call, args.burst, key)
-            answered = set(report["status"]) <= {"200", "503"}
+            calls = loadgen.burst_calls(args.path, args.burst, dim, context_length, distinct=not args.same)
+            report = loadgen.burst(server.url, calls, key)
+            report["max_queue"] = args.max_queue  # None: the server's default
+            answered = (set(report["status"]) <= {"200", "503"} and report["server_errors"] == 0
+                        and report["health_failures"] == 0)
         else:
             calls = loadgen.call_stream(good, loadgen.malformed_calls(dim, context_length, args.max_body_bytes, True),
                                         args.malformed, args.seed, limit=args.requests)
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             report.update(requests=args.requests, clients=args.clients, seconds=round(seconds, 2),
                           requests_per_s=round(args.requests / seconds, 1))
-            answered = report["server_errors"] == 0
+            answered = report["server_errors"] == 0 and report["overloaded"] == 0
         report["server_alive"] = server.alive()
     if args.json:
         print(json.dumps(report))

@@ -623,3 +623,42 @@ def test_a_causal_bundle_serves_dialogues_with_its_trained_settings(tmp_path, ti
         assert served.summarizer_family == "causal"
         assert served.summarizer.kind == "causal" and served.summarizer.max_source_length == 24
         assert client.post("/summarize", json={"embedding": [0.1] * DIM}).status_code == 422
+
+
+# ---- the load client's /health probe and burst (vecflow.ship.loadgen) ------------------------------------------
+
+
+def test_the_health_probe_is_a_process_of_its_own_and_keeps_its_last_results(server):
+    from vecflow.ship import loadgen
+
+    with loadgen.HealthProbe(server, every_s=0.01) as probe:
+        assert probe._proc.pid != os.getpid()
+        first = probe.take()
+        wait_for(lambda: len(probe._kept) >= 3, "three more probes")
+    assert probe._proc.returncode == 0  # stopped by closing its stdin
+    results = first + probe.take()
+    assert len(results) >= 4 and probe.take() == []
+    assert all(r.path == "/health" and r.status == 200 and 0 < r.seconds < 60 for r in results)
+    assert [r.at for r in results] == sorted(r.at for r in results)
+
+
+def test_the_health_probe_reports_a_refused_connection_as_dropped():
+    from vecflow.ship import loadgen
+
+    with loadgen.HealthProbe(f"http://127.0.0.1:{free_loopback_port()}", every_s=0.01) as probe:
+        wait_for(lambda: len(probe._kept) >= 2, "two probes")
+    results = probe.take()
+    assert results and all(r.status is None and r.error == "ConnectionRefusedError" for r in results)
+    assert loadgen.summarize(results)["dropped"] == len(results)
+
+
+def test_a_burst_of_distinct_summaries_is_answered_and_health_probed_meanwhile(server):
+    from vecflow.ship import loadgen
+
+    calls = loadgen.burst_calls("/summarize", 16, DIM, CONTEXT_LENGTH)
+    assert len({c.body for c in calls}) == 16 and loadgen.burst_calls("/summarize", 3, DIM, CONTEXT_LENGTH,
+                                                                      distinct=False)[0].body == calls[0].body
+    report = loadgen.burst(server, calls, probe_every_s=0.01)
+    assert report["status"] == {"200": 16} and report["requests"] == report["distinct_bodies"] == 16, report
+    assert report["server_errors"] == report["overloaded"] == report["dropped"] == 0
+    assert report["health_failures"] == 0

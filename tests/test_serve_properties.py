@@ -283,3 +283,19 @@ def test_load_with_malformed_requests_has_no_5xx_and_no_dropped_connection(bundl
     assert 0.1 <= report["malformed"] / report["requests"] <= 0.3
     assert report["malformed_refused_4xx"] == report["malformed"]  # malformed ones are refused, never served
     assert {"401", "415", "422"} <= set(report["status"])  # no key, not JSON, invalid (seeded: always drawn)
+
+
+def test_a_burst_over_a_small_queue_is_answered_200_or_503_with_retry_after(bundle):  # noqa: F811
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "load_server.py"), "--bundle", str(bundle), "--burst", "12",
+         "--path", "/summarize", "--max-queue", "2", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["requests"] == report["distinct_bodies"] == 12 and report["max_queue"] == 2
+    status = report["status"]
+    assert set(status) <= {"200", "503"} and status.get("200", 0) >= 1, report  # the first one is always served
+    assert report["overloaded"] == status.get("503", 0) and report["server_errors"] == 0 == report["dropped"]
+    assert all(int(seconds) >= 1 for seconds in report["retry_after"])
+    assert report["health_failures"] == 0 and report["server_alive"]

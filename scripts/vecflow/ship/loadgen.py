@@ -4,15 +4,23 @@ connections, time the requests.
 
 Used by ``scripts/load_server.py`` (a bounded run), ``scripts/bench_server.py`` (latency per endpoint), the soak
 test (``vecflow.ship.soak``, ``make soak``) and the burst check (N requests at once while /health is probed).
+
+Two things keep the client from measuring itself (both seen on 2 cores): every ``httpx.Client`` shares one SSL
+context (httpx otherwise loads the CA bundle for each: 36 ms of CPU apiece, so the 50 clients of a burst spent
+1.8 s of the machine's two cores while the server was being measured: /health p99 read 128-396 ms during 50
+concurrent /summarize, 5-24 ms once the clients shared one context), and /health is probed from a process of its
+own (``HealthProbe``), never a thread of the load client, whose clock would also count the client's GIL waits.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -29,6 +37,29 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 # ---------------------------------------------------------------------------------------------- the server
+
+
+_SSL_LOCK = threading.Lock()
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One SSL context for every client of this process (the loopback URLs are plain HTTP: it is never used,
+    but httpx builds one per client unless given one, loading the CA bundle each time). Built under a lock: 50
+    threads asking at once would otherwise each build one."""
+    with _SSL_LOCK:
+        return _ssl_context()
+
+
+def http_client(url: str, timeout_s: float):
+    """A keep-alive ``httpx.Client`` of ``url`` (about 1 ms to build, not 36: the SSL context is shared)."""
+    import httpx
+
+    return httpx.Client(base_url=url, timeout=timeout_s, verify=shared_ssl_context())
 
 
 def free_loopback_port() -> int:
@@ -189,6 +220,17 @@ class Result:
     malformed: bool
     error: str = ""
     retry_after: str | None = None
+    at: float = 0.0  # when it was sent (time.time(): comparable across processes)
+
+    @property
+    def overloaded(self) -> bool:
+        """A 503 with Retry-After: the model queue was full (back-pressure, by design; not a server error)."""
+        return self.status == 503 and self.retry_after is not None
+
+    @property
+    def server_error(self) -> bool:
+        """A 5xx that is not back-pressure: a bug, or a component that failed (a 503 without Retry-After)."""
+        return self.status is not None and self.status >= 500 and not self.overloaded
 
 
 def send(client, call: Call, api_key: str | None) -> Result:
@@ -199,25 +241,25 @@ def send(client, call: Call, api_key: str | None) -> Result:
     if api_key and call.auth:
         headers["authorization"] = f"Bearer {api_key}"
     headers.update(dict(call.headers))
-    start = time.perf_counter()
+    at, start = time.time(), time.perf_counter()
     try:
         response = client.request(call.method, call.path, content=call.body or None, headers=headers)
     except httpx.TransportError as exc:
-        return Result(call.path, None, time.perf_counter() - start, call.malformed, type(exc).__name__)
+        return Result(call.path, None, time.perf_counter() - start, call.malformed, type(exc).__name__, at=at)
     return Result(call.path, response.status_code, time.perf_counter() - start, call.malformed,
-                  retry_after=response.headers.get("retry-after"))
+                  retry_after=response.headers.get("retry-after"), at=at)
 
 
 def run_clients(url: str, calls: Iterator[Call], clients: int, api_key: str | None = None,
                 deadline: float | None = None, record: Callable[[Result], None] | None = None,
                 timeout_s: float = 120) -> list[Result]:
     """``clients`` threads, each with its own keep-alive connection, take the next call from ``calls`` until it
-    is exhausted or ``time.monotonic()`` passes ``deadline``. Every result goes to ``record`` when given
-    (then nothing is kept here: a long soak holds no list), else into the returned list."""
-    import httpx
-
+    is exhausted or ``time.monotonic()`` passes ``deadline``; they start together, once every client is built.
+    Every result goes to ``record`` when given (then nothing is kept here: a long soak holds no list), else into
+    the returned list."""
     lock, kept = threading.Lock(), []
     sink = record or kept.append
+    ready = threading.Barrier(clients)
 
     def next_call() -> Call | None:
         if deadline is not None and time.monotonic() >= deadline:
@@ -226,15 +268,16 @@ def run_clients(url: str, calls: Iterator[Call], clients: int, api_key: str | No
             return next(calls, None)
 
     def worker() -> None:
-        client = httpx.Client(base_url=url, timeout=timeout_s)
+        client = http_client(url, timeout_s)
         try:
+            ready.wait(timeout=timeout_s)
             while (call := next_call()) is not None:
                 result = send(client, call, api_key)
                 with lock:
                     sink(result)
                 if result.status is None:  # a fresh connection after a dropped one
                     client.close()
-                    client = httpx.Client(base_url=url, timeout=timeout_s)
+                    client = http_client(url, timeout_s)
         finally:
             client.close()
 
@@ -246,30 +289,147 @@ def run_clients(url: str, calls: Iterator[Call], clients: int, api_key: str | No
     return kept
 
 
-def burst(url: str, call: Call, n: int, api_key: str | None = None, probe_every_s: float = 0.05,
+def probe_loop(host: str, port: int, every_s: float, timeout_s: float, stop: threading.Event, emit) -> None:
+    """GET /health every ``every_s`` on one keep-alive connection (the standard library's: the probe's own
+    overhead is what a load balancer's would be) until ``stop`` is set; ``emit(result)`` for each."""
+    import http.client
+
+    connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        while not stop.is_set():
+            at, start = time.time(), time.perf_counter()
+            try:
+                connection.request("GET", "/health")
+                response = connection.getresponse()
+                response.read()
+                emit(Result("/health", response.status, time.perf_counter() - start, False, at=at))
+            except (OSError, http.client.HTTPException) as exc:
+                emit(Result("/health", None, time.perf_counter() - start, False, type(exc).__name__, at=at))
+                connection.close()  # a fresh connection after a dropped one
+            stop.wait(every_s)
+    finally:
+        connection.close()
+
+
+class HealthProbe:
+    """``GET /health`` every ``every_s`` from a process of its own (``with HealthProbe(url) as probe:``), as a
+    load balancer's liveness probe would: its clock counts the server's time and the network's, never a wait for
+    the load client's GIL. ``take()`` returns the results that came in since the last ``take()``; after ``stop()``
+    (or on the way out) the last ones are kept for a final ``take()``.
+
+    The process is ``python -m vecflow.ship.loadgen probe``: one JSON line per probe on its stdout, until its
+    stdin is closed."""
+
+    def __init__(self, url: str, every_s: float = 0.05, timeout_s: float = 120):
+        self.url, self.every_s, self.timeout_s = url, every_s, timeout_s
+        self._lock = threading.Lock()
+        self._kept: list[Result] = []
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> "HealthProbe":
+        scripts = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [scripts, os.environ.get("PYTHONPATH")]))}
+        self._proc = subprocess.Popen([sys.executable, "-m", "vecflow.ship.loadgen", "probe", self.url,
+                                       "--every", str(self.every_s), "--timeout", str(self.timeout_s)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + self.timeout_s
+        while not self._kept:  # the first answer: the probe runs (a hang guard, not a timing check)
+            if time.monotonic() > deadline or self._proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the /health probe of {self.url} never answered")
+            time.sleep(0.02)
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            fields = json.loads(line)
+            with self._lock:
+                self._kept.append(Result(**fields))
+
+    def take(self) -> list[Result]:
+        with self._lock:
+            taken, self._kept = self._kept, []
+        return taken
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No more probes; the last results stay for ``take()`` (a second call does nothing)."""
+        if self._proc is None or self._proc.stdin.closed:
+            return
+        self._proc.stdin.close()  # the probe's signal to stop
+        try:
+            self._proc.wait(timeout=self.timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join()
+
+
+def _probe_main(argv: list[str]) -> int:
+    """``python -m vecflow.ship.loadgen probe URL [--every S] [--timeout S]``: the process of a ``HealthProbe``."""
+    import argparse
+    import dataclasses
+    from urllib.parse import urlsplit
+
+    parser = argparse.ArgumentParser(prog="python -m vecflow.ship.loadgen probe")
+    parser.add_argument("url")
+    parser.add_argument("--every", type=float, default=0.05)
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()  # stdin closed: stop
+    parts = urlsplit(args.url)
+
+    def emit(result: Result) -> None:
+        try:
+            print(json.dumps(dataclasses.asdict(result)), flush=True)
+        except BrokenPipeError:
+            stop.set()
+
+    probe_loop(parts.hostname, parts.port or 80, args.every, args.timeout, stop, emit)
+    return 0
+
+
+def burst_calls(path: str, n: int, dim: int, context_length: int, distinct: bool = True) -> list[Call]:
+    """``n`` well-formed requests to ``path``: each a different input (``distinct``), or ``n`` copies of one (equal
+    queued inputs share a model call, so copies measure the queue, not the model)."""
+    rng = np.random.default_rng(0)
+
+    def body(i: int) -> dict:
+        if path == "/summarize":
+            return {"dialogue": f"#Person1#: Hello, I'd like to book a room for {i + 1} nights. "
+                                f"#Person2#: Of course. For how many guests? #Person1#: {i % 4 + 1}, please."}
+        if path == "/encode":
+            return {"texts": [f"request {i}: the cat sat on the mat", "hello there"]}
+        if path == "/chat":
+            return {"texts": [f"request {i} text number {j}" for j in range(context_length)], "top_k": 3}
+        if path == "/predict-next":
+            vectors = rng.normal(size=(context_length, dim))
+            return {"context": (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).tolist()}
+        raise ValueError(f"no burst body for {path}")
+
+    bodies = [body(i) for i in range(n)] if distinct else [body(0)] * n
+    return [Call("POST", path, json.dumps(b).encode()) for b in bodies]
+
+
+def burst(url: str, calls: list[Call], api_key: str | None = None, probe_every_s: float = 0.05,
           timeout_s: float = 600) -> dict:
-    """``n`` copies of ``call`` sent at once (one connection each) while /health is probed every
-    ``probe_every_s`` on its own connection: every answer's status, and /health latencies during the burst."""
-    import httpx
-
-    done = threading.Event()
-    health: list[Result] = []
-
-    def probe() -> None:
-        with httpx.Client(base_url=url, timeout=timeout_s) as client:
-            while not done.is_set():
-                health.append(send(client, Call("GET", "/health"), api_key))
-                done.wait(probe_every_s)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    start = time.perf_counter()
-    results = run_clients(url, iter([call] * n), n, api_key, timeout_s=timeout_s)
-    seconds = time.perf_counter() - start
-    done.set()
-    prober.join()
+    """Every call in ``calls`` sent at once (one connection each, started together) while /health is probed
+    every ``probe_every_s`` by a ``HealthProbe``: every answer's status, and the /health latencies of the probes
+    sent while the burst ran."""
+    with HealthProbe(url, probe_every_s, timeout_s) as probe:
+        start = time.time()
+        results = run_clients(url, iter(calls), len(calls), api_key, timeout_s=timeout_s)
+        end = time.time()
+    health = [r for r in probe.take() if start <= r.at <= end]
     report = summarize(results)
-    report.update(seconds=round(seconds, 2), requests=n, path=call.path,
+    report.update(seconds=round(end - start, 2), requests=len(calls), path=calls[0].path,
+                  distinct_bodies=len({c.body for c in calls}),
                   retry_after=sorted({r.retry_after for r in results if r.retry_after}),
                   health=latency_stats([r.seconds for r in health if r.status == 200]),
                   health_failures=sum(1 for r in health if r.status != 200))
@@ -289,14 +449,23 @@ def latency_stats(seconds: list[float]) -> dict:
 
 
 def summarize(results: list[Result]) -> dict:
-    """Status counts, 5xx, dropped connections and latencies of a list of results."""
+    """Status counts, server errors, 503s of back-pressure, dropped connections and latencies of a list of
+    results. ``overloaded``: 503 with Retry-After, the full model queue's intended answer; ``server_errors``:
+    every other 5xx (a 500, a 503 without Retry-After from a component that failed to load)."""
     status = Counter("dropped" if r.status is None else str(r.status) for r in results)
     dropped = [f"{r.path}: {r.error}" for r in results if r.status is None]
     return {
         "status": dict(sorted(status.items())),
-        "server_errors": sum(1 for r in results if r.status is not None and r.status >= 500),
+        "server_errors": sum(1 for r in results if r.server_error),
+        "overloaded": sum(1 for r in results if r.overloaded),
         "dropped": len(dropped), "dropped_examples": dropped[:5],
         "malformed": sum(1 for r in results if r.malformed),
         "malformed_refused_4xx": sum(1 for r in results if r.malformed and r.status and 400 <= r.status < 500),
         "latency": latency_stats([r.seconds for r in results if r.status is not None]),
     }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["probe"]:
+        sys.exit("usage: python -m vecflow.ship.loadgen probe URL [--every S] [--timeout S]")
+    sys.exit(_probe_main(sys.argv[2:]))
