@@ -56,4 +56,3 @@ def bench_bertscore(size: str, out_dir: Path | None, minilm: Path | None = None,
                   extra={"seconds": {"peer": peer_seconds, "ours": ours_seconds, "ours_warm": warm_seconds},
                          "ours_warm_pairs_per_s": len(cands) / warm_seconds}, out_dir=out_dir,
                   cpu=cpu_ratio(peer_seconds, ours_seconds))
-

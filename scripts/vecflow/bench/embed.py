@@ -58,4 +58,3 @@ def bench_embed(size: str, out_dir: Path | None, minilm: Path | None = None, chu
                                        "cpu_time_ratio": cpu_ratio(peer_seconds, bf16_seconds),
                                        "max_abs_diff": bf16_diff, "min_cosine_to_fp32_peer": bf16_cos}},
                   out_dir=out_dir, cpu=cpu_ratio(peer_seconds, ours_seconds))
-

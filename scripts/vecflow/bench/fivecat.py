@@ -234,4 +234,3 @@ def bench_fivecat(size: str, out_dir: Path | None, windows_total: int | None = N
         ours="vecflow.lvm.fivecat.evaluate_split", ours_value=total / ours_seconds, goal=50.0, check=check,
         extra={"seconds": {"reference": ref_seconds, "ours": ours_seconds}}, out_dir=out_dir,
         cpu=cpu_ratio(ref_seconds, ours_seconds, len(sub), total))
-

@@ -111,4 +111,3 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
                   check={"steps_per_s": main_run["steps"] / main_run["seconds"]},
                   extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": main_run["flops_per_s"] / peak16,
                          "seconds": main_run["seconds"], "size_sweep": sweep}, out_dir=out_dir)
-

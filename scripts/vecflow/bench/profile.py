@@ -22,4 +22,3 @@ def profile_summary(raw_path: Path, within: str | None = None, top: int = 12) ->
         leaf[frames[-1]] += int(count)
     share = lambda counter: [(name, round(n / max(total, 1), 3)) for name, n in counter.most_common(top)]  # noqa: E731
     return {"samples": total, "within": within, "deepest_vecflow_frame": share(deepest), "leaf_frame": share(leaf)}
-

@@ -139,4 +139,3 @@ def bench_serve(size: str, out_dir: Path | None, minilm: Path | None = None, req
     for result in results:
         print(f"[bench {result['benchmark']}] latency server {result['server']} in-process {result['in_process']}")
     return results
-

@@ -46,4 +46,3 @@ def bench_startup(size: str, out_dir: Path | None, **_) -> dict:
     if out_dir is not None:
         write_json(Path(out_dir) / "startup.json", result)
     return result
-

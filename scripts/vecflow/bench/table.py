@@ -75,4 +75,3 @@ def update_markdown(markdown: Path, out_dir: Path) -> None:
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     write_text(markdown, f"{head}{TABLE_BEGIN}\n{render_table(out_dir)}\n{TABLE_END}{tail}")
-

@@ -157,4 +157,3 @@ def bench_train(size: str, out_dir: Path | None, minilm: Path | None = None, smo
              "max_target_length": spec["max_target_length"], "data": "DialogSum train" if full else "tiny"},
             "transformers Trainer", forward=loss_on_labels, seq2seq=False))
     return results
-
