@@ -6,10 +6,9 @@ benchmark file. Every ``[vecflow] device: X`` line of a log (``vecflow.core.devi
 model placement) must name an expected device type (``--expect``, default ``cuda,mps``; the test sets ``cpu``
 through ``VECFLOW_GPU_CHECK_DEVICES``), and each log must have one. Throughput per family:
 
-- seq2seq, causal: ``samples_seen / train_minutes`` from the model folder's ``summary.json`` (the training loop only);
-- lvm: ``train_windows x epochs_run / train_time_s`` from ``summary.json`` (the epochs only);
-- elm: ``train_rows x epochs / job seconds`` from the benchmark file (the whole job, model loading included: a
-  lower bound).
+- seq2seq, causal, elm: ``samples_seen / train_minutes`` from the model folder's ``summary.json`` (the shared
+  training loop only; for a two-stage ELM, its last stage);
+- lvm: ``train_windows x epochs_run / train_time_s`` from ``summary.json`` (the epochs only).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` only when every family passed; otherwise one line per failing
 family on stderr and exit 2 (``VecflowError``).
@@ -18,7 +17,6 @@ family on stderr and exit 2 (``VecflowError``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 from pathlib import Path
@@ -79,16 +77,11 @@ def samples_per_second(name: str, model: Path, benchmark: Path | None) -> tuple[
     """Training throughput of one family and how it was measured (see the module docstring)."""
     summary_path = model / "summary.json"
     summary = read_json(summary_path) if summary_path.is_file() else {}
-    if name in ("seq2seq", "causal") and summary.get("train_minutes"):
+    if name in ("seq2seq", "causal", "elm", "elm_rag") and summary.get("train_minutes"):  # the shared loop's
         return round(summary["samples_seen"] / (summary["train_minutes"] * 60), 2), "training loop (summary.json)"
     if name.startswith("lvm") and summary.get("train_time_s"):
         samples = summary["train_windows"] * summary["epochs_run"]
         return round(samples / summary["train_time_s"], 2), "epochs only (summary.json)"
-    if name == "elm" and benchmark is not None and benchmark.is_file() and summary.get("epochs"):
-        with open(benchmark, newline="") as fh:
-            seconds = float(next(csv.DictReader(fh, delimiter="\t"))["s"])
-        samples = summary["train_rows"] * len(summary["epochs"])
-        return round(samples / max(seconds, 1e-9), 2), "whole job incl. model load (benchmark)"
     return None, "not recorded"
 
 
