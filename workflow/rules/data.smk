@@ -166,8 +166,9 @@ rule split_articles:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        out_dir=parent_of("ids"),
         settings=lambda w: settings("lvm", "split"),
+    # the folder is taken in the shell, not as a param: params are part of the between-workflow cache key of
+    # every job downstream (embed_chunks), which must not depend on results_dir
     shell:
         "vecflow split-articles --chunks {input.chunks} --settings {params.settings:q} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        '--out-dir "$(dirname {output.ids:q})" > {log} 2>&1'

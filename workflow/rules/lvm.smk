@@ -10,12 +10,16 @@ rule embed_chunks:
         chunks=f"{R}/lvm/splits/{{split}}.jsonl",
         encoder=model_input(config["encoder"]),
     output:
-        vectors=f"{R}/lvm/embeddings/{{split}}.safetensors",
-        index=f"{R}/lvm/embeddings/{{split}}.index.jsonl",
+        multiext(
+            f"{R}/lvm/embeddings/{{split}}",
+            vectors=".safetensors",
+            index=".index.jsonl",
+        ),
     log:
         f"{LOGS}/embed_chunks/{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/embed_chunks/{{split}}.tsv"
+    # between-workflow cache (OUTPUT_CACHE, models.smk): a results_dir with the same chunks and encoder links
+    # the bank instead of embedding again. No benchmark: Snakemake allows none on a cacheable rule.
+    cache: OUTPUT_CACHE
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -26,6 +30,10 @@ rule embed_chunks:
     params:
         encoder=parent_of("encoder"),
         settings=lambda w: lvm_workflow.embed_settings(config),
+        # unused by the command: the cache key hashes params, shell and upstream jobs but not wildcards or
+        # paths, and every split's chunks come from one split_articles job, so without it the splits would
+        # share one cache entry
+        split=lambda w: w.split,
     shell:
         "vecflow embed --chunks {input.chunks} --encoder {params.encoder} --settings {params.settings:q} "
         "--out {output.vectors} --index {output.index} > {log} 2>&1"

