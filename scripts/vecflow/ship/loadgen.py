@@ -259,7 +259,7 @@ def run_clients(url: str, calls: Iterator[Call], clients: int, api_key: str | No
     the returned list."""
     lock, kept = threading.Lock(), []
     sink = record or kept.append
-    ready = threading.Barrier(clients)
+    ready = threading.Barrier(max(1, clients))
 
     def next_call() -> Call | None:
         if deadline is not None and time.monotonic() >= deadline:
