@@ -73,6 +73,12 @@ def test_missing_numbers_are_not_recorded_rather_than_guessed(tmp_path):
     assert samples_per_second("causal", Path(paths["model"]), None) == (None, "not recorded")
 
 
+def test_a_run_shorter_than_a_rounded_minute_uses_its_seconds(tmp_path):
+    # a tiny run's train_minutes rounds to 0.0; its unrounded seconds still give the rate
+    paths = family(tmp_path, "elm", CUDA_LOG, {"samples_seen": 8, "train_minutes": 0.0, "train_seconds": 0.25})
+    assert samples_per_second("elm", Path(paths["model"]), None) == (32.0, "training loop (summary.json)")
+
+
 def test_the_gpu_check_config_demands_the_accelerator_and_plans_every_family():
     config = yaml.safe_load((REPO / "config" / "gpu-check.yaml").read_text())
     assert config["device"] == "cuda"  # cpu is allowed only through the test's environment variable

@@ -121,6 +121,7 @@ def test_a_budgeted_run_plans_its_length_from_throughput_and_ends_decayed(tiny_c
     # 60 s budget - 10 s reserve = 25 steps of 2 s (evaluations cost no fake time here)
     assert summary["planned_steps"] == summary["steps"] == 25
     assert summary["train_minutes"] == pytest.approx(50 / 60, abs=0.05)
+    assert summary["train_seconds"] == pytest.approx(summary["train_minutes"] * 60, abs=0.6)
     plan = Plan(**summary["schedule"])
     assert plan.lr_factor(summary["steps"] - 1) == pytest.approx(0.0)  # ended decayed, not cut mid-schedule
     history = [json.loads(line) for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]

@@ -77,8 +77,9 @@ def samples_per_second(name: str, model: Path, benchmark: Path | None) -> tuple[
     """Training throughput of one family and how it was measured (see the module docstring)."""
     summary_path = model / "summary.json"
     summary = read_json(summary_path) if summary_path.is_file() else {}
-    if name in ("seq2seq", "causal", "elm", "elm_rag") and summary.get("train_minutes"):  # the shared loop's
-        return round(summary["samples_seen"] / (summary["train_minutes"] * 60), 2), "training loop (summary.json)"
+    seconds = summary.get("train_seconds") or 60 * summary.get("train_minutes", 0)  # minutes: older summaries
+    if name in ("seq2seq", "causal", "elm", "elm_rag") and seconds:  # the shared loop's
+        return round(summary["samples_seen"] / seconds, 2), "training loop (summary.json)"
     if name.startswith("lvm") and summary.get("train_time_s"):
         samples = summary["train_windows"] * summary["epochs_run"]
         return round(samples / summary["train_time_s"], 2), "epochs only (summary.json)"

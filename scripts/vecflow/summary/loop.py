@@ -458,7 +458,8 @@ class Loop:
                    "selection_metric": metric, "selection": selection, "selection_gate_passed": best["step"] >= 0,
                    "steps": step, "planned_steps": self.plan.total_steps, "samples_seen": samples_seen,
                    "epochs_seen": round(samples_seen / max(len(self.features), 1), 3),
-                   "train_minutes": round(elapsed() / 60, 2), "budget_minutes": self.budget / 60,
+                   "train_minutes": round(elapsed() / 60, 2), "train_seconds": round(elapsed(), 3),
+                   "budget_minutes": self.budget / 60,
                    "train_dialogues": len(self.features), "bf16": bool(bf16_choice), "bf16_timing": bf16_timing,
                    "device": str(self.device), "ranks": self.world, "schedule": self.plan.state()}
         if self.before_publish is not None:
