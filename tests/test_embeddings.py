@@ -169,3 +169,23 @@ def test_cli_embed_bad_chunks_and_bad_encoder(tmp_path, tiny_encoder, capsys):
     code, out, _ = run_embed(tmp_path, write_chunks(chunks), tmp_path)
     assert code == 2 and "not an HF model folder" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "e.safetensors.partial").exists()
+
+
+def test_saved_tensors_are_byte_identical_across_processes(tmp_path):
+    # safetensors writes metadata from a Rust hash map (a new key order per process); save_tensors sorts it
+    script = ("import sys, numpy as np; from vecflow.core.io import save_tensors; "
+              "save_tensors(sys.argv[1], {'b': np.ones(3, np.float32), 'a': np.zeros(2, np.float32)}, "
+              "metadata={k: str(i) for i, k in enumerate('zyxwvutsrq')} | {'é': 'ü'})")
+    import subprocess
+    import sys
+
+    files = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({path.read_bytes() for path in files}) == 1
+    header = files[0].read_bytes()
+    length = int.from_bytes(header[:8], "little")
+    assert list(json.loads(header[8:8 + length])["__metadata__"]) == sorted("zyxwvutsrqé")  # the header as written
+    with safe_open(str(files[0]), "np") as fh:  # still a valid file to safetensors itself
+        assert fh.metadata()["é"] == "ü" and fh.metadata()["z"] == "0"
+        assert fh.get_tensor("b").tolist() == [1, 1, 1]

@@ -388,6 +388,32 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         arrays[key] = np.ascontiguousarray(value)
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
+        if metadata and len(metadata) > 1:
+            sort_safetensors_metadata(tmp)
+
+
+def sort_safetensors_metadata(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place.
+
+    safetensors writes the metadata from a Rust hash map, so the same tensors and metadata come out in a different
+    key order in every process: equal files would differ byte for byte. The header is re-serialised the way
+    safetensors writes it (compact JSON, tensors in their order) and padded with spaces to its former length, which
+    the format allows; the tensor data is not touched.
+    """
+    import struct
+
+    with open(path, "r+b") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length).decode("utf-8"), object_pairs_hook=dict)
+        meta = header.pop("__metadata__", None)
+        if not meta:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > length:  # cannot happen for a reordering; never grow the header over the data
+            raise VecflowError(f"{path}: re-serialised safetensors header is longer than the original")
+        fh.seek(8)
+        fh.write(text.ljust(length, b" "))
 
 
 def load_tensors(path: str | os.PathLike, required: Iterable[str] = ()) -> "dict[str, np.ndarray]":
