@@ -312,10 +312,9 @@ def test_missing_file_or_manifest_is_a_clear_error(bundle, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_script_reports_latency_percentiles(bundle):
+def test_load_test_latency_reports_percentiles(bundle):
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_server.py"), "--bundle", str(bundle), "--requests", "3",
-         "--json"],
+        [sys.executable, "-m", "vecflow.cli", "load-test", "--bundle", str(bundle), "--latency", "3", "--json"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
     )
     assert result.returncode == 0, result.stderr

@@ -5,8 +5,8 @@
 - hypothesis through the app (in process): arbitrary bodies, lone surrogates, NaN, huge numbers, wrong shapes
   get 200, 413 or 422 with a short JSON body that does not echo the input;
 - schemathesis over the live server's OpenAPI schema (positive and negative cases): no 5xx;
-- a bounded loopback load test (``scripts/load_server.py``) with malformed requests mixed in: no 5xx, no
-  dropped connection (the CI run is small; the issue's 1,000 x 8 figures come from the same script).
+- a bounded loopback load test (``vecflow load-test``) with malformed requests mixed in: no 5xx, no
+  dropped connection (the CI run is small; the issue's 1,000 x 8 figures come from the same command).
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def test_openapi_fuzzing_finds_no_server_error(operations, mode):
 
 def test_load_with_malformed_requests_has_no_5xx_and_no_dropped_connection(bundle):  # noqa: F811
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "load_server.py"), "--bundle", str(bundle), "--requests", "200",
+        [sys.executable, "-m", "vecflow.cli", "load-test", "--bundle", str(bundle), "--requests", "200",
          "--clients", "4", "--malformed", "0.2", "--seed", "1", "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
     )
@@ -287,7 +287,7 @@ def test_load_with_malformed_requests_has_no_5xx_and_no_dropped_connection(bundl
 
 def test_a_burst_over_a_small_queue_is_answered_200_or_503_with_retry_after(bundle):  # noqa: F811
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "load_server.py"), "--bundle", str(bundle), "--burst", "12",
+        [sys.executable, "-m", "vecflow.cli", "load-test", "--bundle", str(bundle), "--burst", "12",
          "--path", "/summarize", "--max-queue", "2", "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
     )

@@ -43,6 +43,7 @@ COMMANDS = {
     "compare": "vecflow.ship.compare:main",
     "deploy": "vecflow.ship.deploy:main",
     "serve": "vecflow.ship.serve:main",
+    "load-test": "vecflow.ship.load_test:main",
     "bench": "vecflow.bench.cli:main",
     "gpu-check": "vecflow.core.gpu_check:main",
 }

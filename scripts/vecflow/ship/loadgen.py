@@ -2,8 +2,9 @@
 well-formed and malformed requests from C concurrent keep-alive clients, count status codes, 5xx and dropped
 connections, time the requests.
 
-Used by ``scripts/load_server.py`` (a bounded run), ``scripts/bench_server.py`` (latency per endpoint), the soak
-test (``vecflow.ship.soak``, ``make soak``) and the burst check (N requests at once while /health is probed).
+Used by ``vecflow load-test`` (``vecflow.ship.load_test``: a bounded run, the burst check of N requests at once
+while /health is probed, latency per endpoint), the soak test (``vecflow.ship.soak``, ``make soak``) and
+``vecflow bench serve``.
 
 Two things keep the client from measuring itself (both seen on 2 cores): every ``httpx.Client`` shares one SSL
 context (httpx otherwise loads the CA bundle for each: 36 ms of CPU apiece, so the 50 clients of a burst spent
