@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,28 @@ def test_large_files_are_hard_linked_on_one_filesystem(parts, tmp_path):
     assert cli_main(bundle_argv(parts, out)) == 0
     assert os.stat(out / "bank.safetensors").st_ino == os.stat(parts["bank_embeddings"]).st_ino
     assert os.stat(out / "lvm" / "model.safetensors").st_ino == os.stat(parts["lvm"] / "model.safetensors").st_ino
+
+
+def test_a_model_folder_of_relative_symlinks_is_bundled_as_real_files(parts, tmp_path):
+    # link_model installs a fetched model as relative symlinks (resources/models/<name>/x -> ../.fetched/<name>/x);
+    # the bundle must hold the files, not links that dangle once inside it (the demo bundle's encoder did)
+    fetched = tmp_path / "models" / ".fetched" / "enc"
+    shutil.copytree(parts["encoder"], fetched)
+    linked = tmp_path / "models" / "enc"
+    for path in sorted(p for p in fetched.rglob("*") if p.is_file()):
+        rel = path.relative_to(fetched)
+        (linked / rel).parent.mkdir(parents=True, exist_ok=True)
+        (linked / rel).symlink_to(os.path.relpath(path, (linked / rel).parent))
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv({**parts, "encoder": linked}, out)) == 0
+    bundled = sorted(p for p in (out / "encoder").rglob("*") if not p.is_dir())
+    assert bundled and not [p for p in bundled if p.is_symlink()]
+    assert (out / "encoder" / "config.json").read_bytes() == (fetched / "config.json").read_bytes()
+    manifest = read_json(out / "manifest.json")
+    assert "encoder/config.json" in manifest["files"]
+    moved = tmp_path / "elsewhere" / "bundle"
+    shutil.move(str(out), str(moved))
+    assert (moved / "encoder" / "config.json").is_file()
 
 
 def test_copy_when_hard_links_fail(tmp_path, monkeypatch):

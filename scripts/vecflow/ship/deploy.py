@@ -255,7 +255,11 @@ def run_decide(args: argparse.Namespace) -> None:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` when both are on one filesystem (large weights cost nothing), else copy."""
+    """Hard-link ``src`` to ``dst`` when both are on one filesystem (large weights cost nothing), else copy.
+
+    A symlink is followed first (``link_model`` installs fetched models as relative symlinks into
+    ``resources/models/.fetched/``): a hard link to the link itself would dangle inside the bundle."""
+    src = Path(src).resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
