@@ -286,7 +286,7 @@ def test_ca_and_par_equal_the_one_window_reference_at_any_block_size(ordered, pr
 
 
 def test_lvm_summary_shows_ca_and_par_and_marks_only_ca():
-    from vecflow.ship.report import lvm_summary
+    from vecflow.ship.report_summary import lvm_summary
 
     def split(c0, ca, par):
         return {"c0": c0, "margin": 0.0, "mrr": 0.1, "r5": 0.2, "ca": ca, "par": par}

@@ -10,15 +10,10 @@ import pytest
 
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
-from vecflow.ship.report import (
-    benchmark_specs,
-    build_report,
-    classify_history,
-    collect_artifacts,
-    git_revision,
-    parse_artifact,
-    read_benchmark,
-)
+from vecflow.ship.page import git_revision
+from vecflow.ship.report import build_report
+from vecflow.ship.report_artifacts import benchmark_specs, collect_artifacts, parse_artifact, read_benchmark
+from vecflow.ship.report_plots import classify_history
 
 SETTINGS = {"title": "demo <report>", "config_hash": "abc123", "seed": 1, "device": "cpu"}
 
@@ -395,7 +390,7 @@ def test_lvm_summary_marks_the_best_of_model_and_baselines(full_page):
 
 
 def test_lvm_summary_groups_runs_by_their_baselines_and_leaves_curve_runs_to_the_details():
-    from vecflow.ship.report import lvm_summary
+    from vecflow.ship.report_summary import lvm_summary
 
     def report(model_c0, ridge_c0, fraction=1.0):
         split = lambda c0: {"c0": c0, "margin": 0.0, "mrr": 0.1, "r5": 0.2}  # noqa: E731
@@ -443,7 +438,7 @@ def test_benchmark_files_are_read_and_summed_per_rule(tmp_path):
     assert benchmark_specs(tmp_path / "absent") == []
     assert read_benchmark(folder / "train_lvm" / "p1.tsv") == {"s": 50.0, "max_rss_mb": 812.5, "cpu_s": None,
                                                                "repeats": 1}
-    from vecflow.ship.report import wall_time_rows
+    from vecflow.ship.report_summary import wall_time_rows
 
     benches = {spec.split("=")[0].split(":")[1]: read_benchmark(Path(spec.split("=", 1)[1])) for spec in specs}
     assert wall_time_rows(benches) == [("train_lvm", 2, 150.0, 150.0, 812.5), ("resolved_config", 1, 1.0, 1.0, 812.5)]

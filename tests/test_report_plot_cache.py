@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import vecflow.ship.report as report
-from vecflow.ship.report import PlotCache, build_report, collect_artifacts
+import vecflow.ship.report_plots as report_plots
+from vecflow.ship.report import build_report
+from vecflow.ship.report_artifacts import collect_artifacts
+from vecflow.ship.report_plots import PlotCache
 
 IMAGE = re.compile(r'<figure>\s*<img src="(data:image/png;base64,[^"]+)"[^>]*>\s*<figcaption>([^<]*)', re.S)
 
@@ -42,15 +44,15 @@ def run(tmp_path):
 
 @pytest.fixture
 def draws(monkeypatch):
-    """Every real drawing, by title (the cache calls report.plot_panels only on a miss)."""
+    """Every real drawing, by title (the cache calls report_plots.plot_panels only on a miss)."""
     drawn: list[str] = []
-    real = report.plot_panels
+    real = report_plots.plot_panels
 
     def counting(panels, title, x_key, columns=3):
         drawn.append(title)
         return real(panels, title, x_key, columns)
 
-    monkeypatch.setattr(report, "plot_panels", counting)
+    monkeypatch.setattr(report_plots, "plot_panels", counting)
     return drawn
 
 
@@ -117,7 +119,7 @@ def test_changed_plotting_code_redraws_everything(tmp_path, run, draws, monkeypa
 
 def test_the_code_version_follows_the_module_source_and_matplotlib():
     version = PlotCache.code_version()
-    source = Path(report.__file__).read_bytes()
+    source = Path(report_plots.__file__).read_bytes()
     import hashlib
 
     assert hashlib.sha256(source).hexdigest() in version and "matplotlib=" in version

@@ -2,7 +2,7 @@
 
 import json
 
-from vecflow.ship.report import family_comparison, selection_curve_plot, training_cost
+from vecflow.ship.report_sections import family_comparison, selection_curve_plot, training_cost
 
 
 def scores(r1, rl, distinct, margin):

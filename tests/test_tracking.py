@@ -193,7 +193,8 @@ def test_mlflow_sqlite_store_gets_params_metrics_and_summary_and_resume_keeps_bo
 
 
 def test_report_rejects_a_tracking_file_without_a_runs_list(tmp_path):
-    from vecflow.ship.report import build_report, collect_artifacts
+    from vecflow.ship.report import build_report
+    from vecflow.ship.report_artifacts import collect_artifacts
 
     bad = tmp_path / "tracking.json"
     bad.write_text(json.dumps({"runs": {"backend": "wandb"}}))

@@ -83,6 +83,20 @@ def winner_cell(value, best: bool) -> Cell:
     return Cell(base.text + WINNER, f"{base.cls} win".strip()) if best else base
 
 
+def best_of(values: list) -> float | None:
+    """The highest number of a table column, the one ``winner_cell`` marks; None for a column of one."""
+    numbers = [v for v in values if is_number(v)]
+    return max(numbers) if len(numbers) > 1 else None  # a column of one has no winner to mark
+
+
+def hms(seconds: float | None) -> str | None:
+    """Seconds as ``h:mm:ss`` (rounded to the second); None stays None (an empty cell)."""
+    if seconds is None:
+        return None
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def table(columns: list[str], rows: list[list], heading: str = "", caption: str = "", cls: str = "") -> dict:
     cells = [[value if isinstance(value, Cell) else cell(value) for value in row] for row in rows]
     if len(cells) > MAX_TABLE_ROWS:
