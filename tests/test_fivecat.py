@@ -11,9 +11,6 @@ from vecflow.lvm.bank import ChunkBank, load_bank
 from vecflow.lvm.fivecat import (
     ablations,
     evaluate_split,
-    gate_counts,
-    gates,
-    beats_baselines,
     generalisation_gaps,
     lcm_metrics,
     leave_one_out,
@@ -23,8 +20,9 @@ from vecflow.lvm.fivecat import (
     rows_by_article,
     rowwise_cosine,
     shuffled_slots,
-    subsample,
 )
+from vecflow.lvm.fivecat_cli import subsample
+from vecflow.lvm.fivecat_verdicts import beats_baselines, gate_counts, gates
 from vecflow.core.io import save_tensors, write_jsonl
 from vecflow.lvm.windows import Windows, load_windows, make_windows, save_windows
 
@@ -501,7 +499,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, split_
 
 
 def test_cli_rejects_a_malformed_split_argument(tmp_path, capsys):
-    from vecflow.lvm.fivecat import main
+    from vecflow.lvm.fivecat_cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", "m", "--train-windows", "t", "--split", "val=a,b", "--settings", "{}",
@@ -531,7 +529,7 @@ def test_ties_are_ranked_pessimistically():
 
 
 def test_dominance_verdicts_need_all_three_metrics_and_a_tie_loses():
-    from vecflow.lvm.fivecat import dominance_verdicts
+    from vecflow.lvm.fivecat_verdicts import dominance_verdicts
 
     model = {"val": {"c0": 0.6, "mrr": 0.5, "margin": 0.0}}
     baselines = {"ridge": {"val": {"c0": 0.6, "mrr": 0.3, "margin": -0.1}},

@@ -335,13 +335,13 @@ def test_fivecat_tolerates_partial_structures_and_names_a_bad_file(tmp_path):
 
 
 def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
-    from vecflow.lvm.fivecat import learning_curve, plot_learning_curve
+    from vecflow.lvm.fivecat_cli import learning_curve, plot_learning_curve
 
     def fivecat_report(model_c0):
         model = {"val": {"c0": model_c0, "mrr": 0.4, "margin": -0.01}, "ood": {"c0": 0.7, "mrr": 0.4, "margin": 0.0}}
         baselines = {"context_mean": {"val": {"c0": 0.6, "mrr": 0.2, "margin": -0.1},
                                       "ood": {"c0": 0.6, "mrr": 0.2, "margin": -0.1}}}
-        from vecflow.lvm.fivecat import dominance_verdicts
+        from vecflow.lvm.fivecat_verdicts import dominance_verdicts
 
         return {"model": model, "baselines": baselines, "dominance": dominance_verdicts(model, baselines)}
 
