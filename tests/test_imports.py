@@ -19,6 +19,10 @@ TRAINING_MODULES = {
     "vecflow.summary.elm_train",
     "vecflow.summary.elm_losses",
     "vecflow.lvm.train",
+    "vecflow.lvm.train_data",
+    "vecflow.lvm.train_loop",
+    "vecflow.lvm.train_scoring",
+    "vecflow.lvm.train_state",
     "vecflow.lvm.losses",
 }
 

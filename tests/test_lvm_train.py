@@ -11,14 +11,9 @@ from vecflow.core.io import read_jsonl, save_tensors, write_jsonl
 from vecflow.lvm.models import load_lvm, predict
 from vecflow.lvm.presets import resolve_schedule
 from vecflow.lvm.bank import ChunkBank, load_bank
-from vecflow.lvm.train import (
-    carve_selection,
-    dominance,
-    future_rows,
-    is_better,
-    mini_fivecat,
-    train_lvm,
-)
+from vecflow.lvm.train import train_lvm
+from vecflow.lvm.train_data import carve_selection, future_rows
+from vecflow.lvm.train_scoring import dominance, is_better, mini_fivecat
 from vecflow.lvm.windows import load_windows, make_windows, save_windows
 
 DIM, CONTEXT = 16, 4
@@ -375,7 +370,7 @@ def test_ridge_residual_run_starts_from_the_training_ridge(lvm_data, tmp_path):
 
 
 def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(lvm_data, tmp_path, monkeypatch):
-    from vecflow.lvm import train as lvm_train
+    from vecflow.lvm import train_loop
     from vecflow.lvm.baselines import normalise
 
     def diverging_epoch(model, optimizer, windows, weights, run, generator, device):
@@ -383,9 +378,9 @@ def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(l
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.add_(torch.randn(parameter.shape, generator=generator))
-        return lvm_train.evaluate(model, windows, weights, run.batch_size, device)
+        return train_loop.evaluate(model, windows, weights, run.batch_size, device)
 
-    monkeypatch.setattr(lvm_train, "train_one_epoch", diverging_epoch)
+    monkeypatch.setattr(train_loop, "train_one_epoch", diverging_epoch)
     # a residual model starts AT the context mean (epoch 0)
     summary = run_training(lvm_data, tmp_path / "bad", preset="P1", arch="mlp", epochs=2, residual=True,
                            selection_metric="val_cos")
@@ -402,14 +397,14 @@ def test_selection_never_publishes_a_checkpoint_worse_than_the_untrained_start(l
 def test_train_lvm_uses_torchs_fused_adamw_on_cpu():
     import torch
 
-    from vecflow.lvm.train import make_optimizer
+    from vecflow.lvm.train_loop import make_optimizer
 
     optimizer = make_optimizer(torch.nn.Linear(4, 4), 1e-3, 0.01, "cpu")
     assert optimizer.defaults["fused"] is True and optimizer.defaults["weight_decay"] == 0.01
 
 
 def test_forward_selection_prefers_a_positive_margin_then_the_highest_c0():
-    from vecflow.lvm.train import forward_key, forward_verdict, is_better
+    from vecflow.lvm.train_scoring import forward_key, forward_verdict, is_better
 
     backward_strong = forward_key(-0.01, 0.70, 9)
     forward_weak = forward_key(0.001, 0.55, 0)

@@ -24,7 +24,7 @@ One module per benchmark:
 - ``serve``: ``/predict-next`` and ``/encode`` of a real ``vecflow serve`` process with 8 concurrent loopback
   clients (``vecflow.ship.loadgen``, the server's one load client) vs the same functions called in-process
   (requests/s, p50/p95/p99).
-- ``lvm``: achieved FLOP/s of ``vecflow.lvm.train.train_one_epoch`` (matmul FLOPs counted: torch FlopCounterMode,
+- ``lvm``: achieved FLOP/s of ``vecflow.lvm.train_loop.train_one_epoch`` (matmul FLOPs counted: torch FlopCounterMode,
   whose forward count equals ``transformer_lvm_flops``) vs this machine's fp32 and bf16 matmul peak measured in
   the same run.
 - ``startup``: the per-job start-up floor, ``vecflow CMD --help`` in a fresh process for every command.

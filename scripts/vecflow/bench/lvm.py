@@ -1,4 +1,4 @@
-"""``vecflow bench lvm``: achieved FLOP/s of ``vecflow.lvm.train.train_one_epoch`` (matmul FLOPs counted:
+"""``vecflow bench lvm``: achieved FLOP/s of ``vecflow.lvm.train_loop.train_one_epoch`` (matmul FLOPs counted:
 torch FlopCounterMode, whose forward count equals ``transformer_lvm_flops``) vs this machine's fp32 and bf16
 matmul peak measured in the same run."""
 
@@ -51,7 +51,8 @@ def lvm_step_rate(dim: int, context: int, sizes: dict, batch: int, steps: int) -
     from vecflow.lvm.models import build_model
     from vecflow.lvm.presets import DEFAULTS
     from vecflow.lvm.settings import LvmTrainSettings
-    from vecflow.lvm.train import WindowTensors, epoch_generator, make_optimizer, train_one_epoch
+    from vecflow.lvm.train_data import WindowTensors
+    from vecflow.lvm.train_loop import epoch_generator, make_optimizer, train_one_epoch
 
     run = LvmTrainSettings.parse({"preset": "P1", "arch": "transformer", "epochs": 1, "batch_size": batch,
                                   "learning_rate": 5e-4, "weight_decay": 0.01, "grad_clip": 1.0})  # train-lvm's
@@ -107,7 +108,7 @@ def bench_lvm(size: str, out_dir: Path | None, batch: int | None = None, **_) ->
                                    "flop_count": "matmul FLOPs of forward + backward (torch FlopCounterMode; its "
                                    "forward count equals transformer_lvm_flops)"},
                   unit="FLOP/s", peer=f"torch.matmul peak fp32 ({n}x{n})", peer_value=peak32,
-                  ours="vecflow.lvm.train.train_one_epoch (fp32)", ours_value=main_run["flops_per_s"], goal=0.35,
+                  ours="vecflow.lvm.train_loop.train_one_epoch (fp32)", ours_value=main_run["flops_per_s"], goal=0.35,
                   check={"steps_per_s": main_run["steps"] / main_run["seconds"]},
                   extra={"peak_bf16_flops": peak16, "fraction_of_bf16_peak": main_run["flops_per_s"] / peak16,
                          "seconds": main_run["seconds"], "size_sweep": sweep}, out_dir=out_dir)
