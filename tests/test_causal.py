@@ -7,6 +7,7 @@ import torch
 
 from vecflow.summary.causal import CausalCollator, load_base, spec_for, tokenize_examples, train_causal
 from vecflow.cli import main
+from vecflow.summary.settings import CausalSettings
 from vecflow.summary.infer import (
     DEFAULT_SYSTEM_MESSAGE,
     SPEC_FILE,
@@ -43,16 +44,16 @@ def write_rows(path, rows):
 
 def test_prompt_has_an_explicit_system_message_and_the_generation_prompt(lm):
     _, tok = lm
-    text = tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(SETTINGS)))
+    text = tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(CausalSettings.parse(SETTINGS))))
     assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_MESSAGE}<|im_end|>\n<|im_start|>user\n")
     assert ROWS[0]["dialogue"] in text and text.endswith("<|im_start|>assistant\n")
-    custom = tok.decode(prompt_ids(tok, "hi", spec_for(SETTINGS | {"system_message": "Be brief."})))
+    custom = tok.decode(prompt_ids(tok, "hi", spec_for(CausalSettings.parse(SETTINGS | {"system_message": "Be brief."}))))
     assert custom.startswith("<|im_start|>system\nBe brief.<|im_end|>")
 
 
 def test_loss_only_on_summary_and_end_of_turn(lm):
     _, tok = lm
-    spec = spec_for(SETTINGS)
+    spec = spec_for(CausalSettings.parse(SETTINGS))
     [feature] = tokenize_examples(ROWS[:1], tok, spec)
     prompt = prompt_ids(tok, ROWS[0]["dialogue"], spec)
     labels = feature["labels"]
@@ -66,7 +67,7 @@ def test_loss_only_on_summary_and_end_of_turn(lm):
 
 def test_collator_right_pads_with_pad_id_and_minus_100(lm):
     _, tok = lm
-    features = tokenize_examples(ROWS, tok, spec_for(SETTINGS))
+    features = tokenize_examples(ROWS, tok, spec_for(CausalSettings.parse(SETTINGS)))
     batch = CausalCollator(tok.pad_token_id)(features)
     short = min(range(2), key=lambda i: len(features[i]["input_ids"]))
     n = len(features[short]["input_ids"])
@@ -76,7 +77,7 @@ def test_collator_right_pads_with_pad_id_and_minus_100(lm):
 
 def test_batched_left_padded_generation_equals_one_at_a_time(lm):
     model, tok = lm
-    spec = spec_for(SETTINGS)
+    spec = spec_for(CausalSettings.parse(SETTINGS))
     config = causal_generation_config({"num_beams": 1, "max_new_tokens": 6}, tok)
     dialogues = [ROWS[0]["dialogue"], "#Person1#: hi ."]
     batched = generate_causal(model, tok, dialogues, spec, config, batch_size=2, device=torch.device("cpu"))
@@ -97,7 +98,7 @@ def test_generated_speaker_tags_are_verbatim(lm, tmp_path):
     try:
         lm_head.forward = lambda h: original(h) + bias  # first token of the tag wins
         config = causal_generation_config({"num_beams": 1, "max_new_tokens": 1}, tok)
-        [first] = generate_causal(model, tok, [ROWS[0]["dialogue"]], spec_for(SETTINGS), config, 1,
+        [first] = generate_causal(model, tok, [ROWS[0]["dialogue"]], spec_for(CausalSettings.parse(SETTINGS)), config, 1,
                                   torch.device("cpu"))
     finally:
         lm_head.forward = original
@@ -173,7 +174,7 @@ def test_loss_on_labelled_positions_equals_the_full_model_loss(lm):
     from vecflow.summary.causal import loss_on_labels
 
     model, tok = lm
-    batch = CausalCollator(tok.pad_token_id)(tokenize_examples(ROWS, tok, spec_for(SETTINGS)))
+    batch = CausalCollator(tok.pad_token_id)(tokenize_examples(ROWS, tok, spec_for(CausalSettings.parse(SETTINGS))))
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     assert loss_on_labels(model, batch).item() == pytest.approx(full.item(), rel=1e-5)
 
@@ -196,7 +197,7 @@ def test_length_model_follows_the_training_summaries():
 def test_length_instruction_ends_the_user_turn_in_training_and_prediction(lm):
     _, tok = lm
     rows = ROWS * 3
-    spec = spec_for(SETTINGS | {"length_control": {"mode": "instruction", "round_to": 1}}, rows)
+    spec = spec_for(CausalSettings.parse(SETTINGS | {"length_control": {"mode": "instruction", "round_to": 1}}), rows)
     assert spec["length"]["mode"] == "instruction"
     [feature] = tokenize_examples(ROWS[:1], tok, spec)
     prompt = tok.decode([t for t, label in zip(feature["input_ids"], feature["labels"]) if label == -100])
@@ -204,9 +205,9 @@ def test_length_instruction_ends_the_user_turn_in_training_and_prediction(lm):
     assert f"{ROWS[0]['dialogue']}\n\nWrite about {words} words." in prompt
     predicted = tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec))
     assert "Write about " in predicted and predicted.index("Write about") > predicted.index("#Person2#: yes")
-    assert "Write about" not in tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(SETTINGS)))
+    assert "Write about" not in tok.decode(prompt_ids(tok, ROWS[0]["dialogue"], spec_for(CausalSettings.parse(SETTINGS))))
     with pytest.raises(Exception, match="needs the training rows"):
-        spec_for(SETTINGS | {"length_control": {"mode": "instruction"}})
+        spec_for(CausalSettings.parse(SETTINGS | {"length_control": {"mode": "instruction"}}))
 
 
 def test_final_weights_are_kept_unless_an_earlier_checkpoint_wins_by_more_than_one_se():

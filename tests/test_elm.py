@@ -278,17 +278,27 @@ def test_settings_and_params_are_checked(tmp_path):
     # types and ranges: the config schema (validated once, by Snakemake); the module checks what it cannot say
     assert schema_errors("elm", {"batch_size": 0}) and schema_errors("elm", {"dropout": 1.5})
     assert schema_errors("elm", {}) == []
-    with pytest.raises(VecflowError, match="settings: elm.hidden_dim: missing"):
-        elm.resolve_settings({k: v for k, v in elm_settings().items() if k != "hidden_dim"})
+    # a direct call: a key left out takes the schema's default, a wrong one is named
+    assert elm_train.train_settings({k: v for k, v in elm_settings().items() if k != "hidden_dim"}).hidden_dim == 1024
+    with pytest.raises(VecflowError, match="settings: unknown key 'hiden_dim'"):
+        elm_train.train_settings(elm_settings(hiden_dim=16))
+    with pytest.raises(VecflowError, match="settings: field 'variant': 'fancy' is not one of plain, rag"):
+        elm_train.train_settings(elm_settings(variant="fancy"))
     with pytest.raises(VecflowError, match="elm.generation.length_penalty: only valid with num_beams > 1"):
-        elm.resolve_settings(elm_settings(generation={"num_beams": 1, "max_new_tokens": 4, "length_penalty": 2.0}))
+        elm_train.train_settings(elm_settings(generation={"num_beams": 1, "max_new_tokens": 4, "length_penalty": 2.0}))
     params = tmp_path / "best_params.yaml"
     params.write_text("learning_rate: 0.01\nwarp_speed: 9\n")
     with pytest.raises(VecflowError, match="best_params.yaml: key 'warp_speed': not an elm setting"):
-        elm.resolve_settings(elm_settings(), params)
+        elm_train.train_settings(elm_settings(), params)
     params.write_text("learning_rate: 0.01\nsoft_tokens: 2\n")
-    merged = elm.resolve_settings(elm_settings(), params)
-    assert merged["learning_rate"] == 0.01 and merged["soft_tokens"] == 2
+    merged = elm_train.train_settings(elm_settings(), params)
+    assert merged.learning_rate == 0.01 and merged.soft_tokens == 2 and merged.hidden_dim == 16
+    params.write_text("soft_tokens: 0\n")
+    with pytest.raises(VecflowError, match="settings: field 'soft_tokens': Input should be greater than 0"):
+        elm_train.train_settings(elm_settings(), params)
+    # the plain ELM reads the embedding alone; the rag variant retrieval_k summaries
+    assert elm_train.train_settings(elm_settings(retrieval_k=3)).neighbours == 0
+    assert elm_train.train_settings(elm_settings(retrieval_k=3, variant="rag")).neighbours == 3
 
 
 def test_every_elm_setting_is_in_the_schema():
@@ -342,7 +352,7 @@ def test_training_is_deterministic_and_bertscore_is_used_when_given(tmp_path, el
     from safetensors.torch import load_file
 
     settings = elm_settings(max_train_samples=4, val_samples=2, contrastive_weight=0.0,
-                            selection_metric="bertscore_f1")
+                            selection_metric="bertscore_f1", bertscore_num_layers=2)
     a = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "a", bertscore_model=tiny_encoder)
     b = elm_train.train_elm(settings, elm_data, tiny_causal_lm, tiny_encoder, tmp_path / "b", bertscore_model=tiny_encoder)
     assert a == b
@@ -427,8 +437,7 @@ def test_retrieval_augmented_prompt_lists_the_neighbours_and_never_the_row_itsel
     data = make_elm_data(tmp_path / "d")
     rows, vectors = elm.load_split(data, "train")
     sources = elm.group_by_source(rows)
-    settings = {"retrieval_k": 2, "retrieval_max_tokens": 50}
-    own = elm.attach_neighbours(sources, data, vectors, settings, tok, exclude_self=True)
+    own = elm.attach_neighbours(sources, data, vectors, 2, 50, tok, exclude_self=True)
     first_summary = {s.source_id: s.references[0] for s in sources}
     assert all(len(s.neighbours) == 2 and first_summary[s.source_id] not in s.neighbours or
                sum(first_summary[o.source_id] == first_summary[s.source_id] for o in sources) > 1 for s in own)
@@ -436,7 +445,7 @@ def test_retrieval_augmented_prompt_lists_the_neighbours_and_never_the_row_itsel
     text = tok.decode(example.prefix + example.suffix)
     assert elm.NEIGHBOURS_HEADER in text and f"1. {own[0].neighbours[0]}" in text
     assert text.index(elm.NEIGHBOURS_HEADER) < text.index("Summarize the dialogue:")
-    assert elm.attach_neighbours(sources, data, vectors, {"retrieval_k": 0}, tok) == sources
+    assert elm.attach_neighbours(sources, data, vectors, 0, 50, tok) == sources
 
 
 def test_cli_bad_input_exits_2_without_output(tmp_path, elm_data, tiny_causal_lm, tiny_encoder, capsys):

@@ -116,7 +116,7 @@ def test_two_workers_share_one_sqlite_study_and_resuming_adds_trials(tmp_path, d
     assert code == 0
     best = yaml.safe_load(params.read_text())
     assert best == study.best_params and set(best) == set(SPACE)
-    assert elm.resolve_settings(elm_settings(), params)["learning_rate"] == best["learning_rate"]
+    assert elm_train.train_settings(elm_settings(), params).learning_rate == best["learning_rate"]
     lines = table.read_text().splitlines()
     assert len(lines) == 1 + 3 and "params_learning_rate" in lines[0] and "value" in lines[0]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

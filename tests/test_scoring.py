@@ -133,7 +133,7 @@ def test_bad_num_layers_and_non_local_model_are_errors(tiny_encoder, tmp_path):
         score_predictions(rows, tiny_encoder, settings_for(layers=6))
     with pytest.raises(VecflowError, match="not a local model folder"):
         score_predictions(rows, "sentence-transformers/all-MiniLM-L6-v2", settings_for())
-    with pytest.raises(VecflowError, match=r"settings: field 'examples': expected a non-negative integer"):
+    with pytest.raises(VecflowError, match=r"settings: field 'examples': Input should be greater than or equal to 0, got -1"):
         score_predictions(rows, tiny_encoder, settings_for(examples=-1))
 
 

@@ -46,7 +46,9 @@ def make_tiny_elm_adapter(out_dir: Path, lm_dir: Path, embed_dim: int) -> Path:
 
     elm = pytest.importorskip("vecflow.summary.elm")
     torch.manual_seed(0)
-    settings = {"soft_tokens": 2, "hidden_dim": 16, "dropout": 0.0, "residual_scale": 0.1}
+    from vecflow.summary.settings import ElmPredictSettings
+
+    settings = ElmPredictSettings(soft_tokens=2, hidden_dim=16, dropout=0.0, residual_scale=0.1)
     config = elm.adapter_config(settings, embed_dim, AutoConfig.from_pretrained(lm_dir).hidden_size)
     adapter = elm.build_adapter(config)
     out_dir.mkdir(parents=True)

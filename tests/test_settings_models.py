@@ -114,12 +114,22 @@ def kinds_agree(model: set, schema: set, optional: bool) -> bool:
     return model == schema or model == {"any"}
 
 
-def where_from(model) -> dict[str, str]:
-    """Field -> the dotted schema key it mirrors (SCHEMA_FIELDS first, then the first section that has it)."""
-    found = {}
+def where_from(model) -> dict[str, str | dict]:
+    """Field -> the dotted schema key it mirrors (SCHEMA_FIELDS first, then the section that has it, less the
+    SCHEMA_OMITTED keys). A key of several sections gets its property with the later sections' laid over the
+    earlier's (``summarizer.causal`` over ``summarizer``: a causal key without a default keeps the shared one)."""
+    found: dict[str, str | dict] = {}
+    omitted = getattr(model, "SCHEMA_OMITTED", frozenset())
     for section in getattr(model, "SCHEMA_SECTIONS", ()):
         for key in schema_node(section).get("properties", {}):
-            found.setdefault(key, f"{section}.{key}")
+            path = f"{section}.{key}"
+            if path in omitted:
+                continue
+            if key in found:
+                earlier = schema_node(found[key]) if isinstance(found[key], str) else found[key]
+                found[key] = {**earlier, **schema_node(path)}
+            else:
+                found[key] = path
     return {**found, **getattr(model, "SCHEMA_FIELDS", {})}
 
 

@@ -8,6 +8,9 @@ from vecflow.summary import loop as summary_train
 from vecflow.summary.budget import Plan, budget_steps, fixed_plan, replan
 from vecflow.summary.scoring import input_dependence
 from vecflow.summary.loop import eligible, epoch_batches
+from vecflow.summary.settings import SummarizerSettings
+
+GATE = SummarizerSettings(min_distinct_ratio=0.9).loop_settings()  # the schema's input-dependence gate
 
 REFS = [["#Person1# books a hotel room for today."], ["#Person2# will buy food for dinner."],
         ["#Person1# needs a new job at the school."], ["The doctor wants to help a friend."]]
@@ -19,7 +22,7 @@ def test_a_constant_predictor_fails_the_gate():
     dep = input_dependence(constant, REFS)
     assert dep["distinct_ratio"] == pytest.approx(1 / len(REFS))
     assert dep["margin"] == pytest.approx(0.0)  # as close to everyone's references as to its own
-    assert not eligible({"input_dependence": dep}, {"min_distinct_ratio": 0.9})
+    assert not eligible({"input_dependence": dep}, GATE)
 
 
 def test_a_predictor_that_reads_its_input_passes():
@@ -27,7 +30,7 @@ def test_a_predictor_that_reads_its_input_passes():
     dep = input_dependence(own, REFS)
     assert dep["distinct_ratio"] == 1.0 and dep["own_rouge1"] == pytest.approx(1.0)
     assert dep["margin"] > 0.5
-    assert eligible({"input_dependence": dep}, {"min_distinct_ratio": 0.9})
+    assert eligible({"input_dependence": dep}, GATE)
 
 
 def test_distinct_but_unrelated_outputs_fail_on_the_margin():
@@ -35,11 +38,11 @@ def test_distinct_but_unrelated_outputs_fail_on_the_margin():
     rotated = [REFS[(i + 1) % len(REFS)][0] for i in range(len(REFS))]
     dep = input_dependence(rotated, REFS)
     assert dep["distinct_ratio"] == 1.0 and dep["margin"] < 0
-    assert not eligible({"input_dependence": dep}, {"min_distinct_ratio": 0.9})
+    assert not eligible({"input_dependence": dep}, GATE)
 
 
 def test_missing_input_dependence_is_not_eligible():
-    assert not eligible({"rougeL": 0.9}, {})
+    assert not eligible({"rougeL": 0.9}, GATE)
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -152,7 +155,7 @@ def test_the_summarizer_optimizer_is_torchs_fused_adamw_on_cpu():
     import torch
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    optimizer = summary_train.make_optimizer(model, {"learning_rate": 1e-3, "weight_decay": 0.01})
+    optimizer = summary_train.make_optimizer(model, SummarizerSettings(learning_rate=1e-3, weight_decay=0.01).loop_settings())
     assert optimizer.defaults["fused"] is True
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]  # no decay on biases and norms
 

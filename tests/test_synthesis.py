@@ -12,6 +12,7 @@ from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import load_tensors, read_jsonl
 from test_dialogues import schema_errors
+from vecflow.data.settings import SynthesisSettings
 from vecflow.data.synthesis import (
     DEFAULT_TEMPLATES,
     build_records,
@@ -50,7 +51,7 @@ def test_records_per_summary_and_topic():
 
 
 def test_templates_from_settings_and_the_schema_checks_them():
-    templates = prompt_templates({"templates": {"summary": "Dialogue <EMB>. Summary:"}})
+    templates = prompt_templates(SynthesisSettings(templates={"summary": "Dialogue <EMB>. Summary:"}))
     assert templates["summary"] == "Dialogue <EMB>. Summary:" and templates["topic"] == DEFAULT_TEMPLATES["topic"]
     splits = {"train": "a", "val": "b"}
     assert schema_errors("summary", {"splits": splits, "templates": {"summary": "Summarize {text}"}})

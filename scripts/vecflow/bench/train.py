@@ -43,11 +43,13 @@ def ours_train(model, tokenizer, features, collator, settings, forward=None) -> 
 
     from vecflow.summary.budget import fixed_plan
     from vecflow.summary.loop import Loop
+    from vecflow.summary.settings import SummarizerSettings
 
     steps = math.ceil(len(features) / settings["batch_size"])
+    loop_settings = SummarizerSettings.parse(settings).loop_settings()  # the summarizer's defaults for the rest
     with tempfile.TemporaryDirectory() as tmp:
         loop = Loop(model=model, tokenizer=tokenizer, features=features, collator=collator, validate=None,
-                    settings=settings, out_dir=Path(tmp) / "model", fingerprint="bench", spec={}, device=torch.device("cpu"),
+                    settings=loop_settings, out_dir=Path(tmp) / "model", fingerprint="bench", spec={}, device=torch.device("cpu"),
                     run_name="bench", resume=None, forward=forward)
         loop.plan = fixed_plan(steps, settings["warmup_ratio"], 1.0)
         stamps, samples, losses = [], [], []

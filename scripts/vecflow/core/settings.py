@@ -88,10 +88,14 @@ class JobSettings(SettingsModel):
     ``SCHEMA_SECTIONS``: dotted schema paths of config sections whose every key is a field here (the rule sends
     the whole section); ``SCHEMA_FIELDS``: field -> dotted schema path for single keys taken from elsewhere
     (``seed``, ``device``, ``tracking`` are the global keys ``job_settings`` adds to every job);
-    ``NOT_IN_SCHEMA``: fields that are no config key (a run's name, a test-only stop), each with its default here.
+    ``NOT_IN_SCHEMA``: fields that are no config key (a run's name, a test-only stop), each with its default here;
+    ``SCHEMA_OMITTED``: dotted keys of those sections that the rule leaves out (no field here). With several
+    sections, a later one is laid over the earlier ones (``summarizer``, then ``summarizer.causal``): a key takes
+    its type from the last section that has it, and its default from the last one that gives a default.
     """
 
     SCHEMA_SECTIONS: ClassVar[tuple[str, ...]] = ()
+    SCHEMA_OMITTED: ClassVar[frozenset[str]] = frozenset()
     SCHEMA_FIELDS: ClassVar[dict[str, str]] = {"seed": "seed", "device": "device", "tracking": "tracking"}
     NOT_IN_SCHEMA: ClassVar[frozenset[str]] = frozenset()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, write_json, write_jsonl
-from vecflow.core.settings import settings_arg
+from vecflow.data.settings import IngestSettings
 
 SPEAKER_AT_LINE_START = re.compile(r"^\s*(#Person\d+#)\s*:", re.MULTILINE)
 NUMBERED_SUMMARY = re.compile(r"^summary(\d+)$")
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow ingest-dialogues", description=__doc__.splitlines()[0])
     parser.add_argument("--split", required=True, action="append", metavar="NAME=PATH",
                         help="a split name and its JSONL file; repeat for each split")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summary config section as JSON")
+    parser.add_argument("--settings", required=True, type=IngestSettings.from_json,
+                        help="the summary config section as JSON (vecflow.data.settings.IngestSettings)")
     parser.add_argument("--out-dir", required=True, help="writes DIR/{split}.jsonl")
     parser.add_argument("--stats", required=True, help="stats JSON path")
     args = parser.parse_args(argv)
@@ -61,20 +62,23 @@ def parse_split_args(values: list[str]) -> dict[str, Path]:
     return splits
 
 
-def ingest_dialogues(split_paths: dict[str, Path], settings: dict, out_dir: Path, stats_path: Path) -> dict:
-    """Load and check every split, then write ``out_dir/{split}.jsonl`` and the stats (nothing on error)."""
+def ingest_dialogues(split_paths: dict[str, Path], settings: IngestSettings | dict, out_dir: Path,
+                     stats_path: Path) -> dict:
+    """Load and check every split, then write ``out_dir/{split}.jsonl`` and the stats (nothing on error).
+    ``settings`` as a dict (a direct call) is validated here."""
+    settings = settings if isinstance(settings, IngestSettings) else IngestSettings.parse(settings)
     caps = _max_dialogues(settings, split_paths)
-    seed = int(settings.get("seed", 0))
+    seed = settings.seed
     loaded = {split: read_dialogues(path) for split, path in split_paths.items()}
     check_no_shared_ids(loaded, split_paths)
     in_file = {split: len(rows) for split, rows in loaded.items()}
     leakage = None
     if "train" in loaded and len(loaded) > 1:
-        loaded["train"], leakage = drop_repeated_dialogues(loaded, int(settings.get("leakage_prefix_chars", 200)))
+        loaded["train"], leakage = drop_repeated_dialogues(loaded, settings.leakage_prefix_chars)
         if not loaded["train"]:
             raise VecflowError(f"{split_paths['train']}: every training dialogue repeats an eval dialogue")
     kept = {split: seeded_subset([r for _, r in rows], caps.get(split), seed, split) for split, rows in loaded.items()}
-    selection = _selection_count(settings)
+    selection = settings.selection_dialogues
     if selection:
         kept["train"], kept["selection"] = carve_selection(kept["train"], selection, seed, split_paths["train"])
         in_file["selection"], split_paths = in_file["train"], {**split_paths, "selection": split_paths["train"]}
@@ -240,13 +244,9 @@ def carve_selection(train: list[dict], count: int, seed: int, train_path: Path) 
     return kept, selection
 
 
-def _selection_count(settings: dict) -> int:
-    return int(settings.get("selection_dialogues", 0))  # the schema checks it: an integer >= 0
-
-
-def _max_dialogues(settings: dict, split_paths: dict[str, Path]) -> dict[str, int]:
-    """``max_dialogues`` (the schema checks each count is a positive integer) naming only splits given here."""
-    caps = settings.get("max_dialogues") or {}
+def _max_dialogues(settings: IngestSettings, split_paths: dict[str, Path]) -> dict[str, int]:
+    """``max_dialogues`` (each count a positive integer) naming only splits given here."""
+    caps = settings.max_dialogues
     for split in caps:
         if split not in split_paths:
             raise VecflowError(f"settings: 'max_dialogues.{split}': no such split (have: {', '.join(split_paths)})")

@@ -20,8 +20,8 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import write_json
-from vecflow.core.settings import settings_arg
-from vecflow.data.synthesis import EMB, NORM_TOLERANCE, read_embeddings, read_records, split_paths, write_split
+from vecflow.data.settings import FilterSettings
+from vecflow.data.synthesis import EMB, read_embeddings, read_records, split_paths, write_split
 
 KEEP_TASK = "summary"
 # seed-003 files write the placeholder as a format field; it is normalised to <EMB> on the way in
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow filter-summary", description=__doc__.splitlines()[0])
     parser.add_argument("--in-dir", required=True, help="folder with {split}_synthesis.jsonl + {split}_embeddings.safetensors")
     parser.add_argument("--splits", required=True, help="comma-separated split names, e.g. train,val")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summary config section as JSON")
+    parser.add_argument("--settings", required=True, type=FilterSettings.from_json,
+                        help="the summary config section as JSON (vecflow.data.settings.FilterSettings)")
     parser.add_argument("--out-dir", required=True, help="writes the filtered files with the same names")
     parser.add_argument("--stats", required=True, help="stats JSON path")
     args = parser.parse_args(argv)
@@ -52,9 +53,12 @@ def parse_splits(text: str) -> list[str]:
     return splits
 
 
-def filter_summary(in_dir: Path, splits: list[str], settings: dict, out_dir: Path, stats_path: Path) -> dict:
-    """Filter every split in memory first, then write all outputs (nothing is written on an error)."""
-    tolerance = float(settings.get("norm_tolerance", NORM_TOLERANCE))
+def filter_summary(in_dir: Path, splits: list[str], settings: FilterSettings | dict, out_dir: Path,
+                   stats_path: Path) -> dict:
+    """Filter every split in memory first, then write all outputs (nothing is written on an error).
+    ``settings`` as a dict (a direct call) is validated here."""
+    settings = settings if isinstance(settings, FilterSettings) else FilterSettings.parse(settings)
+    tolerance = float(settings.norm_tolerance)
     for split in splits:
         for path in split_paths(in_dir, split):
             if not path.is_file():

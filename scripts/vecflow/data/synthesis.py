@@ -25,8 +25,9 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.data.dialogues import load_dialogues
+from vecflow.data.settings import SynthesisSettings
 
 EMB = "<EMB>"
 NORM_TOLERANCE = 1e-3  # allowed |L2 norm - 1| of an embedding row (config: summary.norm_tolerance)
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Synthesis records and one embedding per dialogue.")
     parser.add_argument("--dialogues", required=True, help="dialogues JSONL (one split)")
     parser.add_argument("--encoder", required=True, help="sentence-encoder HF folder")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summary config section as JSON")
+    parser.add_argument("--settings", required=True, type=SynthesisSettings.from_json,
+                        help="the summary config section as JSON (vecflow.data.settings.SynthesisSettings)")
     parser.add_argument("--out-jsonl", required=True, help="synthesis JSONL")
     parser.add_argument("--out-embeddings", required=True, help="embeddings safetensors (key 'embeddings')")
     args = parser.parse_args(argv)
@@ -163,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def synthesize(dialogues_path: Path, encoder_dir: Path, settings: dict, out_jsonl: Path, out_embeddings: Path) -> dict:
-    seed_everything(int(settings.get("seed", 0)))
+def synthesize(dialogues_path: Path, encoder_dir: Path, settings: SynthesisSettings | dict, out_jsonl: Path,
+               out_embeddings: Path) -> dict:
+    """``settings`` as a dict (a direct call) is validated here."""
+    settings = settings if isinstance(settings, SynthesisSettings) else SynthesisSettings.parse(settings)
+    seed_everything(settings.seed)
     templates = prompt_templates(settings)
     dialogues = load_dialogues(dialogues_path)
     records = build_records(dialogues, templates)
@@ -174,9 +179,9 @@ def synthesize(dialogues_path: Path, encoder_dir: Path, settings: dict, out_json
     return {"records": len(records), "embeddings": len(embeddings)}
 
 
-def prompt_templates(settings: dict) -> dict[str, str]:
-    """Default templates overridden by ``settings['templates']`` (the schema checks the tasks and ``<EMB>``)."""
-    return {**DEFAULT_TEMPLATES, **(settings.get("templates") or {})}
+def prompt_templates(settings: SynthesisSettings) -> dict[str, str]:
+    """Default templates overridden by ``settings.templates`` (the schema checks the tasks and ``<EMB>``)."""
+    return {**DEFAULT_TEMPLATES, **(settings.templates or {})}
 
 
 def build_records(dialogues: list[dict], templates: dict[str, str]) -> list[dict]:
@@ -201,12 +206,11 @@ def _record(task: str, templates: dict[str, str], index: int, target: str, sourc
     }
 
 
-def embed_dialogues(dialogues: list[dict], encoder_dir: Path, settings: dict) -> np.ndarray:
+def embed_dialogues(dialogues: list[dict], encoder_dir: Path, settings: SynthesisSettings) -> np.ndarray:
     """Row i = the L2-normalised encoder vector of dialogue i's text (float32, N x D)."""
     from vecflow.core.encoder import SentenceEncoder
 
-    batch_size = int(settings.get("embed_batch_size", 32))
-    encoder = SentenceEncoder(encoder_dir, device=settings.get("device", "auto"),
-                              max_length=int(settings.get("encoder_max_length", 256)))
+    batch_size = settings.embed_batch_size
+    encoder = SentenceEncoder(encoder_dir, device=settings.device, max_length=settings.encoder_max_length)
     texts = [dialogue["dialogue"] for dialogue in dialogues]
     return encoder.encode(texts, batch_size=batch_size, progress=True).astype(np.float32)

@@ -27,7 +27,7 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError
 from vecflow.data.dialogues import load_dialogues
 from vecflow.summary.generation import check_generation_config
-from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.summary.infer import (
     DEFAULT_LENGTH_TEMPLATE,
     causal_generation_config,
@@ -38,6 +38,7 @@ from vecflow.summary.infer import (
     prompt_ids,
 )
 from vecflow.summary.loop import Loop, load_resume_state, partial_dir, run_fingerprint
+from vecflow.summary.settings import CausalSettings, LoraSettings
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -60,20 +61,18 @@ def load_base(base_dir: str | Path):
     return model, tokenizer
 
 
-def spec_for(settings: dict, train_rows: list[dict] | None = None) -> dict:
+def spec_for(settings: CausalSettings, train_rows: list[dict] | None = None) -> dict:
     """What inference must repeat. ``length_control.mode: instruction`` adds the length line's model,
     fitted on ``train_rows`` (the training split only)."""
-    spec = {"kind": "causal", "max_source_length": int(need(settings, "max_source_length")),
-            "max_target_length": int(need(settings, "max_target_length")),
-            "system_message": settings.get("system_message") or None,
-            "user_template": settings.get("user_template") or None}
-    control = settings.get("length_control") or {}
-    if control.get("mode", "none") == "instruction":
+    spec = {"kind": "causal", "max_source_length": settings.max_source_length,
+            "max_target_length": settings.max_target_length,
+            "system_message": settings.system_message or None, "user_template": settings.user_template or None}
+    control = settings.length_control
+    if control.mode == "instruction":
         if not train_rows:
             raise VecflowError("summarizer.causal.length_control: mode 'instruction' needs the training rows")
         spec["length"] = fit_length_model([r["dialogue"] for r in train_rows], [r["summaries"][0] for r in train_rows],
-                                          int(control.get("round_to", 5)),
-                                          control.get("template") or DEFAULT_LENGTH_TEMPLATE)
+                                          control.round_to, control.template or DEFAULT_LENGTH_TEMPLATE)
     return spec
 
 
@@ -141,12 +140,11 @@ def loss_on_labels(model, batch):
 
 
 # ---------------------------------------------------------------------------------------------- LoRA
-def apply_lora(model, lora: dict):
+def apply_lora(model, lora: LoraSettings):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
-                        lora_dropout=float(lora.get("dropout", 0.05)),
-                        target_modules=lora.get("target_modules") or ["q_proj", "k_proj", "v_proj", "o_proj"],
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=float(lora.dropout),
+                        target_modules=lora.target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
                         task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
@@ -165,28 +163,28 @@ class MergedOnSave:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def validate(model, tokenizer, rows: list[dict], spec: dict, generation_config, settings: dict, device):
+def validate(model, tokenizer, rows: list[dict], spec: dict, generation_config, settings: CausalSettings, device):
     from vecflow.summary.scoring import selection_scores
 
-    rows = rows[: int(settings.get("val_samples", len(rows)))]
+    rows = rows[: settings.val_samples]
     predictions = generate_causal(model, tokenizer, [r["dialogue"] for r in rows], spec, generation_config,
-                                  int(settings.get("eval_batch_size", need(settings, "batch_size"))), device)
+                                  settings.generate_batch_size, device)
     scores = selection_scores(predictions, [r["summaries"] for r in rows])
     examples = [{"id": r["id"], "prediction": p, "reference": r["summaries"][0]}
-                for r, p in zip(rows, predictions)][: int(settings.get("log_examples", 2))]
+                for r, p in zip(rows, predictions)][: settings.log_examples]
     return scores, examples
 
 
-def decoding_settings(settings: dict) -> list[dict]:
+def decoding_settings(settings: CausalSettings) -> list[dict]:
     """The configured generation settings first, then each of ``decoding_candidates`` laid over them."""
-    base = dict(need(settings, "generation"))
-    options = [base] + [base | dict(c) for c in settings.get("decoding_candidates") or []]
+    base = dict(settings.generation)
+    options = [base] + [base | dict(c) for c in settings.decoding_candidates]
     for i, gen in enumerate(options[1:]):
         check_generation_config(gen, f"summarizer.causal.decoding_candidates[{i}]")
     return options
 
 
-def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: dict, device) -> dict:
+def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: CausalSettings, device) -> dict:
     """Score the chosen checkpoint with each decoding option on the selection split and keep the best
     (eligible, highest ``selection_metric``; ties keep the earlier, cheaper option) in its
     ``generation_config.json``, which prediction and the server read."""
@@ -196,7 +194,7 @@ def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: d
 
     from vecflow.summary.loop import eligible
 
-    metric = str(settings.get("selection_metric", "rougeL"))
+    metric = settings.selection_metric
     model = AutoModelForCausalLM.from_pretrained(folder).to(device).eval()
     results, chosen = [], None
     for i, gen in enumerate(decoding_settings(settings)):
@@ -204,7 +202,7 @@ def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: d
         started = time.time()
         scores, _ = validate(model, tokenizer, rows, spec, config, settings, device)
         scores.pop("per_sample", None)
-        ok = eligible(scores, settings)
+        ok = eligible(scores, settings.loop_settings())
         results.append({"generation": gen, metric: scores[metric], "eligible": ok,
                         "mean_pred_words": scores["mean_pred_words"], "length_ratio": scores["length_ratio"],
                         "seconds": round(time.time() - started, 1)})
@@ -218,26 +216,28 @@ def choose_decoding(folder, tokenizer, rows: list[dict], spec: dict, settings: d
                          "generation": results[chosen]["generation"]}}
 
 
-def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dict:
-    """Fine-tune on ``train_path``, select on ``val_path`` (the selection split); returns the summary."""
+def train_causal(train_path, val_path, base_dir, settings: CausalSettings | dict, out_dir) -> dict:
+    """Fine-tune on ``train_path``, select on ``val_path`` (the selection split); returns the summary.
+    ``settings`` as a dict (a direct call) is validated here."""
     from vecflow.core.devices import pick_device
     from vecflow.core import distributed
 
-    check_generation_config(need(settings, "generation"), "summarizer.causal.generation")
+    settings = settings if isinstance(settings, CausalSettings) else CausalSettings.parse(settings)
+    check_generation_config(settings.generation, "summarizer.causal.generation")
     out_dir = Path(out_dir)
-    seed_everything(int(need(settings, "seed")))
+    seed_everything(settings.seed)
     train_rows, val_rows = load_dialogues(train_path), load_dialogues(val_path)
-    device = distributed.setup(pick_device(settings.get("device", "auto")))  # this rank's, under torchrun
+    device = distributed.setup(pick_device(settings.device))  # this rank's, under torchrun
     spec = spec_for(settings, train_rows)
-    if settings.get("decoding_candidates"):
+    if settings.decoding_candidates:
         decoding_settings(settings)  # a bad candidate fails now, not after the training budget is spent
-    fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
+    fingerprint = run_fingerprint(settings.received, [train_path, val_path], base_dir)
     resume = load_resume_state(partial_dir(out_dir), fingerprint)
     model, tokenizer = load_base(partial_dir(out_dir) / "last" if resume else base_dir)
-    lora = settings.get("lora") or {}
-    train_model = apply_lora(model, lora) if lora.get("enabled") else model
+    lora = settings.lora
+    train_model = apply_lora(model, lora) if lora.enabled else model
     train_model.to(device)
-    generation_config = causal_generation_config(settings["generation"], tokenizer)
+    generation_config = causal_generation_config(settings.generation, tokenizer)
     model.generation_config = generation_config
     features = tokenize_examples(train_rows, tokenizer, spec)
     print(f"[vecflow] {len(features)} examples, mean {sum(len(f['input_ids']) for f in features) / len(features):.0f} "
@@ -247,17 +247,17 @@ def train_causal(train_path, val_path, base_dir, settings: dict, out_dir) -> dic
     def validate_model(model_now):
         return validate(model_now, tokenizer, val_rows, spec, generation_config, settings, device)
 
-    saved = MergedOnSave(train_model) if lora.get("enabled") else train_model
+    saved = MergedOnSave(train_model) if lora.enabled else train_model
     loop = Loop(model=train_model, tokenizer=tokenizer, features=features,
-                collator=CausalCollator(tokenizer.pad_token_id), validate=validate_model, settings=settings,
-                out_dir=out_dir, fingerprint=fingerprint, spec=spec, device=device, run_name="causal",
-                resume=resume, forward=loss_on_labels)
-    if lora.get("enabled"):
+                collator=CausalCollator(tokenizer.pad_token_id), validate=validate_model,
+                settings=settings.loop_settings(), out_dir=out_dir, fingerprint=fingerprint, spec=spec,
+                device=device, run_name="causal", resume=resume, forward=loss_on_labels, record=settings.received)
+    if lora.enabled:
         loop.saved_model = saved
-    if settings.get("decoding_candidates"):
+    if settings.decoding_candidates:
         loop.before_publish = lambda folder: choose_decoding(folder, tokenizer, val_rows, spec, settings, device)
     summary = loop.run()
-    summary["lora"] = bool(lora.get("enabled"))
+    summary["lora"] = lora.enabled
     return summary
 
 
@@ -267,7 +267,8 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", required=True, help="dialogues JSONL to train on (first summary = target)")
     parser.add_argument("--val", required=True, help="selection dialogues JSONL (checkpoints are chosen on it)")
     parser.add_argument("--base", required=True, help="HF causal-LM folder with a chat template")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summarizer settings (causal)")
+    parser.add_argument("--settings", required=True, type=CausalSettings.from_json,
+                        help="the summarizer settings (causal): vecflow.summary.settings.CausalSettings")
     parser.add_argument("--out", required=True, help="output model folder (DIR.partial/ holds resume state)")
     args = parser.parse_args(argv)
     summary = train_causal(args.train, args.val, args.base, args.settings, args.out)

@@ -17,7 +17,6 @@ optimizer loop, ``vecflow train-elm``) is ``vecflow.summary.elm_train``; its dat
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,24 +28,16 @@ from torch import nn
 from vecflow.core.devices import pick_device
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import read_json, write_jsonl
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.data.synthesis import EMB, SynthesisRow, load_summary_split
 from vecflow.summary.generation import check_generation_config
+from vecflow.summary.settings import ELM_TUNABLE, ELM_VARIANTS, ElmPredictSettings
 
 PLACEHOLDER = EMB
-# the elm config section's keys that train-elm reads (types, ranges and defaults: workflow/schemas/
-# config.schema.yaml; the pipeline passes the whole section as the schema filled it in); a --params YAML (from
-# hpo-best) may override any of them
-SETTINGS = (
-    "soft_tokens", "hidden_dim", "dropout", "residual_scale", "epochs", "batch_size", "grad_accum",
-    "learning_rate", "weight_decay", "max_grad_norm", "max_target_length", "max_train_samples", "val_samples",
-    "contrastive_weight", "contrastive_temperature", "text_drift_weight", "text_drift_target_similarity",
-    "generation", "max_minutes", "evals", "warmup_ratio", "decay_ratio", "bf16", "selection_metric",
-    "selection_rule", "min_distinct_ratio", "lm_training", "adapter_share", "lm_learning_rate", "lora_r",
-    "lora_alpha", "retrieval_k", "retrieval_max_tokens", "rerank_candidates", "eval_batch_size",
-)
-VARIANTS = {"plain": "elm", "rag": "elm_rag"}  # elm.variants -> the family (and folder) name
-PREDICT_SETTINGS = ("batch_size", "generation", "rerank_candidates")
+# the elm config section's keys that train-elm reads and a --params YAML (from hpo-best) may override (types,
+# ranges and defaults: vecflow.summary.settings.ElmTrainSettings, which mirrors workflow/schemas/config.schema.yaml)
+SETTINGS = ELM_TUNABLE
+VARIANTS = ELM_VARIANTS  # elm.variants -> the family (and folder) name
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -114,14 +105,14 @@ class EmbeddingAdapter(nn.Module):
         return soft.mean(dim=1)
 
 
-def adapter_config(settings: dict, embed_dim: int, lm_hidden: int) -> dict:
+def adapter_config(settings: ElmPredictSettings, embed_dim: int, lm_hidden: int) -> dict:
     return {
         "embed_dim": embed_dim,
         "lm_hidden": lm_hidden,
-        "soft_tokens": int(settings["soft_tokens"]),
-        "hidden_dim": int(settings["hidden_dim"]),
-        "dropout": float(settings["dropout"]),
-        "residual_scale": float(settings["residual_scale"]),
+        "soft_tokens": settings.soft_tokens,
+        "hidden_dim": settings.hidden_dim,
+        "dropout": float(settings.dropout),
+        "residual_scale": float(settings.residual_scale),
     }
 
 
@@ -271,25 +262,6 @@ def inputs_embeds_for(lm, adapter: EmbeddingAdapter, batch: Batch, embeddings: t
 # ------------------------------------------------------------------------------------------- settings
 
 
-def resolve_settings(settings: dict, params_path: str | Path | None = None, needed=SETTINGS) -> dict:
-    """settings <- params YAML (from hpo-best). The schema checked the values; here: each ``needed`` key is
-    present (a direct call may leave one out) and the generation flags fit together (the schema cannot say)."""
-    merged = {"selection_split": "val", **copy.deepcopy(settings)}  # the pipeline passes 'selection'
-    if params_path is not None:
-        merged.update(read_params(params_path))
-    variant = merged.get("variant", "plain")
-    if variant not in VARIANTS:
-        raise VecflowError(f"settings: elm variant: one of {', '.join(VARIANTS)}, got {variant!r}")
-    if variant == "plain":
-        merged["retrieval_k"] = 0  # the plain ELM reads the embedding alone
-    for key in needed:
-        if key not in merged:
-            raise VecflowError(f"settings: elm.{key}: missing (the config schema fills in every elm key; "
-                               f"a direct call must give it)")
-    check_generation_config(merged["generation"], "elm.generation")
-    return merged
-
-
 def read_params(path: str | Path) -> dict:
     """A flat YAML mapping of elm settings (hpo-best's best_params.yaml)."""
     from vecflow.core.io import read_params_yaml
@@ -372,11 +344,10 @@ def load_adapter(adapter_dir: str | Path, device: torch.device) -> tuple[Embeddi
 # ---------------------------------------------------------------------------------------------- predict
 
 
-def attach_neighbours(sources: list[Source], data_dir, vectors: torch.Tensor, settings: dict, tokenizer,
+def attach_neighbours(sources: list[Source], data_dir, vectors: torch.Tensor, k: int, limit: int, tokenizer,
                       exclude_self: bool = False) -> list[Source]:
-    """The retrieval-augmented ELM (``retrieval_k`` > 0): each source with the summaries of its k nearest
-    training dialogues (each cut to ``retrieval_max_tokens`` tokens); a training source never gets itself."""
-    k = int(settings.get("retrieval_k", 0) or 0)
+    """The retrieval-augmented ELM (``k`` > 0): each source with the summaries of its k nearest training
+    dialogues (each cut to ``limit`` tokens); a training source never gets itself."""
     if k <= 0:
         return sources
     from vecflow.summary.retrieval import build_pool, neighbour_summaries
@@ -385,7 +356,6 @@ def attach_neighbours(sources: list[Source], data_dir, vectors: torch.Tensor, se
     pool = build_pool(pool_rows, pool_vectors)
     queries = vectors[[s.embedding_index for s in sources]].numpy()
     found = neighbour_summaries(pool, queries, k, [s.source_id for s in sources] if exclude_self else None)
-    limit = int(settings.get("retrieval_max_tokens", 48))
 
     def cut(text: str) -> str:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -394,19 +364,23 @@ def attach_neighbours(sources: list[Source], data_dir, vectors: torch.Tensor, se
     return [dataclasses.replace(s, neighbours=tuple(cut(t) for t in texts)) for s, texts in zip(sources, found)]
 
 
-def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out, encoder_dir=None, out_first=None
-                ) -> int:
+def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: ElmPredictSettings | dict, out,
+                encoder_dir=None, out_first=None) -> int:
     """One prediction per distinct source_id of the split; returns the number of rows written.
 
     With ``rerank_candidates`` > 1 (and ``encoder_dir``) ``out`` holds the candidate nearest the input embedding
     after re-embedding, and ``out_first`` (when given) the top-scoring candidate, i.e. the prediction without
-    re-ranking.
+    re-ranking. ``settings`` as a dict (a direct call) is validated here. The retrieved summaries per prompt are
+    the adapter's own (its ``adapter_config.json``: what it was trained with), else the settings'.
     """
-    settings = resolve_settings(settings, needed=PREDICT_SETTINGS)
-    seed_everything(int(settings.get("seed", 0)))
-    device = pick_device(settings.get("device", "auto"))
+    if not isinstance(settings, ElmPredictSettings):
+        settings = ElmPredictSettings.parse(settings)
+    check_generation_config(settings.generation, "elm.generation")
+    seed_everything(settings.seed)
+    device = pick_device(settings.device)
     adapter, config = load_adapter(adapter_dir, device)
-    settings = {**settings, **{k: config[k] for k in ("retrieval_k", "retrieval_max_tokens") if k in config}}
+    neighbours = int(config.get("retrieval_k", settings.neighbours))
+    neighbour_tokens = int(config.get("retrieval_max_tokens", settings.retrieval_max_tokens))
     lm_dir = lm_folder(adapter_dir, lm_dir)
     lm, tokenizer = load_frozen_lm(lm_dir, device)
     hidden = int(lm.get_input_embeddings().embedding_dim)
@@ -421,12 +395,12 @@ def predict_elm(adapter_dir, lm_dir, data_dir, split: str, settings: dict, out, 
             f"{data_dir}/{split}_embeddings.safetensors: dimension {vectors.shape[1]} "
             f"does not match the adapter's embed_dim {config['embed_dim']}"
         )
-    sources = attach_neighbours(group_by_source(rows), data_dir, vectors, settings, tokenizer)
-    n = int(settings.get("rerank_candidates", 1) or 1)
+    sources = attach_neighbours(group_by_source(rows), data_dir, vectors, neighbours, neighbour_tokens, tokenizer)
+    n = settings.rerank_candidates
     if n > 1 and encoder_dir is None:
         raise VecflowError("settings: elm.rerank_candidates > 1 needs --encoder (candidates are re-embedded)")
-    candidates = generate_candidates(lm, tokenizer, adapter, sources, vectors, settings["generation"],
-                                     int(settings.get("eval_batch_size") or settings["batch_size"]), n)
+    candidates = generate_candidates(lm, tokenizer, adapter, sources, vectors, settings.generation,
+                                     settings.eval_batch_size, n)
     from vecflow.summary.pairing import paired_rows
 
     ids, refs = [s.source_id for s in sources], [s.references for s in sources]
@@ -457,7 +431,8 @@ def main_predict(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", required=True, help="the causal LM the adapter was trained with")
     parser.add_argument("--data-dir", required=True, help="folder with {split}_synthesis.jsonl + embeddings")
     parser.add_argument("--split", required=True, help="split name, e.g. val")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the elm section as JSON")
+    parser.add_argument("--settings", required=True, type=ElmPredictSettings.from_json,
+                        help="the elm section and the variant (vecflow.summary.settings.ElmPredictSettings)")
     parser.add_argument("--encoder", default=None, help="sentence encoder (re-ranking: rerank_candidates > 1)")
     parser.add_argument("--out", required=True, help="predictions JSONL (re-ranked when rerank_candidates > 1)")
     parser.add_argument("--out-first", default=None, help="also write the top candidate's predictions here")

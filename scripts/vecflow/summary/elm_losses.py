@@ -34,13 +34,13 @@ class LossWeights:
     temperature: float = 0.07
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "LossWeights":
-        """From the elm settings (every key present: the schema fills in their defaults)."""
+    def from_settings(cls, settings) -> "LossWeights":
+        """From the elm settings (``vecflow.summary.settings.ElmTrainSettings``)."""
         return cls(
-            contrastive=float(settings["contrastive_weight"]),
-            text_drift=float(settings["text_drift_weight"]),
-            drift_target_similarity=float(settings["text_drift_target_similarity"]),
-            temperature=float(settings["contrastive_temperature"]),
+            contrastive=float(settings.contrastive_weight),
+            text_drift=float(settings.text_drift_weight),
+            drift_target_similarity=float(settings.text_drift_target_similarity),
+            temperature=float(settings.contrastive_temperature),
         )
 
 

@@ -35,7 +35,8 @@ from torch import nn
 from vecflow.core.devices import pick_device
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json, write_json
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
+from vecflow.summary.settings import ElmTrainSettings, LoraSettings
 from vecflow.data.dialogues import seeded_subset
 from vecflow.data.synthesis import SynthesisRow
 from vecflow.summary.elm import (
@@ -52,11 +53,10 @@ from vecflow.summary.elm import (
     load_split,
     make_example,
     pad_id,
-    resolve_settings,
+    read_params,
 )
+from vecflow.summary.generation import check_generation_config
 from vecflow.summary.elm_losses import LossWeights, combine_losses
-
-LM_TRAINING = ("none", "lora", "full")
 
 
 def check_encoder_dim(encoder_dir, embed_dim: int) -> None:
@@ -180,37 +180,35 @@ def features_for(examples: list[Example], soft_tokens: int) -> list[dict]:
     return out
 
 
-def score_selection(predictions: list[str], references: list[list[str]], bertscorer, settings: dict) -> dict:
+def score_selection(predictions: list[str], references: list[list[str]], bertscorer,
+                    settings: ElmTrainSettings) -> dict:
     """What each evaluation selects on: ROUGE, length, input dependence (``selection_scores``), plus BERTScore
     F1 (mean and per sample) when a scorer is given."""
     from vecflow.summary import scoring
 
     scores = scoring.selection_scores(predictions, references)
     if bertscorer is not None:
-        bert = scoring.bertscore(bertscorer, predictions, references, int(settings.get("bertscore_batch_size", 16)))
+        bert = scoring.bertscore(bertscorer, predictions, references, settings.bertscore_batch_size)
         scores["bertscore_f1"] = bert["f1"]
         scores["per_sample"]["bertscore_f1"] = bert["per_sample_f1"]
     return scores
 
 
-def load_bertscorer(bertscore_model, device: torch.device, settings: dict):
+def load_bertscorer(bertscore_model, device: torch.device, settings: ElmTrainSettings):
     from vecflow.summary import scoring
 
     if bertscore_model is None:
         return None
-    model_dir = Path(bertscore_model)
-    layers = settings.get("bertscore_num_layers") or int(read_json(model_dir / "config.json").get("num_hidden_layers", 1))
-    model_dir = scoring.check_bertscore_model(model_dir, layers)
+    layers = settings.bertscore_num_layers
+    model_dir = scoring.check_bertscore_model(Path(bertscore_model), layers)
     return scoring.load_bertscorer(str(model_dir), layers, device.type)
 
 
-def stage_plan(settings: dict) -> list[dict]:
+def stage_plan(settings: ElmTrainSettings) -> list[dict]:
     """The stages to run: [{name, tunes_lm, max_minutes, epochs}] from lm_training and adapter_share."""
-    mode = str(settings.get("lm_training", "none"))
-    if mode not in LM_TRAINING:
-        raise VecflowError(f"settings: elm.lm_training: one of {', '.join(LM_TRAINING)}, got {mode!r}")
-    minutes, epochs = float(settings.get("max_minutes", 0) or 0), int(settings["epochs"])
-    share = float(settings.get("adapter_share", 1.0))
+    mode = settings.lm_training
+    minutes, epochs = float(settings.max_minutes), settings.epochs
+    share = float(settings.adapter_share)
     if mode == "none" or share >= 1.0:
         return [{"name": "adapter", "tunes_lm": False, "max_minutes": minutes, "epochs": epochs}]
     first_epochs = max(1, round(epochs * share)) if share > 0 else 0
@@ -222,68 +220,61 @@ def stage_plan(settings: dict) -> list[dict]:
     return stages
 
 
-def loop_settings(settings: dict, stage: dict) -> dict:
-    """The shared loop's settings for one stage (its budget, epochs; the rest from the elm section)."""
-    return {
-        **settings,
-        "max_minutes": stage["max_minutes"],
-        "epochs": stage["epochs"],
-        "evals": int(settings.get("evals", 0) or 0),
-        "selection_metric": str(settings.get("selection_metric", "rougeL")),
-        "selection_rule": str(settings.get("selection_rule", "best")),
-        "min_distinct_ratio": float(settings.get("min_distinct_ratio", 0.9)),
-        "warmup_ratio": float(settings.get("warmup_ratio", 0.05)),
-        "decay_ratio": float(settings.get("decay_ratio", 0.2)),
-        "bf16": settings.get("bf16", False),
-        "group_by_length": True,
-        "eval_batch_size": int(settings.get("eval_batch_size") or settings["batch_size"]),
-    }
-
-
-def lm_lr_scale(settings: dict):
+def lm_lr_scale(settings: ElmTrainSettings):
     """The LM's parameters train at ``lm_learning_rate``, the adapter's at ``learning_rate``."""
-    ratio = float(settings.get("lm_learning_rate", settings["learning_rate"])) / float(settings["learning_rate"])
+    ratio = float(settings.lm_learning_rate) / float(settings.learning_rate)
     return lambda name: 1.0 if name.startswith("adapter.") else ratio
 
 
-def tune_lm(lm, settings: dict):
+def tune_lm(lm, settings: ElmTrainSettings):
     """Stage 2's LM: LoRA adapters (peft) on the attention projections, or every weight (``full``)."""
-    if settings["lm_training"] == "lora":
+    if settings.lm_training == "lora":
         from vecflow.summary.causal import apply_lora
 
-        r = int(settings.get("lora_r", 16))
-        return apply_lora(lm, {"r": r, "alpha": int(settings.get("lora_alpha", 2 * r)), "dropout": 0.0})
+        return apply_lora(lm, LoraSettings(enabled=True, r=settings.lora_r, alpha=settings.lora_alpha, dropout=0.0))
     for param in lm.parameters():
         param.requires_grad_(True)
     return lm
 
 
+def train_settings(settings: ElmTrainSettings | dict, params_path=None) -> ElmTrainSettings:
+    """The run's settings: validated (a dict: a study's trial or a direct call), with a study's best parameters
+    (hpo-best's best_params.yaml) laid over them, and the generation flags checked (the schema cannot say)."""
+    run = settings if isinstance(settings, ElmTrainSettings) else ElmTrainSettings.parse(settings)
+    if params_path is not None:
+        run = run.with_params(read_params(params_path))
+    check_generation_config(run.generation, "elm.generation")
+    return run
+
+
 def train_elm(
-    settings: dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None, bertscore_model=None, params_path=None
+    settings: ElmTrainSettings | dict, data_dir, lm_dir, encoder_dir, out_dir, trial=None, bertscore_model=None,
+    params_path=None,
 ) -> float:
     """Train (both stages), write the adapter folder; returns the published checkpoint's selection score.
 
     With an Optuna ``trial`` every evaluation is reported (step numbers continue across stages) and a pruned
-    trial raises ``optuna.TrialPruned`` (``out_dir`` is then left untouched).
+    trial raises ``optuna.TrialPruned`` (``out_dir`` is then left untouched). ``settings`` as a dict (a study's
+    trial) is validated here.
     """
     from vecflow.summary.loop import Loop, partial_dir
 
-    settings = resolve_settings(settings, params_path)
-    seed = int(settings.get("seed", 0))
-    settings["seed"] = seed
+    settings = train_settings(settings, params_path)
+    seed = settings.seed
     seed_everything(seed)
     out_dir = Path(out_dir)
     stages = stage_plan(settings)
-    device = pick_device(settings.get("device", "auto"))
+    device = pick_device(settings.device)
     lm, tokenizer = load_frozen_lm(lm_dir, device)
     train_rows, train_vectors = load_split(data_dir, "train")
-    val_rows, val_vectors = load_split(data_dir, str(settings["selection_split"]))
+    val_rows, val_vectors = load_split(data_dir, settings.selection_split)
     if train_vectors.shape[1] != val_vectors.shape[1]:
         raise VecflowError(f"{data_dir}: train and val embeddings differ in dimension")
     check_encoder_dim(encoder_dir, train_vectors.shape[1])
-    train_rows = seeded_subset(train_rows, int(settings["max_train_samples"]) or None, seed, "elm-train")
-    val_sources = group_by_source(val_rows)[: int(settings["val_samples"])]
-    val_sources = attach_neighbours(val_sources, data_dir, val_vectors, settings, tokenizer)
+    train_rows = seeded_subset(train_rows, settings.max_train_samples or None, seed, "elm-train")
+    val_sources = group_by_source(val_rows)[: settings.val_samples]
+    val_sources = attach_neighbours(val_sources, data_dir, val_vectors, settings.neighbours,
+                                    settings.retrieval_max_tokens, tokenizer)
     examples, vectors = train_examples(tokenizer, train_rows, train_vectors, data_dir, settings)
     weights = LossWeights.from_settings(settings)
     target_vectors = lm_space_targets(lm, examples) if weights.text_drift > 0 or weights.contrastive > 0 else None
@@ -292,10 +283,9 @@ def train_elm(
         "lm": Path(lm_dir).name, "placeholder": PLACEHOLDER,
         "prompt": "chat template, one user turn; <EMB> replaced by the soft tokens; answer = target + eos",
         "templates": sorted({r.template for r in train_rows}),
-        "max_target_length": int(settings["max_target_length"]), "generation": settings["generation"],
-        "retrieval_k": int(settings.get("retrieval_k", 0) or 0),
-        "retrieval_max_tokens": int(settings.get("retrieval_max_tokens", 48)),
-        "lm_training": str(settings.get("lm_training", "none")),
+        "max_target_length": settings.max_target_length, "generation": settings.generation,
+        "retrieval_k": settings.neighbours, "retrieval_max_tokens": settings.retrieval_max_tokens,
+        "lm_training": settings.lm_training,
     }
     adapter = build_adapter(config).to(device)
     bertscorer = load_bertscorer(bertscore_model, device, settings)
@@ -312,11 +302,11 @@ def train_elm(
         if stage["tunes_lm"]:
             lm = tune_lm(lm, settings)
         model = ElmModel(lm, adapter, weights, config, tokenizer, stage["tunes_lm"]).to(device)
-        run = loop_settings(settings, stage)
+        run = settings.loop_settings(stage["max_minutes"], stage["epochs"])
 
-        def validate(model_now, run=run):
+        def validate(model_now):
             texts = generate_texts(model_now.lm, tokenizer, model_now.adapter, val_sources, val_vectors,
-                                   settings["generation"], int(run["eval_batch_size"]))
+                                   settings.generation, settings.eval_batch_size)
             references = [s.references for s in val_sources]
             examples_out = [{"id": s.source_id, "prediction": t, "reference": s.references[0]}
                             for s, t in zip(val_sources, texts)][:2]
@@ -325,8 +315,9 @@ def train_elm(
         shutil.rmtree(partial_dir(stage_dir), ignore_errors=True)  # an ELM run starts afresh (no resume)
         loop = Loop(model=model, tokenizer=_NoTokenizer(), features=features, collator=collator, validate=validate,
                     settings=run, out_dir=stage_dir, fingerprint="", spec=None, device=device,
-                    run_name=settings.get("run_name", f"elm-{out_dir.name}") + f"-stage{number + 1}", resume=None,
-                    forward=lambda m, b: m(**b), lr_scale=lm_lr_scale(settings) if stage["tunes_lm"] else None)
+                    run_name=(settings.run_name or f"elm-{out_dir.name}") + f"-stage{number + 1}", resume=None,
+                    forward=lambda m, b: m(**b), lr_scale=lm_lr_scale(settings) if stage["tunes_lm"] else None,
+                    record={**settings.received, **run.model_dump()})
         if trial is not None:
             loop.after_evaluate = trial_reporter(trial, step_offset)
         previous = summaries[:]
@@ -388,13 +379,15 @@ def trial_reporter(trial, step_offset: int):
     return report
 
 
-def train_examples(tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, data_dir, settings: dict):
+def train_examples(tokenizer, rows: list[SynthesisRow], all_vectors: torch.Tensor, data_dir,
+                   settings: ElmTrainSettings):
     """Tokenised examples (with their retrieved neighbours for the retrieval-augmented ELM) and input vectors."""
     from vecflow.summary.elm import Source
 
     sources = [Source(r.source_id, r.template, r.embedding_index, [r.target_text]) for r in rows]
-    sources = attach_neighbours(sources, data_dir, all_vectors, settings, tokenizer, exclude_self=True)
-    max_len = int(settings["max_target_length"])
+    sources = attach_neighbours(sources, data_dir, all_vectors, settings.neighbours, settings.retrieval_max_tokens,
+                                tokenizer, exclude_self=True)
+    max_len = settings.max_target_length
     examples = [make_example(tokenizer, s.template, s.references[0], max_len, s.neighbours) for s in sources]
     return examples, all_vectors[[r.embedding_index for r in rows]]
 
@@ -407,19 +400,20 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder with {train,val}_synthesis.jsonl + embeddings")
     parser.add_argument("--lm", required=True, help="causal LM folder")
     parser.add_argument("--encoder", required=True, help="sentence encoder folder (its dimension is checked)")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the elm section as JSON")
+    parser.add_argument("--settings", required=True, type=ElmTrainSettings.from_json,
+                        help="the elm section, the variant and the selection split (ElmTrainSettings), as JSON")
     parser.add_argument("--params", default=None, help="best_params.yaml from hpo-best; overrides settings")
     parser.add_argument("--bertscore-model", default=None, help="also score the selection split with BERTScore F1")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    settings = train_settings(args.settings, args.params)  # the study's values laid over the settings
     value = train_elm(
-        args.settings,
+        settings,
         args.data_dir,
         args.lm,
         args.encoder,
         args.out,
         bertscore_model=args.bertscore_model,
-        params_path=args.params,
     )
     print(f"[vecflow] train-elm: selection score {value:.4f} -> {args.out}", flush=True)
     print(json.dumps({"selection_score": value}), flush=True)

@@ -38,7 +38,7 @@ from vecflow.summary.budget import Plan, budget_steps, fixed_plan, replan, set_l
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import atomic_dir, read_jsonl, sha256_file, write_json, write_jsonl
 from vecflow.core.tracking import copy_tracking_record
-from vecflow.core.settings import need
+from vecflow.summary.settings import LoopSettings
 
 
 # ------------------------------------------------------------------------------------------- batches
@@ -93,7 +93,7 @@ def use_bf16(requested, device) -> bool | None:
     return device.type == "cpu"
 
 
-def make_optimizer(model, settings: dict, lr_scale=None):
+def make_optimizer(model, settings: LoopSettings, lr_scale=None):
     """AdamW, no weight decay on biases and norms; the learning rate is set per step from the plan.
 
     ``lr_scale(name) -> float`` scales a parameter's learning rate (0 freezes it), e.g. a warm-started encoder.
@@ -110,14 +110,14 @@ def make_optimizer(model, settings: dict, lr_scale=None):
             continue
         is_norm = param.ndim < 2 or "norm" in name.lower()
         groups.setdefault((is_norm, scale), []).append(param)
-    decay = float(settings.get("weight_decay", 0.0))
+    decay = float(settings.weight_decay)
     param_groups = [{"params": params, "weight_decay": 0.0 if is_norm else decay, "lr_scale": scale}
                     for (is_norm, scale), params in sorted(groups.items())]
     # the fused kernel (one pass over all tensors) where torch has it, as HF Trainer's default adamw_torch_fused:
     # the per-tensor loop was 30 % of a BERT2BERT step on CPU, HF's fused one 11 % (py-spy, BENCHMARKS.md goal 2)
     devices = {p.device.type for group in param_groups for p in group["params"]}
     fused = bool(devices) and devices <= {"cpu", "cuda"}
-    return torch.optim.AdamW(param_groups, lr=float(need(settings, "learning_rate")), fused=fused or None)
+    return torch.optim.AdamW(param_groups, lr=float(settings.learning_rate), fused=fused or None)
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -160,7 +160,8 @@ def restore_rng(state: dict) -> None:
 
 
 def run_fingerprint(settings: dict, data_paths: list, base_dir) -> str:
-    """What a resumed run must share with the interrupted one: settings (not device/tracking), data, base."""
+    """What a resumed run must share with the interrupted one: settings as sent (not device/tracking), data,
+    base."""
     import hashlib
     import json
 
@@ -217,34 +218,39 @@ def publish(out_dir: Path, partial: Path, summary: dict) -> None:
     shutil.rmtree(partial)
 
 
-def eligible(scores: dict, settings: dict) -> bool:
+def eligible(scores: dict, settings: LoopSettings) -> bool:
     """A checkpoint may be selected only if its validation outputs depend on the input."""
     dep = scores.get("input_dependence") or {}
-    return (dep.get("distinct_ratio", 0.0) >= float(settings.get("min_distinct_ratio", 0.9))
-            and dep.get("margin", 0.0) > float(settings.get("min_input_margin", 0.0)))
+    return (dep.get("distinct_ratio", 0.0) >= float(settings.min_distinct_ratio)
+            and dep.get("margin", 0.0) > float(settings.min_input_margin))
 
 
 # ---------------------------------------------------------------------------------------------- loop
 class Loop:
-    """One budgeted training run (see the module docstring). ``run()`` returns the summary dict."""
+    """One budgeted training run (see the module docstring). ``run()`` returns the summary dict.
 
-    def __init__(self, *, model, tokenizer, features, collator, validate, settings: dict, out_dir, fingerprint: str,
-                 spec: dict, device, run_name: str, resume: dict | None, forward=None, lr_scale=None):
+    ``settings``: what the loop reads (the family's ``loop_settings()``); ``record``: the run's settings as the
+    tracker records them (the job's settings as sent)."""
+
+    def __init__(self, *, model, tokenizer, features, collator, validate, settings: LoopSettings, out_dir,
+                 fingerprint: str, spec: dict, device, run_name: str, resume: dict | None, forward=None,
+                 lr_scale=None, record: dict | None = None):
         self.model, self.tokenizer, self.features, self.collator = model, tokenizer, features, collator
         self.validate, self.settings, self.spec, self.device = validate, settings, spec, device
+        self.record = settings.model_dump() if record is None else record
         self.out_dir, self.partial = Path(out_dir), partial_dir(Path(out_dir))
         self.fingerprint, self.run_name, self.resume = fingerprint, run_name, resume
         self.forward = forward or (lambda model, batch: model(**batch).loss)
         self.lengths = [len(f["input_ids"]) + len(f["labels"]) for f in features]
-        self.batch_size = int(need(settings, "batch_size"))
-        self.grad_accum = int(settings.get("grad_accum", 1))
-        self.peak_lr = float(need(settings, "learning_rate"))
-        self.max_grad_norm = float(settings.get("max_grad_norm", 1.0))
-        self.seed = int(need(settings, "seed"))
-        self.group_by_length = bool(settings.get("group_by_length", True))
+        self.batch_size = settings.batch_size
+        self.grad_accum = settings.grad_accum
+        self.peak_lr = float(settings.learning_rate)
+        self.max_grad_norm = float(settings.max_grad_norm)
+        self.seed = settings.seed
+        self.group_by_length = settings.group_by_length
         self.steps_per_epoch = math.ceil(math.ceil(len(features) / self.batch_size) / self.grad_accum)
-        self.budget = float(settings.get("max_minutes", 0) or 0) * 60.0
-        self.evals = int(settings.get("evals", 0) or 0)
+        self.budget = float(settings.max_minutes) * 60.0
+        self.evals = settings.evals
         self.optimizer = make_optimizer(model, settings, lr_scale)
         self.ddp = distributed.wrap_loss(model, self.forward, device)  # None with one rank
         self.world, self.main = distributed.world_size(), distributed.is_main()
@@ -297,20 +303,19 @@ class Loop:
         from vecflow.core.tracking import Tracker
 
         settings, resume = self.settings, self.resume
-        max_epochs = int(settings.get("epochs", 1))
-        max_steps = max_epochs * self.steps_per_epoch
-        bf16_choice = use_bf16(settings.get("bf16", False), self.device)
+        max_steps = settings.epochs * self.steps_per_epoch
+        bf16_choice = use_bf16(settings.bf16, self.device)
         bf16_timing: dict = {}
-        if settings.get("bf16") == "auto" and bf16_choice is False:
+        if settings.bf16 == "auto" and bf16_choice is False:
             bf16_timing = {"chosen": "fp32", "reason": f"{self.device.type} has no native bf16 (not timed)"}
         if resume is None:
             if self.budget > 0:  # provisional until calibrated
-                self.plan = Plan(total_steps=max_steps, warmup_steps=4 * int(settings.get("calibration_steps", 6)),
-                                 decay_ratio=float(settings.get("decay_ratio", 0.2)),
-                                 min_lr_ratio=float(settings.get("min_lr_ratio", 0.0)), budget_seconds=self.budget)
+                self.plan = Plan(total_steps=max_steps, warmup_steps=4 * settings.calibration_steps,
+                                 decay_ratio=float(settings.decay_ratio), min_lr_ratio=float(settings.min_lr_ratio),
+                                 budget_seconds=self.budget)
             else:
-                self.plan = fixed_plan(max_steps, float(settings.get("warmup_ratio", 0.0)),
-                                       float(settings.get("decay_ratio", 1.0)), float(settings.get("min_lr_ratio", 0.0)))
+                self.plan = fixed_plan(max_steps, float(settings.warmup_ratio), float(settings.decay_ratio),
+                                       float(settings.min_lr_ratio))
             step, elapsed_before, best, samples_seen, evals_done = 0, 0.0, {"step": -1, "score": -math.inf}, 0, []
         else:
             if self.main:
@@ -323,10 +328,10 @@ class Loop:
             bf16_choice, bf16_timing = resume["bf16"], resume.get("bf16_timing", {})
             if self.main:
                 trim_history(self.partial / "history.jsonl", step)
-        tracker = Tracker(self.partial / "history.jsonl", run_name=self.run_name, config=settings,
-                          backends=settings.get("tracking", {}), resume=resume is not None) if self.main else None
-        metric = str(settings.get("selection_metric", "rougeL"))
-        calibration = int(settings.get("calibration_steps", 6))
+        tracker = Tracker(self.partial / "history.jsonl", run_name=self.run_name, config=self.record,
+                          backends=settings.tracking, resume=resume is not None) if self.main else None
+        metric = settings.selection_metric
+        calibration = settings.calibration_steps
         started = time.time() - elapsed_before
         eval_seconds = resume.get("eval_seconds", 0.0) if resume else 0.0
 
@@ -379,7 +384,7 @@ class Loop:
                     (self.plan.state(), bf16_choice, bf16_timing, evals_done))
                 self.plan = Plan(**plan)
 
-        if resume is None and settings.get("eval_at_start", False):
+        if resume is None and settings.eval_at_start:
             if self.main:
                 evaluate(0, {})
             sync()
@@ -417,7 +422,7 @@ class Loop:
             if self.budget > 0 and step == plan_at and resume is None:
                 if self.main:
                     per_step = (time.time() - calib["t0"]) / max(calib["steps"], 1)
-                    warmup = max(int(float(settings.get("warmup_ratio", 0.05)) * budget_steps(
+                    warmup = max(int(float(settings.warmup_ratio) * budget_steps(
                         self.budget, elapsed(), step, per_step, 0.0, max_steps)), calibration)
                     self.plan.warmup_steps = warmup
                     self._replan(step, elapsed(), per_step, eval_seconds, evals_done, max_steps)
@@ -449,7 +454,7 @@ class Loop:
                   "positive own-vs-shuffled margin); publishing the last one, which the deploy gate will refuse",
                   flush=True)
             save_model_folder(self.partial / "best", self.saved_model, self.tokenizer, spec=self.spec)
-        selection = final_or_best(best, last_eval, str(settings.get("selection_rule", "best")))
+        selection = final_or_best(best, last_eval, settings.selection_rule)
         if selection["kept"] == "final" and best["step"] != last_eval.get("step"):
             save_model_folder(self.partial / "best", self.saved_model, self.tokenizer, spec=self.spec)
             best = {"step": last_eval["step"], "score": last_eval["score"], "metric": metric}
@@ -481,8 +486,8 @@ class Loop:
         left = max(self.evals - len([s for s in evals_done if s > 0]), 1) if self.evals else 1
         # evaluations still to come, at the last one's cost, but never more than max_eval_share of the budget
         # (the untrained model's evaluation writes long texts and would reserve far too much)
-        evals_cost = min(eval_seconds * left, float(self.settings.get("max_eval_share", 0.25)) * self.budget)
-        reserve = evals_cost + float(self.settings.get("reserve_seconds", 30))
+        evals_cost = min(eval_seconds * left, float(self.settings.max_eval_share) * self.budget)
+        reserve = evals_cost + float(self.settings.reserve_seconds)
         replan(self.plan, step=step, elapsed=elapsed, seconds_per_step=per_step, reserved_seconds=reserve,
                max_steps=max_steps)
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json
-from vecflow.core.settings import seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
+from vecflow.summary.settings import ScoreSettings
 from vecflow.data.articles import split_sentences
 from vecflow.summary.pairing import check_pairs, unique_ids
 
@@ -256,17 +257,18 @@ def semantic_consistency(rows: list[dict], encoder, sources: str | Path, batch_s
 
 
 # ------------------------------------------------------------------------------------------------- main
-def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -> tuple[dict, dict]:
-    """Everything ``vecflow score`` computes: (scores JSON, examples JSON)."""
-    bert_settings = settings.get("bertscore", {})
-    num_layers = bert_settings.get("num_layers", 6)
+def score_predictions(rows: list[dict], model_dir: str | Path, settings: ScoreSettings | dict) -> tuple[dict, dict]:
+    """Everything ``vecflow score`` computes: (scores JSON, examples JSON). ``settings`` as a dict (a direct
+    call) is validated here."""
+    settings = settings if isinstance(settings, ScoreSettings) else ScoreSettings.parse(settings)
+    num_layers = settings.bertscore.num_layers
     model_dir = check_bertscore_model(model_dir, num_layers)
     predictions = [row["prediction"] for row in rows]
     references_list = [row["references"] for row in rows]
 
     rouge = rouge_scores(predictions, references_list)
-    scorer = load_bertscorer(str(model_dir), num_layers, _device_name(settings.get("device", "auto")))
-    bert = bertscore(scorer, predictions, references_list, batch_size=bert_settings.get("batch_size", 16))
+    scorer = load_bertscorer(str(model_dir), num_layers, _device_name(settings.device))
+    bert = bertscore(scorer, predictions, references_list, batch_size=settings.bertscore.batch_size)
 
     scores = {
         "n": len(rows),
@@ -276,17 +278,10 @@ def score_predictions(rows: list[dict], model_dir: str | Path, settings: dict) -
             "model": str(model_dir), "num_layers": num_layers, "rescaled_with_baseline": False,
         },
         **text_stats(predictions, references_list),
-        "input_dependence": input_dependence(predictions, references_list, seed=int(settings.get("seed", 0))),
+        "input_dependence": input_dependence(predictions, references_list, seed=settings.seed),
     }
-    examples = pick_examples(rows, rouge, bert, example_count(settings))
+    examples = pick_examples(rows, rouge, bert, settings.examples)
     return scores, examples
-
-
-def example_count(settings: dict) -> int:
-    count = settings.get("examples", 3)
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise VecflowError(f"settings: field 'examples': expected a non-negative integer, got {count!r}")
-    return count
 
 
 def _device_name(requested: str) -> str:
@@ -302,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the eval split the predictions are for (dialogues JSONL, or the ELM's summary-only "
                              "synthesis JSONL): ids must be one-to-one with it, with its references")
     parser.add_argument("--bertscore-model", required=True, help="local HF model folder for BERTScore")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the 'evaluation' config section")
+    parser.add_argument("--settings", required=True, type=ScoreSettings.from_json,
+                        help="the 'evaluation' config section (vecflow.summary.settings.ScoreSettings)")
     parser.add_argument("--encoder", default=None, help="sentence encoder folder: adds semantic consistency")
     parser.add_argument("--sources", default=None,
                         help="synthesis JSONL of the eval dialogues (with its _embeddings.safetensors): the "
@@ -314,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    seed_everything(args.settings.get("seed", 0))
+    seed_everything(args.settings.seed)
     rows = read_predictions(args.predictions, args.eval_split)
     if (args.encoder is None) != (args.sources is None):
         raise VecflowError("--encoder and --sources go together (semantic consistency needs both)")
@@ -322,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoder is not None:
         from vecflow.core.encoder import SentenceEncoder
 
-        encoder = SentenceEncoder(args.encoder, _device_name(args.settings.get("device", "auto")))
+        encoder = SentenceEncoder(args.encoder, _device_name(args.settings.device))
         encoder.name = Path(args.encoder).name
         scores["semantic_consistency"] = semantic_consistency(rows, encoder, args.sources)
     write_json(args.out_scores, scores)

@@ -27,11 +27,18 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError
 from vecflow.summary.generation import check_generation_config, to_generation_config
 from vecflow.core.io import write_jsonl
-from vecflow.core.settings import need, seed_everything, settings_arg
+from vecflow.core.settings import seed_everything
 from vecflow.data.dialogues import load_dialogues
 from vecflow.data.speakers import add_speaker_tokens, count_speakers, speaker_tags
 from vecflow.summary.infer import generate_seq2seq
 from vecflow.summary.loop import Loop, load_resume_state, partial_dir, run_fingerprint
+from vecflow.summary.settings import (
+    CausalSettings,
+    Seq2SeqSettings,
+    SummarizerSettings,
+    predict_summarizer_settings,
+    predict_summarizer_settings_arg,
+)
 
 __all__ = ["load_resume_state", "partial_dir"]  # re-exported: tests and callers import them from here
 
@@ -192,89 +199,92 @@ def generate_summaries(model, tokenizer, dialogues: list[str], generation_config
                             device, bf16)
 
 
-def validate(model, tokenizer, rows: list[dict], generation_config, settings: dict, device,
+def validate(model, tokenizer, rows: list[dict], generation_config, settings: Seq2SeqSettings, device,
              bf16: bool = False) -> tuple[dict, list[dict]]:
     """Score generated text on the first ``val_samples`` selection dialogues (ROUGE, tags, input dependence)."""
     from vecflow.summary.scoring import selection_scores
 
-    rows = rows[: int(settings.get("val_samples", len(rows)))]
+    rows = rows[: settings.val_samples]
     predictions = generate_summaries(model, tokenizer, [r["dialogue"] for r in rows], generation_config,
-                                     int(need(settings, "max_source_length")),
-                                     int(settings.get("eval_batch_size", need(settings, "batch_size"))), device, bf16)
+                                     settings.max_source_length, settings.generate_batch_size, device, bf16)
     scores = selection_scores(predictions, [r["summaries"] for r in rows])
     examples = [{"id": r["id"], "prediction": p, "reference": r["summaries"][0]}
-                for r, p in zip(rows, predictions)][: int(settings.get("log_examples", 2))]
+                for r, p in zip(rows, predictions)][: settings.log_examples]
     return scores, examples
 
 
-def spec_for(settings: dict) -> dict:
+def spec_for(settings: Seq2SeqSettings) -> dict:
     """What inference must repeat (``vecflow_summarizer.json``)."""
-    return {"kind": "seq2seq", "max_source_length": int(need(settings, "max_source_length")),
-            "max_target_length": int(need(settings, "max_target_length")), "system_message": None,
-            "user_template": None}
+    return {"kind": "seq2seq", "max_source_length": settings.max_source_length,
+            "max_target_length": settings.max_target_length, "system_message": None, "user_template": None}
 
 
 # ---------------------------------------------------------------------------------------------- train
-def train_summarizer(train_path, val_path, base_dir, settings: dict, out_dir) -> dict:
+def train_summarizer(train_path, val_path, base_dir, settings: Seq2SeqSettings | dict, out_dir) -> dict:
     """Train with the shared budgeted loop (``vecflow.summary.loop``), selecting on ``val_path``.
 
     ``val_path`` is the SELECTION split (carved from train by ingest): the split that is scored is never seen.
+    ``settings`` as a dict (a direct call) is validated here.
     """
     from vecflow.core.devices import pick_device
     from vecflow.core import distributed
 
-    check_generation_config(need(settings, "generation"), "summarizer.generation")
+    settings = settings if isinstance(settings, Seq2SeqSettings) else Seq2SeqSettings.parse(settings)
+    check_generation_config(settings.generation, "summarizer.generation")
     out_dir = Path(out_dir)
-    seed_everything(int(need(settings, "seed")))
+    seed_everything(settings.seed)
     train_rows, val_rows = load_dialogues(train_path), load_dialogues(val_path)
-    device = distributed.setup(pick_device(settings.get("device", "auto")))  # this rank's, under torchrun
-    fingerprint = run_fingerprint(settings, [train_path, val_path], base_dir)
+    device = distributed.setup(pick_device(settings.device))  # this rank's, under torchrun
+    fingerprint = run_fingerprint(settings.received, [train_path, val_path], base_dir)
     resume = load_resume_state(partial_dir(out_dir), fingerprint)
     if resume is None:
         texts = [r["dialogue"] for r in train_rows] + [s for r in train_rows for s in r["summaries"]]
-        model, tokenizer = load_base(base_dir, texts, int(settings.get("min_speakers", 3)),
-                                     str(settings.get("cross_attention_init", "random")))
+        model, tokenizer = load_base(base_dir, texts, settings.min_speakers, settings.cross_attention_init)
     else:
         model, tokenizer = load_trained(partial_dir(out_dir) / "last")
     model.to(device)
     start_id = decoder_start_id(model, tokenizer)
-    generation_config = to_generation_config(settings["generation"], tokenizer, start_id)
+    generation_config = to_generation_config(settings.generation, tokenizer, start_id)
     model.generation_config = generation_config
-    features = tokenize_dialogues(train_rows, tokenizer, int(need(settings, "max_source_length")),
-                                  int(need(settings, "max_target_length")), start_id)
+    features = tokenize_dialogues(train_rows, tokenizer, settings.max_source_length, settings.max_target_length,
+                                  start_id)
 
     def validate_model(model_now):
         return validate(model_now, tokenizer, val_rows, generation_config, settings, device)
 
-    encoder_scale = float(settings.get("encoder_lr_scale", 1.0))
+    encoder_scale = float(settings.encoder_lr_scale)
 
     def lr_scale(name: str) -> float:  # a warm-started encoder may learn slower (0 = frozen)
         return encoder_scale if name.startswith("encoder.") else 1.0
 
     loop = Loop(model=model, tokenizer=tokenizer, features=features, collator=make_collator(tokenizer, model),
-                validate=validate_model, settings=settings, out_dir=out_dir, fingerprint=fingerprint,
-                spec=spec_for(settings), device=device, run_name="summarizer", resume=resume, lr_scale=lr_scale,
-                forward=loss_on_labels)
+                validate=validate_model, settings=settings.loop_settings(), out_dir=out_dir,
+                fingerprint=fingerprint, spec=spec_for(settings), device=device, run_name="summarizer",
+                resume=resume, lr_scale=lr_scale, forward=loss_on_labels, record=settings.received)
     summary = loop.run()
-    summary["val_dialogues_scored"] = min(len(val_rows), int(settings.get("val_samples", len(val_rows))))
+    summary["val_dialogues_scored"] = min(len(val_rows), settings.val_samples)
     return summary
 
 
 # -------------------------------------------------------------------------------------------- predict
-def predict_summaries(model_dir, dialogues_path, settings: dict, out_path) -> int:
-    """Generate a summary per dialogue with the trained folder's own settings; write predictions JSONL."""
+def predict_summaries(model_dir, dialogues_path, settings: SummarizerSettings | dict, out_path) -> int:
+    """Generate a summary per dialogue with the trained folder's own settings; write predictions JSONL.
+    ``settings``: the family's (``Seq2SeqSettings`` or ``CausalSettings``); a dict (a direct call) is validated
+    here."""
     from vecflow.core.devices import pick_device
     from vecflow.summary.infer import SPEC_FILE, load_summarizer
 
-    seed_everything(int(need(settings, "seed")))
+    if not isinstance(settings, (Seq2SeqSettings, CausalSettings)):
+        settings = predict_summarizer_settings(settings)
+    seed_everything(settings.seed)
     rows = load_dialogues(dialogues_path, need_summaries=False)
-    device = pick_device(settings.get("device", "auto"))
-    batch_size = int(settings.get("eval_batch_size", need(settings, "batch_size")))
+    device = pick_device(settings.device)
+    batch_size = settings.generate_batch_size
     summarizer = load_summarizer(model_dir, device, batch_size)
     if not (Path(model_dir) / SPEC_FILE).exists():  # a plain HF seq2seq folder: decode with the config's settings
-        check_generation_config(need(settings, "generation"), "summarizer.generation")
+        check_generation_config(settings.generation, "summarizer.generation")
         summarizer.generation_config = to_generation_config(
-            settings["generation"], summarizer.tokenizer, decoder_start_id(summarizer.model, summarizer.tokenizer))
+            settings.generation, summarizer.tokenizer, decoder_start_id(summarizer.model, summarizer.tokenizer))
     started = time.time()
     predictions = summarizer.summarize([r["dialogue"] for r in rows])
     seconds = time.time() - started
@@ -292,7 +302,8 @@ def main_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", required=True, help="dialogues JSONL to train on (first summary = target)")
     parser.add_argument("--val", required=True, help="selection dialogues JSONL (checkpoints are chosen on it)")
     parser.add_argument("--base", required=True, help="HF folder: a seq2seq model or a BERT-like encoder")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summarizer config section")
+    parser.add_argument("--settings", required=True, type=Seq2SeqSettings.from_json,
+                        help="the summarizer config section (vecflow.summary.settings.Seq2SeqSettings)")
     parser.add_argument("--out", required=True, help="output model folder (DIR.partial/ holds resume state)")
     args = parser.parse_args(argv)
     summary = train_summarizer(args.train, args.val, args.base, args.settings, args.out)
@@ -306,7 +317,8 @@ def main_predict(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow predict-summarizer", description="Summarize dialogues.")
     parser.add_argument("--model", required=True, help="trained seq2seq folder (train-summarizer's --out)")
     parser.add_argument("--dialogues", required=True, help="dialogues JSONL")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the summarizer config section")
+    parser.add_argument("--settings", required=True, type=predict_summarizer_settings_arg,
+                        help="the family's training settings (Seq2SeqSettings or CausalSettings)")
     parser.add_argument("--out", required=True, help="predictions JSONL {id, prediction, references}")
     args = parser.parse_args(argv)
     count = predict_summaries(args.model, args.dialogues, args.settings, args.out)
