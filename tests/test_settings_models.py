@@ -162,7 +162,8 @@ def disagreements(model, where: dict | None = None, schema: dict = SCHEMA) -> li
             sub = resolve(prop, schema)
             problems += disagreements(inner, {k: resolve(v, schema) for k, v in sub.get("properties", {}).items()},
                                       schema)
-            default, wanted = field.default.model_dump(), filled_default(prop, schema)
+            # a key without a schema default is None in the model (unset, e.g. an optional gate)
+            default, wanted = field.default.model_dump(exclude_none=True), filled_default(prop, schema)
         else:
             default, wanted = field.default, resolve(prop, schema).get("default")
         if "default" not in resolve(prop, schema) and inner is None:

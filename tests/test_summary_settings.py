@@ -157,3 +157,44 @@ def test_the_dialogsum_config_sends_what_each_model_accepts(tmp_path):
     assert {m.variant for m in seen["train-elm"]} == {"plain", "rag"}
     assert all(m.lm_training == "lora" and m.selection_split == "selection" for m in seen["train-elm"])
     assert seen["ingest-dialogues"][0].max_dialogues == {"train": 4000}
+
+
+# ------------------------------------------------------------------------------------------- the rule helpers
+def test_the_rule_helpers_are_pure_functions_of_the_config(tmp_path):
+    from vecflow.summary import workflow as summary_workflow
+
+    config = validated(demo_config(tmp_path))
+    before = json.dumps(config, sort_keys=True)
+    R = config["results_dir"]
+    assert summary_workflow.summarizer_kinds(config) == ["seq2seq", "causal"]
+    assert summary_workflow.summarizer_kinds({**config, "summarizer": {**config["summarizer"], "kind": "causal"}}) \
+        == ["causal"]
+    assert summary_workflow.summarizer_dirs(config) == {"seq2seq": f"{R}/summarizer/model",
+                                                        "causal": f"{R}/causal/model"}
+    assert summary_workflow.summarizer_base(config, "causal") == "tinylm"
+    assert summary_workflow.summarizer_base(config, "seq2seq") == "tiny"
+    assert summary_workflow.dialogue_splits(config) == ["train", "val", "selection"]
+    assert summary_workflow.selection_dialogues(config) == f"{R}/summary/dialogues/selection.jsonl"
+    assert summary_workflow.synthesis_splits(config) == ["train", "val", "selection"]
+    assert summary_workflow.elm_selection_split(config) == "selection"
+    assert summary_workflow.synthesis_inputs(config)["val_embeddings"] == f"{R}/summary/synthesis/val_embeddings.safetensors"
+    assert summary_workflow.elm_params_input(config) == [f"{R}/hpo/{config['hpo']['study']}/best_params.yaml"]
+    seq2seq = S.Seq2SeqSettings.from_json(summary_workflow.summarizer_settings(config, "seq2seq"))
+    causal = S.CausalSettings.from_json(summary_workflow.summarizer_settings(config, "causal"))
+    assert seq2seq.received["max_source_length"] == 64 and causal.received["base"] == "tinylm"
+    assert "min_speakers" in seq2seq.received and "min_speakers" not in causal.received
+    rag = S.ElmTrainSettings.from_json(summary_workflow.elm_train_settings(config, "elm_rag"))
+    assert rag.variant == "rag" and rag.selection_split == "selection" and rag.seed == config["seed"]
+    assert S.ElmPredictSettings.from_json(summary_workflow.elm_predict_settings(config, "elm")).variant == "plain"
+    assert S.ScoreSettings.from_json(summary_workflow.score_settings(config)).examples == config["evaluation"]["examples"]
+    assert json.dumps(config, sort_keys=True) == before
+
+    # no selection split carved (or an existing synthesis folder): checkpoints are chosen on val; no study
+    config["summary"].update(selection_dialogues=0)
+    config["tracks"]["hpo"] = False
+    assert summary_workflow.dialogue_splits(config) == ["train", "val"]
+    assert summary_workflow.selection_dialogues(config) == f"{R}/summary/dialogues/val.jsonl"
+    assert summary_workflow.elm_selection_split(config) == "val" and summary_workflow.elm_params_input(config) == []
+    config["summary"].update(selection_dialogues=4, synthesis_dir="/data/synthesis")
+    assert summary_workflow.synthesis_splits(config) == ["train", "val"]
+    assert summary_workflow.synthesis_inputs(config)["train_synthesis"] == "/data/synthesis/train_synthesis.jsonl"

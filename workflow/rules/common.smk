@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vecflow.core.settings import job_globals
 from vecflow.lvm import workflow as lvm_workflow
+from vecflow.summary import workflow as summary_workflow
 
 # The rules call the `vecflow` CLI of the Python that runs Snakemake (the project's .venv); with
 # --sdm conda the rule's environment provides it. Models are never fetched from a hub at run time.
@@ -25,11 +26,6 @@ os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "262144")
 R = config["results_dir"]
 LOGS = f"{R}/logs"
 TRACKS = config["tracks"]
-SUMMARY_SPLITS = list(config["summary"]["splits"])
-# ingest writes one file per input split, plus the selection split carved from train when asked for
-DIALOGUE_SPLITS = SUMMARY_SPLITS + (
-    ["selection"] if config["summary"]["selection_dialogues"] else []
-)
 LVM_SPLITS = list(lvm_workflow.SPLITS)
 try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.py); the config stays as written
     LVM_RUNS = list(lvm_workflow.runs(config))
@@ -54,36 +50,6 @@ def settings(*path, **extra):
     )  # extra wins, e.g. a run's merged loss overrides
 
 
-SUMMARIZER_DIRS = {"seq2seq": f"{R}/summarizer/model", "causal": f"{R}/causal/model"}
-
-
-def summarizer_kinds():
-    """The summarizer families trained by train_summarizer / train_causal (summarizer.kind: one or a list)."""
-    kind = config["summarizer"].get("kind", "seq2seq")
-    return [kind] if isinstance(kind, str) else list(kind)
-
-
-SEQ2SEQ_ONLY = ("cross_attention_init", "encoder_lr_scale", "min_speakers")
-
-
-def summarizer_settings(family):
-    """summarizer settings for a family: the shared keys, with summarizer.causal overriding for causal
-    (seq2seq-only keys are left out of the causal job, so changing them does not retrain the causal model).
-    """
-    node = {
-        k: v for k, v in config["summarizer"].items() if k not in ("kind", "causal")
-    }
-    if family == "causal":
-        node = {k: v for k, v in node.items() if k not in SEQ2SEQ_ONLY}
-        node.update(config["summarizer"].get("causal", {}))
-    return job_settings(**node)
-
-
-def train_gpus():
-    """GPUs per training job on one node (train.gpus): the training rules' gpu resource."""
-    return config["train"]["gpus"]
-
-
 def launcher(wildcards, resources):
     """How a training job starts its CLI: `vecflow` for one GPU, else torchrun with one rank per GPU.
 
@@ -95,21 +61,6 @@ def launcher(wildcards, resources):
     if ranks <= 1:
         return "vecflow"
     return f"torchrun --standalone --nproc-per-node {ranks} -m vecflow.cli"
-
-
-def summarizer_base(family):
-    section = config["summarizer"]
-    return (
-        section.get("causal", {}).get("base", "smollm2")
-        if family == "causal"
-        else section["base"]
-    )
-
-
-def selection_dialogues():
-    """Checkpoints are chosen on the selection split when there is one (summary.selection_dialogues > 0)."""
-    split = "selection" if config["summary"]["selection_dialogues"] else "val"
-    return f"{R}/summary/dialogues/{split}.jsonl"
 
 
 def model_input(name):
@@ -142,36 +93,13 @@ def model_settings(wildcards):
 
 
 def summary_split_inputs(wildcards):
-    return {split: path for split, path in config["summary"]["splits"].items()}
-
-
-def synthesis_dir():
-    return config["summary"]["synthesis_dir"] or f"{R}/summary/synthesis"
-
-
-def synthesis_splits():
-    """Splits the ELM data has: train and val, plus the selection split when ingest carved one (and the
-    synthesis is the pipeline's own, not an existing folder given as summary.synthesis_dir).
-    """
-    carved = (
-        config["summary"]["selection_dialogues"]
-        and not config["summary"]["synthesis_dir"]
-    )
-    return ["train", "val"] + (["selection"] if carved else [])
-
-
-def elm_selection_split():
-    """The ELM (and its HPO study) choose epochs and hyper-parameters on this split, never on val when possible."""
-    return "selection" if "selection" in synthesis_splits() else "val"
+    """ingest_dialogues' inputs: the dialogue file of each summary.splits entry."""
+    return dict(config["summary"]["splits"])
 
 
 def synthesis_inputs(wildcards):
-    base = synthesis_dir()
-    return {
-        f"{split}_{kind.split('.')[0]}": f"{base}/{split}_{kind}"
-        for split in synthesis_splits()
-        for kind in ("synthesis.jsonl", "embeddings.safetensors")
-    }
+    """filter_summary's inputs: each split's synthesis records and embeddings (vecflow/summary/workflow.py)."""
+    return summary_workflow.synthesis_inputs(config)
 
 
 def hpo_storage():
@@ -179,17 +107,13 @@ def hpo_storage():
 
 
 def elm_params_input(wildcards):
-    elm_hpo = TRACKS["hpo"] and HPO["target"] == "elm"
-    return [f"{R}/hpo/{HPO['study']}/best_params.yaml"] if elm_hpo else []
+    """The ELM study's best_params.yaml, when the study runs (vecflow/summary/workflow.py)."""
+    return summary_workflow.elm_params_input(config)
 
 
 def elm_bertscore_settings():
-    bertscore = config["evaluation"]["bertscore"]
-    return {
-        "bertscore_num_layers": bertscore["num_layers"],
-        "bertscore_batch_size": bertscore["batch_size"],
-        "selection_split": elm_selection_split(),
-    }
+    """What train-elm and the ELM study's workers get besides the elm section (vecflow/summary/workflow.py)."""
+    return summary_workflow.elm_bertscore_settings(config)
 
 
 def lvm_run_settings(wildcards):
@@ -219,11 +143,11 @@ def report_inputs(wildcards):
         files["filter_stats"] = f"{R}/summary/filtered/stats.json"
         for split, path in config["summary"]["splits"].items():
             files[f"data__{split}"] = path
-        for family in summarizer_kinds():
+        for family in summary_workflow.summarizer_kinds(config):
             files[f"history__{family}"] = SUMMARIZER_DIRS[family]
             files[f"scores__{family}"] = f"{R}/eval/{family}/scores.json"
             files[f"examples__{family}"] = f"{R}/eval/{family}/examples.json"
-            models.add(summarizer_base(family))
+            models.add(summary_workflow.summarizer_base(config, family))
         models.add(config["evaluation"]["bertscore"]["model"])
     if TRACKS["summary"]:  # the baseline every family is read against (summary.smk)
         files["scores__retrieval"] = f"{R}/eval/retrieval/scores.json"
@@ -411,7 +335,7 @@ def gpu_check_families():
     """Each trained family's job log, model folder and benchmark file: {family: {log, model, benchmark}}."""
     families = {}
     if TRACKS["summary"]:
-        for family in summarizer_kinds():
+        for family in summary_workflow.summarizer_kinds(config):
             rule_name = "train_summarizer" if family == "seq2seq" else "train_causal"
             families[family] = {
                 "log": f"{LOGS}/{rule_name}.log",

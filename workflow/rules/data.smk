@@ -34,7 +34,11 @@ rule ingest_dialogues:
         unpack(summary_split_inputs),
         data=data_manifests(DATA_USED, *config["summary"]["splits"].values()),
     output:
-        splits=expand("{R}/summary/dialogues/{split}.jsonl", R=R, split=DIALOGUE_SPLITS),
+        splits=expand(
+            "{R}/summary/dialogues/{split}.jsonl",
+            R=R,
+            split=summary_workflow.dialogue_splits(config),
+        ),
         stats=report(
             f"{R}/summary/dialogues/stats.json",
             caption="../report/ingest.rst",
@@ -46,9 +50,9 @@ rule ingest_dialogues:
         "../../envs/vecflow.yaml"
     params:
         splits=lambda w, input: " ".join(
-            f"--split {k}={input[k]}" for k in SUMMARY_SPLITS
+            f"--split {k}={input[k]}" for k in config["summary"]["splits"]
         ),
-        settings=lambda w: settings("summary"),
+        settings=lambda w: summary_workflow.dialogue_data_settings(config),
         out_dir=parent_of("stats"),
     shell:
         "vecflow ingest-dialogues {params.splits} --settings {params.settings:q} "
@@ -74,7 +78,7 @@ rule synthesize:
         mem_mb=4000,
         runtime=60,
     params:
-        settings=lambda w: settings("summary"),
+        settings=lambda w: summary_workflow.dialogue_data_settings(config),
         encoder=parent_of("encoder"),
     shell:
         "vecflow synthesize --dialogues {input.dialogues} --encoder {params.encoder} "
@@ -89,7 +93,7 @@ rule filter_summary:
         expand(
             "{R}/summary/filtered/{split}_{kind}",
             R=R,
-            split=synthesis_splits(),
+            split=summary_workflow.synthesis_splits(config),
             kind=["synthesis.jsonl", "embeddings.safetensors"],
         ),
         stats=report(
@@ -104,8 +108,8 @@ rule filter_summary:
     params:
         in_dir=parent_of("train_synthesis"),
         out_dir=parent_of("stats"),
-        settings=lambda w: settings("summary"),
-        splits=",".join(synthesis_splits()),
+        settings=lambda w: summary_workflow.dialogue_data_settings(config),
+        splits=",".join(summary_workflow.synthesis_splits(config)),
     shell:
         "vecflow filter-summary --in-dir {params.in_dir} --splits {params.splits} "
         "--settings {params.settings:q} --out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"

@@ -1,16 +1,17 @@
 # Summaries: the seq2seq and causal summarizers, the ELM variants, the retrieval baseline, and scoring of every
 # family. Package: vecflow/summary/.
 
-from vecflow.core.config_checks import ELM_VARIANTS, elm_eval_suffixes
+from vecflow.core.config_checks import elm_eval_suffixes
 
 # eval/<family>/ is the top candidate; eval/<family>_rerank/ the re-ranked one (elm.rerank_candidates > 1)
 ELM_EVAL_SUFFIXES = elm_eval_suffixes(config)
+SUMMARIZER_DIRS = summary_workflow.summarizer_dirs(config)
 
 
 rule train_summarizer:
     input:
         train=f"{R}/summary/dialogues/train.jsonl",
-        selection=selection_dialogues(),
+        selection=summary_workflow.selection_dialogues(config),
         base=model_input(config["summarizer"]["base"]),
     output:
         model=directory(f"{R}/summarizer/model"),
@@ -22,13 +23,13 @@ rule train_summarizer:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=train_gpus(),
+        gpu=config["train"]["gpus"],
         mem_mb=8000,
         runtime=240,
     params:
         launch=launcher,
         base=parent_of("base"),
-        settings=lambda w: summarizer_settings("seq2seq"),
+        settings=lambda w: summary_workflow.summarizer_settings(config, "seq2seq"),
     shell:
         "{params.launch} train-summarizer --train {input.train} --val {input.selection} --base {params.base} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
@@ -37,8 +38,9 @@ rule train_summarizer:
 rule train_causal:
     input:
         train=f"{R}/summary/dialogues/train.jsonl",
-        selection=selection_dialogues(),
-        base=lambda w: model_input(summarizer_base("causal")),  # resolved only when the family is trained
+        selection=summary_workflow.selection_dialogues(config),
+        # resolved only when the family is trained
+        base=lambda w: model_input(summary_workflow.summarizer_base(config, "causal")),
     output:
         model=directory(f"{R}/causal/model"),
     log:
@@ -49,13 +51,13 @@ rule train_causal:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=train_gpus(),
+        gpu=config["train"]["gpus"],
         mem_mb=8000,
         runtime=240,
     params:
         launch=launcher,
         base=parent_of("base"),
-        settings=lambda w: summarizer_settings("causal"),
+        settings=lambda w: summary_workflow.summarizer_settings(config, "causal"),
     shell:
         "{params.launch} train-causal --train {input.train} --val {input.selection} --base {params.base} "
         "--settings {params.settings:q} --out {output.model} > {log} 2>&1"
@@ -79,7 +81,7 @@ rule predict_summarizer:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=lambda w: summarizer_settings(w.family),
+        settings=lambda w: summary_workflow.summarizer_settings(config, w.family),
     shell:
         "vecflow predict-summarizer --model {input.model} --dialogues {input.dialogues} "
         "--settings {params.settings:q} --out {output.predictions} > {log} 2>&1"
@@ -133,9 +135,7 @@ rule train_elm:
         encoder=parent_of("encoder"),
         best=lambda w, input: f"--params {input.params}" if input.params else "",
         bertscore=parent_of("bertscore"),
-        settings=lambda w: settings(
-            "elm", variant=ELM_VARIANTS[w.elm], **elm_bertscore_settings()
-        ),
+        settings=lambda w: summary_workflow.elm_train_settings(config, w.elm),
     shell:
         "vecflow train-elm --data-dir {params.data_dir} --lm {params.lm} --encoder {params.encoder} "
         "--settings {params.settings:q} {params.best} --bertscore-model {params.bertscore} "
@@ -175,7 +175,7 @@ rule predict_elm:
             if len(output) > 1
             else f"--out {output[0]}"
         ),
-        settings=lambda w: settings("elm", variant=ELM_VARIANTS[w.elm]),
+        settings=lambda w: summary_workflow.elm_predict_settings(config, w.elm),
     shell:
         "vecflow predict-elm --adapter {input.adapter} --lm {params.lm} --data-dir {params.data_dir} "
         "--encoder {params.encoder} --split val --settings {params.settings:q} {params.outs} > {log} 2>&1"
@@ -216,7 +216,7 @@ rule score_summaries:
     params:
         bertscore=parent_of("bertscore"),
         encoder=parent_of("encoder"),
-        settings=lambda w: settings("evaluation"),
+        settings=lambda w: summary_workflow.score_settings(config),
     shell:
         "vecflow score --predictions {input.predictions} --eval-split {input.eval_split} "
         "--bertscore-model {params.bertscore} --encoder {params.encoder} --sources {input.sources} "
