@@ -280,7 +280,7 @@ class ElmTrainSettings(ElmPredictSettings):
         unknown = sorted(key for key in params if key not in ELM_TUNABLE)
         if unknown:
             raise VecflowError(f"settings: elm.{unknown[0]}: not an elm setting")
-        return type(self).parse({**self.received, **params})
+        return type(self).parse({**self.model_dump(exclude_unset=True), **params})
 
     def loop_settings(self, max_minutes: float, epochs: int) -> LoopSettings:
         """The shared loop's settings for one stage: its budget and epochs, the rest from the elm section."""
