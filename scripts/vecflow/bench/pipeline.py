@@ -9,7 +9,7 @@ measures, in one run:
 
 (a) no-op rerun: a real ``snakemake --cores 2`` that finds nothing to do (goal <= 2 s);
 (b) report regeneration from cache: the report removed and re-made alone, then ``--forcerun resolved_config
-    report`` (what the issue measured, 8.4 s; goal <= 4 s). Both check that no other job ran. At full size this
+    report`` (goal <= 4 s). Both check that no other job ran. At full size this
     rewrites the workdir's report (from the same cached inputs);
 (c) per-job start-up: ``python -c pass`` (the peer: a bare interpreter), ``snakemake --version``,
     ``vecflow --help``, ``import vecflow.ship.report`` and ``vecflow report --help``; and ``python -X

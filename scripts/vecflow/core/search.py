@@ -61,9 +61,9 @@ def backend_for(rows: int, faiss_min_rows: int = FAISS_MIN_ROWS) -> str:
 class BankSearch:
     """Exact top-k inner-product search over one bank (rows x dim, float32), numpy or faiss by size.
 
-    Cost: one float32 pass over the bank per query batch plus a float64 rescoring of about 2k + 32 rows. Measured
-    on this project's 2-core machine under load (one 768-d query, one thread each): 100k rows numpy 59 ms, faiss
-    64 ms; 300k rows 216 ms each. faiss's gain is in holding only a k'-row heap per query and blocking query
+    Cost: one float32 pass over the bank per query batch plus a float64 rescoring of about 2k + 32 rows. For one
+    query the two are about equally fast (BENCHMARKS.md, figures from the code's design notes). faiss's gain is in holding only a k'-row heap per
+    query and blocking query
     batches (numpy holds a Q x rows score matrix); its scan of ONE query is single-threaded (it parallelises over
     queries), where numpy's BLAS product uses every core. Set ``faiss_min_rows`` with that in mind.
     """

@@ -106,8 +106,9 @@ class UniformMaskDropout(nn.Dropout):
     """``nn.Dropout`` (inverted dropout, keep probability 1 - p) with its mask drawn as ``rand >= p``.
 
     Same distribution and the same result in eval mode; on the CPU, torch's ``bernoulli_`` behind ``F.dropout``
-    was 22 % of the default transformer's training step (``vecflow bench lvm``, torch.profiler) and forward +
-    backward of this one costs about 70 % of it (1280 x 1024, 2 threads). Other devices use ``F.dropout``."""
+    draws its mask from the CPU generator one element at a time and was a large share of the default
+    transformer's training step, and ``rand >= p`` is cheaper (``vecflow bench lvm``; figures in BENCHMARKS.md,
+    goal 5). Other devices use ``F.dropout``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":

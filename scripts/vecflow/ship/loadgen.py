@@ -7,10 +7,10 @@ while /health is probed, latency per endpoint), the soak test (``vecflow.ship.so
 ``vecflow bench serve``.
 
 Two things keep the client from measuring itself (both seen on 2 cores): every ``httpx.Client`` shares one SSL
-context (httpx otherwise loads the CA bundle for each: 36 ms of CPU apiece, so the 50 clients of a burst spent
-1.8 s of the machine's two cores while the server was being measured: /health p99 read 128-396 ms during 50
-concurrent /summarize, 5-24 ms once the clients shared one context), and /health is probed from a process of its
-own (``HealthProbe``), never a thread of the load client, whose clock would also count the client's GIL waits.
+context (httpx otherwise loads the CA bundle for each, and the clients of a burst would spend the cores on it
+while the server is being measured: BENCHMARKS.md, server under load), and /health is probed from a process of
+its own (``HealthProbe``), never a thread of the load client, whose clock would also count the client's GIL
+waits.
 """
 
 from __future__ import annotations

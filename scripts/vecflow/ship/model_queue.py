@@ -52,9 +52,9 @@ class ModelThread:
     setting is per calling thread).
 
     Concurrent requests queue here instead of running torch in up to 40 threadpool threads at once, each with its
-    own intra-op threads, on the same cores as the event loop: measured on 2 cores under load, the server spent
-    3.3 ms of CPU per /predict-next that way and 2.2 ms this way, and a model thread with 2 torch threads
-    next to a busy event loop spent 60 ms (its threads wait for each other at every operator)."""
+    own intra-op threads, on the same cores as the event loop: that way each request costs more CPU, and a model
+    thread with several torch threads next to a busy event loop is slower still (its threads wait for each other
+    at every operator). The figures are in BENCHMARKS.md (figures from the code's design notes)."""
 
     def __init__(self, threads: int):
         self.threads = threads
