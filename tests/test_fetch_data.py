@@ -198,14 +198,102 @@ def test_hub_offline_is_one_line_naming_the_data_set(tmp_path, monkeypatch):
     ({"source": "ftp", "format": "dialogues", "files": {"a": "x"}}, "datasets.d.source: 'ftp' is not one of"),
     ({"source": "local", "format": "csv", "files": {"a": "x"}}, "datasets.d.format: 'csv' is not one of"),
     ({"source": "hub", "format": "dialogues", "files": {"a": "x.csv"}}, "datasets.d.id: required for source: hub"),
-    ({"source": "hub", "format": "wikitext", "id": "i", "revision": "r", "files": {"a": "x.parquet"}},
-     "datasets.d.files.a: 'x.parquet' is not one of"),
+    ({"source": "hub", "format": "wikitext", "id": "i", "revision": "r", "files": {"a": "x.xlsx"}},
+     "datasets.d.files.a: 'x.xlsx' is not one of"),
     ({"source": "local", "format": "dialogues", "files": {"a": "x"}, "sha256": {"b": "0" * 64}},
      "datasets.d.sha256.b: no such key in files"),
 ])
 def test_bad_entries_name_the_key(spec, message, tmp_path):
     with pytest.raises(VecflowError, match=message.replace(".", r"\.")):
         fetch_datasets({"d": spec}, tmp_path)
+
+
+# ------------------------------------------------------------------------------------ parquet (hub)
+
+WIKI_PARQUET = "wikitext-2-v1/validation-00000-of-00001.parquet"
+
+
+def wiki_hub_spec(**extra) -> dict:
+    return {"source": "hub", "format": "wikitext", "id": "Salesforce/wikitext", "revision": "main",
+            "files": {"valid": WIKI_PARQUET}, **extra}
+
+
+def parquet_file(path: Path, columns: dict) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def hub_wikitext_rows(text: str) -> list[str]:
+    """The rows the hub's Salesforce/wikitext stores for a raw text file: one per line, the line with its
+    newline, a blank line as "" (the datasets loader it was made with)."""
+    return [line if line.strip() else "" for line in text.splitlines(keepends=True)]
+
+
+def test_a_parquet_wikitext_file_becomes_the_text_file_it_was_made_from(tmp_path, monkeypatch):
+    from vecflow.data.articles import read_wikitext
+
+    raw = wikitext_file(tmp_path / "wiki.valid.tokens")
+    rows = hub_wikitext_rows(raw.read_text())
+    assert "" in rows and rows[1] == " = Robert Boulter = \n"
+    parquet = parquet_file(tmp_path / "validation.parquet", {"text": rows})
+    hub = FakeHub({WIKI_PARQUET: parquet})
+    hub.install(monkeypatch)
+    data_dir = tmp_path / "data"
+    manifest = fetch_datasets({"wikitext-2": wiki_hub_spec()}, data_dir)["wikitext-2"]
+
+    written = data_dir / "wikitext-2" / "valid.txt"
+    assert ("download", "Salesforce/wikitext", WIKI_PARQUET, "dataset", COMMIT) in hub.calls
+    assert read_wikitext(written) == read_wikitext(raw)  # the same articles, titles and paragraphs
+    assert [title for _, title, _ in read_wikitext(written)] == ["Robert Boulter", "Second Article"]
+    assert written.read_bytes() == raw.read_bytes()  # WikiText's blank lines (" \n") come back: byte for byte
+    valid = manifest["files"]["valid"]
+    assert valid["records"] == 2 and valid["source_file"] == WIKI_PARQUET
+    assert valid["sha256"] == sha(written) and valid["source_sha256"] == sha(parquet)
+
+
+def test_parquet_rows_become_jsonl_objects_and_a_bad_parquet_is_one_line(tmp_path, monkeypatch):
+    train = parquet_file(tmp_path / "train.parquet", {
+        "id": ["train_0", "train_1"], "dialogue": ["#Person1#: Hi.\n#Person2#: Hello.", "#Person1#: Bye."],
+        "summary": ["They greet.", "They part."], "topic": ["hi", None]})
+    wiki_without_text = parquet_file(tmp_path / "no-text.parquet", {"line": [" = A = \n"]})
+    not_parquet = tmp_path / "broken.parquet"
+    not_parquet.write_text("this is not parquet")
+    FakeHub({"train.parquet": train, "dev.jsonl": dialogues_file(tmp_path / "dev.jsonl"),
+             "no-text.parquet": wiki_without_text, "broken.parquet": not_parquet}).install(monkeypatch)
+    data_dir = tmp_path / "data"
+    spec = hub_spec(files={"train": "train.parquet", "dev": "dev.jsonl"})
+    assert fetch_datasets({"dsum": spec}, data_dir)["dsum"]["files"]["train"]["records"] == 2
+    rows = [json.loads(line) for line in (data_dir / "dsum" / "train.jsonl").read_text().splitlines()]
+    assert rows == [{"id": "train_0", "dialogue": "#Person1#: Hi.\n#Person2#: Hello.", "summary": "They greet.",
+                     "topic": "hi"},
+                    {"id": "train_1", "dialogue": "#Person1#: Bye.", "summary": "They part."}]  # a null: left out
+    for filename, message in [
+        ("no-text.parquet", "Salesforce/wikitext/no-text.parquet: no 'text' column (columns: line)"),
+        ("broken.parquet", "Salesforce/wikitext/broken.parquet: cannot read as parquet: "),
+    ]:
+        with pytest.raises(VecflowError) as err:
+            fetch_datasets({"w": wiki_hub_spec(files={"valid": filename})}, tmp_path / "other")
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "other" / "w").exists()
+
+
+def test_without_pyarrow_a_parquet_file_is_one_line_before_any_download(tmp_path, monkeypatch):
+    hub = FakeHub({})
+    hub.install(monkeypatch)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(VecflowError) as err:
+        fetch_datasets({"wikitext-2": wiki_hub_spec()}, tmp_path / "data")
+    assert str(err.value) == (f"datasets.wikitext-2.files.valid: '{WIKI_PARQUET}': reading a .parquet file needs "
+                              f"pyarrow: pip install pyarrow (or pip install -e '.[hub]')")
+    assert hub.calls == [] and not (tmp_path / "data" / "wikitext-2").exists()
+    with pytest.raises(VecflowError, match=r"^Salesforce/wikitext/x.parquet: reading a .parquet file needs pyarrow: "
+                                           r"pip install pyarrow"):
+        fetch.convert_file(tmp_path / "x.parquet", tmp_path / "x.txt", "wikitext",
+                           shown="Salesforce/wikitext/x.parquet")
 
 
 # -------------------------------------------------------------------------------------- references
@@ -277,6 +365,29 @@ def test_the_dag_plans_fetch_data_before_ingest(tmp_path):
     assert "config: summary.splits.train: 'data:nope/train' names no data set (datasets: demo)" in (
         result.stdout + result.stderr)
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_wikitext_config_fetches_wikitext_2_from_the_hub(tmp_path):
+    """config/wikitext.yaml reads WikiText-2 through fetch_data (hub Salesforce/wikitext), not a path outside the
+    repository: the dry run plans fetch_data, then chunk_articles on the file it writes."""
+    import subprocess
+
+    config = yaml.safe_load((REPO / "config" / "wikitext.yaml").read_text())
+    assert config["lvm"]["articles"]["input"] == "data:wikitext-2/valid"
+    assert config["datasets"]["wikitext-2"]["source"] == "hub"
+    overlay_file = tmp_path / "dirs.yaml"
+    data_dir = tmp_path / "resources-data"
+    overlay_file.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "data_dir": str(data_dir)}))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    result = subprocess.run([snakemake, "--cores", "1", "-n", "-p", "--nolock", "--configfile", "config/wikitext.yaml",
+                             str(overlay_file), "--until", "chunk_articles"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = result.stdout + result.stderr
+    assert "rule fetch_data:" in plan and "rule chunk_articles:" in plan
+    assert "Salesforce/wikitext" in plan and WIKI_PARQUET in plan
+    assert f"--input {data_dir / 'wikitext-2' / 'valid.txt'} " in plan
+    assert "shared/data" not in plan
 
 
 @pytest.mark.slow

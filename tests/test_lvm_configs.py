@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from workflow_api import REPO
@@ -21,13 +20,7 @@ def rules_of(*configfiles) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def shared_configs():
-    if not (REPO.parent / "shared" / "data").exists():
-        pytest.skip("../shared/data not present")
-
-
-def test_dialogsum_lvm_config_has_the_learning_curve(shared_configs):
+def test_dialogsum_lvm_config_has_the_learning_curve():
     graph = rules_of("config/dialogsum-lvm.yaml")
     for rule in ("chunk_articles", "split_articles", "train_lvm", "fivecat", "lvm_learning_curve", "report"):
         assert f'label = "{rule}"' in graph, rule
@@ -36,7 +29,7 @@ def test_dialogsum_lvm_config_has_the_learning_curve(shared_configs):
     assert config["lvm"]["diagnostics"]["require_monotonic"] is False
 
 
-def test_hpo_target_lvm_swaps_the_worker_rule(shared_configs, tmp_path):
+def test_hpo_target_lvm_swaps_the_worker_rule(tmp_path):
     overlay = tmp_path / "hpo.yaml"
     overlay.write_text(yaml.safe_dump({
         "tracks": {"lvm": True, "summary": False, "elm": False, "hpo": True, "deploy": False},

@@ -3,10 +3,11 @@
 One entry per data set (``datasets.<name>``):
 
 - ``source: hub``: download ``files`` (file names inside the hub data set repository ``id``) at ``revision``
-  with ``huggingface_hub`` (needs network), convert CSV to JSONL, and write them to ``<data_dir>/<name>/<key><ext>``
-  (``.jsonl`` for dialogues and articles, ``.txt`` for WikiText). The commit the revision resolved to and the
-  sha256 of every downloaded and written file go into ``<data_dir>/<name>/manifest.json``; a ``sha256:`` entry per
-  key in the config must match the downloaded file.
+  with ``huggingface_hub`` (needs network), convert CSV and parquet to JSONL (a parquet WikiText file, one line per
+  row in its ``text`` column, to the text file; parquet needs ``pyarrow``: ``pip install -e '.[hub]'``), and
+  write them to ``<data_dir>/<name>/<key><ext>`` (``.jsonl`` for dialogues and articles, ``.txt`` for WikiText).
+  The commit the revision resolved to and the sha256 of every downloaded and written file go into
+  ``<data_dir>/<name>/manifest.json``; a ``sha256:`` entry per key in the config must match the downloaded file.
 - ``source: local``: ``files`` are the user's own paths, **read in place, never copied** (DialogSum is CC
   BY-NC-SA): only ``manifest.json`` is written, with each file's sha256 and record count.
 
@@ -34,7 +35,7 @@ from vecflow.core.settings import settings_arg
 SOURCES = ("hub", "local")
 FORMATS = ("dialogues", "wikitext", "articles")
 EXTENSION = {"dialogues": ".jsonl", "articles": ".jsonl", "wikitext": ".txt"}
-HUB_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")  # what a hub file may be (parquet would need pyarrow)
+HUB_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet")  # what a hub file may be (parquet needs pyarrow)
 REFERENCE = re.compile(r"^data:([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)$")
 # config values that may be a data:<name>/<key> reference
 REFERENCE_KEYS = (("summary", "splits", "*"), ("lvm", "articles", "input"), ("lvm", "articles", "ood_input"))
@@ -162,6 +163,8 @@ def check_spec(name: str, spec: dict) -> None:
         for key, filename in files.items():
             if not str(filename).endswith(HUB_SUFFIXES):
                 raise VecflowError(f"datasets.{name}.files.{key}: '{filename}' is not one of {', '.join(HUB_SUFFIXES)}")
+            if str(filename).endswith(".parquet"):  # before any download: a missing pyarrow is one line, not a stack
+                _parquet_module(f"datasets.{name}.files.{key}: '{filename}'")
     unknown = sorted(set(spec.get("sha256") or {}) - set(files))
     if unknown:
         raise VecflowError(f"datasets.{name}.sha256.{unknown[0]}: no such key in files")
@@ -193,7 +196,7 @@ def stage_dataset(name: str, spec: dict, data_dir: Path, scratch: Path) -> tuple
             raise VecflowError(f"datasets.{name}.sha256.{key}: {spec['id']}/{filename}@{commit[:12]} has sha256 "
                                f"{source_sha}, the config pins {expected}")
         staged = scratch / Path(paths[key]).name
-        convert_file(downloaded, staged, fmt)
+        convert_file(downloaded, staged, fmt, shown=f"{spec['id']}/{filename}")
         entry = _file_entry(staged, paths[key], fmt, None, name, key, shown=f"{spec['id']}/{filename}")
         entry.update(source_file=filename, source_sha256=source_sha)
         manifest["files"][key] = entry
@@ -238,21 +241,69 @@ def check_format(path: Path, fmt: str, shown=None) -> int:
         raise VecflowError(str(exc).replace(str(path), str(shown), 1)) from None
 
 
-def convert_file(source: Path, target: Path, fmt: str) -> None:
-    """A downloaded hub file as the pipeline reads it: CSV rows become JSONL objects, other files are copied."""
+def convert_file(source: Path, target: Path, fmt: str, shown=None) -> None:
+    """A downloaded hub file as the pipeline reads it: CSV and parquet rows become JSONL objects, a parquet WikiText
+    file becomes raw text (:func:`parquet_to_wikitext`), other files are copied. ``shown`` names the file in errors."""
+    shown = shown or source.name
+    if source.suffix == ".parquet":
+        if fmt == "wikitext":
+            parquet_to_wikitext(source, target, shown)
+        else:
+            write_jsonl(target, parquet_rows(source, shown))
+        return
     if source.suffix != ".csv":
         shutil.copyfile(source, target)
         return
     if fmt == "wikitext":
-        raise VecflowError(f"{source.name}: a CSV file cannot be WikiText (give the .txt file)")
+        raise VecflowError(f"{shown}: a CSV file cannot be WikiText (give the .txt or .parquet file)")
     with open(source, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         rows = []
         for row in reader:
             if None in row:  # more cells than header columns
-                raise VecflowError(f"{where(source.name, reader.line_num)}: more cells than the header has columns")
+                raise VecflowError(f"{where(shown, reader.line_num)}: more cells than the header has columns")
             rows.append({key: value for key, value in row.items() if value is not None})
     write_jsonl(target, rows)
+
+
+def parquet_rows(source: Path, shown) -> list[dict]:
+    """The rows of a parquet file as dicts, in file order; a null cell is left out, as a short CSV row's is."""
+    table = _read_parquet(source, shown)
+    return [{key: value for key, value in row.items() if value is not None} for row in table.to_pylist()]
+
+
+def parquet_to_wikitext(source: Path, target: Path, shown) -> None:
+    """A parquet WikiText file as the text file it was made from: the hub's ``Salesforce/wikitext`` holds one row
+    per line of ``wiki.*.raw`` / ``wiki.*.tokens`` in column ``text``, a line with its newline, a blank line (`` \\n``
+    in the original) as ``""``. The rows are written in order, a row without a newline gets one and an empty row is
+    WikiText's blank line again, so the file reads line for line like the original (``read_wikitext``)."""
+    table = _read_parquet(source, shown)
+    if "text" not in table.column_names:
+        raise VecflowError(f"{shown}: no 'text' column (columns: {', '.join(table.column_names) or 'none'}): "
+                           f"not a WikiText parquet file")
+    with open(target, "w", encoding="utf-8", newline="") as fh:
+        for row, line in enumerate(table.column("text").to_pylist(), start=1):
+            if not isinstance(line, str):
+                raise VecflowError(f"{shown}: row {row}: column 'text': expected str, got {type(line).__name__}")
+            fh.write(line if line.endswith("\n") else (line or " ") + "\n")
+
+
+def _read_parquet(source: Path, shown):
+    pq = _parquet_module(shown)
+    try:
+        return pq.read_table(source)
+    except Exception as exc:  # pyarrow's ArrowInvalid/ArrowIOError: not a parquet file, truncated download
+        raise VecflowError(f"{shown}: cannot read as parquet: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _parquet_module(shown):
+    """``pyarrow.parquet``, imported only when a parquet file is read (an optional dependency: the ``hub`` extra)."""
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise VecflowError(f"{shown}: reading a .parquet file needs pyarrow: pip install pyarrow "
+                           f"(or pip install -e '.[hub]')") from None
+    return pyarrow.parquet
 
 
 # ----------------------------------------------------------------------------------------- hub
