@@ -35,5 +35,5 @@ wildcard_constraints:
 rule all:
     default_target: True
     input:
-        all_targets,
+        lambda w: ship_workflow.all_targets(config),
         deploy_bundle_if_passed,

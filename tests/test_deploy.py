@@ -15,6 +15,7 @@ from vecflow.ship import deploy
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json, save_tensors, sha256_file, write_json, write_jsonl
+from vecflow.ship.settings import DeployGates
 
 CONTEXT_LENGTH = 3
 
@@ -39,10 +40,13 @@ FIVECAT = {
         "max_generalisation_gap": 0.05,
     },
 }
-SCORES = {"rouge": {"rouge1": {"f": 0.31, "p": 0.3, "r": 0.32}, "rougeL": {"f": 0.25}}, "bertscore": {"f1": 0.86}}
+INPUT_DEPENDENT = {"distinct_ratio": 0.97, "own_rouge1": 0.31, "shuffled_rouge1": 0.12, "margin": 0.19, "n": 40}
+SCORES = {"rouge": {"rouge1": {"f": 0.31, "p": 0.3, "r": 0.32}, "rougeL": {"f": 0.25}}, "bertscore": {"f1": 0.86},
+          "input_dependence": INPUT_DEPENDENT}
+# every gate the schema has, each as lenient as it can be (a gate a config leaves out has the schema's threshold)
 LENIENT = {
     "lvm": {"use_fivecat_thresholds": False, "min_c0": 0.0, "min_margin": -1.0, "beat_baselines": False},
-    "summarizer": {"min_rouge1": 0.0, "min_bertscore_f1": 0.0},
+    "summarizer": {"min_rouge1": 0.0, "min_bertscore_f1": 0.0, "min_distinct_ratio": 0.0, "min_input_margin": -1.0},
 }
 
 
@@ -50,8 +54,9 @@ SPEC = {"max_source_length": 64, "max_target_length": 16}  # the summarizer trai
 
 
 def deploy_settings(gates=None, name="demo-bundle", **extra) -> dict:
+    """``deploy decide``'s settings (DeploySettings); ``deploy bundle`` gets the training lengths (SPEC) too."""
     return {"name": name, "seed": 1, "device": "cpu", "gates": copy.deepcopy(LENIENT if gates is None else gates),
-            "summarizer_spec": SPEC, **extra}
+            **extra}
 
 
 def write_eval_files(tmp_path: Path, fivecat=None, scores=None) -> tuple[Path, Path]:
@@ -130,7 +135,8 @@ def make_bundle_parts(tmp_path: Path, encoder_dir: Path, summarizer: Path | None
     dim = AutoConfig.from_pretrained(encoder_dir).hidden_size
     embeddings, index = make_bank(tmp_path, encoder_dir)
     fivecat_path, scores_path = write_eval_files(tmp_path)
-    decision = deploy.decide("demo-bundle", FIVECAT, fivecat_path, {"seq2seq": (SCORES, scores_path)}, LENIENT)
+    decision = deploy.decide("demo-bundle", FIVECAT, fivecat_path, {"seq2seq": (SCORES, scores_path)},
+                             DeployGates.model_validate(LENIENT))
     write_json(tmp_path / "decision.json", decision)
     return {
         "decision": tmp_path / "decision.json",
@@ -144,7 +150,7 @@ def make_bundle_parts(tmp_path: Path, encoder_dir: Path, summarizer: Path | None
 
 
 def bundle_argv(parts: dict, out: Path) -> list[str]:
-    argv = ["deploy", "bundle", "--decision", str(parts["decision"]), "--settings", json.dumps(deploy_settings()),
+    argv = ["deploy", "bundle", "--decision", str(parts["decision"]), "--settings", json.dumps({**deploy_settings(), **SPEC}),
             "--lvm", str(parts["lvm"]), "--encoder", str(parts["encoder"]),
             "--bank-embeddings", str(parts["bank_embeddings"]), "--bank-index", str(parts["bank_index"]),
             "--summarizer", str(parts["summarizer"]), "--out", str(out)]
@@ -162,9 +168,10 @@ def test_lenient_gates_deploy_and_list_every_gate(tmp_path):
     assert decision["failed"] == []
     assert decision["name"] == "demo-bundle"
     names = [(g["component"], g["gate"]) for g in decision["gates"]]
-    assert names == [("lvm", "val_c0"), ("lvm", "val_margin"), ("summarizer", "rouge1_f"), ("summarizer", "bertscore_f1")]
+    assert names == [("lvm", "val_c0"), ("lvm", "val_margin"), ("summarizer", "rouge1_f"), ("summarizer", "bertscore_f1"),
+                     ("summarizer", "distinct_ratio"), ("summarizer", "input_margin")]
     assert decision["gates"][0] == {"component": "lvm", "gate": "val_c0", "value": 0.62, "threshold": 0.0, "passed": True}
-    assert decision["reason"] == "deployed: all 4 gates passed (summarizer: seq2seq)"
+    assert decision["reason"] == "deployed: all 6 gates passed (summarizer: seq2seq)"
     assert decision["summarizer"]["family"] == "seq2seq"
 
 
@@ -401,29 +408,37 @@ def test_the_bundle_carries_the_trained_source_length(parts, tmp_path):
     spec = read_json(out / "summarizer" / "vecflow_summarizer.json")
     assert spec["kind"] == "seq2seq" and spec["max_source_length"] == 64
     assert read_json(out / "manifest.json")["components"]["summarizer"]["max_source_length"] == 64
-    no_spec = bundle_argv(parts, tmp_path / "b2")
+    no_spec = bundle_argv(parts, tmp_path / "b2")  # settings without the lengths: the schema's defaults
     no_spec[no_spec.index("--settings") + 1] = json.dumps({"name": "x", "gates": LENIENT})
-    with pytest.raises(VecflowError, match=r"vecflow_summarizer\.json: file not found; re-run the seq2seq training"):
-        deploy.main(no_spec[1:])
+    assert cli_main(no_spec) == 0
+    assert read_json(tmp_path / "b2" / "summarizer" / "vecflow_summarizer.json")["max_source_length"] == 512
+
+
+def test_a_causal_folder_without_its_spec_is_an_error(parts, tmp_path):
+    """Only a legacy seq2seq folder gets its spec from the settings; a causal one must have been trained again."""
+    decision = read_json(parts["decision"])
+    decision["summarizer"] = {**decision["summarizer"], "family": "causal", "choice": "causal"}
+    write_json(tmp_path / "causal-decision.json", decision)
+    argv = bundle_argv(dict(parts, decision=tmp_path / "causal-decision.json"), tmp_path / "bundle")
+    with pytest.raises(VecflowError, match=r"vecflow_summarizer\.json: file not found; re-run the causal training"):
+        deploy.main(argv[1:])
 
 
 # ---- decide: the summarizer choice and the gates that every bundled model needs -----------------------------
 
-INPUT_DEPENDENT = {"distinct_ratio": 0.97, "own_rouge1": 0.31, "shuffled_rouge1": 0.12, "margin": 0.19, "n": 40}
 CONSTANT_OUTPUT = {"distinct_ratio": 0.05, "own_rouge1": 0.2, "shuffled_rouge1": 0.2, "margin": 0.0, "n": 40}
 INPUT_GATES = {**LENIENT, "summarizer": {"min_rouge1": 0.0, "min_distinct_ratio": 0.9, "min_input_margin": 0.0}}
 
 
-def test_no_gates_means_not_deployed(tmp_path):
+def test_every_bundled_model_has_gates_the_schemas_unless_set(tmp_path):
+    """Gates a config leaves out have the schema's thresholds (no gate is switched off by omission); only the
+    BERTScore minimum, which has no default, is off until set."""
     decision = run_decide(tmp_path, gates={"lvm": {}, "summarizer": {}})
-    assert decision["deploy"] is False
-    assert decision["failed"] == ["lvm.has_gates", "summarizer.has_gates"]
-    assert "no gate is set for the lvm" in decision["reason"]
-
-
-def test_a_model_without_its_own_gate_is_not_deployed(tmp_path):
-    decision = run_decide(tmp_path, gates={"lvm": LENIENT["lvm"], "summarizer": {}})
-    assert decision["deploy"] is False and decision["failed"] == ["summarizer.has_gates"]
+    by_name = {g["gate"]: g for g in decision["gates"]}
+    assert {"val_c0", "val_margin", "val_c0_beats_context_mean", "fivecat_val_c0", "rouge1_f", "distinct_ratio",
+            "input_margin"} <= set(by_name) and "bertscore_f1" not in by_name
+    assert by_name["rouge1_f"]["threshold"] == 0.2 and by_name["distinct_ratio"]["threshold"] == 0.9
+    assert decision["failed"] == ["lvm.fivecat_ood_r1"]  # the 5CAT report's own failed gate
 
 
 def test_input_dependence_gates_pass_an_input_dependent_summarizer(tmp_path):
@@ -441,7 +456,7 @@ def test_a_summarizer_that_ignores_its_input_is_not_deployed(tmp_path):
 
 
 def test_missing_input_dependence_fails_the_gate_asking_to_rescore(tmp_path):
-    decision = run_decide(tmp_path, gates=INPUT_GATES)
+    decision = run_decide(tmp_path, gates=INPUT_GATES, scores={k: v for k, v in SCORES.items() if k != "input_dependence"})
     assert decision["deploy"] is False
     assert "summarizer.distinct_ratio" in decision["failed"]
     assert "has no 'input_dependence': re-run score_summaries for seq2seq" in decision["reason"]

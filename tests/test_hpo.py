@@ -9,7 +9,9 @@ import yaml
 
 from test_elm import elm_settings, make_elm_data
 from vecflow.summary import elm, elm_train
-from vecflow.hpo import study as hpo
+from vecflow.hpo import best as hpo_best
+from vecflow.hpo import space as hpo_space
+from vecflow.hpo import storage as hpo_storage
 from vecflow.cli import main
 from vecflow.core.errors import VecflowError
 
@@ -104,7 +106,7 @@ def test_two_workers_share_one_sqlite_study_and_resuming_adds_trials(tmp_path, d
             "--workers",
             f"{tmp_path / 'worker0.json'},{tmp_path / 'worker1.json'}",
             "--settings",
-            json.dumps(hpo_settings()),
+            json.dumps({"hpo": hpo_settings()["hpo"]}),
             "--out-params",
             str(params),
             "--out-trials",
@@ -127,11 +129,11 @@ def test_journal_storage_and_placeholder_plot(tmp_path, data, tiny_causal_lm, ti
     storage = f"journal:///{journal}"
     record = worker(tmp_path, storage, 3, data, tiny_causal_lm, tiny_encoder)
     assert journal.exists() and [t["number"] for t in record["trials"]] == [0]
-    assert len(hpo.load_study("s", storage).trials) == 1
+    assert len(hpo_storage.load_study("s", storage).trials) == 1
 
     plot = tmp_path / "imp.png"
-    study = hpo.load_study("s", storage)
-    assert hpo.param_importances(study) == ({}, "1 complete trial(s): parameter importance needs at least 2")
+    study = hpo_storage.load_study("s", storage)
+    assert hpo_best.param_importances(study) == ({}, "1 complete trial(s): parameter importance needs at least 2")
     code = main(
         [
             "hpo-best",
@@ -185,7 +187,7 @@ def test_pruned_trial_raises_and_leaves_no_output(tmp_path, data, tiny_causal_lm
         ),
         (
             {"learning_rate": {"type": "uniform", "low": 0.0, "high": 0.1}},
-            "hpo.search_space.learning_rate: type must be one of",
+            "hpo.search_space.learning_rate: field 'type': 'uniform' is not one of float, int, categorical",
         ),
         (
             {"soft_tokens": {"type": "int", "low": 1.5, "high": 4}},
@@ -199,7 +201,7 @@ def test_pruned_trial_raises_and_leaves_no_output(tmp_path, data, tiny_causal_lm
 )
 def test_bad_search_space_entries_name_the_parameter(space, message):
     with pytest.raises(VecflowError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        hpo.parse_search_space(space)
+        hpo_space.parse_search_space(space)
 
 
 def test_worker_errors_exit_2_before_any_trial(tmp_path, data, tiny_causal_lm, tiny_encoder, capsys):
@@ -250,9 +252,10 @@ def test_hpo_best_without_complete_trials_is_an_error(tmp_path, capsys):
         "--out-plot",
         str(tmp_path / "i.png"),
     ]
-    assert main(args) == 2
+    minimize = json.dumps({"hpo": {"direction": "minimize"}})
+    assert main(args[:8] + [minimize] + args[9:]) == 2
     assert "study 'empty': no complete trial (no trials)" in capsys.readouterr().err
-    maximize = json.dumps({"hpo": {"direction": "maximize"}})
+    maximize = json.dumps({"hpo": {"direction": "maximize"}})  # the schema's default, as "{}" has it
     assert main(args[:8] + [maximize] + args[9:]) == 2
     assert "hpo.direction: 'maximize', but study 'empty' was created to minimize" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()

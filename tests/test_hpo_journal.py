@@ -16,7 +16,7 @@ import pytest
 from test_hpo import data, hpo_settings  # noqa: F401 (the fixture)
 from vecflow.cli import main
 from vecflow.core.errors import VecflowError
-from vecflow.hpo import study as hpo
+from vecflow.hpo import storage as hpo
 
 WORKERS, TRIALS = 3, 2
 
@@ -59,7 +59,7 @@ def test_three_worker_processes_share_one_journal_study(tmp_path, data, tiny_cau
 
     params = tmp_path / "best.yaml"
     code = main(["hpo-best", "--study", "s", "--storage", str(journal), "--workers", ",".join(map(str, outs)),
-                 "--settings", json.dumps(hpo_settings()), "--out-params", str(params),
+                 "--settings", json.dumps({"hpo": hpo_settings()["hpo"]}), "--out-params", str(params),
                  "--out-trials", str(tmp_path / "trials.csv"), "--out-plot", str(tmp_path / "imp.png")])
     assert code == 0 and f"trial {study.best_trial.number}," in params.read_text()
     assert len((tmp_path / "trials.csv").read_text().splitlines()) == 1 + WORKERS * TRIALS

@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_trial_leaves_a_resumable_study(lvm_data, tmp_path):
     assert [t["number"] for t in record["trials"]] == [2]
 
     code = main(["hpo-best", "--study", "lvm", "--storage", storage, "--workers", str(tmp_path / "worker0.json"),
-                 "--settings", json.dumps(quick), "--out-params", str(tmp_path / "best.yaml"),
+                 "--settings", json.dumps({"hpo": quick["hpo"]}), "--out-params", str(tmp_path / "best.yaml"),
                  "--out-trials", str(tmp_path / "trials.csv"), "--out-plot", str(tmp_path / "imp.png")])
     assert code == 0
     rows = (tmp_path / "trials.csv").read_text().strip().splitlines()

@@ -160,7 +160,7 @@ def test_the_graph_sees_the_whole_package():
                     "vecflow.ship", "vecflow.bench"):
         assert package in graph
     assert "vecflow.core.errors" in graph["vecflow.cli"]
-    assert "vecflow.lvm.train" in graph["vecflow.hpo.study"]  # imported inside run_lvm_worker
+    assert "vecflow.lvm.train" in graph["vecflow.hpo.lvm_worker"]  # imported inside run_lvm_worker
 
 
 # ------------------------------------------------------------------------------- the checks can fail

@@ -13,6 +13,8 @@ from pathlib import Path
 TRAINING_MODULES = {
     "optuna",
     "vecflow.hpo.study",
+    "vecflow.hpo.elm_worker",
+    "vecflow.hpo.lvm_worker",
     "vecflow.summary.loop",
     "vecflow.summary.seq2seq",
     "vecflow.summary.causal",

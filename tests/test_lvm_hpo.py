@@ -8,7 +8,11 @@ import torch
 import yaml
 
 from test_lvm_train import SETTINGS, lvm_data  # noqa: F401  (the fixture)
-from vecflow.hpo import study as hpo
+from vecflow.hpo import best as hpo_best
+from vecflow.hpo import lvm_worker, space
+from vecflow.hpo import storage as hpo_storage
+from vecflow.hpo.settings import HpoSection, worker_settings
+from vecflow.lvm.study_params import read_lvm_params
 from vecflow.cli import main
 from vecflow.core.errors import VecflowError
 
@@ -55,7 +59,7 @@ def test_lvm_trials_record_margin_and_the_c0_constraint_and_best_is_feasible(lvm
         assert trial.user_attrs["constraint"][0] == pytest.approx(
             trial.user_attrs["context_mean_c0"] - trial.user_attrs["c0"])
     code = main(["hpo-best", "--study", "lvm", "--storage", storage, "--workers", str(tmp_path / "worker0.json"),
-                 "--settings", json.dumps(settings), "--out-params", str(tmp_path / "best.yaml"),
+                 "--settings", json.dumps({"hpo": settings["hpo"]}), "--out-params", str(tmp_path / "best.yaml"),
                  "--out-trials", str(tmp_path / "trials.csv"), "--out-plot", str(tmp_path / "imp.png")])
     assert code == 0
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
@@ -70,13 +74,13 @@ def test_best_trial_prefers_a_feasible_trial_over_a_higher_infeasible_one():
         trial = optuna.trial.create_trial(params={"x": value}, distributions={
             "x": optuna.distributions.FloatDistribution(0, 1)}, value=value, user_attrs={"constraint": (constraint,)})
         study.add_trial(trial)
-    assert hpo.best_trial(study, "lvm").value == 0.2
-    assert hpo.best_trial(study).value == 0.5  # the ELM target keeps Optuna's best trial
+    assert hpo_best.best_trial(study, "lvm").value == 0.2
+    assert hpo_best.best_trial(study).value == 0.5  # the ELM target keeps Optuna's best trial
 
 
 def test_lvm_search_space_names_and_missing_inputs_are_errors(lvm_data, tmp_path, capsys):  # noqa: F811
     with pytest.raises(VecflowError, match="hpo.lvm_search_space.soft_tokens: not a tunable lvm setting"):
-        hpo.parse_search_space({"soft_tokens": {"type": "int", "low": 1, "high": 3}}, "lvm")
+        space.parse_search_space({"soft_tokens": {"type": "int", "low": 1, "high": 3}}, "lvm")
     args = worker_args(lvm_data, tmp_path, lvm_hpo_settings(), "sqlite:///x.db")
     cut = args.index("--val-index")
     assert main(args[:cut] + args[cut + 2:]) == 2
@@ -85,7 +89,8 @@ def test_lvm_search_space_names_and_missing_inputs_are_errors(lvm_data, tmp_path
 
 def test_lvm_trial_settings_route_loss_parameters():
     settings = lvm_hpo_settings()
-    trial = hpo.lvm_trial_settings(settings, {"learning_rate": 0.01, "losses.lambda_ac": 0.2}, "t0")
+    trial = lvm_worker.trial_run_settings(worker_settings(settings), {"learning_rate": 0.01, "losses.lambda_ac": 0.2},
+                                          "t0")
     assert trial["learning_rate"] == 0.01 and trial["losses"]["lambda_ac"] == 0.2
     assert trial["losses"]["lambda_cos"] == 1.0 and trial["run_name"] == "t0"
 
@@ -105,13 +110,13 @@ def test_two_objective_study_maps_c0_and_margin_and_train_lvm_takes_the_chosen_p
         assert set(trial.user_attrs["baselines"]) == {"copy_last", "context_mean", "ridge"}
     out = {name: str(tmp_path / name) for name in ("best.yaml", "trials.csv", "imp.png", "pareto.json", "pareto.png")}
     assert main(["hpo-best", "--study", "lvm", "--storage", storage, "--workers", str(tmp_path / "worker0.json"),
-                 "--settings", json.dumps(settings), "--out-params", out["best.yaml"],
+                 "--settings", json.dumps({"hpo": settings["hpo"]}), "--out-params", out["best.yaml"],
                  "--out-trials", out["trials.csv"], "--out-plot", out["imp.png"]]) == 0
     assert main(["hpo-pareto", "--study", "lvm", "--storage", storage, "--best", out["best.yaml"],
                  "--out-json", out["pareto.json"], "--out-plot", out["pareto.png"]]) == 0
     pareto = json.loads((tmp_path / "pareto.json").read_text())
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    chosen = hpo.forward_trial(study.trials)
+    chosen = hpo_best.forward_trial(study.trials)
     assert best == chosen.params and pareto["chosen"] == chosen.number
     assert pareto["front"] and set(pareto["baselines"]) == {"copy_last", "context_mean", "ridge"}
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -131,20 +136,20 @@ def make_trial(c0, margin, wins=0):
 
 def test_forward_trial_is_the_highest_c0_with_a_positive_margin_else_dominance():
     trials = [make_trial(0.70, -0.01, wins=9), make_trial(0.60, 0.02), make_trial(0.62, 0.001), make_trial(0.5, 0.2)]
-    assert hpo.forward_trial(trials).values == [0.62, 0.001]
+    assert hpo_best.forward_trial(trials).values == [0.62, 0.001]
     backward = [make_trial(0.70, -0.05, wins=5), make_trial(0.60, -0.01, wins=7), make_trial(0.65, -0.02, wins=7)]
-    assert hpo.forward_trial(backward).values == [0.60, -0.01]  # most wins, then the higher margin
+    assert hpo_best.forward_trial(backward).values == [0.60, -0.01]  # most wins, then the higher margin
 
 
 def test_bad_study_params_and_objectives_are_errors(tmp_path):
     path = tmp_path / "best.yaml"
     path.write_text("soft_tokens: 4\n")
     with pytest.raises(VecflowError, match="best.yaml: key 'soft_tokens': not a tunable lvm setting"):
-        hpo.read_lvm_params(path)
+        read_lvm_params(path)
     with pytest.raises(VecflowError, match="file not found"):
-        hpo.read_lvm_params(tmp_path / "missing.yaml")
+        read_lvm_params(tmp_path / "missing.yaml")
     with pytest.raises(VecflowError, match=r"hpo.lvm_objectives: expected \[margin\] or \[c0, margin\]"):
-        hpo.lvm_objectives({"lvm_objectives": ["margin", "c0"]})
+        lvm_worker.lvm_objectives(HpoSection(lvm_objectives=["margin", "c0"]))
 
 
 def test_workers_opening_a_new_sqlite_study_together_do_not_race(tmp_path):
@@ -158,6 +163,6 @@ def test_workers_opening_a_new_sqlite_study_together_do_not_race(tmp_path):
 
 
 def _open_and_create(url):
-    storage = hpo.open_storage(url)
-    optuna.create_study(study_name="race", storage=storage, load_if_exists=True)
+    opened = hpo_storage.open_storage(url)
+    optuna.create_study(study_name="race", storage=opened, load_if_exists=True)
     return "ok"

@@ -1,8 +1,11 @@
 # Data: named data sets (fetch), dialogues (ingest, synthesis, summary filter) and articles (chunks,
 # article-based splits). Package: vecflow/data/.
 
-# data:<name>/<key> in summary.splits / lvm.articles become the paths fetch_data reports (vecflow/data/fetch.py)
-DATA_USED = resolve_data_references()
+# data:<name>/<key> in summary.splits / lvm.articles become the paths fetch_data reports (vecflow/data/workflow.py)
+try:
+    DATA_USED = data_workflow.used_datasets(config)
+except VecflowError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 if DATA_USED:
@@ -11,9 +14,9 @@ if DATA_USED:
     # files format-checked in place and never copied; nothing is written unless every file passes
     rule fetch_data:
         input:
-            fetch_data_inputs(DATA_USED),
+            data_workflow.fetch_inputs(DATA_USED),
         output:
-            fetch_data_outputs(DATA_USED),
+            data_workflow.fetch_outputs(config, DATA_USED),
         log:
             f"{LOGS}/fetch_data.log",
         conda:
@@ -32,7 +35,11 @@ if DATA_USED:
 rule ingest_dialogues:
     input:
         unpack(summary_split_inputs),
-        data=data_manifests(DATA_USED, *config["summary"]["splits"].values()),
+        data=ancient(
+            data_workflow.manifests(
+                config, DATA_USED, *config["summary"]["splits"].values()
+            )
+        ),
     output:
         splits=expand(
             "{R}/summary/dialogues/{split}.jsonl",
@@ -127,10 +134,13 @@ rule chunk_articles:
             if config["lvm"]["articles"]["ood_input"]
             else []
         ),
-        data=data_manifests(
-            DATA_USED,
-            config["lvm"]["articles"]["input"],
-            config["lvm"]["articles"]["ood_input"],
+        data=ancient(
+            data_workflow.manifests(
+                config,
+                DATA_USED,
+                config["lvm"]["articles"]["input"],
+                config["lvm"]["articles"]["ood_input"],
+            )
         ),
     output:
         chunks=f"{R}/lvm/chunks.jsonl",

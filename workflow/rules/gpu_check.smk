@@ -4,7 +4,12 @@
 
 rule gpu_check:
     input:
-        unpack(gpu_check_inputs),
+        unpack(
+            lambda w: {
+                name: paths["model"]
+                for name, paths in ship_workflow.gpu_check_families(config).items()
+            }
+        ),
     output:
         json=f"{R}/gpu_check.json",
         md=f"{R}/gpu_check.md",
@@ -13,7 +18,9 @@ rule gpu_check:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        families=lambda w: json.dumps(gpu_check_families(), sort_keys=True),
+        families=lambda w: json.dumps(
+            ship_workflow.gpu_check_families(config), sort_keys=True
+        ),
         out_dir=parent_of("json"),
     shell:
         # the devices the jobs must have used: cuda or mps; only the test sets VECFLOW_GPU_CHECK_DEVICES=cpu

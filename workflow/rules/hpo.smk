@@ -1,9 +1,8 @@
-# HPO: Optuna workers sharing one study (ELM adapter or an LVM run), then the best trial. Package: vecflow/hpo/.
-
-from types import SimpleNamespace
+# HPO: Optuna workers sharing one study (ELM adapter or an LVM run), then the best trial. Package: vecflow/hpo/
+# (each job's --settings: vecflow/hpo/workflow.py).
 
 # hpo.target picks what the workers tune: the ELM adapter (default) or an LVM run (lvm.runs[hpo.lvm_run]).
-if HPO["target"] == "lvm":
+if config["hpo"]["target"] == "lvm":
 
     rule hpo_lvm_worker:
         input:
@@ -28,25 +27,8 @@ if HPO["target"] == "lvm":
             mem_mb=8000,
             runtime=480,
         params:
-            storage=hpo_storage(),
-            settings=lambda w: json.dumps(
-                {
-                    "seed": config["seed"],
-                    "device": config["device"],
-                    "hpo": HPO,
-                    "lvm": dict(
-                        json.loads(
-                            lvm_run_settings(
-                                SimpleNamespace(run=HPO["lvm_run"] or LVM_RUNS[0])
-                            )
-                        ),
-                        min_article_chunks=config["lvm"]["fivecat"][
-                            "min_article_chunks"
-                        ],
-                    ),
-                },
-                sort_keys=True,
-            ),
+            storage=hpo_workflow.storage(config),
+            settings=lambda w: hpo_workflow.lvm_worker_settings(config),
         shell:
             "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
             "--worker {wildcards.worker} --train-windows {input.train} "
@@ -77,20 +59,12 @@ else:
             mem_mb=8000,
             runtime=480,
         params:
-            storage=hpo_storage(),
+            storage=hpo_workflow.storage(config),
             data_dir=parent_of("stats"),
             lm=parent_of("lm"),
             encoder=parent_of("encoder"),
             bertscore=parent_of("bertscore"),
-            settings=lambda w: json.dumps(
-                {
-                    "seed": config["seed"],
-                    "device": config["device"],
-                    "hpo": HPO,
-                    "elm": dict(config["elm"], **elm_bertscore_settings()),
-                },
-                sort_keys=True,
-            ),
+            settings=lambda w: hpo_workflow.elm_worker_settings(config),
         shell:
             "vecflow hpo-worker --study {wildcards.study} --storage {params.storage} "
             "--worker {wildcards.worker} --data-dir {params.data_dir} --lm {params.lm} "
@@ -101,7 +75,9 @@ else:
 rule hpo_best:
     input:
         workers=expand(
-            "{R}/hpo/{{study}}/worker_{worker}.json", R=R, worker=range(HPO["workers"])
+            "{R}/hpo/{{study}}/worker_{worker}.json",
+            R=R,
+            worker=range(config["hpo"]["workers"]),
         ),
     output:
         params=f"{R}/hpo/{{study}}/best_params.yaml",
@@ -122,18 +98,16 @@ rule hpo_best:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        storage=hpo_storage(),
+        storage=hpo_workflow.storage(config),
         workers=lambda w, input: ",".join(input.workers),
-        settings=lambda w: json.dumps(
-            {"seed": config["seed"], "hpo": HPO, "elm": config["elm"]}, sort_keys=True
-        ),
+        settings=lambda w: hpo_workflow.best_settings(config),
     shell:
         "vecflow hpo-best --study {wildcards.study} --storage {params.storage} "
         "--workers {params.workers} --settings {params.settings:q} --out-params {output.params} "
         "--out-trials {output.trials} --out-plot {output.plot} > {log} 2>&1"
 
 
-if HPO["target"] == "lvm":
+if config["hpo"]["target"] == "lvm":
 
     rule hpo_pareto:
         input:
@@ -151,7 +125,7 @@ if HPO["target"] == "lvm":
         conda:
             "../../envs/vecflow.yaml"
         params:
-            storage=hpo_storage(),
+            storage=hpo_workflow.storage(config),
         shell:
             "vecflow hpo-pareto --study {wildcards.study} --storage {params.storage} "
             "--best {input.best} --out-json {output.json} --out-plot {output.plot} > {log} 2>&1"

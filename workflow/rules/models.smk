@@ -28,7 +28,7 @@ rule fetch_model:
         mem_mb=4000,
         runtime=30,
     params:
-        settings=model_settings,
+        settings=lambda w: core_workflow.model_settings(config, w.model),
     shell:
         "env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE vecflow fetch-model --name {wildcards.model} --settings {params.settings:q} "
         "--out {output:q} > {log} 2>&1"

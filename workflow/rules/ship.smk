@@ -5,7 +5,7 @@
 # deploy.summarizer_metric) and applies the gates; the bundle holds only the chosen summarizer.
 checkpoint deploy_decision:
     input:
-        unpack(deploy_decision_inputs),
+        unpack(lambda w: ship_workflow.decision_inputs(config)),
     output:
         decision=f"{R}/deploy/{{name}}.decision.json",
     log:
@@ -13,8 +13,8 @@ checkpoint deploy_decision:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        scores=deploy_scores_args,
-        settings=lambda w: settings("deploy"),
+        scores=lambda w, input: ship_workflow.scores_args(input),
+        settings=lambda w: ship_workflow.decide_settings(config),
     shell:
         "vecflow deploy decide --settings {params.settings:q} --fivecat {input.fivecat} "
         "{params.scores} --out {output.decision} > {log} 2>&1"
@@ -24,11 +24,11 @@ rule deploy_bundle:
     input:
         unpack(deploy_summarizer_inputs),
         decision=f"{R}/deploy/{{name}}.decision.json",
-        lvm=f"{R}/lvm/models/{DEPLOY['lvm_run']}",
+        lvm=f"{R}/lvm/models/{config['deploy']['lvm_run']}",
         encoder=model_input(config["encoder"]),
         bank_vectors=f"{R}/lvm/embeddings/train.safetensors",
         bank_index=f"{R}/lvm/embeddings/train.index.jsonl",
-        fivecat=f"{R}/lvm/fivecat/{DEPLOY['lvm_run']}.json",
+        fivecat=f"{R}/lvm/fivecat/{config['deploy']['lvm_run']}.json",
     output:
         bundle=directory(f"{R}/deploy/{{name}}"),
     log:
@@ -39,8 +39,8 @@ rule deploy_bundle:
         "../../envs/vecflow.yaml"
     params:
         encoder=parent_of("encoder"),
-        summarizer=deploy_summarizer_args,
-        settings=deploy_bundle_settings,
+        summarizer=lambda w, input: ship_workflow.bundle_summarizer_args(input),
+        settings=lambda w: ship_workflow.bundle_settings(config),
     shell:
         "vecflow deploy bundle --decision {input.decision} --settings {params.settings:q} "
         "--lvm {input.lvm} --encoder {params.encoder} --bank-embeddings {input.bank_vectors} "
@@ -57,14 +57,14 @@ rule resolved_config:
         "../../envs/vecflow.yaml"
     params:
         config=lambda w: json.dumps(config, sort_keys=True, default=str),
-        sources=lambda w: " ".join(f"--source {f}" for f in config_sources()),
+        sources=lambda w: ship_workflow.config_source_args(CONFIG_FILES),
     shell:
         "vecflow resolve-config --config {params.config:q} {params.sources} --out {output} > {log} 2>&1"
 
 
 rule report:
     input:
-        unpack(report_inputs),
+        unpack(lambda w: ship_workflow.report_inputs(config)),
     output:
         html=report(
             f"{R}/report/index.html",
@@ -76,14 +76,14 @@ rule report:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        artifacts=artifact_args,
+        artifacts=lambda w, input: ship_workflow.artifact_args(config, input),
         # read when the job runs (after every job upstream), not declared as inputs: a missing benchmark
         # file would re-run a finished training job just to write it
         benchmarks=f"{R}/benchmarks",
         # drawn plots kept between report jobs, named by the hash of their input files and plotting code:
         # a regeneration redraws only the plots whose inputs changed
         plot_cache=f"{R}/cache/report-plots",
-        settings=lambda w: settings("report", config_hash=config_hash()),
+        settings=lambda w: ship_workflow.report_settings(config),
     shell:
         "vecflow report {params.artifacts} --benchmarks {params.benchmarks} --settings {params.settings:q} "
         "--plot-cache {params.plot_cache} --out {output.html} > {log} 2>&1"

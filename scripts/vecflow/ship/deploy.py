@@ -30,8 +30,8 @@ from vecflow.core.io import (
     sha256_tree,
     write_json,
 )
-from vecflow.core.settings import settings_arg
 from vecflow.lvm.fivecat_results import read_results
+from vecflow.ship.settings import DeployBundleSettings, DeployGates, DeploySettings, LvmGates, SummarizerGates
 
 BASELINES_TO_BEAT = ("copy_last", "context_mean")
 # training leftovers that a served model never needs
@@ -58,19 +58,18 @@ def gate(component: str, name: str, value: float | None, threshold: float | None
     return {"component": component, "gate": name, "value": value, "threshold": threshold, "passed": bool(passed)}
 
 
-def lvm_gates(fivecat: dict, fivecat_path, settings: dict) -> list[dict]:
+def lvm_gates(fivecat: dict, fivecat_path, settings: LvmGates) -> list[dict]:
     """Gates on the LVM's 5CAT numbers: fixed minima, the 5CAT thresholds, and beating the baselines."""
     gates = []
     c0 = number_at(fivecat, "model.val.c0", fivecat_path)
     margin = number_at(fivecat, "model.val.margin", fivecat_path)
-    if "min_c0" in settings:
-        gates.append(gate("lvm", "val_c0", c0, float(settings["min_c0"]), c0 >= float(settings["min_c0"])))
-    if "min_margin" in settings:
-        threshold = float(settings["min_margin"])
-        gates.append(gate("lvm", "val_margin", margin, threshold, margin >= threshold))
-    if settings.get("use_fivecat_thresholds", False):
+    threshold = float(settings.min_c0)
+    gates.append(gate("lvm", "val_c0", c0, threshold, c0 >= threshold))
+    threshold = float(settings.min_margin)
+    gates.append(gate("lvm", "val_margin", margin, threshold, margin >= threshold))
+    if settings.use_fivecat_thresholds:
         gates += fivecat_threshold_gates(fivecat, fivecat_path)
-    if settings.get("beat_baselines", False):
+    if settings.beat_baselines:
         for baseline in BASELINES_TO_BEAT:
             for metric, value in (("c0", c0), ("margin", margin)):
                 base = number_at(fivecat, f"baselines.{baseline}.val.{metric}", fivecat_path)
@@ -117,7 +116,8 @@ def fivecat_gate_numbers(fivecat: dict, thresholds: dict, split: str, metric: st
     return value, threshold
 
 
-# (settings key, gate name, field in scores.json, strict ">" instead of ">=")
+# (SummarizerGates field, gate name, field in scores.json, strict ">" instead of ">="); a gate whose threshold is
+# None (min_bertscore_f1 unless set) is off
 QUALITY_GATES = [
     ("min_rouge1", "rouge1_f", "rouge.rouge1.f", False),
     ("min_bertscore_f1", "bertscore_f1", "bertscore.f1", False),
@@ -128,34 +128,33 @@ INPUT_DEPENDENCE_GATES = [
 ]
 
 
-def threshold_gate(scores: dict, scores_path, settings: dict, key: str, name: str, field: str, strict: bool) -> dict:
-    value, threshold = number_at(scores, field, scores_path), float(settings[key])
+def threshold_gate(scores: dict, scores_path, threshold: float, name: str, field: str, strict: bool) -> dict:
+    value = number_at(scores, field, scores_path)
     passed = value > threshold if strict else value >= threshold
     record = gate("summarizer", name, value, threshold, passed)
     return {**record, "rule": "value > threshold"} if strict else record
 
 
-def summarizer_gates(scores: dict, scores_path, settings: dict, family: str = "summarizer") -> list[dict]:
+def summarizer_gates(scores: dict, scores_path, settings: SummarizerGates, family: str = "summarizer") -> list[dict]:
     """Quality (ROUGE-1, BERTScore) and input dependence of the summarizer to bundle.
 
     ``input_dependence`` (written by ``vecflow score``) must show distinct outputs (``distinct_ratio`` at
     least ``min_distinct_ratio``) that match their own dialogue's references better than shuffled ones
     (``margin`` strictly above ``min_input_margin``): a model that writes one summary for every input fails.
     """
-    gates = []
-    for key, name, field, strict in QUALITY_GATES:
-        if key in settings:
-            gates.append(threshold_gate(scores, scores_path, settings, key, name, field, strict))
-    wanted = [g for g in INPUT_DEPENDENCE_GATES if g[0] in settings]
-    if wanted and not isinstance(scores.get("input_dependence"), dict):
-        for key, name, _, _ in wanted:
-            gates.append({**gate("summarizer", name, None, float(settings[key]), False),
+    def wanted(table):
+        return [(float(getattr(settings, key)), name, field, strict) for key, name, field, strict in table
+                if getattr(settings, key) is not None]
+
+    gates = [threshold_gate(scores, scores_path, *entry) for entry in wanted(QUALITY_GATES)]
+    dependence = wanted(INPUT_DEPENDENCE_GATES)
+    if dependence and not isinstance(scores.get("input_dependence"), dict):
+        for threshold, name, _, _ in dependence:
+            gates.append({**gate("summarizer", name, None, threshold, False),
                           "note": f"{scores_path} has no 'input_dependence': re-run score_summaries for {family} "
                                   f"(delete the file and run snakemake again)"})
         return gates
-    for key, name, field, strict in wanted:
-        gates.append(threshold_gate(scores, scores_path, settings, key, name, field, strict))
-    return gates
+    return gates + [threshold_gate(scores, scores_path, *entry) for entry in dependence]
 
 
 def describe_failure(g: dict) -> str:
@@ -191,7 +190,7 @@ def choose_summarizer(scores: dict[str, tuple[dict, Path]], choice: str, metric:
             "compared": compared}
 
 
-def decide(name: str, fivecat: dict, fivecat_path, scores: dict[str, tuple[dict, Path]], gate_settings: dict,
+def decide(name: str, fivecat: dict, fivecat_path, scores: dict[str, tuple[dict, Path]], gate_settings: DeployGates,
            choice: str = "best", metric: str = "rouge1") -> dict:
     """The deployment decision: the summarizer chosen, every gate with its numbers, the failed ones, a reason.
 
@@ -201,8 +200,8 @@ def decide(name: str, fivecat: dict, fivecat_path, scores: dict[str, tuple[dict,
     chosen = choose_summarizer(scores, choice, metric)
     family = chosen["family"]
     data, path = scores[family]
-    gates = lvm_gates(fivecat, fivecat_path, gate_settings.get("lvm", {}) or {})
-    gates += summarizer_gates(data, path, gate_settings.get("summarizer", {}) or {}, family)
+    gates = lvm_gates(fivecat, fivecat_path, gate_settings.lvm)
+    gates += summarizer_gates(data, path, gate_settings.summarizer, family)
     for component in ("lvm", "summarizer"):
         if not any(g["component"] == component for g in gates):
             gates.append({**gate(component, "has_gates", 0, 1, False),
@@ -236,15 +235,12 @@ def parse_scores_args(values: list[str]) -> dict[str, Path]:
 
 
 def run_decide(args: argparse.Namespace) -> None:
-    settings = args.settings
-    gate_settings = settings.get("gates", {})
-    if not isinstance(gate_settings, dict):
-        raise VecflowError("settings: field 'gates': expected an object")
+    settings: DeploySettings = args.settings
     fivecat = read_results(args.fivecat)  # the 5CAT results reader (vecflow.lvm.fivecat_results)
     score_paths = parse_scores_args(args.scores)
     scores = {family: (read_json(path), path) for family, path in score_paths.items()}
-    decision = decide(settings.get("name", "vecflow"), fivecat, args.fivecat, scores, gate_settings,
-                      choice=settings.get("summarizer", "best"), metric=settings.get("summarizer_metric", "rouge1"))
+    decision = decide(settings.name, fivecat, args.fivecat, scores, settings.gates, choice=settings.summarizer,
+                      metric=settings.summarizer_metric)
     decision["inputs"] = {"fivecat": str(args.fivecat), "scores": {f: str(p) for f, p in score_paths.items()}}
     write_json(args.out, decision)
     print(f"[deploy] {decision['reason']}", flush=True)
@@ -438,7 +434,7 @@ def summarizer_spec(folder: Path, family: str, fallback: dict | None) -> dict:
         raise VecflowError(f"{path}: file not found; re-run the {family} training rule (it writes the settings "
                            f"the server must repeat)")
     return {"kind": "seq2seq", "max_source_length": int(fallback["max_source_length"]),
-            "max_target_length": int(fallback.get("max_target_length", 128)), "system_message": None}
+            "max_target_length": int(fallback["max_target_length"]), "system_message": None}
 
 
 def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | None], metrics_paths: list[Path],
@@ -499,7 +495,7 @@ def build_bundle(out: Path, name: str, decision: dict, parts: dict[str, Path | N
 def run_bundle(args: argparse.Namespace) -> None:
     decision = read_json(args.decision)
     refuse_unless_deployable(decision, args.decision)
-    name = args.settings.get("name", decision.get("name", "vecflow"))
+    settings: DeployBundleSettings = args.settings
     parts = {
         "lvm": args.lvm,
         "encoder": args.encoder,
@@ -509,8 +505,8 @@ def run_bundle(args: argparse.Namespace) -> None:
         "bank_embeddings": args.bank_embeddings,
         "bank_index": args.bank_index,
     }
-    manifest = build_bundle(args.out, name, decision, parts, args.metrics, args.settings.get("summarizer_spec"),
-                            serve=args.settings.get("serve"))
+    manifest = build_bundle(args.out, settings.name, decision, parts, args.metrics, settings.legacy_spec(),
+                            serve=settings.serve.model_dump())
     print(f"[deploy] bundle {args.out}: {len(manifest['files'])} files, summarizer "
           f"{manifest['components']['summarizer']['family']}, manifest sha256 "
           f"{sha256_file(args.out / 'manifest.json')[:12]}", flush=True)
@@ -525,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
 
     p = sub.add_parser("decide", help="apply the deployment gates; always writes the decision JSON")
-    p.add_argument("--settings", type=settings_arg, required=True, help="the deploy config section as JSON")
+    p.add_argument("--settings", type=DeploySettings.from_json, required=True,
+                   help="the deploy config section as JSON (vecflow.ship.settings.DeploySettings)")
     p.add_argument("--fivecat", type=Path, required=True, help="5CAT JSON of the LVM run to deploy")
     p.add_argument("--scores", action="append", required=True, metavar="FAMILY=PATH",
                    help="scores JSON of one trained summarizer family (seq2seq, causal, elm); repeat per family")
@@ -534,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bundle", help="build the bundle folder (refused unless the decision says deploy)")
     p.add_argument("--decision", type=Path, required=True)
-    p.add_argument("--settings", type=settings_arg, required=True)
+    p.add_argument("--settings", type=DeployBundleSettings.from_json, required=True,
+                   help="the deploy section and the seq2seq training lengths (vecflow.ship.settings."
+                        "DeployBundleSettings)")
     p.add_argument("--lvm", type=Path, required=True, help="trained LVM folder (model.safetensors, config.json)")
     p.add_argument("--encoder", type=Path, required=True, help="HF encoder folder")
     p.add_argument("--bank-embeddings", type=Path, required=True, help="chunk embeddings safetensors")
