@@ -1,6 +1,6 @@
 """The LVM settings a study may tune, and a run's settings with a study's parameters applied.
 
-Both the study (``vecflow.hpo.study``: each trial's run settings) and ``vecflow train-lvm --params`` (a study's
+Both the study (``vecflow.hpo.lvm_worker``: each trial's run settings) and ``vecflow train-lvm --params`` (a study's
 best_params.yaml applied to a run) use these, so the LVM package, not the study, owns them: a parameter is
 either a train setting (``LVM_TUNABLE``) or ``losses.<key>``, a weight of one of the loss terms the presets know.
 """
