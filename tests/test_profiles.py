@@ -40,7 +40,7 @@ def workflow_gpu_rules() -> dict[str, str]:
 
 
 GPU_RULES = workflow_gpu_rules()
-TRAIN_RULES = {rule for rule, gpu in GPU_RULES.items() if gpu == "train_gpus()"}  # train.gpus ranks, one node
+TRAIN_RULES = {rule for rule, gpu in GPU_RULES.items() if gpu == 'config["train"]["gpus"]'}  # train.gpus ranks, one node
 
 TINY_WORKFLOW = """
 rule all:

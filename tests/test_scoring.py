@@ -286,3 +286,12 @@ def test_semantic_consistency_compares_prediction_and_reference_with_the_dialogu
     assert swapped["prediction"] == pytest.approx(0.0)  # the wrong dialogue: no consistency
     with pytest.raises(VecflowError, match="no embedding for id 'zz'"):
         semantic_consistency([dict(rows[0], id="zz")], Encoder(), sources)
+
+
+def test_the_bertscore_model_is_recorded_as_given_so_runs_in_two_folders_agree(tiny_encoder, tmp_path,
+                                                                               monkeypatch):
+    rows = [{"id": "a", "prediction": "the cat sat", "references": ["a cat sat"]},
+            {"id": "b", "prediction": "dogs bark", "references": ["the dog barks"]}]
+    monkeypatch.chdir(tiny_encoder.parent)
+    scores, _ = score_predictions(rows, tiny_encoder.name, settings_for())
+    assert scores["bertscore"]["model"] == tiny_encoder.name  # not the absolute path of this run's folder

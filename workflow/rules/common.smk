@@ -21,21 +21,19 @@ os.environ.update(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# glibc keeps freed tensor memory in per-thread arenas: a CPU training job with varying batch shapes grew from
-# 4.6 GB to 13.5 GB and was OOM-killed; large blocks through mmap are returned to the system on free.
+# glibc keeps freed tensor memory in per-thread arenas: a CPU training job with varying batch shapes grew until
+# it was OOM-killed (BENCHMARKS.md, design notes); large blocks through mmap are returned to the system on free.
 os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "262144")
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "262144")
 
 R = config["results_dir"]
 LOGS = f"{R}/logs"
-TRACKS = config["tracks"]
 LVM_SPLITS = list(lvm_workflow.SPLITS)
 try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.py); the config stays as written
     LVM_RUNS = list(lvm_workflow.runs(config))
 except VecflowError as exc:
     raise WorkflowError(str(exc)) from None
-HPO = config["hpo"]
 
 
 def job_settings(**values):

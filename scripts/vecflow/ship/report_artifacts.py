@@ -32,7 +32,7 @@ ARTIFACT_KEYS = {
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk (type and CRC): a whole PNG ends with it
 SPLIT_ORDER = ("train", "selection", "val", "ood")
-LVM_HISTORY_PREFIX = "lvm-"  # history:lvm-RUN is an LVM run's training log (common.smk artifact_args)
+LVM_HISTORY_PREFIX = "lvm-"  # history:lvm-RUN is an LVM run's training log (vecflow.ship.workflow.artifact_args)
 
 
 # ------------------------------------------------------------------------------------ artifact arguments

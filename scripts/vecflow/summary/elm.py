@@ -168,7 +168,7 @@ class Example:
     target: list[int]
 
 
-# short on purpose: every training example carries it (a 49-token message was 45 % of a plain example's tokens)
+# short on purpose: every training example carries it, and a long one was most of a plain example's tokens
 SYSTEM_MESSAGE = "Answer briefly about the embedded text."
 NEIGHBOURS_HEADER = "Summaries of similar conversations:"
 

@@ -18,7 +18,7 @@ when the LM was tuned, ``lm/`` (LoRA merged in, so serving needs no peft); ``sum
 
 The retrieval-augmented variant (``retrieval_k`` > 0) lists the summaries of the k nearest training dialogues in
 the prompt (a training row never sees its own). ``train_elm(...)`` is also the objective of the Optuna study
-(``vecflow.hpo.study``): a trial reports each evaluation and is pruned on it.
+(``vecflow.hpo.elm_worker``): a trial reports each evaluation and is pruned on it.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def use_bf16(requested, device) -> bool | None:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return False
         if device.type == "cpu" and not cpu_has_bf16():
-            return False  # emulated bf16: one timing step alone can take minutes (seen: >10 min on an AVX2 EPYC)
+            return False  # emulated bf16: one timing step alone can take minutes (BENCHMARKS.md, design notes)
         return None if device.type in ("cpu", "cuda") else False
     if not requested:
         return False
@@ -114,7 +114,7 @@ def make_optimizer(model, settings: LoopSettings, lr_scale=None):
     param_groups = [{"params": params, "weight_decay": 0.0 if is_norm else decay, "lr_scale": scale}
                     for (is_norm, scale), params in sorted(groups.items())]
     # the fused kernel (one pass over all tensors) where torch has it, as HF Trainer's default adamw_torch_fused:
-    # the per-tensor loop was 30 % of a BERT2BERT step on CPU, HF's fused one 11 % (py-spy, BENCHMARKS.md goal 2)
+    # the per-tensor loop was a large share of a BERT2BERT step on CPU (py-spy, BENCHMARKS.md goal 2)
     devices = {p.device.type for group in param_groups for p in group["params"]}
     fused = bool(devices) and devices <= {"cpu", "cuda"}
     return torch.optim.AdamW(param_groups, lr=float(settings.learning_rate), fused=fused or None)

@@ -262,6 +262,7 @@ def score_predictions(rows: list[dict], model_dir: str | Path, settings: ScoreSe
     call) is validated here."""
     settings = settings if isinstance(settings, ScoreSettings) else ScoreSettings.parse(settings)
     num_layers = settings.bertscore.num_layers
+    given = str(model_dir)  # recorded as given: an absolute path would make equal runs in two folders differ
     model_dir = check_bertscore_model(model_dir, num_layers)
     predictions = [row["prediction"] for row in rows]
     references_list = [row["references"] for row in rows]
@@ -275,7 +276,7 @@ def score_predictions(rows: list[dict], model_dir: str | Path, settings: ScoreSe
         "rouge": rouge["mean"],
         "bertscore": {
             "p": bert["p"], "r": bert["r"], "f1": bert["f1"], "f1_std": bert["f1_std"],
-            "model": str(model_dir), "num_layers": num_layers, "rescaled_with_baseline": False,
+            "model": given, "num_layers": num_layers, "rescaled_with_baseline": False,
         },
         **text_stats(predictions, references_list),
         "input_dependence": input_dependence(predictions, references_list, seed=settings.seed),
