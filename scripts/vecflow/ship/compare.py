@@ -20,6 +20,7 @@ from pathlib import Path
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json_object, write_json, write_text
 from vecflow.ship.page import delta_cell, git_revision, render_html, table
+from vecflow.ship.report_artifacts import dig
 
 FIVECAT_GLOB, SCORES_GLOB, DECISION_GLOB = "lvm/fivecat/*.json", "eval/*/scores.json", "deploy/*.decision.json"
 MODEL_METRICS = ("c0", "margin", "mrr", "r1", "r5")
@@ -54,16 +55,8 @@ def headline_from_files(files: dict) -> dict:
                     read_json_object(files["decision"]) if files.get("decision") else None)
 
 
-def _get(obj, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
-
-
 def _full_data(report: dict) -> bool:
-    fraction = _get(report, "settings.train_fraction")
+    fraction = dig(report, "settings.train_fraction")
     return not isinstance(fraction, (int, float)) or fraction >= 1.0
 
 
@@ -75,19 +68,19 @@ def headline(fivecat: dict[str, dict], scores: dict[str, dict], decision: dict |
     for run, report in sorted(fivecat.items()):
         for split in LVM_SPLITS:
             for metric in MODEL_METRICS:
-                metrics[f"lvm/{run}/{split}/{metric}"] = _get(report, f"model.{split}.{metric}")
-            metrics[f"lvm/{run}/{split}/beats_all_baselines"] = _get(report, f"dominance.{split}.dominates")
-        metrics[f"lvm/{run}/gates_passed"] = _get(report, "gate_counts.passed")
-        metrics[f"lvm/{run}/gates_total"] = _get(report, "gate_counts.total")
+                metrics[f"lvm/{run}/{split}/{metric}"] = dig(report, f"model.{split}.{metric}")
+            metrics[f"lvm/{run}/{split}/beats_all_baselines"] = dig(report, f"dominance.{split}.dominates")
+        metrics[f"lvm/{run}/gates_passed"] = dig(report, "gate_counts.passed")
+        metrics[f"lvm/{run}/gates_total"] = dig(report, "gate_counts.total")
     reference = next((r for _, r in sorted(fivecat.items()) if _full_data(r)), None)
     for name, baseline in sorted(((reference or {}).get("baselines") or {}).items()):
         for split in LVM_SPLITS:
             for metric in BASELINE_METRICS:
-                metrics[f"lvm/baseline/{name}/{split}/{metric}"] = _get(baseline, f"{split}.{metric}")
+                metrics[f"lvm/baseline/{name}/{split}/{metric}"] = dig(baseline, f"{split}.{metric}")
     fields = {**METRIC_FIELDS, **INPUT_DEPENDENCE}
     for family, score in sorted(scores.items()):
         for name, field in fields.items():
-            metrics[f"summary/{family}/{name}"] = _get(score, field)
+            metrics[f"summary/{family}/{name}"] = dig(score, field)
     if decision is not None:
         metrics["deploy/deploy"] = decision.get("deploy")
         metrics["deploy/summarizer"] = chosen_family(decision) if decision.get("summarizer") else None
