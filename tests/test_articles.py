@@ -159,11 +159,9 @@ def test_cli_wikitext_writes_chunks(tmp_path):
     assert rows[0]["title"] == "First Article" and rows[-1]["title"] == "Second Article"
 
 
-@pytest.mark.parametrize("nested", [True, False], ids=["lvm-section", "articles-section"])
-def test_cli_pydoc_with_max_articles(tmp_path, nested):
+def test_cli_pydoc_with_max_articles(tmp_path):
     out = tmp_path / "chunks.jsonl"
-    articles = {"articles": {"max_articles": 3}} if nested else {"max_articles": 3, "format": "pydoc"}
-    settings = {**SETTINGS, **articles, "chunking": {"target_tokens": 40, "min_tokens": 8}}
+    settings = {**SETTINGS, "max_articles": 3, "format": "pydoc", "chunking": {"target_tokens": 40, "min_tokens": 8}}
     main(["--input", "pydoc", "--format", "pydoc", "--settings", json.dumps(settings), "--out", str(out)])
     rows = _rows(out)
     assert sorted({r["article_id"] for r in rows}) == [0, 1, 2]
@@ -215,7 +213,7 @@ def test_cli_dialogues_one_turn_per_chunk_with_ood_ids_offset(tmp_path):
                                                       "#Person1#: D.\n#Person2#: E.", "#Person1#: F."])
     dev = _dialogue_file(tmp_path / "dev.jsonl", ["#Person1#: G.\n#Person2#: H."], prefix="dev")
     out = tmp_path / "chunks.jsonl"
-    settings = {**SETTINGS, "articles": {"max_articles": 2}}
+    settings = {**SETTINGS, "max_articles": 2}
     argv = ["chunk-articles", "--input", str(train), "--ood-input", str(dev), "--format", "dialogues",
             "--settings", json.dumps(settings), "--out", str(out)]
     assert cli_main(argv) == 0
@@ -235,6 +233,16 @@ def test_dialogues_bad_record_names_file_and_line(tmp_path, capsys):
             "--out", str(tmp_path / "c.jsonl")]
     assert cli_main(argv) == 2
     assert f"{source}:2" in capsys.readouterr().err and not (tmp_path / "c.jsonl").exists()
+
+
+def test_cli_settings_are_lvm_articles_with_chunking_and_a_typo_is_named(tmp_path, capsys):
+    # the rule sends lvm.articles flat, lvm.chunking as `chunking`; the whole lvm section is not accepted
+    argv = ["chunk-articles", "--input", "pydoc", "--format", "pydoc", "--out", str(tmp_path / "c.jsonl")]
+    for settings, message in [({"articles": {"max_articles": 2}}, "settings: unknown key 'articles'"),
+                              ({"chunking": {"target_token": 40}}, "settings: unknown key 'chunking.target_token'")]:
+        assert cli_main(argv + ["--settings", json.dumps(settings)]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "c.jsonl").exists()
 
 
 def test_ood_input_needs_the_dialogues_format(tmp_path):

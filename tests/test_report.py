@@ -14,6 +14,7 @@ from vecflow.ship.page import git_revision
 from vecflow.ship.report import build_report
 from vecflow.ship.report_artifacts import benchmark_specs, collect_artifacts, parse_artifact, read_benchmark
 from vecflow.ship.report_plots import classify_history
+from vecflow.ship.settings import ReportSettings
 
 SETTINGS = {"title": "demo <report>", "config_hash": "abc123", "seed": 1, "device": "cpu"}
 
@@ -246,11 +247,11 @@ def test_bad_files_are_named(tmp_path):
     bad_png = tmp_path / "plot.png"
     bad_png.write_text("not a png")
     with pytest.raises(VecflowError, match=r"plot.png: not a PNG file"):
-        build_report(collect_artifacts([f"direction_plot={bad_png}"]), {})
+        build_report(collect_artifacts([f"direction_plot={bad_png}"]), ReportSettings())
     bad_jsonl = tmp_path / "history.jsonl"
     bad_jsonl.write_text('{"epoch": 1}\n{oops\n')
     with pytest.raises(VecflowError, match=r"history.jsonl:2: invalid JSON"):
-        build_report(collect_artifacts([f"history:r={bad_jsonl}"]), {})
+        build_report(collect_artifacts([f"history:r={bad_jsonl}"]), ReportSettings())
 
 
 def test_cli_error_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -331,7 +332,7 @@ def test_fivecat_tolerates_partial_structures_and_names_a_bad_file(tmp_path):
     bad = tmp_path / "bad.json"  # the 5CAT results reader (vecflow.lvm.fivecat_results) checks the file
     bad.write_text(json.dumps({"model": {"val": {"c0": "high"}}}))
     with pytest.raises(VecflowError, match=r"bad.json.*model.val.c0.*expected a number"):
-        build_report(collect_artifacts([f"fivecat:r={bad}"]), {})
+        build_report(collect_artifacts([f"fivecat:r={bad}"]), ReportSettings())
 
 
 def test_lvm_dominance_line_per_split_and_learning_curve(tmp_path):
@@ -471,4 +472,4 @@ def test_report_compares_with_a_previous_results_folder(tmp_path):
     assert "summary/seq2seq/rouge1" in compare  # only in this run: shown, no delta
     assert re.findall(r'href="#([^"]+)"', html_text)[:2] == ["summary", "compare"]
     with pytest.raises(VecflowError, match="no headline metric file"):
-        build_report(collect_artifacts([]), {"compare_with": str(tmp_path / "artifacts")})
+        build_report(collect_artifacts([]), ReportSettings(compare_with=str(tmp_path / "artifacts")))

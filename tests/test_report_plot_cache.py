@@ -11,6 +11,7 @@ import vecflow.ship.report_plots as report_plots
 from vecflow.ship.report import build_report
 from vecflow.ship.report_artifacts import collect_artifacts
 from vecflow.ship.report_plots import PlotCache
+from vecflow.ship.settings import ReportSettings
 
 IMAGE = re.compile(r'<figure>\s*<img src="(data:image/png;base64,[^"]+)"[^>]*>\s*<figcaption>([^<]*)', re.S)
 
@@ -58,7 +59,8 @@ def draws(monkeypatch):
 
 def page(files: dict, cache: PlotCache | None) -> dict[str, str]:
     """{figure caption: its data URI} of the page built from ``files``."""
-    html = build_report(collect_artifacts([f"{key}={path}" for key, path in files.items()]), {}, plot_cache=cache)
+    html = build_report(collect_artifacts([f"{key}={path}" for key, path in files.items()]), ReportSettings(),
+                        plot_cache=cache)
     return {caption.strip(): uri for uri, caption in IMAGE.findall(html)}
 
 

@@ -1,6 +1,6 @@
-"""Typed settings (issue 24) of the HPO and deploy commands: each model agrees with the config schema (names,
-types, defaults; the checks of ``test_settings_models``), and the HPO and deploy rules send exactly what the
-models accept (a dry run of each study target and of the deploy jobs)."""
+"""Typed settings (issue 24) of the HPO, deploy and report commands: each model agrees with the config schema
+(names, types, defaults; the checks of ``test_settings_models``), and the HPO, deploy and report rules send
+exactly what the models accept (a dry run of each study target, of the deploy jobs and of the report)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from vecflow.hpo import workflow as hpo_workflow
 from vecflow.ship import settings as ship_settings
 
 MODELS = [hpo_settings.HpoBestSettings, hpo_settings.ElmStudySettings, hpo_settings.LvmStudySettings,
-          ship_settings.DeploySettings, ship_settings.DeployBundleSettings]
+          ship_settings.DeploySettings, ship_settings.DeployBundleSettings, ship_settings.ReportSettings]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
@@ -62,10 +62,19 @@ def test_deploy_settings_fill_the_schemas_gates_and_refuse_a_typo():
                                     "system_message": None}
 
 
+def test_report_settings_fill_the_schemas_title_and_refuse_a_typo():
+    parsed = ship_settings.ReportSettings.parse({"config_hash": "abc"})
+    assert parsed.title == "vecflow report" and parsed.compare_with == "" and parsed.config_hash == "abc"
+    assert ship_settings.ReportSettings.parse({}).config_hash is None
+    with pytest.raises(VecflowError, match=r"settings: unknown key 'compare'"):
+        ship_settings.ReportSettings.parse({"compare": "results/old"})
+
+
 # ------------------------------------------------------------------------------------------- the rules
 COMMAND_MODEL = {("hpo-worker",): hpo_settings.worker_settings, ("hpo-best",): hpo_settings.HpoBestSettings.parse,
                  ("deploy", "decide"): ship_settings.DeploySettings.parse,
-                 ("deploy", "bundle"): ship_settings.DeployBundleSettings.parse}
+                 ("deploy", "bundle"): ship_settings.DeployBundleSettings.parse,
+                 ("report",): ship_settings.ReportSettings.parse}
 
 
 def sent_settings(stdout: str) -> dict[tuple, list]:
@@ -118,3 +127,18 @@ def test_the_deploy_rules_send_what_each_model_accepts(tmp_path):
     (decide,) = sent_settings(result.stdout)[("deploy", "decide")]
     assert decide.gates.summarizer.min_bertscore_f1 == 0.5 and decide.name == config["deploy"]["name"]
     assert decide.gates.lvm.model_dump() == validated(config)["deploy"]["gates"]["lvm"]
+
+
+def test_the_report_rule_sends_what_its_model_accepts(tmp_path):
+    from test_settings_models import lvm_config
+    from test_workflow import snakemake_cli, write_workdir
+    from vecflow.core.workflow import config_hash
+
+    config = lvm_config(tmp_path)
+    config["report"] = {"title": "tiny <run>", "compare_with": "results/old"}
+    workdir = write_workdir(tmp_path / "run", config)
+    result = snakemake_cli(workdir, "-n", "-p", "results/report/index.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (report,) = sent_settings(result.stdout)[("report",)]
+    assert report.title == "tiny <run>" and report.compare_with == "results/old"
+    assert report.config_hash == config_hash(validated(config)) and report.seed == config["seed"]

@@ -1,5 +1,6 @@
-"""Typed settings (issue 24 item 1): each LVM command's settings model agrees with the config schema (names,
-types, defaults), the LVM rules send exactly what the models accept, and the rules change nothing in the config.
+"""Typed settings (issue 24 item 1): each LVM command's settings model (and the article commands', which the LVM
+track runs first) agrees with the config schema (names, types, defaults), the LVM rules send exactly what the
+models accept, and the rules change nothing in the config.
 
 A model names the schema sections whose every key is one of its fields (``SCHEMA_SECTIONS``), single keys taken
 from elsewhere (``SCHEMA_FIELDS``) and its fields that are no config key (``NOT_IN_SCHEMA``); the checks here
@@ -20,17 +21,20 @@ from pydantic import BaseModel
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.settings import JobSettings, Number
+from vecflow.data import settings as data_settings
 from vecflow.lvm import settings as lvm_settings
 from vecflow.lvm import workflow as lvm_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
 LVM_MODELS = [lvm_settings.EmbedSettings, lvm_settings.WindowsSettings, lvm_settings.DiagnosticsSettings,
-              lvm_settings.FivecatSettings, lvm_settings.LvmTrainSettings]
+              lvm_settings.FivecatSettings, lvm_settings.LvmTrainSettings, data_settings.ChunkSettings,
+              data_settings.SplitSettings]
 # the command each model is validated by, as the rules call it
 COMMAND_MODEL = {"embed": lvm_settings.EmbedSettings, "windows": lvm_settings.WindowsSettings,
                  "diagnose": lvm_settings.DiagnosticsSettings, "fivecat": lvm_settings.FivecatSettings,
-                 "train-lvm": lvm_settings.LvmTrainSettings}
+                 "train-lvm": lvm_settings.LvmTrainSettings, "chunk-articles": data_settings.ChunkSettings,
+                 "split-articles": data_settings.SplitSettings}
 
 
 # ------------------------------------------------------------------------------------------- the schema
@@ -272,6 +276,12 @@ def test_the_lvm_rules_send_what_each_model_accepts_and_leave_the_config_as_writ
     assert runs["p1-lc50"].train_fraction == 0.5 and runs["p4-seed2"].seed == runs["p4"].seed + 1
     assert {parsed.train_fraction for parsed in seen["fivecat"]} == {1.0, 0.5}
     assert seen["embed"][0].embed_batch_size == config["lvm"]["embed_batch_size"]
+    expected = validated(config)["lvm"]
+    [chunk], [split] = seen["chunk-articles"], seen["split-articles"]
+    assert chunk.chunking.model_dump() == expected["chunking"] and chunk.format == expected["articles"]["format"]
+    assert chunk.max_articles == expected["articles"]["max_articles"]
+    assert split.model_dump(exclude=set(JobSettings.model_fields)) == expected["split"]
+    assert split.seed == config["seed"]
     assert resolved["lvm"]["runs"] == validated(config)["lvm"]["runs"]  # as written, schema defaults filled in
     assert list(resolved["lvm"]["runs"]) == ["p1", "p4"]
 

@@ -4,9 +4,14 @@ import pytest
 
 from vecflow.cli import main as cli_main
 from vecflow.core.errors import VecflowError
+from vecflow.data.settings import SplitSettings
 from vecflow.data.splits import assign_articles, parse_ranges, read_chunks, split_chunks
 
 FRACTIONS = {"method": "fractions", "fractions": {"train": 0.6, "val": 0.2, "ood": 0.2}}
+
+
+def split(cfg: dict) -> SplitSettings:
+    return SplitSettings.parse(cfg)
 
 
 def make_rows(n_articles=10, chunks_per_article=3):
@@ -23,22 +28,22 @@ def write_rows(path, rows):
 
 
 def run_cli(chunks, out_dir, split_cfg, seed=7):
-    settings = json.dumps({"seed": seed, "device": "cpu", "split": split_cfg})
+    settings = json.dumps({"seed": seed, "device": "cpu", **split_cfg})
     return cli_main(["split-articles", "--chunks", str(chunks), "--settings", settings, "--out-dir", str(out_dir)])
 
 
 def test_fractions_are_seeded_disjoint_and_cover_all_articles():
     ids = list(range(20))
-    first = assign_articles(ids, FRACTIONS, seed=3)
-    assert first == assign_articles(ids, FRACTIONS, seed=3)
-    assert first != assign_articles(ids, FRACTIONS, seed=4)
+    first = assign_articles(ids, split(FRACTIONS), seed=3)
+    assert first == assign_articles(ids, split(FRACTIONS), seed=3)
+    assert first != assign_articles(ids, split(FRACTIONS), seed=4)
     assert [len(first[s]) for s in ("train", "val", "ood")] == [12, 4, 4]
     assert sorted(first["train"] + first["val"] + first["ood"]) == ids
 
 
 def test_ranges_assign_inclusive_ids_and_leave_others_out():
     cfg = {"method": "ranges", "ranges": {"train": [[0, 3], [8, 9]], "val": [[4, 5]], "ood": [[6, 6]]}}
-    assigned = assign_articles(list(range(10)), cfg, seed=0)
+    assigned = assign_articles(list(range(10)), split(cfg), seed=0)
     assert assigned == {"train": [0, 1, 2, 3, 8, 9], "val": [4, 5], "ood": [6]}
 
 
@@ -52,12 +57,14 @@ def test_bad_range_shape_and_empty_split_are_errors():
         parse_ranges({"train": [[0, 1]], "val": [[5, 2]], "ood": [[9, 9]]})
     cfg = {"method": "ranges", "ranges": {"train": [[0, 5]], "val": [[6, 7]], "ood": [[100, 200]]}}
     with pytest.raises(VecflowError, match="ood would have 0 articles"):
-        assign_articles(list(range(10)), cfg, seed=0)
+        assign_articles(list(range(10)), split(cfg), seed=0)
     message = r"val, ood would have 0 articles \(of 3 articles; sizes train=3, val=0, ood=0\)"
     with pytest.raises(VecflowError, match=message):
-        assign_articles([0, 1, 2], {"fractions": {"train": 0.9, "val": 0.05, "ood": 0.05}}, seed=0)
-    with pytest.raises(VecflowError, match="split.method: 'random'"):
-        assign_articles([0, 1, 2], {"method": "random"}, seed=0)
+        assign_articles([0, 1, 2], split({"fractions": {"train": 0.9, "val": 0.05, "ood": 0.05}}), seed=0)
+    with pytest.raises(VecflowError, match="settings: field 'method': 'random' is not one of fractions, ranges"):
+        split({"method": "random"})
+    with pytest.raises(VecflowError, match="settings: unknown key 'split'"):  # lvm.split itself, not nested
+        split({"split": FRACTIONS})
 
 
 def test_cli_writes_splits_ids_and_leakage_report(tmp_path):
@@ -92,7 +99,7 @@ def test_drop_duplicate_chunks_drops_from_later_splits_and_reports():
     for row in rows:
         if row["chunk_index"] == 2:
             row["text"] = "see also the   references."
-    split_rows, ids, report = split_chunks(rows, {**FRACTIONS, "drop_duplicate_chunks": True}, seed=1)
+    split_rows, ids, report = split_chunks(rows, split({**FRACTIONS, "drop_duplicate_chunks": True}), seed=1)
     assert report["duplicate_chunk_texts"]["count"] == 1
     assert report["duplicate_chunk_texts"]["dropped"] == {"train": 0, "val": 2, "ood": 2}
     assert sum(r["chunk_index"] == 2 for r in split_rows["train"]) == 6
@@ -132,12 +139,12 @@ def test_pinned_ranges_go_first_and_the_rest_by_fractions():
     ids = list(range(20)) + list(range(1000, 1005))
     cfg = {"method": "fractions", "fractions": {"train": 0.8, "val": 0.2, "ood": 0.0},
            "pinned": {"ood": [[1000, 1999]]}}
-    assigned = assign_articles(ids, cfg, seed=3)
+    assigned = assign_articles(ids, split(cfg), seed=3)
     assert assigned["ood"] == list(range(1000, 1005))
     assert len(assigned["val"]) == 4 and len(assigned["train"]) == 16
     assert sorted(assigned["train"] + assigned["val"]) == list(range(20))
     with pytest.raises(VecflowError, match="pinned: only used with method fractions"):
-        assign_articles(ids, {"method": "ranges", "ranges": {}, "pinned": {"ood": [[1000, 1999]]}}, seed=3)
+        assign_articles(ids, split({"method": "ranges", "ranges": {}, "pinned": {"ood": [[1000, 1999]]}}), seed=3)
 
 
 def _dialogue_rows(turns_by_article):
@@ -152,10 +159,10 @@ def test_short_duplicates_are_generic_and_long_ones_drop_whole_articles():
     cfg = {"method": "ranges", "ranges": {"train": [[0, 3]], "val": [[4, 4]], "ood": [[5, 5]]},
            "short_duplicate_tokens": 3}
     with pytest.raises(VecflowError, match="1 identical chunk texts in two splits"):
-        split_chunks(_dialogue_rows(turns), cfg, seed=0)
+        split_chunks(_dialogue_rows(turns), split(cfg), seed=0)
     split_rows, _, report = split_chunks(_dialogue_rows({**turns, 6: ["x y z w v u"]}),
-                                         {**cfg, "ranges": {**cfg["ranges"], "ood": [[5, 6]]},
-                                          "drop_leaking_articles": True}, seed=0)
+                                         split({**cfg, "ranges": {**cfg["ranges"], "ood": [[5, 6]]},
+                                                "drop_leaking_articles": True}), seed=0)
     assert {r["article_id"] for r in split_rows["ood"]} == {6}  # article 5 dropped whole, not a gap
     assert report["duplicate_chunk_texts"]["dropped_articles"] == {"train": 0, "val": 0, "ood": 1}
     assert report["short_duplicate_texts"]["count"] == 1  # "#Person2#: Thanks." is allowed
@@ -167,6 +174,6 @@ def test_dropping_duplicate_chunks_keeps_generic_short_ones():
     turns[2][0] = turns[0][0]
     cfg = {"method": "ranges", "ranges": {"train": [[0, 0]], "val": [[1, 1]], "ood": [[2, 2]]},
            "short_duplicate_tokens": 3, "drop_duplicate_chunks": True}
-    split_rows, _, report = split_chunks(_dialogue_rows(turns), cfg, seed=0)
+    split_rows, _, report = split_chunks(_dialogue_rows(turns), split(cfg), seed=0)
     assert [r["text"] for r in split_rows["ood"]] == ["#Person2#: Thanks."]
     assert report["duplicate_chunk_texts"]["dropped"] == {"train": 0, "val": 0, "ood": 1}

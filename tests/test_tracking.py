@@ -195,14 +195,16 @@ def test_mlflow_sqlite_store_gets_params_metrics_and_summary_and_resume_keeps_bo
 def test_report_rejects_a_tracking_file_without_a_runs_list(tmp_path):
     from vecflow.ship.report import build_report
     from vecflow.ship.report_artifacts import collect_artifacts
+    from vecflow.ship.settings import ReportSettings
 
     bad = tmp_path / "tracking.json"
     bad.write_text(json.dumps({"runs": {"backend": "wandb"}}))
     with pytest.raises(VecflowError, match=rf"{bad}: field 'runs': expected a list of objects"):
-        build_report(collect_artifacts([f"tracking:lvm-p4={bad}"]), {})
+        build_report(collect_artifacts([f"tracking:lvm-p4={bad}"]), ReportSettings())
 
 
 def test_report_without_tracking_has_no_tracking_table(tmp_path):
     from vecflow.ship.report import build_report
+    from vecflow.ship.settings import ReportSettings
 
-    assert "Experiment tracking" not in build_report({}, {})
+    assert "Experiment tracking" not in build_report({}, ReportSettings())

@@ -1,5 +1,5 @@
 """Settings passed from Snakemake rules: one config section as a JSON string (``--settings``), read as an
-untyped dict (``settings_arg``, ``need``) or validated into a typed model (``JobSettings``)."""
+untyped dict (``settings_arg``) or validated into a typed model (``JobSettings``)."""
 
 from __future__ import annotations
 
@@ -24,16 +24,6 @@ def settings_arg(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("--settings must be a JSON object")
     return value
-
-
-def need(settings: dict, dotted: str):
-    """Fetch ``a.b.c`` from nested settings, raising a VecflowError that names the missing key."""
-    node = settings
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise VecflowError(f"settings: missing key '{dotted}'")
-        node = node[part]
-    return node
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,7 @@
 """Experiment tracking: a local ``history.jsonl`` always, Weights & Biases and MLflow when asked for.
 
-    tracker = Tracker(out_dir / "history.jsonl", run_name="lvm-p4", config=settings,
-                      backends=settings.get("tracking", {}))
+    tracker = Tracker(out_dir / "history.jsonl", run_name="lvm-p4", config=settings.received,
+                      backends=settings.tracking)
     tracker.log({"epoch": 1, "train/loss": 0.3}, step=1)
     tracker.finish({"best_epoch": 3})
 

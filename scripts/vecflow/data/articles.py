@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, open_utf8, require_fields, require_file, write_jsonl
-from vecflow.core.settings import settings_arg
+from vecflow.data.settings import ChunkSettings
 
 FORMATS = ("wikitext", "jsonl", "pydoc", "dialogues")
 OOD_ID_OFFSET = 1_000_000  # article ids of the `ood_input` dialogues start here
@@ -248,31 +248,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="WikiText .txt, articles or dialogue JSONL, or 'pydoc'")
     parser.add_argument("--ood-input", default="", help="dialogues only: a second dialogue JSONL (ids from 1,000,000)")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument(
-        "--settings", required=True, type=settings_arg, help="lvm.articles (or lvm) as JSON, with `chunking`"
-    )
+    parser.add_argument("--settings", required=True, type=ChunkSettings.from_json,
+                        help="lvm.articles as JSON, with lvm.chunking as `chunking`")
     parser.add_argument("--out", required=True, help="chunks JSONL")
     args = parser.parse_args(argv)
 
-    chunking = args.settings.get("chunking", {})
-    articles_cfg = args.settings.get("articles", args.settings)  # the lvm section, or its `articles` part
-    articles = read_articles(args.input, args.format, int(articles_cfg.get("pydoc_min_words", 50)), args.ood_input)
+    settings: ChunkSettings = args.settings
+    chunking = settings.chunking
+    articles = read_articles(args.input, args.format, settings.pydoc_min_words, args.ood_input)
     source = "pydoc_data.topics" if args.format == "pydoc" else args.input
     if not articles:
         raise VecflowError(f"{source}: no articles found (format {args.format})")
     if args.format == "dialogues":
-        rows = turn_rows(articles, int(articles_cfg.get("max_articles", 0)))
+        rows = turn_rows(articles, settings.max_articles)
     else:
         rows = chunk_articles(
             articles,
-            target_tokens=int(chunking.get("target_tokens", 40)),
-            min_tokens=int(chunking.get("min_tokens", 8)),
-            max_articles=int(articles_cfg.get("max_articles", 0)),
+            target_tokens=chunking.target_tokens,
+            min_tokens=chunking.min_tokens,
+            max_articles=settings.max_articles,
         )
     if not rows:
         longest = max((sum(len(p.split()) for p in paragraphs) for _, _, paragraphs in articles), default=0)
         raise VecflowError(f"{source}: {len(articles)} articles found but no chunk of at least min_tokens "
-                           f"{chunking.get('min_tokens', 8)} words (the longest article has {longest}); lower "
+                           f"{chunking.min_tokens} words (the longest article has {longest}); lower "
                            f"lvm.chunking.min_tokens or give longer articles")
     write_jsonl(args.out, rows)
     n_articles = len({row["article_id"] for row in rows})

@@ -9,6 +9,11 @@ Their rules in ``workflow/rules/data.smk`` send the whole ``summary`` section (p
   ``leakage_prefix_chars``;
 - ``SynthesisSettings`` (``vecflow synthesize``): ``templates``, ``embed_batch_size``, ``encoder_max_length``;
 - ``FilterSettings`` (``vecflow filter-summary``): ``norm_tolerance``.
+
+The article commands' rules send one ``lvm`` part each (``tests/test_settings_models.py`` checks them):
+
+- ``ChunkSettings`` (``vecflow chunk-articles``): ``lvm.articles``, with ``lvm.chunking`` as ``chunking``;
+- ``SplitSettings`` (``vecflow split-articles``): ``lvm.split``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from vecflow.core.settings import JobSettings, Number
+from vecflow.core.settings import JobSettings, Number, SettingsModel
 
 
 class SummaryDataSettings(JobSettings):
@@ -46,3 +51,46 @@ class SynthesisSettings(SummaryDataSettings):
 
 class FilterSettings(SummaryDataSettings):
     """``vecflow filter-summary``: the allowed norm error of the synthesis embeddings."""
+
+
+# ---------------------------------------------------------------------------------------------- articles
+SplitName = Literal["train", "val", "ood"]
+IdRanges = dict[SplitName, list[list[int]]]  # {split: [[low, high], ...]}, checked by vecflow.data.splits
+
+
+class ChunkingSettings(SettingsModel):
+    """``lvm.chunking``: sentences are packed into chunks of about ``target_tokens`` words, none under
+    ``min_tokens``."""
+
+    target_tokens: Annotated[int, Field(ge=4)] = 60
+    min_tokens: PositiveInt = 8
+
+
+class ChunkSettings(JobSettings):
+    """``vecflow chunk-articles``: ``lvm.articles`` (``input``, ``format`` and ``ood_input`` are read by the rule,
+    which passes them as arguments) and the chunk sizes (``chunking``)."""
+
+    SCHEMA_SECTIONS = ("lvm.articles",)
+    SCHEMA_FIELDS = {**JobSettings.SCHEMA_FIELDS, "chunking": "lvm.chunking"}
+
+    input: str = "pydoc"
+    format: Literal["wikitext", "jsonl", "pydoc", "dialogues"] = "pydoc"
+    ood_input: str = ""
+    max_articles: NonNegativeInt = 0  # 0 = every article
+    pydoc_min_words: PositiveInt = 50
+    chunking: ChunkingSettings = ChunkingSettings()
+
+
+class SplitSettings(JobSettings):
+    """``vecflow split-articles``: ``lvm.split``, how article ids go to train/val/ood and what leakage is
+    allowed."""
+
+    SCHEMA_SECTIONS = ("lvm.split",)
+
+    method: Literal["fractions", "ranges"] = "fractions"
+    fractions: dict[SplitName, Number] = {"train": 0.8, "val": 0.1, "ood": 0.1}
+    ranges: IdRanges = {}
+    pinned: IdRanges = {}  # fractions only: ids in these ranges go to that split first
+    drop_duplicate_chunks: bool = False
+    drop_leaking_articles: bool = False
+    short_duplicate_tokens: NonNegativeInt = 0

@@ -23,7 +23,7 @@ import numpy as np
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json, write_jsonl
-from vecflow.core.settings import settings_arg
+from vecflow.data.settings import SplitSettings
 
 SPLITS = ("train", "val", "ood")
 CHUNK_FIELDS = {"article_id": int, "title": str, "chunk_index": int, "text": str}
@@ -111,17 +111,14 @@ def assign_pinned_then_fractions(article_ids: list[int], fractions: dict, pinned
     return {name: sorted(assigned[name] + [a for a, pin in pinned_to.items() if pin == name]) for name in SPLITS}
 
 
-def assign_articles(article_ids: list[int], split_cfg: dict, seed: int) -> dict[str, list[int]]:
-    method = split_cfg.get("method", "fractions")
-    if split_cfg.get("pinned") and method != "fractions":
+def assign_articles(article_ids: list[int], split: SplitSettings, seed: int) -> dict[str, list[int]]:
+    method = split.method
+    if split.pinned and method != "fractions":
         raise VecflowError("settings: split.pinned: only used with method fractions (ranges already say where ids go)")
     if method == "fractions":
-        fractions = split_cfg.get("fractions", {"train": 0.7, "val": 0.15, "ood": 0.15})
-        assigned = assign_pinned_then_fractions(article_ids, fractions, split_cfg.get("pinned") or {}, seed)
-    elif method == "ranges":
-        assigned = assign_by_ranges(article_ids, split_cfg.get("ranges", {}))
+        assigned = assign_pinned_then_fractions(article_ids, split.fractions, split.pinned, seed)
     else:
-        raise VecflowError(f"settings: split.method: '{method}' is not one of fractions, ranges")
+        assigned = assign_by_ranges(article_ids, split.ranges)
     empty = [name for name in SPLITS if not assigned[name]]
     if empty:
         raise VecflowError(
@@ -216,19 +213,19 @@ def leakage_message(path, leakage: dict) -> str:
     return f"{path}: split leaks: " + "; ".join(parts)
 
 
-def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") -> tuple[dict, dict, dict]:
+def split_chunks(rows: list[dict], split: SplitSettings, seed: int, source="chunks") -> tuple[dict, dict, dict]:
     """Return ``(split_rows, ids, leakage_report)``; raise VecflowError when the split leaks."""
     article_ids = sorted({row["article_id"] for row in rows})
-    ids = assign_articles(article_ids, split_cfg, seed)
+    ids = assign_articles(article_ids, split, seed)
     split_of = {a: name for name in SPLITS for a in ids[name]}
     split_rows = {name: [row for row in rows if split_of.get(row["article_id"]) == name] for name in SPLITS}
-    short_tokens = int(split_cfg.get("short_duplicate_tokens", 0))
+    short_tokens = split.short_duplicate_tokens
     leakage = find_leakage(split_rows, short_tokens)
     dropped = {name: 0 for name in SPLITS}
     dropped_articles = {name: 0 for name in SPLITS}
-    if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_leaking_articles", False):
+    if leakage["duplicate_chunk_texts"]["count"] and split.drop_leaking_articles:
         split_rows, dropped_articles = drop_leaking_articles(split_rows, short_tokens)
-    if leakage["duplicate_chunk_texts"]["count"] and split_cfg.get("drop_duplicate_chunks", False):
+    if leakage["duplicate_chunk_texts"]["count"] and split.drop_duplicate_chunks:
         split_rows, dropped = drop_cross_split_duplicates(split_rows, short_tokens)
     emptied = [name for name in SPLITS if not split_rows[name]]
     if emptied:
@@ -237,7 +234,7 @@ def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") 
     if remaining["article_ids_in_two_splits"] or remaining["duplicate_chunk_texts"]["count"]:
         raise VecflowError(leakage_message(source, remaining))
     report = {
-        "method": split_cfg.get("method", "fractions"),
+        "method": split.method,
         "article_ids_in_two_splits": remaining["article_ids_in_two_splits"],
         "duplicate_chunk_texts": {**leakage["duplicate_chunk_texts"], "dropped": dropped,
                                   "dropped_articles": dropped_articles},
@@ -252,13 +249,13 @@ def split_chunks(rows: list[dict], split_cfg: dict, seed: int, source="chunks") 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow split-articles", description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", required=True, help="chunks JSONL from chunk-articles")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="lvm.split (or lvm) as JSON")
+    parser.add_argument("--settings", required=True, type=SplitSettings.from_json, help="lvm.split as JSON")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
 
     rows = read_chunks(args.chunks)
-    split_cfg = args.settings.get("split", args.settings)  # the lvm section, or its `split` part
-    split_rows, ids, report = split_chunks(rows, split_cfg, int(args.settings.get("seed", 0)), args.chunks)
+    settings: SplitSettings = args.settings
+    split_rows, ids, report = split_chunks(rows, settings, settings.seed, args.chunks)
     out_dir = Path(args.out_dir)
     for name in SPLITS:
         write_jsonl(out_dir / f"{name}.jsonl", split_rows[name])

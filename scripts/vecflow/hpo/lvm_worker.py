@@ -43,8 +43,7 @@ def constraints(trial) -> tuple[float]:
 def trial_run_settings(settings: LvmStudySettings, params: dict, run_name: str) -> dict:
     """The trial's train-lvm settings: the run's, with ``hpo.lvm_fixed`` and then the trial's parameters
     (``losses.<key>`` into the run's loss overrides) laid over them."""
-    return lvm_trial_settings({"lvm": settings.run_settings(), "hpo": {"lvm_fixed": settings.hpo.lvm_fixed}},
-                              params, run_name)
+    return lvm_trial_settings(settings.lvm, settings.hpo.lvm_fixed, params, run_name)
 
 
 def run_lvm_worker(settings: LvmStudySettings, study_name: str, storage_url: str, worker: int, windows: dict) -> dict:

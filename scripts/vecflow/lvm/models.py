@@ -21,6 +21,7 @@ folder with ``model.safetensors`` + ``config.json`` that ``load_lvm`` rebuilds w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +217,11 @@ class MlpLVM(nn.Module):
         return self.net(contexts.flatten(start_dim=1))
 
 
-def model_sizes(settings: dict) -> dict:
-    """The size settings of an LVM (d_model, layers, heads, dropout), defaults filled in and checked."""
-    sizes = {key: settings.get(key, default) for key, default in DEFAULT_SIZES.items()}
+def model_sizes(given: Mapping) -> dict:
+    """An LVM's sizes (d_model, layers, heads, dropout, residual) from ``given`` (train-lvm's
+    ``LvmTrainSettings.model_sizes()``, a saved folder's config.json, a benchmark's sizes), ``DEFAULT_SIZES``
+    for those it lacks, checked."""
+    sizes = {**DEFAULT_SIZES, **{key: given[key] for key in DEFAULT_SIZES.keys() & given.keys()}}
     for key in ("d_model", "layers", "heads"):
         if not isinstance(sizes[key], int) or sizes[key] < 1:
             raise VecflowError(f"settings: field '{key}': expected a positive integer, got {sizes[key]!r}")
@@ -229,9 +232,10 @@ def model_sizes(settings: dict) -> dict:
     return sizes
 
 
-def build_model(arch: str, dim: int, context_length: int, settings: dict) -> nn.Module:
-    """Build an untrained LVM of architecture ``arch`` for D=``dim`` vectors and C=``context_length`` slots."""
-    sizes = model_sizes(settings)
+def build_model(arch: str, dim: int, context_length: int, given_sizes: Mapping) -> nn.Module:
+    """Build an untrained LVM of architecture ``arch`` for D=``dim`` vectors and C=``context_length`` slots, of
+    the sizes ``model_sizes(given_sizes)``."""
+    sizes = model_sizes(given_sizes)
     d_model, layers, heads, dropout = sizes["d_model"], sizes["layers"], sizes["heads"], float(sizes["dropout"])
     if arch == "amn":
         return AttentionMeanLVM(dim, d_model, dropout)
@@ -251,9 +255,10 @@ def build_model(arch: str, dim: int, context_length: int, settings: dict) -> nn.
     return ContextMeanResidual(model) if sizes["residual"] else model
 
 
-def model_config(arch: str, dim: int, context_length: int, settings: dict, **extra) -> dict:
+def model_config(arch: str, dim: int, context_length: int, given_sizes: Mapping, **extra) -> dict:
     """The config.json content that lets ``load_lvm`` rebuild the model: arch, sizes, dim, context length."""
-    return {"arch": arch, "dim": int(dim), "context_length": int(context_length), **model_sizes(settings), **extra}
+    return {"arch": arch, "dim": int(dim), "context_length": int(context_length), **model_sizes(given_sizes),
+            **extra}
 
 
 def save_lvm(out_dir: str | Path, model: nn.Module, config: dict) -> None:

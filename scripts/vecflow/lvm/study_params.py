@@ -7,9 +7,11 @@ either a train setting (``LVM_TUNABLE``) or ``losses.<key>``, a weight of one of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from vecflow.core.io import read_params_yaml
-from vecflow.core.settings import need
 from vecflow.lvm.presets import DEFAULTS as LOSS_DEFAULTS
+from vecflow.lvm.settings import LvmTrainSettings
 
 LVM_TUNABLE = ("learning_rate", "weight_decay", "dropout", "d_model", "layers", "heads", "batch_size", "epochs",
                "grad_clip")
@@ -25,13 +27,14 @@ def read_lvm_params(path) -> dict:
     return read_params_yaml(path, f"a tunable lvm setting ({', '.join(LVM_TUNABLE)}, or losses.<key>)", is_lvm_setting)
 
 
-def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
-    """The LVM run settings (``lvm`` = lvm.train + run entry + seed/device), with ``hpo.lvm_fixed`` (every
-    trial's overrides, e.g. a smaller train_fraction) and then the trial's parameters; ``losses.<key>`` keys go
-    into the run's loss overrides."""
-    params = {**(settings.get("hpo", {}).get("lvm_fixed") or {}), **params}
-    base = dict(need(settings, "lvm"))
-    losses = dict(base.get("losses") or {})
+def lvm_trial_settings(run: LvmTrainSettings, fixed: Mapping, params: Mapping, run_name: str) -> dict:
+    """The run's settings as sent (``lvm.train`` + run entry + seed/device), with ``fixed`` (``hpo.lvm_fixed``:
+    every trial's overrides, e.g. a smaller train_fraction) and then the trial's parameters laid over them;
+    ``losses.<key>`` keys go into the run's loss overrides. The result is validated by train-lvm."""
+    params = {**fixed, **params}
+    # as the rule sent them (a run nested in a study's settings was validated with them: what was set)
+    base = run.received or run.model_dump(exclude_unset=True)
+    losses = dict(run.losses or {})
     for name, value in params.items():
         if name.startswith("losses."):
             losses[name.removeprefix("losses.")] = value
@@ -39,4 +42,4 @@ def lvm_trial_settings(settings: dict, params: dict, run_name: str) -> dict:
             base[name] = value
     if losses:
         base["losses"] = losses
-    return {**base, "run_name": run_name, "tracking": settings.get("tracking", base.get("tracking", {}))}
+    return {**base, "run_name": run_name, "tracking": run.tracking}

@@ -194,7 +194,7 @@ def with_study_params(settings: dict, path: str | None) -> dict:
     from vecflow.lvm.study_params import lvm_trial_settings, read_lvm_params
 
     run = LvmTrainSettings.parse(settings)  # names a bad key before the study's values are laid over it
-    merged = lvm_trial_settings({"lvm": settings}, read_lvm_params(path), run.run_name or run.run or "lvm")
+    merged = lvm_trial_settings(run, {}, read_lvm_params(path), run.run_name or run.run or "lvm")
     return {**merged, "tracking": run.tracking, "params_file": str(path)}
 
 

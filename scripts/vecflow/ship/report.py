@@ -32,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vecflow.core.io import write_text
-from vecflow.core.settings import settings_arg
 from vecflow.ship.page import git_revision, render_html
 from vecflow.ship.report_artifacts import (
     ARTIFACT_KEYS,
@@ -55,6 +54,7 @@ from vecflow.ship.report_sections import (
     summaries_section,
 )
 from vecflow.ship.report_summary import summary_section
+from vecflow.ship.settings import ReportSettings
 
 
 # --------------------------------------------------------------------------------------------- assembly
@@ -70,12 +70,12 @@ SECTIONS = (  # id, title, the keys that belong to it; DAG order, after the summ
 )
 
 
-def build_sections(artifacts: dict, settings: dict, git_revision: str, generated: str) -> list[dict]:
+def build_sections(artifacts: dict, settings: ReportSettings, git_revision: str, generated: str) -> list[dict]:
     run = load_run(artifacts)
     has_lvm_history = any(n.startswith(LVM_HISTORY_PREFIX) for n in run["histories"])
     has_other_history = any(not n.startswith(LVM_HISTORY_PREFIX) for n in run["histories"])
     builders = {
-        "lineage": lambda: lineage_section(artifacts, settings, git_revision, generated),
+        "lineage": lambda: lineage_section(artifacts, settings.config_hash, git_revision, generated),
         "data": lambda: data_section(run),
         "diagnostics": lambda: diagnostics_section(run, artifacts),
         "lvm": lambda: lvm_section(run, artifacts),
@@ -85,7 +85,7 @@ def build_sections(artifacts: dict, settings: dict, git_revision: str, generated
         "runtime": lambda: runtime_section(run),
     }
     sections = [{"id": "summary", "title": "Summary", "folded": False, "blocks": summary_section(run)}]
-    previous = settings.get("compare_with") or ""
+    previous = settings.compare_with
     if previous:
         sections.append({"id": "compare", "title": "Compared with previous run", "folded": True,
                          "blocks": compare_section(run, previous)})
@@ -98,7 +98,7 @@ def build_sections(artifacts: dict, settings: dict, git_revision: str, generated
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def build_report(artifacts: dict, settings: dict, cwd: str | Path = ".", plot_cache: PlotCache | None = None) -> str:
+def build_report(artifacts: dict, settings: ReportSettings, cwd: str | Path = ".", plot_cache: PlotCache | None = None) -> str:
     """The page as HTML; with ``plot_cache``, plots whose inputs and code did not change are not redrawn (the
     cache then keeps only this page's plots)."""
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -107,8 +107,7 @@ def build_report(artifacts: dict, settings: dict, cwd: str | Path = ".", plot_ca
         sections = build_sections(artifacts, settings, git_rev, generated)
     if plot_cache is not None:
         plot_cache.prune()
-    return render_html(settings.get("title", "vecflow report"), sections, git_rev, generated,
-                       settings.get("config_hash"))
+    return render_html(settings.title, sections, git_rev, generated, settings.config_hash)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--artifacts-json", help="optional JSON object {\"KEY[:NAME]\": \"PATH\"} (more artifacts)")
     parser.add_argument("--benchmarks", metavar="DIR",
                         help="Snakemake benchmark folder: every *.tsv under it (absent folder: none)")
-    parser.add_argument("--settings", required=True, type=settings_arg, help="the 'report' config section")
+    parser.add_argument("--settings", required=True, type=ReportSettings.from_json,
+                        help="the 'report' config section and config_hash")
     parser.add_argument("--plot-cache", metavar="DIR",
                         help="folder of drawn plots kept between reports: a plot whose input files and plotting "
                              "code did not change is reused, not redrawn (default: draw every plot)")

@@ -45,10 +45,10 @@ from vecflow.ship.report_summary import family_order, family_table
 
 
 # ---------------------------------------------------------------------------- lineage, data, diagnostics
-def lineage_section(artifacts: dict, settings: dict, git_revision: str, generated: str) -> list[dict]:
+def lineage_section(artifacts: dict, config_hash: str | None, git_revision: str, generated: str) -> list[dict]:
     blocks = [table(["item", "value"], [
         ["generated", generated], ["git revision", git_revision],
-        ["config hash (settings)", settings.get("config_hash")],
+        ["config hash (settings)", config_hash],
     ], heading="Run")]
     config = one(artifacts, "config")
     if config is None:

@@ -10,6 +10,7 @@ code restates no default of its own.
 - ``DeployBundleSettings`` (``vecflow deploy bundle``): ``deploy``, and the seq2seq training lengths
   (``summarizer.max_source_length`` / ``max_target_length``) for a summarizer folder written before
   ``vecflow_summarizer.json`` existed (the server must truncate as training did).
+- ``ReportSettings`` (``vecflow report``): ``report`` and the config's hash.
 
 A gate whose threshold has no default (``gates.summarizer.min_bertscore_f1``) is off until it is set; every
 other gate is on, with the schema's threshold, unless the config sets it otherwise.
@@ -22,7 +23,6 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeInt
 
 from vecflow.core.settings import JobSettings, Number, SettingsModel
-
 
 
 class LvmGates(SettingsModel):
@@ -83,3 +83,15 @@ class DeployBundleSettings(DeploySettings):
         """The ``vecflow_summarizer.json`` of a seq2seq folder trained before the file existed."""
         return {"kind": "seq2seq", "max_source_length": self.max_source_length,
                 "max_target_length": self.max_target_length, "system_message": None}
+
+
+class ReportSettings(JobSettings):
+    """``vecflow report``: the report section, and the hash of the config the run was made with (shown in the
+    page's lineage)."""
+
+    SCHEMA_SECTIONS = ("report",)
+    NOT_IN_SCHEMA = frozenset({"config_hash"})
+
+    title: str = "vecflow report"
+    compare_with: str = ""  # a previous results folder whose headline metrics are shown beside this run's
+    config_hash: str | None = None  # vecflow.core.workflow.config_hash of the run's config (the rule adds it)
