@@ -297,6 +297,18 @@ def test_a_model_folder_of_relative_symlinks_is_bundled_as_real_files(parts, tmp
     assert (moved / "encoder" / "config.json").is_file()
 
 
+def test_a_broken_link_in_a_model_folder_is_an_error_and_leaves_no_bundle(parts, tmp_path, capsys):
+    linked = tmp_path / "enc"
+    shutil.copytree(parts["encoder"], linked)
+    (linked / "extra.bin").symlink_to(tmp_path / "gone.bin")  # its target was removed after link_model ran
+    out = tmp_path / "bundle"
+    assert cli_main(bundle_argv({**parts, "encoder": linked}, out)) == 2
+    err = capsys.readouterr().err
+    assert "extra.bin: broken link to " in err and "gone.bin: run fetch_model and link_model" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".bundle.*"))
+
+
 def test_copy_when_hard_links_fail(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise OSError(18, "Invalid cross-device link")

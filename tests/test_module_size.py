@@ -14,7 +14,7 @@ MAX_LINES = 600
 
 
 def line_count(path: Path) -> int:
-    """Lines as ``wc -l`` counts them (a last line without a newline counts too)."""
+    """Lines as an editor numbers them (``wc -l``, plus a last line without a newline)."""
     return len(path.read_text(encoding="utf-8").splitlines())
 
 

@@ -285,6 +285,16 @@ def test_load_with_malformed_requests_has_no_5xx_and_no_dropped_connection(bundl
     assert {"401", "415", "422"} <= set(report["status"])  # no key, not JSON, invalid (seeded: always drawn)
 
 
+def test_a_closed_loop_without_clients_is_refused_before_a_server_starts(tmp_path, capsys):
+    from vecflow.ship import load_test
+
+    for flag in ("--clients", "--requests"):
+        with pytest.raises(SystemExit) as stop:
+            load_test.main(["--bundle", str(tmp_path / "no-bundle"), flag, "0"])
+        assert stop.value.code == 2
+        assert "--clients and --requests must be at least 1" in capsys.readouterr().err
+
+
 def test_a_burst_over_a_small_queue_is_answered_200_or_503_with_retry_after(bundle):  # noqa: F811
     result = subprocess.run(
         [sys.executable, "-m", "vecflow.cli", "load-test", "--bundle", str(bundle), "--burst", "12",

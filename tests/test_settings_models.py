@@ -224,6 +224,20 @@ def test_settings_are_checked_once_with_one_line_naming_the_key():
         assert str(caught.value).startswith(message), str(caught.value)
 
 
+def test_the_key_named_is_the_users_not_pydantics_labels():
+    # pydantic's error location adds a label per union member tried ('residual.bool'), per validator and '[key]'
+    run = {"preset": "P1", "arch": "mlp", "epochs": 2, "batch_size": 8, "learning_rate": 1e-3}
+    cases = [(lvm_settings.LvmTrainSettings, {**run, "residual": "foo"}, "settings: field 'residual': "),
+             (lvm_settings.DiagnosticsSettings, {"min_coherence": "x"}, "settings: field 'min_coherence': "),
+             (lvm_settings.FivecatSettings, {"ridge_lambda": -1}, "settings: field 'ridge_lambda': "),
+             (lvm_settings.FivecatSettings, {"thresholds": {"val": {"c1": 0.3}}},
+              "settings: field 'thresholds.val.c1': ")]
+    for model, settings, message in cases:
+        with pytest.raises(VecflowError) as caught:
+            model.parse(settings)
+        assert str(caught.value).startswith(message), str(caught.value)
+
+
 def test_numbers_stay_as_given():
     """A config's 1 stays 1 in what the job writes (the fivecat report's settings and gates, config.json)."""
     parsed = lvm_settings.FivecatSettings.parse({"ridge_lambdas": [1, 0.5], "thresholds": {"max_generalisation_gap": 1}})

@@ -5,7 +5,6 @@ import os
 import sys
 
 from vecflow.core import workflow as core_workflow
-from vecflow.core.settings import job_globals
 from vecflow.core.workflow import launcher, parent_of
 from vecflow.data import workflow as data_workflow
 from vecflow.hpo import workflow as hpo_workflow
@@ -34,21 +33,6 @@ try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.p
     LVM_RUNS = list(lvm_workflow.runs(config))
 except VecflowError as exc:
     raise WorkflowError(str(exc)) from None
-
-
-def job_settings(**values):
-    """The given values as a JSON object, with the global seed/device/tracking added."""
-    return json.dumps({**job_globals(config), **values}, sort_keys=True)
-
-
-def settings(*path, **extra):
-    """One config section (by key path) as a JSON object for a job (see job_settings)."""
-    node = config
-    for key in path:
-        node = node[key]
-    return job_settings(
-        **{**node, **extra}
-    )  # extra wins, e.g. a run's merged loss overrides
 
 
 def model_input(name):

@@ -156,9 +156,7 @@ rule chunk_articles:
         ood=lambda w, input: (
             f"--ood-input {input.ood_articles}" if input.ood_articles else ""
         ),
-        settings=lambda w: settings(
-            "lvm", "articles", chunking=config["lvm"]["chunking"]
-        ),
+        settings=lambda w: data_workflow.chunk_settings(config),
     shell:
         "vecflow chunk-articles --input {params.source:q} --format {params.format} {params.ood} "
         "--settings {params.settings:q} --out {output.chunks} > {log} 2>&1"
@@ -180,7 +178,7 @@ rule split_articles:
     conda:
         "../../envs/vecflow.yaml"
     params:
-        settings=lambda w: settings("lvm", "split"),
+        settings=lambda w: data_workflow.split_settings(config),
     # the folder is taken in the shell, not as a param: params are part of the between-workflow cache key of
     # every job downstream (embed_chunks), which must not depend on results_dir
     shell:

@@ -6,7 +6,7 @@ benchmark file. Every ``[vecflow] device: X`` line of a log (``vecflow.core.devi
 model placement) must name an expected device type (``--expect``, default ``cuda,mps``; the test sets ``cpu``
 through ``VECFLOW_GPU_CHECK_DEVICES``), and each log must have one. Throughput per family:
 
-- seq2seq, causal, elm: ``samples_seen / train_minutes`` from the model folder's ``summary.json`` (the shared
+- seq2seq, causal, elm: ``samples_seen / train_seconds`` from the model folder's ``summary.json`` (the shared
   training loop only; for a two-stage ELM, its last stage);
 - lvm: ``train_windows x epochs_run / train_time_s`` from ``summary.json`` (the epochs only).
 

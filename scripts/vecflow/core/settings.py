@@ -47,14 +47,30 @@ def seed_everything(seed: int) -> None:
 Number = Union[int, float]  # a schema "number": kept as given, so an int in the config stays an int in the outputs
 
 
-def _location(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc)
+def _location(loc: tuple, data: Any = None, missing: bool = False) -> str:
+    """The dotted key of an error's ``loc``, as the user wrote it. Given the validated ``data``, the parts that are
+    no key or index of it are left out: pydantic adds a label per member it tried of a union (``residual.bool``),
+    per validator and for a mapping's keys (``[key]``); a ``missing`` key keeps its last part (it is not in the
+    data)."""
+    if data is None:
+        return ".".join(str(part) for part in loc)
+    parts, node = [], data
+    for position, part in enumerate(loc):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and position == len(loc) - 1):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first problem of a pydantic ValidationError as one line naming the key."""
+def describe_validation_error(exc: ValidationError, data: Any = None) -> str:
+    """The first problem of a pydantic ValidationError as one line naming the key (``data``: what was validated,
+    so that pydantic's own labels in the error's location are left out of the key)."""
     error = exc.errors()[0]
-    key = _location(error["loc"])
+    key = _location(error["loc"], data, missing=error["type"] == "missing")
     if error["type"] == "missing":
         return f"settings: missing key '{key}'"
     if error["type"] == "literal_error":
@@ -77,7 +93,7 @@ class JobSettings(SettingsModel):
 
     ``SCHEMA_SECTIONS``: dotted schema paths of config sections whose every key is a field here (the rule sends
     the whole section); ``SCHEMA_FIELDS``: field -> dotted schema path for single keys taken from elsewhere
-    (``seed``, ``device``, ``tracking`` are the global keys ``job_settings`` adds to every job);
+    (``seed``, ``device``, ``tracking`` are the global keys every job gets: ``job_globals``);
     ``NOT_IN_SCHEMA``: fields that are no config key (a run's name, a test-only stop), each with its default here;
     ``SCHEMA_OMITTED``: dotted keys of those sections that the rule leaves out (no field here). With several
     sections, a later one is laid over the earlier ones (``summarizer``, then ``summarizer.causal``): a key takes
@@ -101,7 +117,7 @@ class JobSettings(SettingsModel):
         try:
             model = cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise VecflowError(describe_validation_error(exc)) from None
+            raise VecflowError(describe_validation_error(exc, data)) from None
         model._received = copy.deepcopy(dict(data))
         return model
 
@@ -119,3 +135,9 @@ class JobSettings(SettingsModel):
 def job_globals(config: Mapping) -> dict:
     """The keys every job's settings carry besides its own section: the global seed, device and tracking."""
     return {"seed": config["seed"], "device": config["device"], "tracking": config["tracking"]}
+
+
+def settings_json(values: Mapping) -> str:
+    """A job's ``--settings`` as the rules send it: one JSON object with sorted keys (the same text for the same
+    settings, so Snakemake's params trigger reruns only on a real change)."""
+    return json.dumps(values, sort_keys=True)

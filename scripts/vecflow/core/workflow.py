@@ -24,6 +24,11 @@ def model_input(config: dict, name: str) -> str:
     return str(Path(name, "config.json"))
 
 
+def study_dir(config: dict) -> str:
+    """The Optuna study's folder (``hpo.study``): its storage, best_params.yaml and tables."""
+    return f"{config['results_dir']}/hpo/{config['hpo']['study']}"
+
+
 def model_settings(config: dict, model: str) -> str:
     """A model's source spec only (fetch_model's --settings): seeds, devices and tracking never change fetched
     weights."""

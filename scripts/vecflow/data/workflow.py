@@ -1,8 +1,10 @@
 """What the data rules (``workflow/rules/data.smk``) ask of the config: the data sets it uses (``data:<name>/<key>``
-values) and the files the fetch_data job reads and writes (``vecflow.data.fetch``)."""
+values), the files the fetch_data job reads and writes (``vecflow.data.fetch``), and the article rules'
+``--settings`` (``vecflow.data.settings``)."""
 
 from __future__ import annotations
 
+from vecflow.core.settings import job_globals, settings_json
 from vecflow.data.fetch import hub_outputs, local_inputs, manifest_path, manifests_for, resolve_references
 
 
@@ -28,3 +30,13 @@ def fetch_outputs(config: dict, datasets: dict) -> list[str]:
 def fetch_inputs(datasets: dict) -> list[str]:
     """A local data set's own files: fetch_data checks them again when they change."""
     return local_inputs(datasets)
+
+
+def chunk_settings(config: dict) -> str:
+    """``vecflow chunk-articles`` (ChunkSettings): lvm.articles, with lvm.chunking as ``chunking``."""
+    return settings_json({**job_globals(config), **config["lvm"]["articles"], "chunking": config["lvm"]["chunking"]})
+
+
+def split_settings(config: dict) -> str:
+    """``vecflow split-articles`` (SplitSettings): lvm.split."""
+    return settings_json({**job_globals(config), **config["lvm"]["split"]})

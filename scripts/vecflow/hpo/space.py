@@ -48,7 +48,8 @@ def _parse_param(name: str, entry: SearchParam | dict, target: str = "elm") -> P
         try:
             entry = SearchParam.model_validate(dict(entry))
         except ValidationError as exc:
-            raise VecflowError(f"{label}: {describe_validation_error(exc).removeprefix('settings: ')}") from None
+            described = describe_validation_error(exc, dict(entry)).removeprefix("settings: ")
+            raise VecflowError(f"{label}: {described}") from None
     if not isinstance(entry, SearchParam):
         raise VecflowError(f"{label}: expected a mapping with 'type'")
     if entry.type == "categorical":

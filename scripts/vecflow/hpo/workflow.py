@@ -6,18 +6,10 @@ Pure functions of the (schema-validated) config: nothing here changes it.
 
 from __future__ import annotations
 
-import json
-
+from vecflow.core.settings import job_globals, settings_json
+from vecflow.core.workflow import study_dir
 from vecflow.lvm import workflow as lvm_workflow
 from vecflow.summary import workflow as summary_workflow
-
-
-def _as_json(values: dict) -> str:
-    return json.dumps(values, sort_keys=True)
-
-
-def study_dir(config: dict) -> str:
-    return f"{config['results_dir']}/hpo/{config['hpo']['study']}"
 
 
 def storage(config: dict) -> str:
@@ -34,21 +26,20 @@ def elm_worker_settings(config: dict) -> str:
     """``vecflow hpo-worker`` for the ELM (ElmStudySettings): the hpo section, and the trials' train-elm
     settings: the elm section with the BERTScore model's settings and the selection split, as train_elm gets
     them (``vecflow.summary.workflow.elm_bertscore_settings``)."""
-    return _as_json({"seed": config["seed"], "device": config["device"], "hpo": config["hpo"],
-                     "elm": {**config["elm"], **summary_workflow.elm_bertscore_settings(config)}})
+    return settings_json({"seed": config["seed"], "device": config["device"], "hpo": config["hpo"],
+                          "elm": {**config["elm"], **summary_workflow.elm_bertscore_settings(config)}})
 
 
 def lvm_worker_settings(config: dict) -> str:
     """``vecflow hpo-worker`` for an LVM run (LvmStudySettings): the hpo section, and the tuned run's train-lvm
     settings (``vecflow.lvm.workflow.run_settings``)."""
-    return _as_json({"seed": config["seed"], "device": config["device"], "hpo": config["hpo"],
-                     "lvm": lvm_workflow.run_settings(config, tuned_run(config))})
+    return settings_json({"seed": config["seed"], "device": config["device"], "hpo": config["hpo"],
+                          "lvm": lvm_workflow.run_settings(config, tuned_run(config))})
 
 
 def best_settings(config: dict) -> str:
     """``vecflow hpo-best`` (HpoBestSettings): the hpo section and the global keys."""
-    return _as_json({"seed": config["seed"], "device": config["device"], "tracking": config["tracking"],
-                     "hpo": config["hpo"]})
+    return settings_json({**job_globals(config), "hpo": config["hpo"]})
 
 
 def study_on(config: dict) -> bool:

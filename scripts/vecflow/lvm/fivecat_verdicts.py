@@ -41,12 +41,15 @@ def gate_counts(verdicts: dict) -> dict:
 DOMINANCE_METRICS = ("c0", "mrr", "margin")
 
 
+def beats(a, b) -> bool:
+    """A metric of the model beats a baseline's: strictly higher (a tie is not a win); a missing model value never
+    wins, a missing baseline value is beaten."""
+    return a is not None and (b is None or a > b)
+
+
 def dominance_verdicts(model: dict, baselines: dict) -> dict:
     """Per split: does the model beat every baseline on c_0, MRR and margin at once? The one-line verdict names
     the baseline and metric it loses to (a tie is not a win)."""
-    def beats(a, b):
-        return a is not None and (b is None or a > b)
-
     verdicts = {}
     for split, metrics in model.items():
         lost = [(name, metric, scores[split].get(metric)) for name, scores in baselines.items()
@@ -63,11 +66,8 @@ def dominance_verdicts(model: dict, baselines: dict) -> dict:
 
 def beats_baselines(model: dict, baselines: dict) -> dict:
     """Per split and baseline: True when the model's c_0 AND margin are both higher than the baseline's."""
-    def higher(a, b):
-        return a is not None and (b is None or a > b)
-
     return {
-        split: {name: higher(metrics["c0"], scores[split]["c0"]) and higher(metrics["margin"], scores[split]["margin"])
+        split: {name: beats(metrics["c0"], scores[split]["c0"]) and beats(metrics["margin"], scores[split]["margin"])
                 for name, scores in baselines.items()}
         for split, metrics in model.items()
     }

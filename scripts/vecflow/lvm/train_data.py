@@ -137,8 +137,9 @@ def train_subset(train: Windows, fraction: float, seed: int) -> Windows:
 
 
 def baseline_scores(train: Windows, train_bank: ChunkBank, windows: Windows, bank: ChunkBank,
-                    run: LvmTrainSettings) -> dict:
-    """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows)."""
+                    run: LvmTrainSettings) -> tuple[dict, object]:
+    """Mini-5CAT scores of copy-last, context-mean and ridge (λ by GCV on ≤ ridge_max_samples training windows),
+    and the fitted ridge predictor."""
     rows = np.arange(len(train))
     if run.ridge_max_samples and len(rows) > run.ridge_max_samples:
         rows = np.sort(np.random.default_rng(run.seed).choice(rows, run.ridge_max_samples, replace=False))

@@ -16,6 +16,7 @@ import numpy as np
 
 from vecflow.lvm import fivecat
 from vecflow.lvm.bank import ChunkBank
+from vecflow.lvm.fivecat_verdicts import DOMINANCE_METRICS, beats
 from vecflow.lvm.losses import TERMS, guard_to_mse_ratio
 from vecflow.lvm.settings import LvmTrainSettings
 from vecflow.lvm.windows import Windows
@@ -27,7 +28,6 @@ SELECTION_METRICS = {  # setting -> (history key, higher is better)
     "val_cos": ("val/cos_sim", True),
     "val_loss": ("val/mse", False),
 }
-DOMINANCE_METRICS = ("c0", "mrr", "margin")
 
 
 # ----------------------------------------------------------------------------------------------- mini-5CAT
@@ -49,9 +49,6 @@ def dominance(scores: dict, baselines: dict) -> dict:
     """Which (baseline, metric) pairs for c_0, MRR and margin the model beats (strictly) on the selection split.
 
     Returns {"wins", "pairs", "dominates", "loses_to": ["baseline:metric", ...]}."""
-    def beats(a, b):
-        return a is not None and (b is None or a > b)
-
     lost = [f"{name}:{metric}" for name, base in baselines.items() for metric in DOMINANCE_METRICS
             if not beats(scores.get(metric), base.get(metric))]
     pairs = len(baselines) * len(DOMINANCE_METRICS)

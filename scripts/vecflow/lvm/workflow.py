@@ -14,16 +14,11 @@ the command's model in ``vecflow.lvm.settings``.
 
 from __future__ import annotations
 
-import json
-
 from vecflow.core.errors import VecflowError
-from vecflow.core.settings import job_globals
+from vecflow.core.settings import job_globals, settings_json
+from vecflow.core.workflow import study_dir
 
 SPLITS = ("train", "val", "ood")
-
-
-def _as_json(values: dict) -> str:
-    return json.dumps(values, sort_keys=True)
 
 
 def _base_run(config: dict, key: str) -> str:
@@ -75,18 +70,18 @@ def seed_points(config: dict) -> list[str]:
 def embed_settings(config: dict) -> str:
     """``vecflow embed`` (EmbedSettings)."""
     lvm = config["lvm"]
-    return _as_json({**job_globals(config), "embed_batch_size": lvm["embed_batch_size"],
+    return settings_json({**job_globals(config), "embed_batch_size": lvm["embed_batch_size"],
                      "embed_shard_rows": lvm["embed_shard_rows"]})
 
 
 def windows_settings(config: dict) -> str:
     """``vecflow windows`` (WindowsSettings)."""
-    return _as_json({**job_globals(config), "context_length": config["lvm"]["context_length"]})
+    return settings_json({**job_globals(config), "context_length": config["lvm"]["context_length"]})
 
 
 def diagnostics_settings(config: dict) -> str:
     """``vecflow diagnose`` (DiagnosticsSettings): lvm.diagnostics."""
-    return _as_json({**job_globals(config), **config["lvm"]["diagnostics"]})
+    return settings_json({**job_globals(config), **config["lvm"]["diagnostics"]})
 
 
 def run_settings(config: dict, run: str) -> dict:
@@ -106,14 +101,14 @@ def run_settings(config: dict, run: str) -> dict:
 
 
 def train_settings(config: dict, run: str) -> str:
-    return _as_json(run_settings(config, run))
+    return settings_json(run_settings(config, run))
 
 
 def fivecat_settings(config: dict, run: str) -> str:
     """``vecflow fivecat`` (FivecatSettings): lvm.fivecat and the run's train_fraction (its ridge baseline sees
     the share of the training windows the model saw)."""
     fraction = run_settings(config, run)["train_fraction"]
-    return _as_json({**job_globals(config), **config["lvm"]["fivecat"], "train_fraction": fraction})
+    return settings_json({**job_globals(config), **config["lvm"]["fivecat"], "train_fraction": fraction})
 
 
 # ---------------------------------------------------------------------------------------------- the study
@@ -131,7 +126,7 @@ def pareto_on(config: dict) -> bool:
 def study_params_input(config: dict, run: str) -> list[str]:
     """The study's best_params.yaml for a run with params_from_study (none when the study is off)."""
     wanted = runs(config)[run].get("params_from_study", False)
-    return [f"{config['results_dir']}/hpo/{config['hpo']['study']}/best_params.yaml"] if wanted and study_on(config) \
+    return [f"{study_dir(config)}/best_params.yaml"] if wanted and study_on(config) \
         else []
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import read_json_object, write_json, write_text
-from vecflow.ship.page import delta_cell, git_revision, render_html, table
+from vecflow.ship.page import delta_cell, git_revision, is_number, render_html, table
 from vecflow.ship.report_artifacts import dig
 
 FIVECAT_GLOB, SCORES_GLOB, DECISION_GLOB = "lvm/fivecat/*.json", "eval/*/scores.json", "deploy/*.decision.json"
@@ -88,15 +88,11 @@ def headline(fivecat: dict[str, dict], scores: dict[str, dict], decision: dict |
     return {k: v for k, v in metrics.items() if v is not None}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def delta(a, b):
     """B − A for two numbers; "changed" for other values that differ; "" when equal; None when one is missing."""
     if a is None or b is None:
         return None
-    if _is_number(a) and _is_number(b):
+    if is_number(a) and is_number(b):
         return b - a
     return "" if a == b else "changed"
 
@@ -125,7 +121,7 @@ def _text(value) -> str:
 def _delta_text(value) -> str:
     if value is None:
         return "—"
-    if _is_number(value):
+    if is_number(value):
         return f"{value:+.4f}" if isinstance(value, float) else f"{value:+d}"
     return str(value)
 

@@ -255,7 +255,11 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
     A symlink is followed first (``link_model`` installs fetched models as relative symlinks into
     ``resources/models/.fetched/``): a hard link to the link itself would dangle inside the bundle."""
-    src = Path(src).resolve()
+    target = Path(src).resolve()
+    if not target.is_file():  # a link whose target is gone (e.g. resources/models/.fetched/ removed)
+        raise VecflowError(f"{src}: broken link to {target}: run fetch_model and link_model again "
+                           f"(snakemake --forcerun fetch_model)")
+    src = target
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
@@ -275,7 +279,7 @@ def copy_model_dir(src: Path, dst: Path, only: tuple[str, ...] | None = None) ->
         return
     if not (src / "config.json").exists() and not any(src.glob("*.safetensors")):
         raise VecflowError(f"{src}: not a model folder (no config.json or *.safetensors)")
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+    for path in sorted(p for p in src.rglob("*") if p.is_file() or p.is_symlink()):  # a broken link is an error
         rel = path.relative_to(src)
         if path.name in SKIP_IN_MODEL_DIRS or any(part.startswith(("checkpoint-", ".")) for part in rel.parts):
             continue

@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.latency and not 1 <= args.latency <= 10000:
         parser.error("--latency must be in 1..10000")
+    if not args.latency and not args.burst and (args.clients < 1 or args.requests < 1):
+        parser.error("--clients and --requests must be at least 1 (a closed loop with none measures nothing)")
     report, ok = run_latency(args) if args.latency else run_load(args)
     if args.json:
         print(json.dumps(report))

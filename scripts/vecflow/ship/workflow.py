@@ -9,22 +9,17 @@ config. The thin input functions that ask the deploy_decision checkpoint stay in
 
 from __future__ import annotations
 
-import json
 import os
 
-from vecflow.core.config_checks import elm_eval_families, elm_families, summary_families
+from vecflow.core.config_checks import config_sources, elm_eval_families, elm_families, summary_families
 from vecflow.core.io import read_json
-from vecflow.core.settings import job_globals
-from vecflow.core.workflow import model_input
+from vecflow.core.settings import job_globals, settings_json
+from vecflow.core.workflow import config_hash, model_input
 from vecflow.hpo import workflow as hpo_workflow
 from vecflow.lvm import workflow as lvm_workflow
 from vecflow.summary.workflow import summarizer_base, summarizer_dirs, summarizer_kinds
 
 TRAIN_RULES = {"seq2seq": "train_summarizer", "causal": "train_causal", "elm": "train_elm"}
-
-
-def _as_json(values: dict) -> str:
-    return json.dumps(values, sort_keys=True)
 
 
 def model_folder(config: dict, family: str) -> str:
@@ -62,14 +57,14 @@ def scores_args(input) -> str:
 
 def decide_settings(config: dict) -> str:
     """``vecflow deploy decide`` (DeploySettings): the deploy section."""
-    return _as_json({**job_globals(config), **config["deploy"]})
+    return settings_json({**job_globals(config), **config["deploy"]})
 
 
 def bundle_settings(config: dict) -> str:
     """``vecflow deploy bundle`` (DeployBundleSettings): the deploy section, plus the seq2seq training lengths for
     summarizer folders written before vecflow_summarizer.json existed (the server must truncate as training did)."""
     summarizer = config["summarizer"]
-    return _as_json({**job_globals(config), **config["deploy"], "max_source_length": summarizer["max_source_length"],
+    return settings_json({**job_globals(config), **config["deploy"], "max_source_length": summarizer["max_source_length"],
                      "max_target_length": summarizer["max_target_length"]})
 
 
@@ -156,9 +151,7 @@ def artifact_args(config: dict, input) -> str:
 
 def report_settings(config: dict) -> str:
     """``vecflow report``: the report section and the config's hash."""
-    from vecflow.core.workflow import config_hash
-
-    return _as_json({**job_globals(config), **config["report"], "config_hash": config_hash(config)})
+    return settings_json({**job_globals(config), **config["report"], "config_hash": config_hash(config)})
 
 
 def all_targets(config: dict) -> list[str]:
@@ -185,6 +178,4 @@ def gpu_check_families(config: dict) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------------- resolved config
 def config_source_args(config_files) -> str:
     """--source FILE for each config file merged into this run, in merge order and each once."""
-    from vecflow.core.config_checks import config_sources
-
     return " ".join(f"--source {path}" for path in config_sources(config_files))

@@ -9,18 +9,13 @@ job's own values: the ELM's variant), whose fields are those of the command's mo
 
 from __future__ import annotations
 
-import json
-
 from vecflow.core.config_checks import ELM_VARIANTS
-from vecflow.core.settings import job_globals
+from vecflow.core.settings import job_globals, settings_json
+from vecflow.core.workflow import study_dir
 from vecflow.summary.settings import SEQ2SEQ_ONLY
 
 # where each summarizer family's trained model is, under results_dir
 SUMMARIZER_FOLDERS = {"seq2seq": "summarizer/model", "causal": "causal/model"}
-
-
-def _as_json(values: dict) -> str:
-    return json.dumps(values, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------------- families
@@ -89,7 +84,7 @@ def elm_params_input(config: dict) -> list[str]:
     """The study's best_params.yaml that train_elm lays over the elm section (none without the study)."""
     if not elm_study_on(config):
         return []
-    return [f"{config['results_dir']}/hpo/{config['hpo']['study']}/best_params.yaml"]
+    return [f"{study_dir(config)}/best_params.yaml"]
 
 
 def elm_bertscore_settings(config: dict) -> dict:
@@ -104,7 +99,7 @@ def elm_bertscore_settings(config: dict) -> dict:
 def dialogue_data_settings(config: dict) -> str:
     """``vecflow ingest-dialogues``, ``synthesize`` and ``filter-summary`` (vecflow.data.settings): the summary
     section."""
-    return _as_json({**job_globals(config), **config["summary"]})
+    return settings_json({**job_globals(config), **config["summary"]})
 
 
 def summarizer_settings(config: dict, family: str) -> str:
@@ -115,22 +110,22 @@ def summarizer_settings(config: dict, family: str) -> str:
     if family == "causal":
         node = {key: value for key, value in node.items() if key not in SEQ2SEQ_ONLY}
         node.update(config["summarizer"]["causal"])
-    return _as_json({**job_globals(config), **node})
+    return settings_json({**job_globals(config), **node})
 
 
 def score_settings(config: dict) -> str:
     """``vecflow score`` (ScoreSettings): the evaluation section."""
-    return _as_json({**job_globals(config), **config["evaluation"]})
+    return settings_json({**job_globals(config), **config["evaluation"]})
 
 
 def elm_predict_settings(config: dict, family: str) -> str:
     """``vecflow predict-elm`` (ElmPredictSettings) for an ELM family (elm, elm_rag): the elm section and the
     family's variant."""
-    return _as_json({**job_globals(config), **config["elm"], "variant": ELM_VARIANTS[family]})
+    return settings_json({**job_globals(config), **config["elm"], "variant": ELM_VARIANTS[family]})
 
 
 def elm_train_settings(config: dict, family: str) -> str:
     """``vecflow train-elm`` (ElmTrainSettings) for an ELM family: the elm section, the family's variant, the
     BERTScore settings and the selection split."""
-    return _as_json({**job_globals(config), **config["elm"], "variant": ELM_VARIANTS[family],
+    return settings_json({**job_globals(config), **config["elm"], "variant": ELM_VARIANTS[family],
                      **elm_bertscore_settings(config)})
