@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pathlib
 from types import SimpleNamespace
 
 import pytest
@@ -117,6 +118,20 @@ def test_core_helpers(demo, tmp_path):
     folder = core_workflow.parent_of("stats")
     assert folder(None, Files({"stats": "a/b/stats.json"}), Files()) == "a/b"
     assert core_workflow.config_hash(demo) == core_workflow.config_hash(copy.deepcopy(demo))
+
+
+def test_gpu_request_is_zero_only_where_jobs_run_on_cpu(demo):
+    """On a CPU machine --resources gpu=1 must not serialise the torch jobs: they declare gpu=0 there."""
+    for device, visible, want in [("cpu", True, 0), ("cuda", False, 2), ("mps", False, 2),
+                                  ("auto", True, 2), ("auto", False, 0)]:
+        assert core_workflow.gpu_request(dict(demo, device=device), 2, visible=visible) == want, (device, visible)
+    no_nodes = {"CUDA_VISIBLE_DEVICES": "0"}
+    assert core_workflow.gpu_visible({}, "darwin", "arm64") is True
+    assert core_workflow.gpu_visible({}, "darwin", "x86_64") is False
+    assert core_workflow.gpu_visible({"CUDA_VISIBLE_DEVICES": ""}, "linux", "x86_64") is False
+    assert core_workflow.gpu_visible({"CUDA_VISIBLE_DEVICES": "-1"}, "linux", "x86_64") is False
+    linux = core_workflow.gpu_visible(no_nodes, "linux", "x86_64")
+    assert linux == any(pathlib.Path(n).exists() for n in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
 
 
 def test_data_references_name_the_files_fetch_data_checks(demo, tmp_path):

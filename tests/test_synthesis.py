@@ -82,37 +82,44 @@ def test_one_module_writes_and_reads_the_format(tmp_path):
 def test_synthesize_writes_records_and_matching_embeddings(tiny_encoder, tmp_path):
     from vecflow.core.encoder import SentenceEncoder
 
-    path = _write_dialogues(tmp_path / "train.jsonl")
-    out_jsonl, out_emb = tmp_path / "out" / "train_synthesis.jsonl", tmp_path / "out" / "train_embeddings.safetensors"
-    counts = synthesize(path, tiny_encoder, {"seed": 1, "device": "cpu", "embed_batch_size": 2}, out_jsonl, out_emb)
+    train = _write_dialogues(tmp_path / "train.jsonl")
+    val = _write_dialogues(tmp_path / "val.jsonl", DIALOGUES[1:])
+    out = tmp_path / "out"
+    counts = synthesize({"train": train, "val": val}, tiny_encoder, {"seed": 1, "device": "cpu", "embed_batch_size": 2},
+                        out)
+    assert counts == {"train": {"records": 6, "embeddings": 3}, "val": {"records": 3, "embeddings": 2}}
 
-    records = read_jsonl(out_jsonl)
-    embeddings = load_tensors(out_emb, required=["embeddings"])["embeddings"]
-    assert counts == {"records": 6, "embeddings": 3} and len(records) == 6
-    assert embeddings.shape == (3, 32) and embeddings.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
-    expected = SentenceEncoder(tiny_encoder, device="cpu").encode([d["dialogue"] for d in DIALOGUES])
-    np.testing.assert_allclose(embeddings, expected, atol=1e-5)  # row i is dialogue i, whatever the batching
-    assert {r["embedding_index"] for r in records} == {0, 1, 2}
+    encoder = SentenceEncoder(tiny_encoder, device="cpu")
+    for split, dialogues in [("train", DIALOGUES), ("val", DIALOGUES[1:])]:  # each split's own rows, in its order
+        records = read_jsonl(out / f"{split}_synthesis.jsonl")
+        embeddings = load_tensors(out / f"{split}_embeddings.safetensors", required=["embeddings"])["embeddings"]
+        assert embeddings.shape == (len(dialogues), 32) and embeddings.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+        expected = encoder.encode([d["dialogue"] for d in dialogues])
+        np.testing.assert_allclose(embeddings, expected, atol=1e-5)  # row i is dialogue i, whatever the batching
+        assert {r["embedding_index"] for r in records} == set(range(len(dialogues)))
+        assert [r["source_id"] for r in records if r["task_type"] == "summary"][0] == dialogues[0]["id"]
 
 
 def test_bad_dialogue_file_fails_before_writing(tiny_encoder, tmp_path):
+    good = _write_dialogues(tmp_path / "train.jsonl")
     path = _write_dialogues(tmp_path / "d.jsonl", [*DIALOGUES, {"id": "z", "dialogue": "#Person1#: hi"}])
-    out_jsonl = tmp_path / "o" / "s.jsonl"
+    out = tmp_path / "o"
     with pytest.raises(VecflowError, match=r"d\.jsonl:4: field 'summary': missing"):
-        synthesize(path, tiny_encoder, {"seed": 1, "device": "cpu"}, out_jsonl, tmp_path / "o" / "e.safetensors")
-    assert not out_jsonl.exists()
+        synthesize({"train": good, "val": path}, tiny_encoder, {"seed": 1, "device": "cpu"}, out)
+    assert not out.exists()  # not even the good split
 
 
 def test_cli_synthesize_and_bad_encoder(tiny_encoder, tmp_path, capsys):
     path = _write_dialogues(tmp_path / "d.jsonl")
     settings = json.dumps({"seed": 1234, "device": "cpu", "embed_batch_size": 32,
                            "templates": {"topic": "Topic of <EMB>:"}})
-    argv = ["synthesize", "--dialogues", str(path), "--encoder", str(tiny_encoder), "--settings", settings,
-            "--out-jsonl", str(tmp_path / "s.jsonl"), "--out-embeddings", str(tmp_path / "e.safetensors")]
+    argv = ["synthesize", "--split", f"val={path}", "--encoder", str(tiny_encoder), "--settings", settings,
+            "--out-dir", str(tmp_path / "out")]
     assert cli_main(argv) == 0
-    topics = [r for r in read_jsonl(tmp_path / "s.jsonl") if r["task_type"] == "topic"]
+    topics = [r for r in read_jsonl(tmp_path / "out" / "val_synthesis.jsonl") if r["task_type"] == "topic"]
     assert [r["input_prompt_template"] for r in topics] == ["Topic of <EMB>:"] * 2
+    assert "[vecflow] val: 6 records over 3 dialogue embeddings" in capsys.readouterr().out
 
     argv[4] = str(tmp_path / "no-model")
     assert cli_main(argv) == 2

@@ -27,8 +27,13 @@ os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "262144")
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "262144")
 
 R = config["results_dir"]
+# the gpu resource of the jobs that can use a GPU: 1, or 0 where they run on CPU (device: cpu, or auto on a
+# machine that shows no GPU), so that --resources gpu=1 serialises GPU jobs only where there is a GPU
+GPU = core_workflow.gpu_request(config)
 LOGS = f"{R}/logs"
 LVM_SPLITS = list(lvm_workflow.SPLITS)
+# the splits rule synthesize writes: those filter_summary reads when the synthesis is the pipeline's own
+SYNTHESIS_SPLITS = summary_workflow.synthesis_splits(config)
 try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.py); the config stays as written
     LVM_RUNS = list(lvm_workflow.runs(config))
 except VecflowError as exc:

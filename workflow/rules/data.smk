@@ -66,31 +66,46 @@ rule ingest_dialogues:
         "--out-dir {params.out_dir} --stats {output.stats} > {log} 2>&1"
 
 
+# one job for every split: the sentence encoder is loaded once (each split is encoded on its own)
 rule synthesize:
     input:
-        dialogues=f"{R}/summary/dialogues/{{split}}.jsonl",
+        dialogues=expand(
+            "{R}/summary/dialogues/{split}.jsonl", R=R, split=SYNTHESIS_SPLITS
+        ),
         encoder=model_input(config["encoder"]),
     output:
-        jsonl=f"{R}/summary/synthesis/{{split}}_synthesis.jsonl",
-        embeddings=f"{R}/summary/synthesis/{{split}}_embeddings.safetensors",
+        jsonl=expand(
+            "{R}/summary/synthesis/{split}_synthesis.jsonl",
+            R=R,
+            split=SYNTHESIS_SPLITS,
+        ),
+        embeddings=expand(
+            "{R}/summary/synthesis/{split}_embeddings.safetensors",
+            R=R,
+            split=SYNTHESIS_SPLITS,
+        ),
     log:
-        f"{LOGS}/synthesize/{{split}}.log",
+        f"{LOGS}/synthesize.log",
     benchmark:
-        f"{R}/benchmarks/synthesize/{{split}}.tsv"
+        f"{R}/benchmarks/synthesize.tsv"
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=4000,
         runtime=60,
     params:
+        splits=lambda w, input: " ".join(
+            f"--split {split}={path}"
+            for split, path in zip(SYNTHESIS_SPLITS, input.dialogues)
+        ),
         settings=lambda w: summary_workflow.dialogue_data_settings(config),
         encoder=parent_of("encoder"),
+        out_dir=lambda w, output: os.path.dirname(output.jsonl[0]),
     shell:
-        "vecflow synthesize --dialogues {input.dialogues} --encoder {params.encoder} "
-        "--settings {params.settings:q} --out-jsonl {output.jsonl} "
-        "--out-embeddings {output.embeddings} > {log} 2>&1"
+        "vecflow synthesize {params.splits} --encoder {params.encoder} "
+        "--settings {params.settings:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule filter_summary:

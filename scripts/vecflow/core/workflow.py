@@ -62,3 +62,37 @@ def launcher(wildcards, resources) -> str:
 def config_hash(config: dict) -> str:
     """The sha256 of the whole config (sorted JSON): the report names the run's config by it."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def gpu_visible(environ: dict | None = None, platform: str | None = None, machine: str | None = None) -> bool:
+    """Whether this machine shows a GPU that torch would pick with ``device: auto``, without importing torch
+    (planning stays fast): an NVIDIA driver or ROCm device node not hidden by CUDA_VISIBLE_DEVICES, or Apple
+    silicon (MPS)."""
+    import platform as _platform
+    import sys
+
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    machine = _platform.machine() if machine is None else machine
+    if platform == "darwin":
+        return machine == "arm64"
+    hidden = environ.get("CUDA_VISIBLE_DEVICES", environ.get("HIP_VISIBLE_DEVICES"))
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def gpu_request(config: dict, count: int = 1, visible: bool | None = None) -> int:
+    """The ``gpu`` resource a GPU-capable job declares: ``count`` where it runs on a GPU, 0 where it runs on CPU.
+
+    ``device: cpu`` requests none, ``cuda``/``mps`` request ``count``; ``auto`` asks whether the machine that
+    plans the DAG shows a GPU (``gpu_visible``). On a CPU machine `--resources gpu=1` then no longer runs the
+    torch jobs one at a time: `--cores` alone shares the CPU between them. A cluster whose submit host has no
+    GPU but whose nodes do sets ``device: cuda`` (config/gpu.yaml does), so that every job asks for its GPU.
+    """
+    device = config["device"]
+    if device == "cpu":
+        return 0
+    if device == "auto" and not (gpu_visible() if visible is None else visible):
+        return 0
+    return int(count)

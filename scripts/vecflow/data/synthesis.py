@@ -26,7 +26,7 @@ import numpy as np
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import check_embeddings, iter_jsonl, load_tensors, require_fields, save_tensors, write_jsonl
 from vecflow.core.settings import seed_everything
-from vecflow.data.dialogues import load_dialogues
+from vecflow.data.dialogues import load_dialogues, parse_split_args
 from vecflow.data.settings import SynthesisSettings
 
 EMB = "<EMB>"
@@ -151,32 +151,43 @@ def write_split(rows_path: Path, embeddings_path: Path, records: list[dict], emb
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow synthesize",
-                                     description="Synthesis records and one embedding per dialogue.")
-    parser.add_argument("--dialogues", required=True, help="dialogues JSONL (one split)")
+                                     description="Synthesis records and one embedding per dialogue, for every split.")
+    parser.add_argument("--split", required=True, action="append", metavar="NAME=PATH",
+                        help="a split name and its dialogues JSONL; repeat for each split (one encoder load for all)")
     parser.add_argument("--encoder", required=True, help="sentence-encoder HF folder")
     parser.add_argument("--settings", required=True, type=SynthesisSettings.from_json,
                         help="the summary config section as JSON (vecflow.data.settings.SynthesisSettings)")
-    parser.add_argument("--out-jsonl", required=True, help="synthesis JSONL")
-    parser.add_argument("--out-embeddings", required=True, help="embeddings safetensors (key 'embeddings')")
+    parser.add_argument("--out-dir", required=True,
+                        help="writes DIR/{split}_synthesis.jsonl and DIR/{split}_embeddings.safetensors")
     args = parser.parse_args(argv)
-    count = synthesize(Path(args.dialogues), Path(args.encoder), args.settings, Path(args.out_jsonl),
-                       Path(args.out_embeddings))
-    print(f"[vecflow] {count['records']} records over {count['embeddings']} dialogue embeddings", flush=True)
+    counts = synthesize(parse_split_args(args.split), Path(args.encoder), args.settings, Path(args.out_dir))
+    for split, count in counts.items():
+        print(f"[vecflow] {split}: {count['records']} records over {count['embeddings']} dialogue embeddings",
+              flush=True)
     return 0
 
 
-def synthesize(dialogues_path: Path, encoder_dir: Path, settings: SynthesisSettings | dict, out_jsonl: Path,
-               out_embeddings: Path) -> dict:
-    """``settings`` as a dict (a direct call) is validated here."""
+def synthesize(splits: dict[str, Path], encoder_dir: Path, settings: SynthesisSettings | dict,
+               out_dir: Path) -> dict[str, dict]:
+    """Every split's records and embeddings in ``out_dir`` (``split_paths``), the encoder loaded once.
+
+    All dialogue files are read and checked before the encoder loads or anything is written; each split is
+    encoded on its own, so its vectors do not depend on the other splits. ``settings`` as a dict (a direct
+    call) is validated here.
+    """
     settings = settings if isinstance(settings, SynthesisSettings) else SynthesisSettings.parse(settings)
     seed_everything(settings.seed)
     templates = prompt_templates(settings)
-    dialogues = load_dialogues(dialogues_path)
-    records = build_records(dialogues, templates)
-    embeddings = embed_dialogues(dialogues, encoder_dir, settings)
-    write_split(out_jsonl, out_embeddings, records, embeddings,
-                metadata={"encoder": str(encoder_dir), "dialogues": str(dialogues_path)})
-    return {"records": len(records), "embeddings": len(embeddings)}
+    dialogues = {split: load_dialogues(path) for split, path in splits.items()}
+    encoder = load_encoder(encoder_dir, settings)
+    counts = {}
+    for split, rows in dialogues.items():
+        records = build_records(rows, templates)
+        embeddings = embed_dialogues(rows, encoder, settings)
+        write_split(*split_paths(out_dir, split), records, embeddings,
+                    metadata={"encoder": str(encoder_dir), "dialogues": str(splits[split])})
+        counts[split] = {"records": len(records), "embeddings": len(embeddings)}
+    return counts
 
 
 def prompt_templates(settings: SynthesisSettings) -> dict[str, str]:
@@ -206,11 +217,14 @@ def _record(task: str, templates: dict[str, str], index: int, target: str, sourc
     }
 
 
-def embed_dialogues(dialogues: list[dict], encoder_dir: Path, settings: SynthesisSettings) -> np.ndarray:
-    """Row i = the L2-normalised encoder vector of dialogue i's text (float32, N x D)."""
+def load_encoder(encoder_dir: Path, settings: SynthesisSettings):
+    """The sentence encoder the dialogues are embedded with (``settings``: device, input length)."""
     from vecflow.core.encoder import SentenceEncoder
 
-    batch_size = settings.embed_batch_size
-    encoder = SentenceEncoder(encoder_dir, device=settings.device, max_length=settings.encoder_max_length)
+    return SentenceEncoder(encoder_dir, device=settings.device, max_length=settings.encoder_max_length)
+
+
+def embed_dialogues(dialogues: list[dict], encoder, settings: SynthesisSettings) -> np.ndarray:
+    """Row i = the L2-normalised encoder vector of dialogue i's text (float32, N x D)."""
     texts = [dialogue["dialogue"] for dialogue in dialogues]
-    return encoder.encode(texts, batch_size=batch_size, progress=True).astype(np.float32)
+    return encoder.encode(texts, batch_size=settings.embed_batch_size, progress=True).astype(np.float32)
