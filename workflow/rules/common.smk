@@ -32,7 +32,7 @@ R = config["results_dir"]
 GPU = core_workflow.gpu_request(config)
 LOGS = f"{R}/logs"
 LVM_SPLITS = list(lvm_workflow.SPLITS)
-# the splits rule synthesize writes: those filter_summary reads when the synthesis is the pipeline's own
+# the splits that synthesize writes: those filter_summary reads when the synthesis is the pipeline's own
 SYNTHESIS_SPLITS = summary_workflow.synthesis_splits(config)
 try:  # lvm.runs plus the learning-curve and seed copies (vecflow/lvm/workflow.py); the config stays as written
     LVM_RUNS = list(lvm_workflow.runs(config))
