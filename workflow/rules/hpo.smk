@@ -23,7 +23,7 @@ if config["hpo"]["target"] == "lvm":
             "../../envs/vecflow.yaml"
         threads: config["threads"]["train"]
         resources:
-            gpu=1,
+            gpu=GPU,
             mem_mb=8000,
             runtime=480,
         params:
@@ -55,7 +55,7 @@ else:
             "../../envs/vecflow.yaml"
         threads: config["threads"]["train"]
         resources:
-            gpu=1,
+            gpu=GPU,
             mem_mb=8000,
             runtime=480,
         params:
