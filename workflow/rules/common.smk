@@ -22,9 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # glibc keeps freed tensor memory in per-thread arenas: a CPU training job with varying batch shapes grew until
 # it was OOM-killed (BENCHMARKS.md, design notes); large blocks through mmap are returned to the system on free.
+# 4 MiB, not 256 KiB: mapping every activation of a step cost a CPU training job a third of its time in page
+# faults (train_causal, 1 thread: 106 s, 31 s of it system time, against 83 s and 10 s; BENCHMARKS.md).
 os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "262144")
-os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "262144")
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4194304")
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4194304")
 
 R = config["results_dir"]
 # the gpu resource of the jobs that can use a GPU: 1, or 0 where they run on CPU (device: cpu, or auto on a
