@@ -49,7 +49,7 @@ def _merged(*names: str) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("name", ["dialogsum.yaml", "wikitext.yaml", "dialogsum-lvm.yaml"])
+@pytest.mark.parametrize("name", ["dialogsum.yaml", "wikitext.yaml", "dialogsum-lvm.yaml", "gpu.yaml"])
 def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
     """config/config.yaml lowers the gates so the tiny demo models deploy; a real-data config layered on top
     must restore the real ones, or a summarizer with 50 % duplicate outputs could be selected and shipped."""
@@ -60,6 +60,11 @@ def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
     assert gates["lvm"]["beat_baselines"] is True and gates["lvm"]["use_fivecat_thresholds"] is True
     if config["tracks"]["summary"]:
         assert config["summarizer"]["min_distinct_ratio"] >= 0.9
+    # nor its sizing: one thread per job and 16 training dialogues make the demo a two-minute run
+    assert config["threads"]["train"] > 1 and config["threads"]["eval"] > 1
+    if config["tracks"]["summary"]:
+        assert config["summary"]["max_dialogues"].get("train", 0) in range(17, 10**9) or (
+            config["summary"]["max_dialogues"].get("train", 0) == 0)
 
 
 def test_a_bad_value_from_the_command_line_is_not_blamed_on_a_file(tmp_path):

@@ -123,6 +123,13 @@ def test_ingest_writes_splits_and_stats(tmp_path):
     assert s["speakers"] == ["#Person1#", "#Person2#"] and s["mean_turns"] == 2
     assert s["mean_summary_words"] == 3 and s["top_topics"] == {"greeting": 6}
 
+    # 0 = every dialogue: how a config layered over the demo's cap lifts it
+    stats = ingest_dialogues({"train": train, "val": val}, {"seed": 3, "max_dialogues": {"train": 0}}, out,
+                             tmp_path / "stats.json")
+    uncapped = ingest_dialogues({"train": train, "val": val}, {"seed": 3}, tmp_path / "o2", tmp_path / "s2.json")
+    assert stats["splits"]["train"]["dialogues"] > 6 and stats["max_dialogues"] == {}
+    assert stats["splits"]["train"] == uncapped["splits"]["train"]
+
 
 def test_an_id_in_two_splits_fails_naming_both_files_and_writes_nothing(tmp_path):
     train = _jsonl(tmp_path / "train.jsonl", [_dialogue(1), _dialogue(2)])
@@ -142,7 +149,8 @@ def test_bad_max_dialogues_settings(tmp_path):
 def test_the_schema_checks_the_summary_settings_ingest_reads():
     """ingest relies on the schema for the types and ranges of its settings (it checks only the split names)."""
     assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}}) == []
-    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "max_dialogues": {"train": 0}})
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "max_dialogues": {"train": 0}}) == []
+    assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "max_dialogues": {"train": -1}})
     assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "selection_dialogues": -1})
     assert schema_errors("summary", {"splits": {"train": "a", "val": "b"}, "selection_dialogues": "4"})
 

@@ -245,12 +245,12 @@ def carve_selection(train: list[dict], count: int, seed: int, train_path: Path) 
 
 
 def _max_dialogues(settings: IngestSettings, split_paths: dict[str, Path]) -> dict[str, int]:
-    """``max_dialogues`` (each count a positive integer) naming only splits given here."""
+    """``max_dialogues`` naming only splits given here; a count of 0 (every dialogue) is no cap."""
     caps = settings.max_dialogues
     for split in caps:
         if split not in split_paths:
             raise VecflowError(f"settings: 'max_dialogues.{split}': no such split (have: {', '.join(split_paths)})")
-    return dict(caps)
+    return {split: count for split, count in caps.items() if count}
 
 
 # -------------------------------------------------------------------------------------------- stats

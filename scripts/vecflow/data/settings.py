@@ -31,7 +31,7 @@ class SummaryDataSettings(JobSettings):
     SCHEMA_SECTIONS = ("summary",)
 
     splits: dict[str, str] | None = None  # the dialogue file per split (the commands get them as arguments)
-    max_dialogues: dict[str, PositiveInt] = {}
+    max_dialogues: dict[str, NonNegativeInt] = {}  # 0 = every dialogue
     selection_dialogues: NonNegativeInt = 0
     leakage_prefix_chars: NonNegativeInt = 200
     synthesis_dir: str = ""
