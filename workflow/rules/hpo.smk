@@ -51,6 +51,7 @@ else:
             f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
         benchmark:
             f"{R}/benchmarks/hpo_worker/{{study}}.worker_{{worker}}.tsv"
+        priority: 10  # the LM families' chains are the DAG's longest: start them first
         conda:
             "../../envs/vecflow.yaml"
         threads: config["threads"]["train"]
@@ -95,6 +96,7 @@ rule hpo_best:
         ),
     log:
         f"{LOGS}/hpo/{{study}}.best.log",
+    priority: 10  # the LM families' chains are the DAG's longest: start them first
     conda:
         "../../envs/vecflow.yaml"
     params:

@@ -24,7 +24,7 @@ rule embed_chunks:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=60,
     params:
@@ -111,7 +111,7 @@ rule train_lvm:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=240,
     params:
@@ -156,7 +156,7 @@ rule fivecat:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=60,
     params:

@@ -23,7 +23,7 @@ rule train_summarizer:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=config["train"]["gpus"],
+        gpu=core_workflow.gpu_request(config, config["train"]["gpus"]),
         mem_mb=8000,
         runtime=240,
     params:
@@ -47,11 +47,12 @@ rule train_causal:
         f"{LOGS}/train_causal.log",
     benchmark:
         f"{R}/benchmarks/train_causal.tsv"
+    priority: 10  # the LM families' chains are the DAG's longest: start them first
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=config["train"]["gpus"],
+        gpu=core_workflow.gpu_request(config, config["train"]["gpus"]),
         mem_mb=8000,
         runtime=240,
     params:
@@ -73,11 +74,12 @@ rule predict_summarizer:
         f"{LOGS}/predict_summarizer/{{family}}.log",
     benchmark:
         f"{R}/benchmarks/predict_summarizer/{{family}}.tsv"
+    priority: 10  # the LM families' chains are the DAG's longest: start them first
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     params:
@@ -122,11 +124,12 @@ rule train_elm:
         f"{LOGS}/train_{{elm}}.log",
     benchmark:
         f"{R}/benchmarks/train_{{elm}}.tsv"
+    priority: 10  # the LM families' chains are the DAG's longest: start them first
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=240,
     params:
@@ -159,11 +162,12 @@ rule predict_elm:
         f"{LOGS}/predict_{{elm}}.log",
     benchmark:
         f"{R}/benchmarks/predict_{{elm}}.tsv"
+    priority: 10  # the LM families' chains are the DAG's longest: start them first
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     params:
@@ -210,7 +214,7 @@ rule score_summaries:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=4000,
         runtime=60,
     params:
