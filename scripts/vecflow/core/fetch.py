@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError
+from vecflow.core.gguf_memo import memoised_gguf_parsing
 from vecflow.core.io import atomic_dir, read_json, sha256_file, sha256_tree, write_json
 from vecflow.core.settings import settings_arg
 
@@ -215,8 +216,10 @@ def convert_gguf(gguf_path: Path, out: Path) -> None:
     folder, filename = gguf_path.parent, gguf_path.name
     print(f"[vecflow] converting {filename} (transformers dequantises it to float32)", flush=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+        # transformers re-parses the file for the tokenizer, the config and the weights: parse it once.
+        with memoised_gguf_parsing():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise VecflowError(f"{filename}: transformers cannot load this GGUF file: {exc}") from None
     # transformers marks GGUF-loaded models as quantized and refuses to save them, but the weights are
