@@ -175,6 +175,19 @@ def score_cmd(tmp: Path, predictions: list[dict]) -> list[str]:
             "--out-examples", str(tmp / "out" / "examples.json")]
 
 
+def score_families_cmd(tmp: Path, families: dict[str, list[dict]]) -> list[str]:
+    """``vecflow score`` on several families (``--family NAME PREDICTIONS EVAL_SPLIT`` each), outputs under
+    ``tmp/out``; every family's predictions are for the eval split of d0, d1, d2."""
+    inp = tmp / "in"
+    inp.mkdir(exist_ok=True)
+    (inp / "val.jsonl").write_bytes(jsonl_bytes([dialogue(i) for i in range(3)]))
+    argv = ["score"]
+    for name, predictions in families.items():
+        (inp / f"{name}.jsonl").write_bytes(jsonl_bytes(predictions))
+        argv += ["--family", name, str(inp / f"{name}.jsonl"), str(inp / "val.jsonl")]
+    return argv + ["--out-dir", str(tmp / "out"), "--bertscore-model", str(inp), "--settings", "{}"]
+
+
 def prediction(i: int, references_of: int | None = None, id_: str | None = None) -> dict:
     return {"id": id_ or f"d{i}", "prediction": f"#Person1# greets {i}.",
             "references": dialogue(i if references_of is None else references_of)["summary"].split("\n")}
@@ -282,6 +295,9 @@ CASES = [
      r"preds\.jsonl:3: field 'id': id 'd7' is not in the eval split"),
     ("score-dialogue-without-prediction", lambda t: score_cmd(t, [prediction(0), prediction(2)]),
      r"val\.jsonl:2: field 'id': id 'd1' has no prediction in .*preds\.jsonl"),
+    ("score-one-family-of-several", lambda t: score_families_cmd(t, {"good": [prediction(i) for i in range(3)],
+                                                                      "bad": [prediction(0), prediction(2)]}),
+     r"val\.jsonl:2: field 'id': id 'd1' has no prediction in .*bad\.jsonl"),
     # ---- deploy decide / bundle
     ("scores-key-given-twice", lambda t: decide_cmd(t, scores=b'{"rouge": {"rouge1": {"f": 0.3}},\n "rouge": 1}'),
      r"scores\.json:2: key 'rouge' is given twice in one JSON object"),

@@ -248,6 +248,83 @@ def test_cli_bad_input_exits_2_without_output(tiny_encoder, tmp_path, capsys):
     assert not scores_path.exists()
 
 
+OTHER_ROWS = [  # a second family: other ids, other texts, two rows
+    {"id": "x", "prediction": "they plan a trip to the sea", "references": ["they plan a trip"]},
+    {"id": "y", "prediction": "she orders a pizza", "references": ["#Person2# orders food"]},
+]
+
+
+def score_families(tiny_encoder, tmp_path, families: dict, *extra: str) -> int:
+    """``vecflow score --family NAME PREDICTIONS EVAL_SPLIT ... --out-dir tmp_path/eval``."""
+    argv = ["score"]
+    for name, rows in families.items():
+        predictions = write_predictions(tmp_path / f"{name}.jsonl", rows)
+        split = write_split(tmp_path / f"{name}_val.jsonl", [r for r in rows if isinstance(r, dict)] or ROWS)
+        argv += ["--family", name, str(predictions), str(split)]
+    return cli_main([*argv, "--out-dir", str(tmp_path / "eval"), "--bertscore-model", str(tiny_encoder),
+                     "--settings", json.dumps(settings_for()), *extra])
+
+
+def test_cli_scores_several_families_each_into_its_own_folder_as_one_family_runs_would(tiny_encoder, tmp_path):
+    assert score_families(tiny_encoder, tmp_path, {"first": ROWS, "second": OTHER_ROWS}) == 0
+    for name, rows in (("first", ROWS), ("second", OTHER_ROWS)):
+        scores = json.loads((tmp_path / "eval" / name / "scores.json").read_text())
+        examples = json.loads((tmp_path / "eval" / name / "examples.json").read_text())
+        assert scores["n"] == len(rows)
+        assert {e["id"] for e in examples["best"] + examples["worst"]} <= {r["id"] for r in rows}
+        # the same files as the one-family command on that family alone
+        alone = tmp_path / "alone" / name
+        assert cli_main(["score", "--predictions", str(tmp_path / f"{name}.jsonl"), "--eval-split",
+                         str(tmp_path / f"{name}_val.jsonl"), "--bertscore-model", str(tiny_encoder), "--settings",
+                         json.dumps(settings_for()), "--out-scores", str(alone / "scores.json"), "--out-examples",
+                         str(alone / "examples.json")]) == 0
+        expected = json.loads((alone / "scores.json").read_text())
+        assert scores["rouge"] == expected["rouge"] and scores["input_dependence"] == expected["input_dependence"]
+        assert scores["bertscore"] == pytest.approx(expected["bertscore"])
+        assert [e["id"] for e in examples["best"]] == [e["id"] for e in json.loads(
+            (alone / "examples.json").read_text())["best"]]
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["first", "second"]
+
+
+def test_cli_one_bad_family_writes_no_family(tiny_encoder, tmp_path, capsys):
+    bad = [dict(OTHER_ROWS[0]), dict(OTHER_ROWS[1], references=[])]
+    code = score_families(tiny_encoder, tmp_path, {"good": ROWS, "bad": bad})
+    assert code == 2
+    assert "bad.jsonl:2: field 'references': empty list" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()  # not even the good family, scored first
+
+
+def test_cli_a_family_without_dialogue_embeddings_writes_no_family(tiny_encoder, tmp_path, capsys):
+    import numpy as np
+
+    from vecflow.core.io import save_tensors
+
+    records = [{"task_type": "summary", "input_prompt_template": "<EMB>", "embedding_index": i,
+                "target_text": "ref", "source_id": r["id"]} for i, r in enumerate(ROWS)]  # none for OTHER_ROWS
+    sources = tmp_path / "val_synthesis.jsonl"
+    sources.write_text("".join(json.dumps(r) + "\n" for r in records))
+    save_tensors(tmp_path / "val_embeddings.safetensors", {"embeddings": np.eye(3, dtype=np.float32)})
+    code = score_families(tiny_encoder, tmp_path, {"good": ROWS, "other": OTHER_ROWS}, "--encoder",
+                          str(tmp_path / "no-encoder-needed-before-the-check"), "--sources", str(sources))
+    assert code == 2
+    assert "val_synthesis.jsonl: no embedding for id 'x' (2 of 2 predictions)" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--family", "a", "p.jsonl", "v.jsonl"], "--family goes with --out-dir"),
+    (["--family", "a", "p.jsonl", "v.jsonl", "--out-dir", "o", "--out-scores", "s.json"], "--family goes with"),
+    (["--family", "a", "p.jsonl", "v.jsonl", "--family", "a", "q.jsonl", "v.jsonl", "--out-dir", "o"],
+     "--family 'a' given twice"),
+    (["--family", "../a", "p.jsonl", "v.jsonl", "--out-dir", "o"], "NAME must be a folder name"),
+    (["--predictions", "p.jsonl", "--eval-split", "v.jsonl"], "give --family NAME PREDICTIONS EVAL_SPLIT"),
+])
+def test_cli_family_arguments_are_checked_before_reading(argv, message, tmp_path, capsys):
+    code = cli_main(["score", *argv, "--bertscore-model", "m", "--settings", "{}"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_dialogsum_dev_sample_scores(shared_data, tiny_encoder, tmp_path):
     rows = []
     with open(shared_data / "dialogsum" / "dev.jsonl") as fh:

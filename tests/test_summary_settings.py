@@ -104,6 +104,12 @@ def parsed_settings(commands: list[list[str]]) -> dict[str, list]:
     return seen
 
 
+def scored_families(commands: list[list[str]]) -> list[str]:
+    """The families of the one ``vecflow score`` job, each scored into --out-dir/NAME (fails on two jobs)."""
+    [argv] = [argv for argv in commands if argv[1] == "score"]
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--family"]
+
+
 def demo_config(tmp_path) -> dict:
     from test_workflow import tiny_config
     from tiny_models import make_tiny_causal_lm, make_tiny_encoder
@@ -118,7 +124,9 @@ def test_the_summary_rules_send_what_each_model_accepts(tmp_path):
     from test_workflow import write_workdir
 
     config = demo_config(tmp_path)
-    seen = parsed_settings(dry_run_commands(write_workdir(tmp_path / "demo", config)))
+    commands = dry_run_commands(write_workdir(tmp_path / "demo", config))
+    seen = parsed_settings(commands)
+    assert scored_families(commands) == ["seq2seq", "causal", "retrieval", "elm"]  # one job scores them all
     assert set(seen) == set(COMMAND_MODEL)
     [seq2seq] = seen["train-summarizer"]
     [causal] = seen["train-causal"]
@@ -134,7 +142,9 @@ def test_the_summary_rules_send_what_each_model_accepts(tmp_path):
     variant["summarizer"]["causal"]["lora"] = {"enabled": True}
     variant["summary"]["selection_dialogues"] = 0
     variant["elm"].update({"variants": ["plain", "rag"], "rerank_candidates": 2})
-    seen = parsed_settings(dry_run_commands(write_workdir(tmp_path / "variant", variant)))
+    commands = dry_run_commands(write_workdir(tmp_path / "variant", variant))
+    seen = parsed_settings(commands)
+    assert scored_families(commands) == ["causal", "retrieval", "elm", "elm_rerank", "elm_rag", "elm_rag_rerank"]
     assert "train-summarizer" not in seen and seen["train-causal"][0].lora.enabled
     assert {m.variant for m in seen["train-elm"]} == {"plain", "rag"}
     assert {m.selection_split for m in seen["train-elm"]} == {"val"}
@@ -187,6 +197,17 @@ def test_the_rule_helpers_are_pure_functions_of_the_config(tmp_path):
     assert rag.variant == "rag" and rag.selection_split == "selection" and rag.seed == config["seed"]
     assert S.ElmPredictSettings.from_json(summary_workflow.elm_predict_settings(config, "elm")).variant == "plain"
     assert S.ScoreSettings.from_json(summary_workflow.score_settings(config)).examples == config["evaluation"]["examples"]
+    # what the one score_summaries job scores: the report shows each family's scores, the job writes them
+    from vecflow.ship.workflow import report_inputs
+
+    scored = summary_workflow.scored_families(config)
+    assert scored == {"seq2seq": f"{R}/summary/dialogues/val.jsonl", "causal": f"{R}/summary/dialogues/val.jsonl",
+                      "retrieval": f"{R}/summary/filtered/val_synthesis.jsonl",
+                      "elm": f"{R}/summary/filtered/val_synthesis.jsonl"}
+    assert {key.split("__")[1] for key in report_inputs(config) if key.startswith("scores__")} == set(scored)
+    assert summary_workflow.score_family_args(config).split()[:4] == [
+        "--family", "seq2seq", f"{R}/eval/seq2seq/predictions.jsonl", f"{R}/summary/dialogues/val.jsonl"]
+    assert summary_workflow.scored_families({**config, "tracks": {**config["tracks"], "summary": False}}) == {}
     assert json.dumps(config, sort_keys=True) == before
 
     # no selection split carved (or an existing synthesis folder): checkpoints are chosen on val; no study

@@ -6,6 +6,8 @@ from vecflow.core.config_checks import elm_eval_suffixes
 # eval/<family>/ is the top candidate; eval/<family>_rerank/ the re-ranked one (elm.rerank_candidates > 1)
 ELM_EVAL_SUFFIXES = elm_eval_suffixes(config)
 SUMMARIZER_DIRS = summary_workflow.summarizer_dirs(config)
+# the families score_summaries scores: {family: the eval split its predictions are for}
+SCORED_FAMILIES = summary_workflow.scored_families(config)
 
 
 rule train_summarizer:
@@ -185,44 +187,51 @@ rule predict_elm:
         "--encoder {params.encoder} --split val --settings {params.settings:q} {params.outs} > {log} 2>&1"
 
 
-rule score_summaries:
-    input:
-        predictions=f"{R}/eval/{{summarizer}}/predictions.jsonl",
-        # the split the predictions were made for: ids one-to-one with it, with its references
-        eval_split=lambda w: (
-            f"{R}/summary/dialogues/val.jsonl"
-            if w.summarizer in SUMMARIZER_DIRS
-            else f"{R}/summary/filtered/val_synthesis.jsonl"
-        ),
-        bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
-        # semantic consistency: the eval dialogues' embeddings, and the encoder that made them
-        sources=f"{R}/summary/filtered/val_synthesis.jsonl",
-        encoder=model_input(config["encoder"]),
-    output:
-        scores=report(
-            f"{R}/eval/{{summarizer}}/scores.json",
-            caption="../report/scores.rst",
-            category="4. Summaries",
-            subcategory="{summarizer}",
-        ),
-        examples=f"{R}/eval/{{summarizer}}/examples.json",
-    log:
-        f"{LOGS}/score_summaries/{{summarizer}}.log",
-    benchmark:
-        f"{R}/benchmarks/score_summaries/{{summarizer}}.tsv"
-    conda:
-        "../../envs/vecflow.yaml"
-    threads: config["threads"]["eval"]
-    resources:
-        gpu=GPU,
-        mem_mb=4000,
-        runtime=60,
-    params:
-        bertscore=parent_of("bertscore"),
-        encoder=parent_of("encoder"),
-        settings=lambda w: summary_workflow.score_settings(config),
-    shell:
-        "vecflow score --predictions {input.predictions} --eval-split {input.eval_split} "
-        "--bertscore-model {params.bertscore} --encoder {params.encoder} --sources {input.sources} "
-        "--settings {params.settings:q} --out-scores {output.scores} "
-        "--out-examples {output.examples} > {log} 2>&1"
+# one job scores every family (the BERTScore model and the encoder loaded once): eval/<family>/scores.json and
+# examples.json for each of SCORED_FAMILIES
+if SCORED_FAMILIES:
+
+    rule score_summaries:
+        input:
+            predictions=[
+                f"{R}/eval/{family}/predictions.jsonl" for family in SCORED_FAMILIES
+            ],
+            # the splits the predictions were made for: ids one-to-one with them, with their references
+            eval_splits=sorted(set(SCORED_FAMILIES.values())),
+            bertscore=model_input(config["evaluation"]["bertscore"]["model"]),
+            # semantic consistency: the eval dialogues' embeddings, and the encoder that made them
+            sources=f"{R}/summary/filtered/val_synthesis.jsonl",
+            encoder=model_input(config["encoder"]),
+        output:
+            scores=[
+                report(
+                    f"{R}/eval/{family}/scores.json",
+                    caption="../report/scores.rst",
+                    category="4. Summaries",
+                    subcategory=family,
+                )
+                for family in SCORED_FAMILIES
+            ],
+            examples=[f"{R}/eval/{family}/examples.json" for family in SCORED_FAMILIES],
+        log:
+            f"{LOGS}/score_summaries.log",
+        benchmark:
+            f"{R}/benchmarks/score_summaries.tsv"
+        conda:
+            "../../envs/vecflow.yaml"
+        threads: config["threads"]["eval"]
+        resources:
+            gpu=GPU,
+            mem_mb=4000,
+            runtime=60,
+        params:
+            families=summary_workflow.score_family_args(config),
+            # --out-dir: the folder above every eval/<family>/
+            out_dir=lambda w, output: os.path.dirname(os.path.dirname(output.scores[0])),
+            bertscore=parent_of("bertscore"),
+            encoder=parent_of("encoder"),
+            settings=lambda w: summary_workflow.score_settings(config),
+        shell:
+            "vecflow score {params.families} --out-dir {params.out_dir} "
+            "--bertscore-model {params.bertscore} --encoder {params.encoder} --sources {input.sources} "
+            "--settings {params.settings:q} > {log} 2>&1"

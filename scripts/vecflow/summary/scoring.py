@@ -27,6 +27,7 @@ import json
 import re
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 from vecflow.core.errors import VecflowError, where
 from vecflow.core.io import iter_jsonl, require_fields, write_json
@@ -233,20 +234,27 @@ def pick_examples(rows: list[dict], rouge: dict, bert: dict, count: int) -> dict
 
 
 # ---------------------------------------------------------------------------------- semantic consistency
-def semantic_consistency(rows: list[dict], encoder, sources: str | Path, batch_size: int = 32) -> dict:
-    """Cosine between the sentence embedding of each prediction and the embedding of its dialogue (the
-    synthesis split ``sources``, the ELM's input), and the same for the first reference: the ceiling to read it
-    against. A summary that says what its dialogue says sits near it in the encoder's space."""
+def source_targets(rows: list[dict], vectors: dict, sources: str | Path):
+    """The dialogue embedding of each prediction's id (``vectors``: ``source_vectors(sources)``); a VecflowError
+    naming ``sources`` when one is missing."""
     import numpy as np
 
-    from vecflow.data.synthesis import source_vectors
-
-    vectors = source_vectors(sources)
     missing = [row["id"] for row in rows if row["id"] not in vectors]
     if missing:
         raise VecflowError(f"{sources}: no embedding for id '{missing[0]}' ({len(missing)} of {len(rows)} "
                            f"predictions); give the synthesis split of the eval dialogues")
-    targets = np.stack([vectors[row["id"]] for row in rows])
+    return np.stack([vectors[row["id"]] for row in rows])
+
+
+def semantic_consistency(rows: list[dict], encoder, sources: str | Path, batch_size: int = 32,
+                         vectors: dict | None = None) -> dict:
+    """Cosine between the sentence embedding of each prediction and the embedding of its dialogue (the
+    synthesis split ``sources``, the ELM's input), and the same for the first reference: the ceiling to read it
+    against. A summary that says what its dialogue says sits near it in the encoder's space. ``vectors``: the
+    split's embeddings when already read (``source_vectors(sources)``)."""
+    from vecflow.data.synthesis import source_vectors
+
+    targets = source_targets(rows, source_vectors(sources) if vectors is None else vectors, sources)
     predicted = encoder.encode([row["prediction"] for row in rows], batch_size=batch_size)
     reference = encoder.encode([row["references"][0] for row in rows], batch_size=batch_size)
     pred = (predicted * targets).sum(1)
@@ -291,10 +299,28 @@ def _device_name(requested: str) -> str:
     return str(pick_device(requested))
 
 
+class Family(NamedTuple):
+    """One family to score: its predictions, the eval split they are for, and where its two JSON files go."""
+
+    name: str
+    predictions: str
+    eval_split: str
+    out_scores: str
+    out_examples: str
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vecflow score", description="ROUGE + BERTScore for predictions JSONL.")
-    parser.add_argument("--predictions", required=True, help="predictions JSONL {id, prediction, references}")
-    parser.add_argument("--eval-split", required=True,
+    parser = argparse.ArgumentParser(
+        prog="vecflow score", description="ROUGE + BERTScore for predictions JSONL: one family (--predictions ... "
+        "--out-examples) or several (--family ... --out-dir), the models loaded once for all.")
+    parser.add_argument("--family", nargs=3, action="append", default=[],
+                        metavar=("NAME", "PREDICTIONS", "EVAL_SPLIT"),
+                        help="a family to score (repeat for each): its predictions JSONL and the eval split they "
+                             "are for; writes OUT_DIR/NAME/scores.json and OUT_DIR/NAME/examples.json")
+    parser.add_argument("--out-dir", default=None, help="with --family: the folder of the families' folders")
+    parser.add_argument("--predictions", default=None, help="one family: predictions JSONL {id, prediction, "
+                                                            "references}")
+    parser.add_argument("--eval-split", default=None,
                         help="the eval split the predictions are for (dialogues JSONL, or the ELM's summary-only "
                              "synthesis JSONL): ids must be one-to-one with it, with its references")
     parser.add_argument("--bertscore-model", required=True, help="local HF model folder for BERTScore")
@@ -304,32 +330,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sources", default=None,
                         help="synthesis JSONL of the eval dialogues (with its _embeddings.safetensors): the "
                              "dialogue embeddings semantic consistency compares with; needs --encoder")
-    parser.add_argument("--out-scores", required=True, help="scores JSON")
-    parser.add_argument("--out-examples", required=True, help="best/worst examples JSON")
+    parser.add_argument("--out-scores", default=None, help="one family: scores JSON")
+    parser.add_argument("--out-examples", default=None, help="one family: best/worst examples JSON")
     return parser
+
+
+def families_of(args: argparse.Namespace) -> list[Family]:
+    """The families the command line names: each --family under --out-dir, or the one-family form."""
+    single = [args.predictions, args.eval_split, args.out_scores, args.out_examples]
+    if args.family:
+        if any(value is not None for value in single) or args.out_dir is None:
+            raise VecflowError("--family goes with --out-dir, not with --predictions/--eval-split/--out-scores/"
+                               "--out-examples")
+        families = [Family(name, predictions, eval_split, str(Path(args.out_dir) / name / "scores.json"),
+                           str(Path(args.out_dir) / name / "examples.json"))
+                    for name, predictions, eval_split in args.family]
+        for family in families:
+            if not family.name or family.name in (".", "..") or "/" in family.name or "\\" in family.name:
+                raise VecflowError(f"--family {family.name!r}: NAME must be a folder name")
+        names = [family.name for family in families]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise VecflowError(f"--family {twice[0]!r} given twice")
+        return families
+    if None in single or args.out_dir is not None:
+        raise VecflowError("give --family NAME PREDICTIONS EVAL_SPLIT (repeated) with --out-dir, or all of "
+                           "--predictions, --eval-split, --out-scores and --out-examples")
+    return [Family("", *single)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    seed_everything(args.settings.seed)
-    rows = read_predictions(args.predictions, args.eval_split)
+    families = families_of(args)
     if (args.encoder is None) != (args.sources is None):
         raise VecflowError("--encoder and --sources go together (semantic consistency needs both)")
-    scores, examples = score_predictions(rows, args.bertscore_model, args.settings)
+    # every family's input is checked before anything is scored, and nothing is written before all are scored:
+    # one bad family leaves no family's files
+    rows = [read_predictions(family.predictions, family.eval_split) for family in families]
+    vectors = encoder = None
     if args.encoder is not None:
-        from vecflow.core.encoder import SentenceEncoder
+        from vecflow.data.synthesis import source_vectors
 
-        encoder = SentenceEncoder(args.encoder, _device_name(args.settings.device))
-        encoder.name = Path(args.encoder).name
-        scores["semantic_consistency"] = semantic_consistency(rows, encoder, args.sources)
-    write_json(args.out_scores, scores)
-    write_json(args.out_examples, examples)
-    rouge = scores["rouge"]
-    print(
-        f"[vecflow] scored {scores['n']} predictions: rouge1 {rouge['rouge1']['f']:.4f} "
-        f"rougeL {rouge['rougeL']['f']:.4f} bertscore f1 {scores['bertscore']['f1']:.4f} distinct "
-        f"{scores['input_dependence']['distinct_ratio']:.2f} own-vs-shuffled rouge1 "
-        f"{scores['input_dependence']['margin']:+.4f}",
-        flush=True,
-    )
+        vectors = source_vectors(args.sources)
+        for family_rows in rows:
+            source_targets(family_rows, vectors, args.sources)
+    results = []
+    for family, family_rows in zip(families, rows, strict=True):
+        seed_everything(args.settings.seed)  # each family as if scored alone
+        scores, examples = score_predictions(family_rows, args.bertscore_model, args.settings)
+        if args.encoder is not None:
+            if encoder is None:
+                from vecflow.core.encoder import SentenceEncoder
+
+                encoder = SentenceEncoder(args.encoder, _device_name(args.settings.device))
+                encoder.name = Path(args.encoder).name
+            scores["semantic_consistency"] = semantic_consistency(family_rows, encoder, args.sources,
+                                                                  vectors=vectors)
+        results.append((family, scores, examples))
+    for family, scores, examples in results:
+        write_json(family.out_scores, scores)
+        write_json(family.out_examples, examples)
+        rouge = scores["rouge"]
+        print(
+            f"[vecflow] {family.name + ': ' if family.name else ''}scored {scores['n']} predictions: rouge1 "
+            f"{rouge['rouge1']['f']:.4f} rougeL {rouge['rougeL']['f']:.4f} bertscore f1 "
+            f"{scores['bertscore']['f1']:.4f} distinct {scores['input_dependence']['distinct_ratio']:.2f} "
+            f"own-vs-shuffled rouge1 {scores['input_dependence']['margin']:+.4f}",
+            flush=True,
+        )
     return 0

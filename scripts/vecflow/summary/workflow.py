@@ -9,7 +9,7 @@ job's own values: the ELM's variant), whose fields are those of the command's mo
 
 from __future__ import annotations
 
-from vecflow.core.config_checks import ELM_VARIANTS
+from vecflow.core.config_checks import ELM_VARIANTS, elm_eval_families
 from vecflow.core.settings import job_globals, settings_json
 from vecflow.core.workflow import study_dir
 from vecflow.summary.settings import SEQ2SEQ_ONLY
@@ -34,6 +34,27 @@ def summarizer_base(config: dict, family: str) -> str:
     """The model a seq2seq or causal summarizer starts from (a models: entry or an HF folder)."""
     section = config["summarizer"]
     return section["causal"]["base"] if family == "causal" else section["base"]
+
+
+def scored_families(config: dict) -> dict[str, str]:
+    """The families the one score_summaries job scores, each with the eval split its predictions are for: the
+    trained summarizers (val dialogues), then the retrieval baseline and each ELM family scored (eval/<family>,
+    eval/<family>_rerank; the val synthesis split). Empty when the summary track is off."""
+    if not config["tracks"]["summary"]:
+        return {}
+    R = config["results_dir"]
+    families = {family: f"{R}/summary/dialogues/val.jsonl" for family in summarizer_kinds(config)}
+    for family in ["retrieval", *elm_eval_families(config)]:
+        families[family] = f"{R}/summary/filtered/val_synthesis.jsonl"
+    return families
+
+
+def score_family_args(config: dict) -> str:
+    """``vecflow score``'s --family NAME PREDICTIONS EVAL_SPLIT, one per scored family (outputs under
+    results_dir/eval, the --out-dir)."""
+    R = config["results_dir"]
+    return " ".join(f"--family {family} {R}/eval/{family}/predictions.jsonl {split}"
+                    for family, split in scored_families(config).items())
 
 
 # ---------------------------------------------------------------------------------------------- splits
