@@ -247,10 +247,10 @@ def test_pipeline_dag_timeline_is_read_from_the_snakemake_log(tmp_path):
     (logs / "2026-12-04T200005.snakemake.log").write_text(SNAKEMAKE_LOG)
     (logs / "2026-12-04T210000.snakemake.log").write_text("Nothing to be done (all requested files are present).")
     assert last_full_run(tmp_path)["jobs"] == 3  # the full build, not a later no-op rerun
-    bench_dir = tmp_path / "results" / "benchmarks" / "embed_chunks"
+    bench_dir = tmp_path / "results" / "benchmarks" / "make_windows"
     bench_dir.mkdir(parents=True)
     (bench_dir / "train.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n11.63\t0:00:11\t900\t17.04\n")
-    assert benchmark_cpu(tmp_path / "results") == {"embed_chunks/train": {"wall_s": 11.63, "cpu_s": 17.04}}
+    assert benchmark_cpu(tmp_path / "results") == {"make_windows/train": {"wall_s": 11.63, "cpu_s": 17.04}}
 
 
 def test_pipeline_overhead_on_a_tiny_finished_run(tiny_encoder, tiny_causal_lm, tmp_path):

@@ -5,20 +5,20 @@ CURVE_POINTS = lvm_workflow.curve_points(config)  # [run, run-lc10, ...] or []
 SEED_POINTS = lvm_workflow.seed_points(config)  # [run, run-seed2, ...] or []
 
 
+# one job for every split: the sentence encoder is loaded once (each split is encoded on its own); for each
+# splits/<split>.jsonl, vecflow embed writes <split>.safetensors + <split>.index.jsonl into --out-dir
 rule embed_chunks:
     input:
-        chunks=f"{R}/lvm/splits/{{split}}.jsonl",
+        chunks=expand("{R}/lvm/splits/{split}.jsonl", R=R, split=LVM_SPLITS),
         encoder=model_input(config["encoder"]),
     output:
-        multiext(
-            f"{R}/lvm/embeddings/{{split}}",
-            vectors=".safetensors",
-            index=".index.jsonl",
-        ),
+        # named: Snakemake caches a rule of several outputs only when each is named (or all are a multiext)
+        **lvm_workflow.embedding_outputs(R),
     log:
-        f"{LOGS}/embed_chunks/{{split}}.log",
+        f"{LOGS}/embed_chunks.log",
     # between-workflow cache (OUTPUT_CACHE, models.smk): a results_dir with the same chunks and encoder links
-    # the bank instead of embedding again. No benchmark: Snakemake allows none on a cacheable rule.
+    # the banks instead of embedding again. No benchmark: Snakemake allows none on a cacheable rule. The cache
+    # key hashes params and the unformatted shell command, not paths: the folder is taken in the shell
     cache: OUTPUT_CACHE
     conda:
         "../../envs/vecflow.yaml"
@@ -30,13 +30,9 @@ rule embed_chunks:
     params:
         encoder=parent_of("encoder"),
         settings=lambda w: lvm_workflow.embed_settings(config),
-        # unused by the command: the cache key hashes params, shell and upstream jobs but not wildcards or
-        # paths, and every split's chunks come from one split_articles job, so without it the splits would
-        # share one cache entry
-        split=lambda w: w.split,
     shell:
         "vecflow embed --chunks {input.chunks} --encoder {params.encoder} --settings {params.settings:q} "
-        "--out {output.vectors} --index {output.index} > {log} 2>&1"
+        '--out-dir "$(dirname {output.train_vectors:q})" > {log} 2>&1'
 
 
 rule make_windows:

@@ -407,8 +407,9 @@ class ShardedBankWriter:
                                         "rows": len(rows)})
         write_json(self.folder / MANIFEST, self.manifest)
 
-    def finish(self) -> int:
-        """Stream the shards into ``OUT`` (safetensors) and ``INDEX``; both appear only when complete."""
+    def finish(self, keep_partial: bool = False) -> int:
+        """Stream the shards into ``OUT`` (safetensors) and ``INDEX``; both appear only when complete. The partial
+        folder is removed unless ``keep_partial`` (a multi-split export removes it once every split is out)."""
         shards = self.manifest["shards"]
         if not shards:
             raise VecflowError(f"{self.folder}: no shards to publish")
@@ -433,8 +434,13 @@ class ShardedBankWriter:
                         shutil.copyfileobj(part, index)
                 out.flush()
                 os.fsync(out.fileno())
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not keep_partial:
+            self.discard()
         return total
+
+    def discard(self) -> None:
+        """Remove the partial folder (after publishing)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _write_index(path: Path, rows: list[dict]) -> None:
@@ -459,6 +465,14 @@ def export_bank(rows: Iterable[dict], encode: Callable[[list[str]], np.ndarray],
                 metadata: dict) -> int:
     """Encode ``rows`` (an iterator: only one shard of texts is ever held) shard by shard after the rows the
     writer already holds, then publish. Returns the number of rows in the finished bank."""
+    write_shards(rows, encode, writer, metadata)
+    return writer.finish()
+
+
+def write_shards(rows: Iterable[dict], encode: Callable[[list[str]], np.ndarray], writer: ShardedBankWriter,
+                 metadata: dict) -> int:
+    """``export_bank`` without the publishing: every row in complete shards of ``writer``'s partial folder (rows
+    it already holds are skipped, not encoded). Returns the rows held."""
     skip = writer.rows_done
     if skip:
         print(f"[vecflow] resuming the export after {skip} rows ({len(writer.manifest['shards'])} complete "
@@ -468,4 +482,4 @@ def export_bank(rows: Iterable[dict], encode: Callable[[list[str]], np.ndarray],
         vectors = encode([row["text"] for row in shard_rows])
         writer.add_shard(vectors, shard_rows, metadata)
         print(f"[vecflow] shard {len(writer.manifest['shards'])}: {writer.rows_done} rows", flush=True)
-    return writer.finish()
+    return writer.rows_done

@@ -1,16 +1,22 @@
-"""Chunk embeddings (``vecflow embed``): the export that writes the embedding bank (``vecflow.lvm.bank``).
+"""Chunk embeddings (``vecflow embed``): the export that writes the embedding banks (``vecflow.lvm.bank``).
 
-``embed`` encodes every chunk text with the sentence encoder (mean pooling, L2-normalised) shard by shard:
-``F.safetensors.partial/`` receives fixed-size shards and a manifest as it goes, a killed job resumes after
-the last complete shard, and only a finished export publishes ``F.safetensors`` (key ``embeddings``, N x D
-float32, metadata: encoder folder name, dim, count) plus ``F.index.jsonl`` rows ``{article_id, chunk_index,
-text}`` in the same order. Memory holds one shard of texts and vectors, whatever the corpus size.
+One job embeds every split: ``--chunks train.jsonl val.jsonl ood.jsonl --out-dir D`` writes, for each chunks file
+``NAME.jsonl``, the bank ``D/NAME.safetensors`` (key ``embeddings``, N x D float32, metadata: encoder folder
+name, dim, count) plus ``D/NAME.index.jsonl`` rows ``{article_id, chunk_index, text}`` in the same order, with the
+sentence encoder loaded once (mean pooling, L2-normalised; each split is encoded on its own, so a bank is the
+same bytes as one embedded alone).
+
+Every chunks file is read and checked before the encoder is loaded. Each split is then encoded shard by shard
+into ``D/NAME.safetensors.partial/`` (fixed-size shards and a manifest): a killed job resumes after the last
+complete shard of the split it was in, and the splits it had finished are not encoded again. The banks are
+published only once every split is encoded, and the partial folders removed only once every bank is out (so a
+job killed while publishing, whose outputs Snakemake then deletes, publishes again without encoding). Memory
+holds one shard of texts and vectors, whatever the corpus size.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from pathlib import Path
 
@@ -19,7 +25,7 @@ import numpy as np
 from vecflow.core.errors import VecflowError
 from vecflow.core.io import require_file
 from vecflow.core.settings import seed_everything
-from vecflow.lvm.bank import ShardedBankWriter, export_bank, iter_index
+from vecflow.lvm.bank import ShardedBankWriter, iter_index, write_shards
 from vecflow.lvm.settings import EmbedSettings
 
 
@@ -59,26 +65,67 @@ def export_source(chunks: str | Path, encoder_dir: str | Path) -> dict:
             "encoder": str(Path(encoder_dir).resolve())}
 
 
+def split_name(chunks: str | Path) -> str:
+    """The split a chunks file holds: its name without ``.jsonl`` (``splits/val.jsonl`` -> ``val``)."""
+    name = Path(chunks).name
+    if not name.endswith(".jsonl") or name == ".jsonl":
+        raise VecflowError(f"{chunks}: --chunks takes NAME.jsonl files (NAME names the split and its bank)")
+    return name.removesuffix(".jsonl")
+
+
+def plan_splits(chunks: list[str], out_dir: str | Path) -> list[tuple[str, Path, Path, Path]]:
+    """(split, chunks, bank, index) per chunks file, in the order given; two files of one name are refused."""
+    plan, seen = [], {}
+    for path in chunks:
+        name = split_name(path)
+        if name in seen:
+            raise VecflowError(f"{path}: split '{name}' is given twice (also {seen[name]}); each --chunks file "
+                               f"needs its own name, its bank is {Path(out_dir) / name}.safetensors")
+        seen[name] = path
+        plan.append((name, Path(path), Path(out_dir) / f"{name}.safetensors", Path(out_dir) / f"{name}.index.jsonl"))
+    return plan
+
+
+def count_chunks(chunks: Path) -> int:
+    """Rows of a chunks file, every one checked (file:line: field ...), before anything is encoded."""
+    count = sum(1 for _ in iter_index(require_file(chunks)))
+    if not count:
+        raise VecflowError(f"{chunks}: no chunks to embed")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vecflow embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", required=True, help="chunks JSONL (article_id, chunk_index, text, ...)")
+    parser.add_argument("--chunks", required=True, nargs="+", action="extend",
+                        help="chunks JSONL files NAME.jsonl (article_id, chunk_index, text, ...), one per split")
     parser.add_argument("--encoder", required=True, help="HF encoder folder")
     parser.add_argument("--settings", required=True, type=EmbedSettings.from_json,
                         help="embed_batch_size, embed_shard_rows (the lvm section's) and seed/device, as JSON")
-    parser.add_argument("--out", required=True, help="F.safetensors")
-    parser.add_argument("--index", required=True, help="F.index.jsonl")
+    parser.add_argument("--out-dir", required=True,
+                        help="folder of the banks: NAME.safetensors + NAME.index.jsonl per chunks file")
     args = parser.parse_args(argv)
 
     settings = args.settings
+    plan = plan_splits(args.chunks, args.out_dir)
+    counts = {name: count_chunks(chunks) for name, chunks, _, _ in plan}
     seed_everything(settings.seed)
     shard_rows = settings.embed_shard_rows
-    writer = ShardedBankWriter(args.out, args.index, shard_rows, export_source(args.chunks, args.encoder))
-    encode = lazy_encoder(args.encoder, settings.embed_batch_size, settings.device)
-    rows = iter_index(args.chunks)
-    first = next(rows, None)
-    if first is None:
-        raise VecflowError(f"{args.chunks}: no chunks to embed")
-    total = export_bank(itertools.chain([first], rows), encode, writer, {"encoder": Path(args.encoder).name})
-    print(f"[vecflow] {args.out}: {total} x {writer.manifest['dim']} ({Path(args.encoder).name}, "
-          f"{len(writer.manifest['shards'])} shards of <= {shard_rows})", flush=True)
+    metadata = {"encoder": Path(args.encoder).name}
+    encode = lazy_encoder(args.encoder, settings.embed_batch_size, settings.device)  # one load for every split
+    writers = {}
+    for name, chunks, out, index in plan:
+        writer = ShardedBankWriter(out, index, shard_rows, export_source(chunks, args.encoder))
+        if writer.rows_done >= counts[name]:
+            print(f"[vecflow] {name}: all {writer.rows_done} chunks already encoded in {writer.folder}", flush=True)
+        else:
+            print(f"[vecflow] {name}: {counts[name]} chunks from {chunks}", flush=True)
+        write_shards(iter_index(chunks), encode, writer, metadata)
+        writers[name] = writer
+    for name, _, out, _ in plan:
+        writer = writers[name]
+        total = writer.finish(keep_partial=True)
+        print(f"[vecflow] {out}: {total} x {writer.manifest['dim']} ({metadata['encoder']}, "
+              f"{len(writer.manifest['shards'])} shards of <= {shard_rows})", flush=True)
+    for writer in writers.values():
+        writer.discard()
     return 0

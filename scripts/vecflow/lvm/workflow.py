@@ -21,6 +21,13 @@ from vecflow.core.workflow import study_dir
 SPLITS = ("train", "val", "ood")
 
 
+def embedding_outputs(results_dir: str) -> dict[str, str]:
+    """embed_chunks' outputs, named (between-workflow caching needs every output of a rule named):
+    ``<split>_vectors`` -> ``R/lvm/embeddings/<split>.safetensors``, ``<split>_index`` -> ``.index.jsonl``."""
+    return {f"{split}_{kind}": f"{results_dir}/lvm/embeddings/{split}{suffix}"
+            for split in SPLITS for kind, suffix in (("vectors", ".safetensors"), ("index", ".index.jsonl"))}
+
+
 def _base_run(config: dict, key: str) -> str:
     """The run ``lvm.<key>.run`` names ('' = off), checked to be one of lvm.runs."""
     run = config["lvm"][key]["run"]
