@@ -34,13 +34,13 @@ def workflow_gpu_rules() -> dict[str, str]:
         for line in path.read_text().splitlines():
             if match := re.match(r"\s*(?:rule|checkpoint)\s+(\w+)\s*:", line):
                 rule = match.group(1)
-            elif (match := re.match(r"\s*gpu=([^,]+),", line)) and rule:
+            elif (match := re.match(r"\s*gpu=(.+),\s*$", line)) and rule:
                 found[rule] = match.group(1).strip()
     return found
 
 
 GPU_RULES = workflow_gpu_rules()
-TRAIN_RULES = {rule for rule, gpu in GPU_RULES.items() if gpu == 'config["train"]["gpus"]'}  # train.gpus ranks, one node
+TRAIN_RULES = {rule for rule, gpu in GPU_RULES.items() if 'config["train"]["gpus"]' in gpu}  # train.gpus ranks, one node
 
 TINY_WORKFLOW = """
 rule all:
