@@ -75,6 +75,30 @@ def test_the_probe_sees_a_training_import():
     assert {"vecflow.summary.elm_train", "vecflow.summary.elm_losses"} <= loaded
 
 
+# The commands of the DAG's light jobs: their modules leave torch to the functions that need it, so such a job
+# does not pay torch's 1.5-2 s import (hpo-best did, through vecflow.summary.elm; issue 25).
+LIGHT_COMMANDS = ["chunk-articles", "split-articles", "ingest-dialogues", "filter-summary", "windows", "diagnose",
+                  "hpo-best", "predict-retrieval", "deploy", "report", "resolve-config", "gpu-check"]
+
+
+def test_light_commands_do_not_import_torch():
+    code = """
+import json, subprocess, sys
+from vecflow.cli import COMMANDS
+names = json.loads(sys.argv[1]) + ["train-lvm"]  # train-lvm: the probe sees torch where a module imports it
+probes = {name: subprocess.Popen([sys.executable, "-c", f"import sys, {COMMANDS[name].split(':')[0]}; "
+                                  "print('torch' in sys.modules)"], stdout=subprocess.PIPE, text=True)
+          for name in names}
+print(json.dumps({name: probe.communicate()[0].strip() for name, probe in probes.items()}))
+"""
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(LIGHT_COMMANDS)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    loads = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loads.pop("train-lvm") == "True"
+    assert loads == dict.fromkeys(LIGHT_COMMANDS, "False")
+
+
 # ------------------------------------------------------------------------------------- declared dependencies
 REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name where they differ

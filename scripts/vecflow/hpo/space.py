@@ -13,7 +13,7 @@ from vecflow.core.settings import describe_validation_error
 from vecflow.hpo.settings import SearchParam
 from vecflow.lvm.study_params import LVM_TUNABLE
 from vecflow.lvm.study_params import is_lvm_setting as _lvm_setting
-from vecflow.summary import elm
+from vecflow.summary.settings import ELM_TUNABLE  # not vecflow.summary.elm: that imports torch
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _parse_param(name: str, entry: SearchParam | dict, target: str = "elm") -> P
     label = f"hpo.{space_key(target)}.{name}"
     if target == "lvm" and not _lvm_setting(name):
         raise VecflowError(f"{label}: not a tunable lvm setting (one of {', '.join(LVM_TUNABLE)}, or losses.<key>)")
-    if target == "elm" and name not in elm.SETTINGS:
+    if target == "elm" and name not in ELM_TUNABLE:
         raise VecflowError(f"{label}: not an elm setting")
     if isinstance(entry, Mapping):  # a direct call with plain values: checked as the settings model checks them
         try:
