@@ -60,11 +60,10 @@ def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
     assert gates["lvm"]["beat_baselines"] is True and gates["lvm"]["use_fivecat_thresholds"] is True
     if config["tracks"]["summary"]:
         assert config["summarizer"]["min_distinct_ratio"] >= 0.9
-    # nor its sizing: one thread per job and 12 training dialogues make the demo a two-minute run
+    # nor its sizing: one thread per job and a few dialogues make the demo a two-minute run
     assert config["threads"]["train"] > 1 and config["threads"]["eval"] > 1
-    if config["tracks"]["summary"]:
-        assert config["summary"]["max_dialogues"].get("train", 0) in range(17, 10**9) or (
-            config["summary"]["max_dialogues"].get("train", 0) == 0)
+    if config["tracks"]["summary"]:  # every cap lifted (0 = all) or sized for real data
+        assert all(cap == 0 or cap >= 1000 for cap in config["summary"]["max_dialogues"].values())
 
 
 def test_a_bad_value_from_the_command_line_is_not_blamed_on_a_file(tmp_path):

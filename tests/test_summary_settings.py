@@ -166,7 +166,7 @@ def test_the_dialogsum_config_sends_what_each_model_accepts(tmp_path):
     assert seq2seq.encoder_lr_scale == 0.0 and seq2seq.max_minutes == 12
     assert {m.variant for m in seen["train-elm"]} == {"plain", "rag"}
     assert all(m.lm_training == "lora" and m.selection_split == "selection" for m in seen["train-elm"])
-    assert seen["ingest-dialogues"][0].max_dialogues == {"train": 4000}
+    assert seen["ingest-dialogues"][0].max_dialogues == {"train": 4000, "val": 0}  # val: the demo's cap lifted
 
 
 # ------------------------------------------------------------------------------------------- the rule helpers
