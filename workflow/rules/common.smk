@@ -32,6 +32,26 @@ R = config["results_dir"]
 # the gpu resource of the jobs that can use a GPU: 1, or 0 where they run on CPU (device: cpu, or auto on a
 # machine that shows no GPU), so that --resources gpu=1 serialises GPU jobs only where there is a GPU
 GPU = core_workflow.gpu_request(config)
+# Which ready job starts first when cores (or the GPU) are short: roughly the seconds of work left on the job's
+# longest path to the report (the demo on 2 CPU cores, BENCHMARKS.md), so that the LM families' chains start early
+# and the LVM chain ends beside the scoring job instead of after it.
+PRIORITY = {
+    "synthesize": 60,
+    "filter_summary": 60,
+    "train_causal": 60,
+    "hpo_worker": 55,
+    "hpo_best": 50,
+    "train_elm": 50,
+    "predict_elm": 45,
+    "predict_summarizer": 40,
+    "embed_chunks": 40,
+    "train_summarizer": 30,
+    "make_windows": 20,
+    "diagnose_direction": 20,
+    "train_lvm": 20,
+    "fivecat": 15,
+    "score_summaries": 10,
+}
 LOGS = f"{R}/logs"
 LVM_SPLITS = list(lvm_workflow.SPLITS)
 # the splits that synthesize writes: those filter_summary reads when the synthesis is the pipeline's own

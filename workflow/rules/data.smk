@@ -88,7 +88,7 @@ rule synthesize:
         f"{LOGS}/synthesize.log",
     benchmark:
         f"{R}/benchmarks/synthesize.tsv"
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["synthesize"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -126,7 +126,7 @@ rule filter_summary:
         ),
     log:
         f"{LOGS}/filter_summary.log",
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["filter_summary"]
     conda:
         "../../envs/vecflow.yaml"
     params:

@@ -51,7 +51,7 @@ else:
             f"{LOGS}/hpo/{{study}}.worker_{{worker}}.log",
         benchmark:
             f"{R}/benchmarks/hpo_worker/{{study}}.worker_{{worker}}.tsv"
-        priority: 10  # the LM families' chains are the DAG's longest: start them first
+        priority: PRIORITY["hpo_worker"]
         conda:
             "../../envs/vecflow.yaml"
         threads: config["threads"]["train"]
@@ -96,7 +96,7 @@ rule hpo_best:
         ),
     log:
         f"{LOGS}/hpo/{{study}}.best.log",
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["hpo_best"]
     conda:
         "../../envs/vecflow.yaml"
     params:

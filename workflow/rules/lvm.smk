@@ -20,6 +20,7 @@ rule embed_chunks:
     # the banks instead of embedding again. No benchmark: Snakemake allows none on a cacheable rule. The cache
     # key hashes params and the unformatted shell command, not paths: the folder is taken in the shell
     cache: OUTPUT_CACHE
+    priority: PRIORITY["embed_chunks"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -46,6 +47,7 @@ rule make_windows:
         f"{LOGS}/make_windows/{{split}}.log",
     benchmark:
         f"{R}/benchmarks/make_windows/{{split}}.tsv"
+    priority: PRIORITY["make_windows"]
     conda:
         "../../envs/vecflow.yaml"
     params:
@@ -74,6 +76,7 @@ rule diagnose_direction:
         f"{LOGS}/diagnose_direction.log",
     benchmark:
         f"{R}/benchmarks/diagnose_direction.tsv"
+    priority: PRIORITY["diagnose_direction"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -103,6 +106,7 @@ rule train_lvm:
         f"{LOGS}/train_lvm/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/train_lvm/{{run}}.tsv"
+    priority: PRIORITY["train_lvm"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -148,6 +152,7 @@ rule fivecat:
         f"{LOGS}/fivecat/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/fivecat/{{run}}.tsv"
+    priority: PRIORITY["fivecat"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]

@@ -21,6 +21,7 @@ rule train_summarizer:
         f"{LOGS}/train_summarizer.log",
     benchmark:
         f"{R}/benchmarks/train_summarizer.tsv"
+    priority: PRIORITY["train_summarizer"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -49,7 +50,7 @@ rule train_causal:
         f"{LOGS}/train_causal.log",
     benchmark:
         f"{R}/benchmarks/train_causal.tsv"
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["train_causal"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -76,7 +77,7 @@ rule predict_summarizer:
         f"{LOGS}/predict_summarizer/{{family}}.log",
     benchmark:
         f"{R}/benchmarks/predict_summarizer/{{family}}.tsv"
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["predict_summarizer"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -126,7 +127,7 @@ rule train_elm:
         f"{LOGS}/train_{{elm}}.log",
     benchmark:
         f"{R}/benchmarks/train_{{elm}}.tsv"
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["train_elm"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["train"]
@@ -164,7 +165,7 @@ rule predict_elm:
         f"{LOGS}/predict_{{elm}}.log",
     benchmark:
         f"{R}/benchmarks/predict_{{elm}}.tsv"
-    priority: 10  # the LM families' chains are the DAG's longest: start them first
+    priority: PRIORITY["predict_elm"]
     conda:
         "../../envs/vecflow.yaml"
     threads: config["threads"]["eval"]
@@ -217,6 +218,7 @@ if SCORED_FAMILIES:
             f"{LOGS}/score_summaries.log",
         benchmark:
             f"{R}/benchmarks/score_summaries.tsv"
+        priority: PRIORITY["score_summaries"]
         conda:
             "../../envs/vecflow.yaml"
         threads: config["threads"]["eval"]
