@@ -36,6 +36,8 @@ GPU = core_workflow.gpu_request(config)
 # longest path to the report (the demo on 2 CPU cores, BENCHMARKS.md), so that the LM families' chains start early
 # and the LVM chain ends beside the scoring job instead of after it.
 PRIORITY = {
+    "fetch_model": 100,
+    "link_model": 100,
     "synthesize": 60,
     "filter_summary": 60,
     "train_causal": 60,
@@ -44,6 +46,7 @@ PRIORITY = {
     "train_elm": 50,
     "predict_elm": 45,
     "predict_summarizer": 40,
+    "predict_retrieval": 40,
     "embed_chunks": 40,
     "train_summarizer": 30,
     "make_windows": 20,

@@ -22,6 +22,7 @@ rule fetch_model:
     log:
         "logs/fetch_model/{model}.log",
     cache: OUTPUT_CACHE
+    priority: PRIORITY["fetch_model"]
     conda:
         "../../envs/vecflow.yaml"
     resources:
@@ -41,6 +42,7 @@ rule link_model:
         manifest="resources/models/{model}/manifest.json",
     log:
         "logs/link_model/{model}.log",
+    priority: PRIORITY["link_model"]
     conda:
         "../../envs/vecflow.yaml"
     params:

@@ -100,6 +100,7 @@ rule predict_retrieval:
         predictions=f"{R}/eval/retrieval/predictions.jsonl",
     log:
         f"{LOGS}/predict_retrieval.log",
+    priority: PRIORITY["predict_retrieval"]
     conda:
         "../../envs/vecflow.yaml"
     resources:
