@@ -53,6 +53,7 @@ rule ingest_dialogues:
         ),
     log:
         f"{LOGS}/ingest_dialogues.log",
+    priority: PRIORITY["ingest_dialogues"]
     conda:
         "../../envs/vecflow.yaml"
     params:
@@ -165,6 +166,7 @@ rule chunk_articles:
         f"{LOGS}/chunk_articles.log",
     benchmark:
         f"{R}/benchmarks/chunk_articles.tsv"
+    priority: PRIORITY["chunk_articles"]
     conda:
         "../../envs/vecflow.yaml"
     params:
@@ -192,6 +194,7 @@ rule split_articles:
         ),
     log:
         f"{LOGS}/split_articles.log",
+    priority: PRIORITY["split_articles"]
     conda:
         "../../envs/vecflow.yaml"
     params:
