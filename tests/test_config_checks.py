@@ -64,6 +64,7 @@ def test_real_configs_do_not_inherit_the_demos_lenient_gates(name):
     assert config["threads"]["train"] > 1 and config["threads"]["eval"] > 1
     if config["tracks"]["summary"]:  # every cap lifted (0 = all) or sized for real data
         assert all(cap == 0 or cap >= 1000 for cap in config["summary"]["max_dialogues"].values())
+    assert config["hpo"].get("elm_fixed", {}).get("max_train_samples", 0) == 0  # the trials see every row
 
 
 def test_a_bad_value_from_the_command_line_is_not_blamed_on_a_file(tmp_path):
