@@ -197,7 +197,7 @@ def embed_cmd(tmp: Path) -> list[str]:
     inp = tmp / "in"
     inp.mkdir(exist_ok=True)
     return ["embed", "--chunks", str(inp / "no-such-chunks.jsonl"), "--encoder", str(inp), "--settings", "{}",
-            "--out", str(tmp / "out" / "e.safetensors"), "--index", str(tmp / "out" / "e.index.jsonl")]
+            "--out-dir", str(tmp / "out")]
 
 
 def chunk_folder_cmd(tmp: Path) -> list[str]:
