@@ -185,7 +185,8 @@ def test_two_gloo_ranks_train_like_one_rank_with_the_same_global_batch(tiny_caus
 
 
 # ---------------------------------------------------------------------------------------- Snakemake wiring
-def dry_run_jobs(tmp_path: Path, tiny_encoder, tiny_causal_lm, gpus: int, global_gpus: int) -> dict[str, str]:
+def dry_run_jobs(tmp_path: Path, tiny_encoder, tiny_causal_lm, gpus: int, global_gpus: int,
+                 device: str = "cuda") -> dict[str, str]:
     """rule name -> its block of `snakemake -n -p` output (resources and shell command)."""
     import yaml
 
@@ -194,6 +195,7 @@ def dry_run_jobs(tmp_path: Path, tiny_encoder, tiny_causal_lm, gpus: int, global
     config = tiny_config(tiny_encoder, tiny_causal_lm)
     config["summarizer"]["kind"] = ["seq2seq", "causal"]
     config["train"] = {"gpus": gpus}
+    config["device"] = device  # cuda: a GPU machine's plan (a dry run needs no GPU)
     workdir = write_workdir(tmp_path, config)
     result = subprocess.run(
         [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1", "-n", "-p",
@@ -220,3 +222,11 @@ def test_a_job_never_starts_more_ranks_than_the_gpus_it_is_granted(tmp_path, tin
     for rule, command in (("train_summarizer", "train-summarizer"), ("train_causal", "train-causal")):
         assert f"Shell command: vecflow {command} " in jobs[rule] and "torchrun" not in jobs[rule]
         assert re.search(r"resources: .*\bgpu=1\b", jobs[rule]), jobs[rule]
+
+
+def test_cpu_jobs_do_not_hold_the_gpu_slot(tmp_path, tiny_encoder, tiny_causal_lm):
+    """device: cpu plans gpu=0, so `--resources gpu=1` does not run the CPU torch jobs one at a time (issue 25)."""
+    jobs = dry_run_jobs(tmp_path, tiny_encoder, tiny_causal_lm, gpus=2, global_gpus=1, device="cpu")
+    for rule, command in (("train_summarizer", "train-summarizer"), ("train_causal", "train-causal")):
+        assert f"Shell command: vecflow {command} " in jobs[rule] and "torchrun" not in jobs[rule]
+        assert re.search(r"resources: .*\bgpu=0\b", jobs[rule]), jobs[rule]
