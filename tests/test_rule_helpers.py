@@ -131,7 +131,8 @@ def test_gpu_request_is_zero_only_where_jobs_run_on_cpu(demo):
     assert core_workflow.gpu_visible({"CUDA_VISIBLE_DEVICES": ""}, "linux", "x86_64") is False
     assert core_workflow.gpu_visible({"CUDA_VISIBLE_DEVICES": "-1"}, "linux", "x86_64") is False
     linux = core_workflow.gpu_visible(no_nodes, "linux", "x86_64")
-    assert linux == any(pathlib.Path(n).exists() for n in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+    assert linux == any(pathlib.Path(n).exists() for n in core_workflow.GPU_DEVICE_NODES)
+    assert "/dev/dxg" in core_workflow.GPU_DEVICE_NODES  # WSL2: CUDA without an NVIDIA device node
 
 
 def test_data_references_name_the_files_fetch_data_checks(demo, tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform as platform_module
+import sys
 from pathlib import Path
 
 from vecflow.core.errors import VecflowError
@@ -64,22 +66,24 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def gpu_visible(environ: dict | None = None, platform: str | None = None, machine: str | None = None) -> bool:
     """Whether this machine shows a GPU that torch would pick with ``device: auto``, without importing torch
     (planning stays fast): an NVIDIA driver or ROCm device node not hidden by CUDA_VISIBLE_DEVICES, or Apple
     silicon (MPS)."""
-    import platform as _platform
-    import sys
-
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
-    machine = _platform.machine() if machine is None else machine
+    machine = platform_module.machine() if machine is None else machine
     if platform == "darwin":
         return machine == "arm64"
     hidden = environ.get("CUDA_VISIBLE_DEVICES", environ.get("HIP_VISIBLE_DEVICES"))
     if hidden is not None and hidden.strip() in ("", "-1"):
         return False
-    return any(Path(node).exists() for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+    # NVIDIA, ROCm, and WSL2's GPU paravirtualisation (CUDA there has no /dev/nvidia* node). A false "yes" only
+    # keeps GPU jobs one at a time, as before; a false "no" would let two share one GPU.
+    return any(Path(node).exists() for node in GPU_DEVICE_NODES)
 
 
 def gpu_request(config: dict, count: int = 1, visible: bool | None = None) -> int:
