@@ -76,6 +76,10 @@ def test_a_bad_value_from_the_command_line_is_not_blamed_on_a_file(tmp_path):
     files = {str(path): {"seed": 1, "train": {"steps": 8}}}
     from_cli = schema_error(_error(schema, {"seed": 1, "train": {"steps": "x"}}), files=files)
     assert from_cli.startswith("--config (command line): key 'train.steps': expected integer, got str 'x'")
+    # Snakemake parses `--config 'train={steps: 8}'` with YAML's BaseLoader: the 8 arrives as a string
+    nested = schema_error(_error(schema, {"seed": 1, "train": {"steps": "8"}}), files=files)
+    assert nested.endswith("expected integer, got str '8'; --config reads every value inside {...} as a string: "
+                           "set 'train.steps' in a --configfile"), nested
     from_file = schema_error(_error(schema, {"seed": 1, "train": {"steps": "x"}}),
                              files={str(path): {"seed": 1, "train": {"steps": "x"}}})
     assert from_file.startswith(f"{path}:3: key 'train.steps'")

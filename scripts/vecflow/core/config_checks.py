@@ -164,7 +164,10 @@ def schema_error(error, files: dict[str, dict]) -> str:
         expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
         hint = ""
         if isinstance(instance, str) and NUMBER_LIKE.match(instance.strip()) and expected in ("number", "integer"):
-            hint = f"; YAML reads {instance} as a string: write {_number_literal(instance, expected)}"
+            if where.startswith("--config") and len(keys) > 1:  # Snakemake reads nested --config values as strings
+                hint = f"; --config reads every value inside {{...}} as a string: set '{dotted}' in a --configfile"
+            else:
+                hint = f"; YAML reads {instance} as a string: write {_number_literal(instance, expected)}"
         return f"{where}: key '{dotted}': expected {expected}, got {type(instance).__name__} {_short(instance)}{hint}"
     if error.validator == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
