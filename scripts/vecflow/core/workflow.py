@@ -71,8 +71,8 @@ GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 def gpu_visible(environ: dict | None = None, platform: str | None = None, machine: str | None = None) -> bool:
     """Whether this machine shows a GPU that torch would pick with ``device: auto``, without importing torch
-    (planning stays fast): an NVIDIA driver or ROCm device node not hidden by CUDA_VISIBLE_DEVICES, or Apple
-    silicon (MPS)."""
+    (planning stays fast): an NVIDIA, ROCm or WSL2 GPU device node (``GPU_DEVICE_NODES``) not hidden by
+    CUDA_VISIBLE_DEVICES, or Apple silicon (MPS)."""
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
     machine = platform_module.machine() if machine is None else machine
